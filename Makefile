@@ -1,0 +1,51 @@
+# rnnlab: `make help` lists the targets. Everything runs inside .venv, made by `make install`.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+RNNLAB := $(VENV)/bin/rnnlab
+UV := $(VENV)/bin/uv
+TRACKING_URI ?= sqlite:///mlruns/mlflow.db
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install data train ui test lint style bench lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed data ## create .venv, install pinned dependencies and prepare the embedded data
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	$(UV) pip install --python $(PYTHON) --constraint constraints.txt --editable ".[dev]"
+	touch $@
+
+data: $(VENV)/.installed ## fetch and build the embedded datasets (idempotent)
+	$(RNNLAB) prepare
+
+train: ## train the default experiment (sentiment × LSTM) and record it in MLflow
+	$(RNNLAB) train $(ARGS)
+
+ui: ## open the MLflow dashboards on http://$(HOST):$(PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)
+
+test: ## run the test suite
+	$(PYTHON) -m pytest --rootdir=. -c pyproject.toml $(PYTEST_ARGS)
+
+lint: ## check style without changing files
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+style: ## fix style in place
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+bench: ## measure training throughput: rnnlab against bare Keras, interleaved
+	$(PYTHON) benchmarks/throughput.py
+
+lock: ## re-pin every dependency into constraints.txt
+	$(UV) pip compile --universal --extra dev pyproject.toml -o constraints.txt
+
+clean: ## remove the virtualenv, prepared data and Hydra outputs (keeps mlruns/)
+	rm -rf $(VENV) data outputs multirun

@@ -1,0 +1,139 @@
+"""Compose and validate run configs before TensorFlow is imported, so mistakes fail in a second.
+
+Hydra composes `conf/`; this module adds what Hydra does not check: that a group choice
+exists (with the allowed ones named on one line) and that values have the right type and range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+class ConfigError(ValueError):
+    """A config mistake, reported to the user as one line."""
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of a config group, e.g. `cell` -> ['gru', 'lstm', 'simple_rnn']."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Reject an unknown group choice such as `cell=foo`, naming the allowed ones."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+    for override in parsed:
+        group = override.key_or_group
+        if override.is_delete() or not (CONF_DIR / group).is_dir():
+            continue
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [str(override.value())]
+        allowed = group_choices(group)
+        for value in values:
+            if value not in allowed:
+                raise ConfigError(f"unknown {group} '{value}'; choose one of: {', '.join(allowed)}")
+
+
+@dataclass
+class TrainerSchema:
+    epochs: int
+    batch_size: int
+    early_stopping_patience: int | None
+    restore_best_weights: bool
+    clipnorm: float | None
+    verbose: Any
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"trainer.epochs must be at least 1, got {self.epochs}")
+        _require(
+            self.batch_size >= 1, f"trainer.batch_size must be at least 1, got {self.batch_size}"
+        )
+        _require(
+            self.early_stopping_patience is None or self.early_stopping_patience >= 0,
+            "trainer.early_stopping_patience must be null or >= 0, "
+            f"got {self.early_stopping_patience}",
+        )
+        _require(
+            self.clipnorm is None or self.clipnorm > 0,
+            f"trainer.clipnorm must be null or > 0, got {self.clipnorm}",
+        )
+        _require(
+            self.verbose in ("auto", 0, 1, 2),
+            f"trainer.verbose must be one of auto, 0, 1, 2; got {self.verbose}",
+        )
+
+
+@dataclass
+class ModelSchema:
+    layers: int
+    dropout: float
+
+    def __post_init__(self) -> None:
+        _require(self.layers >= 1, f"model.layers must be at least 1, got {self.layers}")
+        _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrackingSchema:
+    uri: str
+    experiment: str
+    run_name: str | None
+
+
+SCHEMAS = {"trainer": TrainerSchema, "model": ModelSchema, "tracking": TrackingSchema}
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check types and ranges of the resolved config; raise ConfigError with one line."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+    for group, schema in SCHEMAS.items():
+        try:
+            OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[group]))
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{group}.{error.full_key}: {str(error).splitlines()[0]}") from None
+    for key in ("_target_", "units"):
+        _require(key in cfg.cell, f"cell needs a '{key}' key (see conf/cell/lstm.yaml)")
+    _require(
+        isinstance(cfg.cell.units, int) and cfg.cell.units >= 1,
+        f"cell.units must be a positive integer, got {cfg.cell.units}",
+    )
+    _require(isinstance(cfg.seed, int), f"seed must be an integer, got {cfg.seed!r}")
+    _require(
+        cfg.task.direction in ("maximize", "minimize"),
+        f"task.direction must be maximize or minimize, got {cfg.task.direction}",
+    )
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The validated config `rnnlab train` would run with these overrides (tests, sweeps)."""
+    check_overrides(list(overrides))
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    except HydraException as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+    validate(cfg)
+    return cfg

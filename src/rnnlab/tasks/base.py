@@ -1,0 +1,26 @@
+"""What every task hands to the trainer: batched splits and the facts a run records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+
+@dataclass
+class TaskData:
+    train: tf.data.Dataset  # shuffled each epoch, batched, prefetched
+    validation: tf.data.Dataset  # for early stopping and tuning
+    test: tf.data.Dataset  # held out: evaluated once, at the end
+    train_size: int
+    data_hash: str  # identifies the prepared data the run trained on
+
+
+def batch_pipeline(
+    examples: tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
+    """Cache the prepared examples in memory, shuffle if training, batch and prefetch."""
+    examples = examples.cache()
+    if shuffle_seed is not None:
+        examples = examples.shuffle(16_384, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return examples.batch(batch_size).prefetch(tf.data.AUTOTUNE)

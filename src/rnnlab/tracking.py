@@ -1,0 +1,100 @@
+"""Open an MLflow run that records everything needed to trust and rerun it.
+
+The run logs the flattened config as params, the resolved config as `config.yaml`, and tags
+for provenance. It always ends in a final state: FAILED on an error, KILLED on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig, OmegaConf
+
+import rnnlab
+from rnnlab.config import PROJECT_ROOT
+
+MAX_PARAM_LENGTH = 6000  # MLflow 3 rejects longer param values
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'cell': {'units': 64}} -> {'cell.units': 64}, the form MLflow params take."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_state() -> dict[str, str]:
+    """The commit of the project tree and whether it had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {"rnnlab.git_commit": "unknown"}
+    return {
+        "rnnlab.git_commit": commit,
+        "rnnlab.git_dirty": str(bool(git("status", "--porcelain"))),
+    }
+
+
+def provenance_tags() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {
+        **git_state(),
+        "rnnlab.version": rnnlab.__version__,
+        "tensorflow.version": tf.__version__,
+        "keras.version": keras.__version__,
+    }
+
+
+def use_store(uri: str, experiment: str) -> None:
+    """Point MLflow at the store (creating a local SQLite folder) and the experiment."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+
+
+@contextlib.contextmanager
+def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for this config that never stays RUNNING after it leaves."""
+    use_store(cfg.tracking.uri, cfg.tracking.experiment)
+    name = (
+        cfg.tracking.run_name
+        or f"{cfg.cell._target_.rsplit('.', 1)[-1]}-{cfg.task.name}-seed{cfg.seed}"
+    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run = mlflow.start_run(run_name=name)
+    try:
+        params = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(resolved).items()}
+        mlflow.log_params(params)
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlflow.set_tags({**provenance_tags(), **tags})
+        yield run
+    except KeyboardInterrupt:
+        mlflow.set_tag("rnnlab.failure", "interrupted by the user")
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as error:
+        mlflow.set_tag("rnnlab.failure", f"{type(error).__name__}: {error}"[:MAX_PARAM_LENGTH])
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))

@@ -1,0 +1,94 @@
+"""Config composition and the one-line errors a user sees for a bad config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rnnlab.config import ConfigError, compose_config, group_choices
+
+GROUPS = ["task", "cell", "model", "optimizer", "trainer", "tracking"]
+
+
+@pytest.mark.parametrize(
+    ("group", "choice"), [(group, choice) for group in GROUPS for choice in group_choices(group)]
+)
+def test_every_group_choice_composes_and_validates(group, choice):
+    cfg = compose_config([f"{group}={choice}"])
+    assert cfg[group] is not None
+    assert cfg.tracking.experiment == cfg.task.name
+
+
+def test_the_three_cells_are_keras_cells():
+    assert group_choices("cell") == ["gru", "lstm", "simple_rnn"]
+    for cell in group_choices("cell"):
+        assert compose_config([f"cell={cell}"]).cell._target_.startswith("keras.layers.")
+
+
+def test_unknown_cell_lists_the_allowed_ones():
+    with pytest.raises(
+        ConfigError, match="unknown cell 'foo'; choose one of: gru, lstm, simple_rnn"
+    ):
+        compose_config(["cell=foo"])
+
+
+def test_unknown_choice_inside_a_multirun_list_is_caught():
+    with pytest.raises(ConfigError, match="unknown cell 'lsmt'"):
+        compose_config(["cell=gru,lsmt"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.epochs=-1", "trainer.epochs must be at least 1, got -1"),
+        ("trainer.batch_size=0", "trainer.batch_size must be at least 1"),
+        ("trainer.clipnorm=-2", "trainer.clipnorm must be null or > 0"),
+        ("trainer.epochs=abc", "trainer.epochs: Value 'abc' of type 'str' could not be converted"),
+        ("model.dropout=1.5", r"model.dropout must be in \[0, 1\)"),
+        ("cell.units=0", "cell.units must be a positive integer"),
+        ("task.direction=up", "task.direction must be maximize or minimize"),
+    ],
+)
+def test_bad_values_fail_with_one_line(override, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        compose_config([override])
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_key_fails_with_one_line():
+    with pytest.raises(ConfigError, match="trainer.epochz") as error:
+        compose_config(["trainer.epochz=3"])
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("cell=foo", "rnnlab: unknown cell 'foo'; choose one of: gru, lstm, simple_rnn"),
+        ("trainer.epochs=-1", "rnnlab: trainer.epochs must be at least 1, got -1"),
+    ],
+)
+def test_cli_rejects_bad_config_before_importing_tensorflow(argument, message):
+    probe = (
+        "import sys\n"
+        "from rnnlab.cli import main\n"
+        "try:\n"
+        f"    main(['train', '{argument}'])\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code)\n"
+        "print('tensorflow imported:', 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.splitlines() == [message, "tensorflow imported: False"]
+
+
+def test_cli_unknown_command_names_the_commands():
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnlab.cli", "trian"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "rnnlab: unknown command 'trian'; choose one of: train, prepare"

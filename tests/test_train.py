@@ -1,0 +1,136 @@
+"""End-to-end runs on a slice of the real data, checked through what MLflow recorded."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from rnnlab.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from rnnlab.config import ConfigError
+from rnnlab.tasks.sentiment import SentimentTask
+from rnnlab.train import run
+
+EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def last_run(tracking_uri):
+    return MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
+def test_each_cell_trains_and_mlflow_holds_the_run(compose, tracking_uri, cell):
+    cfg = compose(f"cell={cell}", "trainer.early_stopping_patience=null")
+    metrics = run(cfg)
+    recorded = last_run(tracking_uri)
+    client = MlflowClient(tracking_uri)
+
+    assert recorded.info.status == "FINISHED"
+    assert recorded.info.experiment_id == client.get_experiment_by_name("sentiment").experiment_id
+    assert recorded.data.params["cell._target_"] == cfg.cell._target_
+    assert recorded.data.params["trainer.epochs"] == "2"
+    for name in EPOCH_METRICS:
+        history = client.get_metric_history(recorded.info.run_id, name)
+        assert [point.step for point in history] == [0, 1], name
+    for name in ("test_loss", "test_accuracy", "epoch_seconds", "samples_per_second"):
+        assert recorded.data.metrics[name] == pytest.approx(metrics[name])
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["samples_per_second"] == pytest.approx(256 / metrics["epoch_seconds"])
+
+    tags = recorded.data.tags
+    assert len(tags["rnnlab.git_commit"]) in (40, len("unknown"))
+    assert tags["tensorflow.version"] and tags["keras.version"] == keras.__version__
+    assert len(tags["rnnlab.data_hash"]) == 16
+
+    config_file = mlflow.artifacts.download_artifacts(
+        run_id=recorded.info.run_id, artifact_path="config.yaml", tracking_uri=tracking_uri
+    )
+    with open(config_file) as logged:
+        assert yaml.safe_load(logged) == OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.slow
+def test_a_full_lstm_run_learns_sentiment(compose):
+    """Not a benchmark: a sanity bound that a broken pipeline (shuffled labels, no mask) misses."""
+    metrics = run(compose("task.max_examples=2000", "trainer.epochs=3"))
+    assert metrics["test_accuracy"] > 0.62
+
+
+def test_same_seed_same_result(compose):
+    cfg = compose("cell.units=4", "trainer.epochs=1", "reproducible=true")
+    assert run(cfg)["test_loss"] == run(cfg)["test_loss"]
+
+
+def test_an_error_during_training_marks_the_run_failed(compose, tracking_uri, monkeypatch):
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(keras.Model, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(compose("cell.units=4"))
+    recorded = last_run(tracking_uri)
+    assert recorded.info.status == "FAILED"
+    assert recorded.data.tags["rnnlab.failure"] == "RuntimeError: injected failure"
+
+
+def test_ctrl_c_marks_the_run_killed(compose, tracking_uri, monkeypatch):
+    def interrupted_fit(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run(compose("cell.units=4"))
+    assert last_run(tracking_uri).info.status == "KILLED"
+
+
+def test_nan_loss_fails_the_run_with_the_reason(compose, tracking_uri, monkeypatch):
+    monkeypatch.setattr(
+        SentimentTask, "loss", staticmethod(lambda y, p: keras.ops.mean(p) * math.nan)
+    )
+    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1, batch 1"):
+        run(compose("cell.units=4"))
+    recorded = last_run(tracking_uri)
+    assert recorded.info.status == "FAILED"
+    assert "lower optimizer.learning_rate" in recorded.data.tags["rnnlab.failure"]
+
+
+@pytest.mark.parametrize("loss", [math.inf, -math.inf, math.nan])
+def test_non_finite_guard_stops_on_any_non_finite_loss(loss):
+    guard = StopOnNonFiniteLoss()
+    guard.set_model(keras.Sequential([keras.layers.Dense(1)]))
+    guard.on_train_batch_end(0, {"loss": 0.5})
+    with pytest.raises(NonFiniteLossError):
+        guard.on_train_batch_end(1, {"loss": loss})
+    assert guard.model.stop_training
+
+
+def test_a_users_own_cell_plugs_in_by_target(compose, tracking_uri, tmp_path, monkeypatch):
+    (tmp_path / "my_cells.py").write_text(
+        "import keras\n"
+        "class LeakyCell(keras.layers.Layer):\n"
+        "    '''h_t = 0.5 h_{t-1} + 0.5 tanh(W x_t): a cell no library ships.'''\n"
+        "    def __init__(self, units, **kwargs):\n"
+        "        super().__init__(**kwargs)\n"
+        "        self.units = units\n"
+        "        self.state_size = units\n"
+        "    def build(self, input_shape):\n"
+        "        self.kernel = self.add_weight(shape=(input_shape[-1], self.units))\n"
+        "    def call(self, inputs, states):\n"
+        "        h = 0.5 * states[0] + 0.5 * keras.ops.tanh(inputs @ self.kernel)\n"
+        "        return h, [h]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose("cell._target_=my_cells.LeakyCell", "~cell.dropout", "~cell.recurrent_dropout")
+    run(cfg)
+    assert last_run(tracking_uri).data.params["cell._target_"] == "my_cells.LeakyCell"
+
+
+def test_a_target_that_is_not_a_cell_is_a_config_error(compose):
+    with pytest.raises(ConfigError, match="is not a Keras RNN cell"):
+        run(compose("cell._target_=keras.layers.Dense", "~cell.dropout", "~cell.recurrent_dropout"))
