@@ -22,7 +22,6 @@ import keras  # noqa: E402
 import mlflow  # noqa: E402
 from keras import layers  # noqa: E402
 
-from rnnlab.callbacks import MlflowEpochLogger  # noqa: E402
 from rnnlab.config import compose_config  # noqa: E402
 from rnnlab.tasks import get_task  # noqa: E402
 from rnnlab.train import build_compiled_model, seed_everything, training_callbacks  # noqa: E402
@@ -72,7 +71,7 @@ def compare(cell: str, epochs: int, tracking_uri: str) -> dict[str, float]:
     mlflow.set_experiment("benchmark")
     times: dict[str, list[float]] = {"rnnlab": [], "bare": []}
     with mlflow.start_run(run_name=f"bench-{cell}"):
-        our_callbacks = training_callbacks(cfg, MlflowEpochLogger())
+        our_callbacks, _ = training_callbacks(cfg, ours, task, data)
         for round_index in range(epochs + 1):  # round 0 warms up both
             for name, model, callbacks in (("rnnlab", ours, our_callbacks), ("bare", bare, [])):
                 seconds = time_epoch(model, data, callbacks)

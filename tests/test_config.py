@@ -9,7 +9,7 @@ import pytest
 
 from rnnlab.config import ConfigError, compose_config, group_choices
 
-GROUPS = ["task", "cell", "model", "optimizer", "trainer", "tracking"]
+GROUPS = ["task", "cell", "model", "optimizer", "trainer", "probe", "tracking"]
 
 
 @pytest.mark.parametrize(
@@ -21,15 +21,15 @@ def test_every_group_choice_composes_and_validates(group, choice):
     assert cfg.tracking.experiment == cfg.task.name
 
 
-def test_the_three_cells_are_keras_cells():
-    assert group_choices("cell") == ["gru", "lstm", "simple_rnn"]
+def test_the_cells_are_keras_cells():
+    assert group_choices("cell") == ["gru", "irnn", "lstm", "simple_rnn"]
     for cell in group_choices("cell"):
         assert compose_config([f"cell={cell}"]).cell._target_.startswith("keras.layers.")
 
 
 def test_unknown_cell_lists_the_allowed_ones():
     with pytest.raises(
-        ConfigError, match="unknown cell 'foo'; choose one of: gru, lstm, simple_rnn"
+        ConfigError, match="unknown cell 'foo'; choose one of: gru, irnn, lstm, simple_rnn"
     ):
         compose_config(["cell=foo"])
 
@@ -66,7 +66,7 @@ def test_unknown_key_fails_with_one_line():
 @pytest.mark.parametrize(
     ("argument", "message"),
     [
-        ("cell=foo", "rnnlab: unknown cell 'foo'; choose one of: gru, lstm, simple_rnn"),
+        ("cell=foo", "rnnlab: unknown cell 'foo'; choose one of: gru, irnn, lstm, simple_rnn"),
         ("trainer.epochs=-1", "rnnlab: trainer.epochs must be at least 1, got -1"),
     ],
 )

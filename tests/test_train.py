@@ -126,11 +126,25 @@ def test_a_users_own_cell_plugs_in_by_target(compose, tracking_uri, tmp_path, mo
         "        return h, [h]\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = compose("cell._target_=my_cells.LeakyCell", "~cell.dropout", "~cell.recurrent_dropout")
+    cfg = compose(
+        "cell=simple_rnn",
+        "cell._target_=my_cells.LeakyCell",
+        "~cell.dropout",
+        "~cell.recurrent_dropout",
+    )
     run(cfg)
-    assert last_run(tracking_uri).data.params["cell._target_"] == "my_cells.LeakyCell"
+    recorded = last_run(tracking_uri)
+    assert recorded.data.params["cell._target_"] == "my_cells.LeakyCell"
+    assert recorded.data.metrics["grad_decay_log10_ratio"] < 0, "the probe sees a user's cell too"
 
 
 def test_a_target_that_is_not_a_cell_is_a_config_error(compose):
     with pytest.raises(ConfigError, match="is not a Keras RNN cell"):
-        run(compose("cell._target_=keras.layers.Dense", "~cell.dropout", "~cell.recurrent_dropout"))
+        run(
+            compose(
+                "cell=gru",
+                "cell._target_=keras.layers.Dense",
+                "~cell.dropout",
+                "~cell.recurrent_dropout",
+            )
+        )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 import keras
 import mlflow
+
+from rnnlab.plots import gradient_decay_figure
+from rnnlab.probe import decay_statistics
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -48,3 +52,68 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"loss became {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}: "
                 "lower optimizer.learning_rate or set trainer.clipnorm"
             )
+
+
+class GradientDecayLogger(keras.callbacks.Callback):
+    """Probe dL/dh_t every few epochs and log the decay metrics, curves and plots to MLflow.
+
+    The headline metrics (`grad_decay_log10_ratio`, `grad_decay_half_life`) describe the
+    hidden state of the last probed layer; other states (the LSTM's `c`) get a suffix and
+    other layers a `<layer>.` prefix. Weight-gradient norms come from the same batch.
+    """
+
+    def __init__(self, probe, batch, every_n_epochs: int, explode_norm: float) -> None:
+        super().__init__()
+        self.probe = probe
+        self.batch = batch
+        self.every_n_epochs = every_n_epochs
+        self.explode_norm = explode_norm
+        self.headline_curves: dict[int, object] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        result = self.probe.measure(*self.batch)
+        mlflow.log_metrics(self.metrics(result), step=epoch)
+        curves = {
+            layer: {state: norms.tolist() for state, norms in states.items()}
+            for layer, states in result.step_norms.items()
+        }
+        name = f"gradient_decay/epoch_{epoch + 1:03d}"
+        mlflow.log_dict({"epoch": epoch + 1, "loss": result.loss, "norms": curves}, f"{name}.json")
+        flat = {
+            f"{layer} {state}": norms
+            for layer, states in result.step_norms.items()
+            for state, norms in states.items()
+        }
+        mlflow.log_figure(
+            gradient_decay_figure(flat, f"Gradient decay, epoch {epoch + 1}"), f"{name}.png"
+        )
+        self.headline_curves[epoch + 1] = result.step_norms[self.probe.layers[-1].name]["h"]
+        if result.weight_norms["global"] > self.explode_norm:
+            warning = (
+                f"gradient norm {result.weight_norms['global']:.3g} at epoch {epoch + 1} passed "
+                f"probe.explode_norm={self.explode_norm:g}: consider trainer.clipnorm"
+            )
+            logging.getLogger("rnnlab").warning(warning)
+            mlflow.set_tag("rnnlab.gradients_exploded", warning)
+
+    def metrics(self, result) -> dict[str, float]:
+        metrics = {f"grad_norm.{owner}": norm for owner, norm in result.weight_norms.items()}
+        headline = self.probe.layers[-1].name
+        for layer, states in result.step_norms.items():
+            prefixes = [""] if layer == headline else []
+            if len(result.step_norms) > 1:
+                prefixes.append(f"{layer}.")
+            for state, norms in states.items():
+                suffix = "" if state == "h" else f"_{state}"
+                for statistic, value in decay_statistics(norms).items():
+                    for prefix in prefixes:
+                        metrics[f"{prefix}grad_decay_{statistic}{suffix}"] = value
+        return metrics
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.headline_curves:
+            curves = {f"epoch {epoch}": norms for epoch, norms in self.headline_curves.items()}
+            title = f"Gradient decay of {self.probe.layers[-1].name}, all probes"
+            mlflow.log_figure(gradient_decay_figure(curves, title), "gradient_decay/all_epochs.png")

@@ -82,10 +82,27 @@ class TrainerSchema:
 class ModelSchema:
     layers: int
     dropout: float
+    bidirectional: bool
 
     def __post_init__(self) -> None:
         _require(self.layers >= 1, f"model.layers must be at least 1, got {self.layers}")
         _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class ProbeSchema:
+    enabled: bool
+    every_n_epochs: int
+    layers: Any
+    examples: int
+    explode_norm: float
+
+    def __post_init__(self) -> None:
+        _require(
+            self.every_n_epochs >= 1,
+            f"probe.every_n_epochs must be at least 1, got {self.every_n_epochs}",
+        )
+        _require(self.examples >= 1, f"probe.examples must be at least 1, got {self.examples}")
 
 
 @dataclass
@@ -95,7 +112,12 @@ class TrackingSchema:
     run_name: str | None
 
 
-SCHEMAS = {"trainer": TrainerSchema, "model": ModelSchema, "tracking": TrackingSchema}
+SCHEMAS = {
+    "trainer": TrainerSchema,
+    "model": ModelSchema,
+    "probe": ProbeSchema,
+    "tracking": TrackingSchema,
+}
 
 
 def _require(condition: bool, message: str) -> None:

@@ -1,7 +1,8 @@
 """Turn the `cell` and `model` config groups into a stack of Keras RNN layers.
 
 Cells are built from `_target_`, so any Keras RNN cell class (a user's own included) is
-wrapped the same way as the built-in ones: one `keras.layers.RNN` per stacked layer.
+wrapped the same way as the built-in ones: one `ProbedRNN` (a `keras.layers.RNN` the
+gradient probe can look inside) per stacked layer, optionally bidirectional.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from keras import layers
 from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError
+from rnnlab.probe import ProbedRNN
 
 
 def build_cell(cell_cfg: DictConfig) -> keras.Layer:
@@ -25,19 +27,33 @@ def build_cell(cell_cfg: DictConfig) -> keras.Layer:
     return cell
 
 
+# Applies the configured recurrent layers to a sequence: stack(sequence, return_sequences=...).
+RecurrentStack = Callable[..., keras.KerasTensor]
+
+
 def recurrent_stack(
     cell_cfg: DictConfig, model_cfg: DictConfig, return_sequences: bool = False
-) -> Callable[[keras.KerasTensor], keras.KerasTensor]:
-    """A function applying `model.layers` recurrent layers, each with a fresh cell."""
+) -> RecurrentStack:
+    """A function applying `model.layers` recurrent layers, each with a fresh cell.
 
-    def apply(sequence: keras.KerasTensor) -> keras.KerasTensor:
+    The last layer returns its whole output sequence if `return_sequences` (here or in the
+    call, for per-step tasks), else only its final output.
+    """
+    sequences_by_default = return_sequences
+
+    def apply(
+        sequence: keras.KerasTensor, return_sequences: bool = sequences_by_default
+    ) -> keras.KerasTensor:
         for index in range(model_cfg.layers):
             last = index == model_cfg.layers - 1
-            sequence = layers.RNN(
+            recurrent = ProbedRNN(
                 build_cell(cell_cfg),
                 return_sequences=return_sequences or not last,
                 name=f"recurrent_{index}",
-            )(sequence)
+            )
+            if model_cfg.bidirectional:
+                recurrent = layers.Bidirectional(recurrent, name=f"bidirectional_{index}")
+            sequence = recurrent(sequence)
             if model_cfg.dropout:
                 sequence = layers.Dropout(model_cfg.dropout, name=f"dropout_{index}")(sequence)
         return sequence

@@ -5,6 +5,7 @@ The CLI, the tests and the benchmarks all call `run`; nothing trains another way
 
 from __future__ import annotations
 
+import logging
 import statistics
 import sys
 
@@ -14,9 +15,11 @@ import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from rnnlab.callbacks import MlflowEpochLogger, StopOnNonFiniteLoss
+from rnnlab.callbacks import GradientDecayLogger, MlflowEpochLogger, StopOnNonFiniteLoss
 from rnnlab.models import recurrent_stack
+from rnnlab.probe import GradientProbe, recurrent_layers
 from rnnlab.tasks import get_task
+from rnnlab.tasks.base import TaskData
 from rnnlab.tracking import tracked_run
 
 
@@ -34,10 +37,26 @@ def build_compiled_model(cfg: DictConfig, task) -> keras.Model:
     return model
 
 
-def training_callbacks(
-    cfg: DictConfig, epoch_logger: MlflowEpochLogger
+def gradient_probe(
+    cfg: DictConfig, model: keras.Model, task, data
 ) -> list[keras.callbacks.Callback]:
-    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), epoch_logger]
+    """The probe callback, or nothing (with a warning) for a model without recurrent layers."""
+    if not cfg.probe.enabled:
+        return []
+    if not recurrent_layers(model):
+        logging.getLogger("rnnlab").warning("no recurrent layer to probe: gradient decay skipped")
+        return []
+    probe = GradientProbe(model, task.loss, cfg.probe.layers)
+    batch = next(iter(data.validation.unbatch().batch(cfg.probe.examples)))
+    return [GradientDecayLogger(probe, batch, cfg.probe.every_n_epochs, cfg.probe.explode_norm)]
+
+
+def training_callbacks(
+    cfg: DictConfig, model: keras.Model, task, data: TaskData
+) -> tuple[list[keras.callbacks.Callback], MlflowEpochLogger]:
+    """Everything `fit` calls back into, and the epoch logger that times the epochs."""
+    epoch_logger = MlflowEpochLogger()
+    callbacks = [StopOnNonFiniteLoss(), epoch_logger, *gradient_probe(cfg, model, task, data)]
     if cfg.trainer.early_stopping_patience is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -46,7 +65,7 @@ def training_callbacks(
                 restore_best_weights=cfg.trainer.restore_best_weights,
             )
         )
-    return callbacks
+    return callbacks, epoch_logger
 
 
 def progress_verbosity(verbose: str | int) -> int:
@@ -66,20 +85,25 @@ def run(cfg: DictConfig) -> dict[str, float]:
     task = get_task(cfg.task, cfg.data_dir)
     data = task.load(batch_size=cfg.trainer.batch_size, seed=cfg.seed)
     model = build_compiled_model(cfg, task)
-    epoch_logger = MlflowEpochLogger()
+    callbacks, epoch_logger = training_callbacks(cfg, model, task, data)
     with tracked_run(cfg, tags={"rnnlab.data_hash": data.data_hash}) as active:
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
         model.fit(
             data.train,
             validation_data=data.validation,
             epochs=cfg.trainer.epochs,
-            callbacks=training_callbacks(cfg, epoch_logger),
+            callbacks=callbacks,
             verbose=progress_verbosity(cfg.trainer.verbose),
             shuffle=False,  # the training split shuffles itself, reproducibly from the seed
         )
         test = model.evaluate(data.test, return_dict=True, verbose=0)
         epoch_seconds = statistics.median(epoch_logger.epoch_seconds)
         metrics = {f"test_{name}": float(value) for name, value in test.items()}
+        if hasattr(task, "evaluate_extra"):
+            extra_metrics, artifacts = task.evaluate_extra(model, data)
+            metrics.update(extra_metrics)
+            for name, text in artifacts.items():
+                mlflow.log_text(text, name)
         metrics["epoch_seconds"] = epoch_seconds
         metrics["samples_per_second"] = data.train_size / epoch_seconds
         mlflow.log_metrics(metrics)

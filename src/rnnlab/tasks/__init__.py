@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-TASK_MODULES = {"sentiment": ("rnnlab.tasks.sentiment", "SentimentTask")}
+TASK_MODULES = {
+    "sentiment": ("rnnlab.tasks.sentiment", "SentimentTask"),
+    "adding": ("rnnlab.tasks.adding", "AddingTask"),
+    "copy_memory": ("rnnlab.tasks.copy_memory", "CopyMemoryTask"),
+}
 
 
 def get_task(task_cfg: DictConfig, data_dir: str):

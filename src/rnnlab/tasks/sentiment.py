@@ -8,7 +8,7 @@ run of every cell is tested on the same held-out snippets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -19,6 +19,7 @@ from keras import layers
 from omegaconf import DictConfig
 
 from rnnlab import datasets
+from rnnlab.models import RecurrentStack
 from rnnlab.tasks.base import TaskData, batch_pipeline
 
 SOURCE_REQUIREMENT = "vaderSentiment==3.3.2"
@@ -142,9 +143,7 @@ class SentimentTask:
     def _vectorize(self, text: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.vectorizer(text), label
 
-    def build_model(
-        self, recurrent: Callable[[keras.KerasTensor], keras.KerasTensor]
-    ) -> keras.Model:
+    def build_model(self, recurrent: RecurrentStack) -> keras.Model:
         tokens = keras.Input(shape=(self.cfg.sequence_length,), dtype="int64", name="tokens")
         # Index 0 is padding: the mask lets the cell stop at each snippet's last word.
         embedded = layers.Embedding(
