@@ -1,9 +1,11 @@
 """Training throughput of rnnlab against bare Keras on the same data, model and batch.
 
 Epoch times on these machines flip between a fast and a slow mode about 2x apart, so the
-two are interleaved epoch by epoch (A, B, A, B, ...) after a warm-up, and the ratio is
-taken between medians of the same run. rnnlab's side is the model and callbacks `run`
-uses (MLflow logging included); bare Keras is the textbook Sequential model.
+contenders are interleaved epoch by epoch (A, B, C, A, B, C, ...) after a warm-up, and
+ratios are taken between medians of the same run. rnnlab's side is the model and callbacks
+`run` uses (MLflow logging and the gradient probe included); bare Keras is the textbook
+Sequential model; the third contender is rnnlab with `probe.enabled=false`. Ratios are
+throughputs: above 1 means rnnlab (with its probe) is the faster.
 
     make bench            # or: .venv/bin/python benchmarks/throughput.py --epochs 10
 """
@@ -47,8 +49,32 @@ def bare_keras_model(cfg, cell: str, vocabulary_size: int) -> keras.Model:
     return model
 
 
-def time_epoch(model: keras.Model, data, callbacks) -> float:
-    started = time.perf_counter()
+class EpochClock:
+    """Times epochs from before the first callback's epoch start to after the last's end.
+
+    `fit` set-up and `on_train_end` stay outside the window: they happen once per run, not
+    once per epoch, and the end-of-run work (the probe's plots) is timed on its own.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def around(self, callbacks: list) -> list:
+        clock = self
+
+        class Start(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                clock._started = time.perf_counter()
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                clock.seconds.append(time.perf_counter() - clock._started)
+
+        return [Start(), *callbacks, Stop()]
+
+
+def train_one_epoch(model: keras.Model, data, callbacks) -> None:
     model.fit(
         data.train,
         validation_data=data.validation,
@@ -57,32 +83,53 @@ def time_epoch(model: keras.Model, data, callbacks) -> float:
         verbose=0,
         shuffle=False,
     )
-    return time.perf_counter() - started
 
 
-def compare(cell: str, epochs: int, tracking_uri: str) -> dict[str, float]:
-    cfg = compose_config([f"cell={cell}", f"tracking.uri={tracking_uri}", "trainer.verbose=0"])
+def rnnlab_contender(cell: str, tracking_uri: str, *overrides: str):
+    """rnnlab's model and the callbacks `run` would give it, on the task's data."""
+    cfg = compose_config(
+        [f"cell={cell}", f"tracking.uri={tracking_uri}", "trainer.verbose=0", *overrides]
+    )
     seed_everything(cfg.seed, reproducible=False)
     task = get_task(cfg.task, cfg.data_dir)
     data = task.load(batch_size=cfg.trainer.batch_size, seed=cfg.seed)
-    ours = build_compiled_model(cfg, task)
-    bare = bare_keras_model(cfg, cell, task.vectorizer.vocabulary_size())
+    model = build_compiled_model(cfg, task)
+    callbacks, _ = training_callbacks(cfg, model, task, data)
+    return cfg, task, data, model, callbacks
+
+
+def compare(cell: str, epochs: int, tracking_uri: str) -> dict[str, dict[str, float]]:
+    """Median and fastest epoch of each contender, timed in interleaved rounds."""
+    cfg, task, data, ours, our_callbacks = rnnlab_contender(cell, tracking_uri)
+    *_, unprobed, unprobed_callbacks = rnnlab_contender(cell, tracking_uri, "probe.enabled=false")
+    contenders = {
+        "rnnlab": (ours, our_callbacks),
+        "bare": (bare_keras_model(cfg, cell, task.vectorizer.vocabulary_size()), []),
+        "no_probe": (unprobed, unprobed_callbacks),
+    }
+    clocks = {name: EpochClock() for name in contenders}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment("benchmark")
-    times: dict[str, list[float]] = {"rnnlab": [], "bare": []}
     with mlflow.start_run(run_name=f"bench-{cell}"):
-        our_callbacks, _ = training_callbacks(cfg, ours, task, data)
-        for round_index in range(epochs + 1):  # round 0 warms up both
-            for name, model, callbacks in (("rnnlab", ours, our_callbacks), ("bare", bare, [])):
-                seconds = time_epoch(model, data, callbacks)
-                if round_index > 0:
-                    times[name].append(seconds)
-    result = {"train_size": data.train_size}
-    for name, seconds in times.items():
-        result[f"{name}_median"] = statistics.median(seconds)
-        result[f"{name}_fastest"] = min(seconds)
-    result["ratio"] = result["bare_median"] / result["rnnlab_median"]
-    return result
+        for round_index in range(epochs + 1):  # round 0 warms every contender up
+            for name, (model, callbacks) in contenders.items():
+                train_one_epoch(model, data, clocks[name].around(callbacks))
+                if round_index == 0:
+                    clocks[name].seconds.clear()
+        started = time.perf_counter()
+        for callback in our_callbacks:
+            callback.on_train_end()  # the probe's plots, drawn once per run
+        end_of_run = time.perf_counter() - started
+    results = {
+        name: {
+            "median": statistics.median(clock.seconds),
+            "fastest": min(clock.seconds),
+            "samples_per_second": data.train_size / statistics.median(clock.seconds),
+        }
+        for name, clock in clocks.items()
+    }
+    results["end_of_run"] = {"seconds": end_of_run}
+    return results
 
 
 def main() -> None:
@@ -93,16 +140,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as store:
         uri = f"sqlite:///{store}/mlflow.db"
         print(
-            f"sentiment task, batch 64, {arguments.epochs} timed epochs each, interleaved\n\n"
-            "| cell | rnnlab median s | rnnlab fastest s | bare median s | bare fastest s "
-            "| rnnlab samples/s | ratio rnnlab/bare |\n|---|---|---|---|---|---|---|"
+            f"sentiment task, batch 64, {arguments.epochs} timed epochs each after a warm-up, "
+            "interleaved rnnlab / bare Keras / rnnlab without the gradient probe\n\n"
+            "| cell | rnnlab median (fastest) s | bare median (fastest) s "
+            "| no-probe median (fastest) s | rnnlab samples/s | rnnlab / bare "
+            "| probe on / off | plots at the end of a run s |\n|---|---|---|---|---|---|---|---|"
         )
         for cell in arguments.cells:
             r = compare(cell, arguments.epochs, uri)
+            cells = " | ".join(
+                f"{r[name]['median']:.2f} ({r[name]['fastest']:.2f})"
+                for name in ("rnnlab", "bare", "no_probe")
+            )
             print(
-                f"| {cell} | {r['rnnlab_median']:.2f} | {r['rnnlab_fastest']:.2f} "
-                f"| {r['bare_median']:.2f} | {r['bare_fastest']:.2f} "
-                f"| {r['train_size'] / r['rnnlab_median']:,.0f} | {r['ratio']:.3f} |",
+                f"| {cell} | {cells} | {r['rnnlab']['samples_per_second']:,.0f} "
+                f"| {r['bare']['median'] / r['rnnlab']['median']:.3f} "
+                f"| {r['no_probe']['median'] / r['rnnlab']['median']:.3f} "
+                f"| {r['end_of_run']['seconds']:.2f} |",
                 flush=True,
             )
 

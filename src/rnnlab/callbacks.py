@@ -60,6 +60,8 @@ class GradientDecayLogger(keras.callbacks.Callback):
     The headline metrics (`grad_decay_log10_ratio`, `grad_decay_half_life`) describe the
     hidden state of the last probed layer; other states (the LSTM's `c`) get a suffix and
     other layers a `<layer>.` prefix. Weight-gradient norms come from the same batch.
+    Metrics and curves are logged as each probe finishes, so a crash loses none; the PNG
+    plots, which take longer to render than the probe to measure, are drawn when training ends.
     """
 
     def __init__(self, probe, batch, every_n_epochs: int, explode_norm: float) -> None:
@@ -68,28 +70,22 @@ class GradientDecayLogger(keras.callbacks.Callback):
         self.batch = batch
         self.every_n_epochs = every_n_epochs
         self.explode_norm = explode_norm
-        self.headline_curves: dict[int, object] = {}
+        self.results: dict[int, object] = {}  # epoch (from 1) -> ProbeResult
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every_n_epochs:
             return
         result = self.probe.measure(*self.batch)
+        self.results[epoch + 1] = result
         mlflow.log_metrics(self.metrics(result), step=epoch)
         curves = {
             layer: {state: norms.tolist() for state, norms in states.items()}
             for layer, states in result.step_norms.items()
         }
-        name = f"gradient_decay/epoch_{epoch + 1:03d}"
-        mlflow.log_dict({"epoch": epoch + 1, "loss": result.loss, "norms": curves}, f"{name}.json")
-        flat = {
-            f"{layer} {state}": norms
-            for layer, states in result.step_norms.items()
-            for state, norms in states.items()
-        }
-        mlflow.log_figure(
-            gradient_decay_figure(flat, f"Gradient decay, epoch {epoch + 1}"), f"{name}.png"
+        mlflow.log_dict(
+            {"epoch": epoch + 1, "loss": result.loss, "norms": curves},
+            f"gradient_decay/epoch_{epoch + 1:03d}.json",
         )
-        self.headline_curves[epoch + 1] = result.step_norms[self.probe.layers[-1].name]["h"]
         if result.weight_norms["global"] > self.explode_norm:
             warning = (
                 f"gradient norm {result.weight_norms['global']:.3g} at epoch {epoch + 1} passed "
@@ -113,7 +109,19 @@ class GradientDecayLogger(keras.callbacks.Callback):
         return metrics
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if self.headline_curves:
-            curves = {f"epoch {epoch}": norms for epoch, norms in self.headline_curves.items()}
-            title = f"Gradient decay of {self.probe.layers[-1].name}, all probes"
+        for epoch, result in self.results.items():
+            curves = {
+                f"{layer} {state}": norms
+                for layer, states in result.step_norms.items()
+                for state, norms in states.items()
+            }
+            figure = gradient_decay_figure(curves, f"Gradient decay, epoch {epoch}")
+            mlflow.log_figure(figure, f"gradient_decay/epoch_{epoch:03d}.png")
+        if self.results:
+            headline = self.probe.layers[-1].name
+            curves = {
+                f"epoch {epoch}": result.step_norms[headline]["h"]
+                for epoch, result in self.results.items()
+            }
+            title = f"Gradient decay of {headline}, all probes"
             mlflow.log_figure(gradient_decay_figure(curves, title), "gradient_decay/all_epochs.png")

@@ -55,8 +55,7 @@ def training_callbacks(
     cfg: DictConfig, model: keras.Model, task, data: TaskData
 ) -> tuple[list[keras.callbacks.Callback], MlflowEpochLogger]:
     """Everything `fit` calls back into, and the epoch logger that times the epochs."""
-    epoch_logger = MlflowEpochLogger()
-    callbacks = [StopOnNonFiniteLoss(), epoch_logger, *gradient_probe(cfg, model, task, data)]
+    callbacks = [StopOnNonFiniteLoss(), *gradient_probe(cfg, model, task, data)]
     if cfg.trainer.early_stopping_patience is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -65,7 +64,9 @@ def training_callbacks(
                 restore_best_weights=cfg.trainer.restore_best_weights,
             )
         )
-    return callbacks, epoch_logger
+    # Last, so that the epoch time it logs includes every other callback's work.
+    epoch_logger = MlflowEpochLogger()
+    return [*callbacks, epoch_logger], epoch_logger
 
 
 def progress_verbosity(verbose: str | int) -> int:
