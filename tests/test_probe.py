@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from rnnlab.config import ConfigError
+from rnnlab.config import ConfigError, compose_config
 from rnnlab.probe import GradientProbe, ProbedRNN, decay_statistics
 from rnnlab.tasks import get_task
 from rnnlab.train import build_compiled_model, gradient_probe, run, seed_everything
@@ -72,15 +72,25 @@ def test_decay_statistics_on_hand_made_curves():
     assert decay_statistics(np.array([0.1, 0.3, 1.0, 0.0, 0.0]))["half_life"] == 1.0
 
 
-def decay_before_and_after_training(cell: str) -> tuple[float, float]:
-    cfg_overrides = [f"cell={cell}", "task=adding", "task.length=100", "task.max_examples=2000"]
-    from rnnlab.config import compose_config
-
-    cfg = compose_config([*cfg_overrides, "cell.units=32"])
-    seed_everything(0, reproducible=False)
+def built_model(cfg):
+    """The task, its data and the compiled model `run` would train, without training it."""
+    seed_everything(cfg.seed, reproducible=False)
     task = get_task(cfg.task, cfg.data_dir)
-    data = task.load(batch_size=32, seed=0)
-    model = build_compiled_model(cfg, task)
+    data = task.load(batch_size=32, seed=cfg.seed)
+    return task, data, build_compiled_model(cfg, task)
+
+
+def decay_before_and_after_training(cell: str) -> tuple[float, float]:
+    cfg = compose_config(
+        [
+            f"cell={cell}",
+            "cell.units=32",
+            "task=adding",
+            "task.length=100",
+            "task.max_examples=2000",
+        ]
+    )
+    task, data, model = built_model(cfg)
     probe = GradientProbe(model, task.loss)
     batch = next(iter(data.validation.unbatch().batch(64)))
 
@@ -193,10 +203,7 @@ def test_bidirectional_probe_reads_the_backward_layer_in_its_own_order(compose):
         "model.bidirectional=true",
         "probe.layers=all",
     )
-    seed_everything(0, reproducible=False)
-    task = get_task(cfg.task, cfg.data_dir)
-    data = task.load(batch_size=32, seed=0)
-    model = build_compiled_model(cfg, task)
+    task, data, model = built_model(cfg)
     probe = GradientProbe(model, task.loss, "all")
     result = probe.measure(*next(iter(data.validation.unbatch().batch(16))))
     by_direction = {
