@@ -6,9 +6,10 @@ UV := $(VENV)/bin/uv
 TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 HOST ?= 127.0.0.1
 PORT ?= 5000
+EXP ?= cells_vs_tasks
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train ui test lint style bench lock clean
+.PHONY: help install data train paper report ui test lint style bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +27,12 @@ data: $(VENV)/.installed ## fetch and build the embedded datasets (idempotent)
 
 train: ## train the default experiment (sentiment × LSTM) and record it in MLflow
 	$(RNNLAB) train $(ARGS)
+
+paper: ## run every configuration of experiment EXP (resumable), then write its report
+	$(RNNLAB) paper $(EXP) $(ARGS)
+
+report: ## tables and figures of experiment EXP in reports/EXP/
+	$(RNNLAB) report $(EXP) $(ARGS)
 
 ui: ## open the MLflow dashboards on http://$(HOST):$(PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)

@@ -9,7 +9,7 @@ import pytest
 
 from rnnlab.config import ConfigError, compose_config, group_choices
 
-GROUPS = ["task", "cell", "model", "optimizer", "trainer", "probe", "tracking"]
+GROUPS = ["task", "cell", "model", "optimizer", "trainer", "probe", "tracking", "experiment"]
 
 
 @pytest.mark.parametrize(
@@ -17,7 +17,10 @@ GROUPS = ["task", "cell", "model", "optimizer", "trainer", "probe", "tracking"]
 )
 def test_every_group_choice_composes_and_validates(group, choice):
     cfg = compose_config([f"{group}={choice}"])
-    assert cfg[group] is not None
+    if group == "experiment":
+        assert cfg.experiment_name == choice, "an experiment tags its runs with its own name"
+    else:
+        assert cfg[group] is not None
     assert cfg.tracking.experiment == cfg.task.name
 
 
@@ -91,4 +94,7 @@ def test_cli_unknown_command_names_the_commands():
         [sys.executable, "-m", "rnnlab.cli", "trian"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == "rnnlab: unknown command 'trian'; choose one of: train, prepare"
+    assert (
+        result.stderr.strip()
+        == "rnnlab: unknown command 'trian'; choose one of: train, prepare, paper, report, reproduce"
+    )

@@ -14,7 +14,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from rnnlab.config import CONF_DIR, ConfigError, check_overrides, validate
+from rnnlab.config import CONF_DIR, ConfigError, check_overrides, compose_config, validate
 
 # TensorFlow's C++ start-up notes drown the progress bar; its warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,11 +24,16 @@ USAGE = """usage: rnnlab <command> [options]
 commands:
   train [overrides]   train one run; `-m` sweeps comma lists (e.g. -m cell=lstm,gru)
   prepare [task ...]  fetch and build the embedded datasets (run by `make install`)
+  paper EXPERIMENT    run every configuration of conf/experiment/EXPERIMENT (resumable), then report
+  report EXPERIMENT   tables (Markdown, LaTeX) and figures in reports/EXPERIMENT/
+  reproduce RUN_ID    retrain a recorded run from its records and compare the metrics
 
 examples:
   rnnlab train cell=gru cell.units=32 trainer.epochs=3 seed=1
   rnnlab train -m cell=simple_rnn,lstm,gru
   rnnlab train --cfg job       # print the composed config and exit
+  rnnlab paper smoke
+  rnnlab reproduce 3f5e57a6525e4c2ab0b82028167a645b
 """
 
 
@@ -60,7 +65,7 @@ def train(arguments: list[str]) -> None:
 
 
 def prepare(task_names: list[str]) -> None:
-    from rnnlab.config import compose_config, group_choices
+    from rnnlab.config import group_choices
     from rnnlab.tasks import TASK_MODULES, get_task
 
     for name in task_names or [n for n in group_choices("task") if n in TASK_MODULES]:
@@ -69,7 +74,52 @@ def prepare(task_names: list[str]) -> None:
         get_task(cfg.task, cfg.data_dir).prepare()
 
 
-COMMANDS = {"train": train, "prepare": prepare}
+def name_and_overrides(arguments: list[str], usage: str) -> tuple[str, list[str]]:
+    """`NAME key=value ...` -> (NAME, overrides); anything else is a usage error."""
+    if not arguments or "=" in arguments[0] or arguments[0].startswith("-"):
+        raise ConfigError(f"usage: rnnlab {usage}")
+    check_overrides(arguments[1:])
+    return arguments[0], arguments[1:]
+
+
+def paper(arguments: list[str]) -> None:
+    from rnnlab.experiments import run_experiment
+
+    name, overrides = name_and_overrides(arguments, "paper EXPERIMENT [overrides]")
+    counts = run_experiment(name, overrides)
+    print(f"{counts['ran']} runs trained, {counts['skipped']} finished before and skipped")
+    report(arguments)
+
+
+def report(arguments: list[str]) -> None:
+    from rnnlab.report import write_report
+
+    name, overrides = name_and_overrides(arguments, "report EXPERIMENT [tracking.uri=...]")
+    out = write_report(name, compose_config(overrides).tracking.uri)
+    print(f"report written to {out}/ (table.md, table.tex, figures) and logged to MLflow")
+
+
+def reproduce(arguments: list[str]) -> None:
+    from rnnlab.reproduce import ReproduceError, comparison_table
+    from rnnlab.reproduce import reproduce as reproduce_run
+
+    run_id, overrides = name_and_overrides(arguments, "reproduce RUN_ID [tracking.uri=...]")
+    try:
+        compared, warnings = reproduce_run(run_id, compose_config(overrides).tracking.uri)
+    except ReproduceError as error:
+        sys.exit(f"rnnlab: {error}")
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(comparison_table(compared))
+
+
+COMMANDS = {
+    "train": train,
+    "prepare": prepare,
+    "paper": paper,
+    "report": report,
+    "reproduce": reproduce,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

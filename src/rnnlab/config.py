@@ -6,6 +6,7 @@ exists (with the allowed ones named on one line) and that values have the right 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,19 @@ def validate(cfg: DictConfig) -> None:
         cfg.task.direction in ("maximize", "minimize"),
         f"task.direction must be maximize or minimize, got {cfg.task.direction}",
     )
+
+
+# Keys that say where a run is recorded or how it prints, not what it computes.
+NOT_HASHED = ("tracking", "data_dir")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies what a run computes: the resolved config without where it is recorded."""
+    content = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_HASHED:
+        content.pop(key, None)
+    content.get("trainer", {}).pop("verbose", None)
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(content)).encode()).hexdigest()[:16]
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

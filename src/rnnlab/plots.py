@@ -1,6 +1,8 @@
-"""Figures a person would rather look at than read, ready for `mlflow.log_figure`."""
+"""Figures a person would rather look at than read, ready for MLflow or a report folder."""
 
 from __future__ import annotations
+
+import statistics
 
 import matplotlib
 
@@ -11,18 +13,54 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
-def gradient_decay_figure(curves: dict[str, np.ndarray], title: str) -> Figure:
-    """log10 ||dL/dh_t|| against t, one line per curve: a falling line is a vanishing gradient."""
+def curves_figure(curves: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str) -> Figure:
+    """One line per curve against 1, 2, 3, ...; zeros (never reached) are left out."""
     figure, axes = plt.subplots(figsize=(7, 4), layout="constrained")
-    for label, norms in curves.items():
-        steps = np.arange(1, len(norms) + 1)
-        reached = norms > 0
-        axes.plot(steps[reached], np.log10(norms[reached]), label=label)
-    axes.set_xlabel("time step t")
-    axes.set_ylabel("log10 ||dL/dh_t||")
+    for label, values in curves.items():
+        values = np.asarray(values, dtype=float)
+        steps = np.arange(1, len(values) + 1)
+        shown = np.isfinite(values)
+        axes.plot(steps[shown], values[shown], label=label)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     if len(curves) > 1:
         axes.legend(fontsize="small")
+    plt.close(figure)
+    return figure
+
+
+def gradient_decay_figure(curves: dict[str, np.ndarray], title: str) -> Figure:
+    """log10 ||dL/dh_t|| against t: a falling line is a vanishing gradient."""
+    logs = {}
+    for label, norms in curves.items():
+        norms = np.asarray(norms, dtype=float)
+        logs[label] = np.where(norms > 0, np.log10(np.where(norms > 0, norms, 1.0)), np.nan)
+    return curves_figure(logs, "time step t", "log10 ||dL/dh_t||", title)
+
+
+def metric_by_setting_figure(table: dict, settings: dict[str, str]) -> Figure:
+    """Each cell's mean ± std against the row setting (e.g. the adding problem's length)."""
+    figure, axes = plt.subplots(figsize=(7, 4), layout="constrained")
+    rows = list(settings)
+    columns = sorted({column for row in rows for column in table[row]} - {"baseline"})
+    for column in columns:
+        points = [
+            (i, table[row][column].values)
+            for i, row in enumerate(rows)
+            if table[row][column].values
+        ]
+        if not points:
+            continue
+        means = [statistics.mean(values) for _, values in points]
+        spreads = [statistics.stdev(values) if len(values) > 1 else 0.0 for _, values in points]
+        axes.errorbar(
+            [i for i, _ in points], means, yerr=spreads, marker="o", capsize=3, label=column
+        )
+    axes.set_xticks(range(len(rows)), [settings[row] for row in rows])
+    axes.set_ylabel("test metric (mean ± std over seeds)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
     plt.close(figure)
     return figure

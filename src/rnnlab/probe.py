@@ -129,7 +129,8 @@ class GradientProbe:
         self.model = model
         self.loss_fn = keras.losses.get(loss)
         self.layers = select_layers(model, which)
-        self._measure = tf.function(self._gradients)
+        # A function of this probe's own: tf.function counts retraces per Python function.
+        self._measure = tf.function(lambda inputs, targets: self._gradients(inputs, targets))
 
     def _forward_loss(self, inputs, targets, session: ProbeSession):
         for layer in self.layers:

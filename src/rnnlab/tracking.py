@@ -17,7 +17,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
-from rnnlab.config import PROJECT_ROOT
+from rnnlab.config import PROJECT_ROOT, config_hash
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3 rejects longer param values
 
@@ -52,6 +52,13 @@ def git_state() -> dict[str, str]:
     }
 
 
+def installed_packages() -> str:
+    """`name==version` of every installed distribution: what a rerun must match."""
+    from importlib.metadata import distributions
+
+    return "\n".join(sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()})) + "\n"
+
+
 def provenance_tags() -> dict[str, str]:
     import keras
     import tensorflow as tf
@@ -62,6 +69,11 @@ def provenance_tags() -> dict[str, str]:
         "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
     }
+
+
+def cell_name(cell_cfg: DictConfig) -> str:
+    """The cell's `name` key, else its class name: how reports and run names call it."""
+    return cell_cfg.get("name") or cell_cfg._target_.rsplit(".", 1)[-1]
 
 
 def use_store(uri: str, experiment: str) -> None:
@@ -76,17 +88,23 @@ def use_store(uri: str, experiment: str) -> None:
 def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for this config that never stays RUNNING after it leaves."""
     use_store(cfg.tracking.uri, cfg.tracking.experiment)
-    name = (
-        cfg.tracking.run_name
-        or f"{cfg.cell._target_.rsplit('.', 1)[-1]}-{cfg.task.name}-seed{cfg.seed}"
-    )
+    name = cfg.tracking.run_name or f"{cell_name(cfg.cell)}-{cfg.task.name}-seed{cfg.seed}"
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run = mlflow.start_run(run_name=name)
     try:
         params = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(resolved).items()}
         mlflow.log_params(params)
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        mlflow.set_tags({**provenance_tags(), **tags})
+        mlflow.log_text(installed_packages(), "environment.txt")
+        identity = {
+            "rnnlab.config_hash": config_hash(cfg),
+            "rnnlab.cell": cell_name(cfg.cell),
+            "rnnlab.task": cfg.task.name,
+            "rnnlab.seed": str(cfg.seed),
+        }
+        if cfg.get("experiment_name"):
+            identity["rnnlab.experiment"] = cfg.experiment_name
+        mlflow.set_tags({**provenance_tags(), **identity, **tags})
         yield run
     except KeyboardInterrupt:
         mlflow.set_tag("rnnlab.failure", "interrupted by the user")

@@ -76,10 +76,11 @@ def progress_verbosity(verbose: str | int) -> int:
     return int(verbose)
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
+def run(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, float]:
     """Train cfg.cell on cfg.task, test once on the held-out split, log it all to MLflow.
 
-    Returns the final metrics; `mlflow.last_active_run()` is the run that holds them.
+    `tags` are added to the run's own. Returns the final metrics; `mlflow.last_active_run()`
+    is the run that holds them.
     """
     keras.backend.clear_session()
     seed_everything(cfg.seed, cfg.reproducible)
@@ -87,7 +88,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     data = task.load(batch_size=cfg.trainer.batch_size, seed=cfg.seed)
     model = build_compiled_model(cfg, task)
     callbacks, epoch_logger = training_callbacks(cfg, model, task, data)
-    with tracked_run(cfg, tags={"rnnlab.data_hash": data.data_hash}) as active:
+    with tracked_run(cfg, tags={"rnnlab.data_hash": data.data_hash, **(tags or {})}) as active:
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
         model.fit(
             data.train,

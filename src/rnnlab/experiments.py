@@ -1,0 +1,72 @@
+"""Paper experiments: every configuration of a `conf/experiment/` grid, resumably.
+
+An experiment is a Hydra overlay whose `hydra.sweeper.params` is its grid (so
+`rnnlab train -m experiment=NAME` also runs it). `rnnlab paper NAME` runs each point through
+`run`, skipping any whose resolved config already has a FINISHED run in MLflow: a killed
+`make paper` continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rnnlab.config import CONF_DIR, ConfigError, compose_config, config_hash, group_choices
+
+
+def experiment_grid(name: str) -> list[list[str]]:
+    """The override lists of every point of the experiment's grid, in a stable order."""
+    if name not in group_choices("experiment"):
+        raise ConfigError(
+            f"unknown experiment '{name}'; choose one of: {', '.join(group_choices('experiment'))}"
+        )
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config", overrides=[f"experiment={name}"], return_hydra_config=True
+        )
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    axes = [
+        [f"{key}={value.strip()}" for value in str(values).split(",")]
+        for key, values in params.items()
+    ]
+    return [[f"experiment={name}", *point] for point in itertools.product(*axes)]
+
+
+def finished_hashes(tracking_uri: str, experiment_name: str) -> set[str]:
+    """Config hashes of the experiment's FINISHED runs in the store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    runs = client.search_runs(
+        experiments,
+        filter_string=(
+            f"tags.`rnnlab.experiment` = '{experiment_name}' and attributes.status = 'FINISHED'"
+        ),
+        max_results=50_000,
+    )
+    return {run.data.tags.get("rnnlab.config_hash") for run in runs}
+
+
+def run_experiment(name: str, extra_overrides: list[str] = ()) -> dict[str, int]:
+    """Run every missing point of the grid; returns how many ran and how many were skipped."""
+    from rnnlab.tracking import use_store
+    from rnnlab.train import run
+
+    grid = experiment_grid(name)
+    points = [compose_config([*point, *extra_overrides]) for point in grid]
+    use_store(points[0].tracking.uri, points[0].tracking.experiment)
+    done = finished_hashes(points[0].tracking.uri, name)
+    counts = {"ran": 0, "skipped": 0}
+    for number, cfg in enumerate(points, start=1):
+        label = f"[{number}/{len(points)}] {' '.join(grid[number - 1][1:])}"
+        if config_hash(cfg) in done:
+            print(f"{label}: finished before, skipped", flush=True)
+            counts["skipped"] += 1
+            continue
+        print(f"{label}: training", flush=True)
+        run(cfg)
+        counts["ran"] += 1
+    return counts

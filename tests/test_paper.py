@@ -1,0 +1,114 @@
+"""Paper experiments end to end: resumable runs, reports that hold MLflow's numbers, reruns."""
+
+from __future__ import annotations
+
+import re
+import statistics
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+import rnnlab.train
+from rnnlab.config import ConfigError
+from rnnlab.experiments import experiment_grid, run_experiment
+from rnnlab.report import write_report
+from rnnlab.reproduce import ReproduceError, reproduce
+
+
+def test_smoke_grid_is_tasks_by_cells_by_seeds():
+    grid = experiment_grid("smoke")
+    assert len(grid) == 2 * 2 * 2
+    assert grid[0] == ["experiment=smoke", "task=adding", "cell=simple_rnn", "seed=0"]
+
+
+def test_unknown_experiment_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown experiment 'nope'; choose one of: .*smoke"):
+        experiment_grid("nope")
+
+
+@pytest.mark.slow
+def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    real_run, calls = rnnlab.train.run, []
+
+    def killed_at_the_third_run(cfg, **kwargs):
+        calls.append(cfg)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run(cfg, **kwargs)
+
+    monkeypatch.setattr(rnnlab.train, "run", killed_at_the_third_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("smoke", [f"tracking.uri={uri}"])
+    monkeypatch.setattr(rnnlab.train, "run", real_run)
+    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {"ran": 6, "skipped": 2}
+    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {"ran": 0, "skipped": 8}
+
+    out = write_report("smoke", uri, out_dir=tmp_path / "report")
+    table = (out / "table.md").read_text()
+    client = MlflowClient(uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`rnnlab.experiment` = 'smoke' and attributes.status = 'FINISHED'",
+    )
+    assert len(runs) == 8
+    for task in ("adding", "copy_memory"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {task} |"))
+        for cell in ("lstm", "simple_rnn"):
+            values = [
+                run.data.metrics["test_loss"]
+                for run in runs
+                if run.data.tags["rnnlab.task"] == task and run.data.tags["rnnlab.cell"] == cell
+            ]
+            expected = f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} (n=2)"
+            assert expected in row, (task, cell, row)
+        assert len(re.findall(r"\*\*", row)) == 2, "exactly one best entry per row"
+    assert (out / "table.tex").read_text().count(r"\textbf") == 2
+    for figure in ("00_adding_gradient_decay.png", "01_copy_memory_learning_curves.png"):
+        assert (out / figure).stat().st_size > 1000
+    report_runs = client.search_runs(
+        [client.get_experiment_by_name("reports").experiment_id], "tags.`rnnlab.report` = 'smoke'"
+    )
+    artifacts = {a.path for a in client.list_artifacts(report_runs[0].info.run_id, "report")}
+    assert "report/table.md" in artifacts
+
+
+def test_report_shows_missing_cells_instead_of_failing(tmp_path):
+    out = write_report("smoke", f"sqlite:///{tmp_path}/empty.db", out_dir=tmp_path / "report")
+    rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| adding | test loss ↓ | missing | missing |",
+        "| copy_memory | test loss ↓ | missing | missing |",
+    ]
+
+
+@pytest.mark.slow
+def test_reproduce_matches_exactly_with_reproducible_true(compose, tracking_uri):
+    run_overrides = ("task=adding", "task.length=20", "cell.units=4", "reproducible=true")
+    rnnlab.train.run(compose(*run_overrides))
+    original = mlflow.last_active_run().info.run_id
+    compared, warnings = reproduce(original, tracking_uri)
+    assert compared and all(before == after for before, after in compared.values()), compared
+    assert warnings == []
+    again = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
+    assert again.data.tags["rnnlab.reproduces"] == original
+
+
+def test_reproduce_warns_when_the_original_was_not_deterministic(compose, tracking_uri):
+    rnnlab.train.run(compose("task=adding", "task.length=10", "cell.units=4", "trainer.epochs=1"))
+    _, warnings = reproduce(mlflow.last_active_run().info.run_id, tracking_uri)
+    assert warnings == ["the original did not ask for reproducible=true: expect small differences"]
+
+
+def test_reproduce_unknown_run_names_the_store(tracking_uri):
+    with pytest.raises(ReproduceError, match=f"no run 0123abcd in {re.escape(tracking_uri)}"):
+        reproduce("0123abcd", tracking_uri)
+
+
+def test_reproduce_a_run_without_config_says_so(tracking_uri):
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run() as foreign:
+        mlflow.log_metric("test_accuracy", 0.5)
+    with pytest.raises(ReproduceError, match="has no config.yaml artifact"):
+        reproduce(foreign.info.run_id, tracking_uri)
