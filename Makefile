@@ -35,7 +35,7 @@ report: ## tables and figures of experiment EXP in reports/EXP/
 	$(RNNLAB) report $(EXP) $(ARGS)
 
 ui: ## open the MLflow dashboards on http://$(HOST):$(PORT)
-	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host $(HOST) --port $(PORT)
+	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host $(HOST) --port $(PORT) --workers 1
 
 test: ## run the test suite
 	$(PYTHON) -m pytest --rootdir=. -c pyproject.toml $(PYTEST_ARGS)
