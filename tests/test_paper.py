@@ -10,6 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 import rnnlab.train
+from rnnlab.callbacks import NonFiniteLossError
 from rnnlab.config import ConfigError
 from rnnlab.experiments import experiment_grid, run_experiment
 from rnnlab.report import write_report
@@ -42,8 +43,8 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         run_experiment("smoke", [f"tracking.uri={uri}"])
     monkeypatch.setattr(rnnlab.train, "run", real_run)
-    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {"ran": 6, "skipped": 2}
-    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {"ran": 0, "skipped": 8}
+    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {"ran": 6, "skipped": 2, "failed": 0}
+    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {"ran": 0, "skipped": 8, "failed": 0}
 
     out = write_report("smoke", uri, out_dir=tmp_path / "report")
     table = (out / "table.md").read_text()
@@ -72,6 +73,15 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     )
     artifacts = {a.path for a in client.list_artifacts(report_runs[0].info.run_id, "report")}
     assert "report/table.md" in artifacts
+
+
+def test_a_diverging_configuration_is_counted_and_the_experiment_goes_on(tmp_path, monkeypatch):
+    def diverging(cfg, **kwargs):
+        raise NonFiniteLossError(f"loss became nan for {cfg.task.name}")
+
+    monkeypatch.setattr(rnnlab.train, "run", diverging)
+    counts = run_experiment("smoke", [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
+    assert counts == {"ran": 0, "skipped": 0, "failed": 8}
 
 
 def test_report_shows_missing_cells_instead_of_failing(tmp_path):

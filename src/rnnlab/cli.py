@@ -87,7 +87,10 @@ def paper(arguments: list[str]) -> None:
 
     name, overrides = name_and_overrides(arguments, "paper EXPERIMENT [overrides]")
     counts = run_experiment(name, overrides)
-    print(f"{counts['ran']} runs trained, {counts['skipped']} finished before and skipped")
+    print(
+        f"{counts['ran']} runs trained, {counts['skipped']} finished before and skipped, "
+        f"{counts['failed']} failed (see their rnnlab.failure tag)"
+    )
     report(arguments)
 
 

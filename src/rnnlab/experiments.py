@@ -51,7 +51,8 @@ def finished_hashes(tracking_uri: str, experiment_name: str) -> set[str]:
 
 
 def run_experiment(name: str, extra_overrides: list[str] = ()) -> dict[str, int]:
-    """Run every missing point of the grid; returns how many ran and how many were skipped."""
+    """Run every missing point of the grid; returns how many ran, were skipped or failed."""
+    from rnnlab.callbacks import NonFiniteLossError
     from rnnlab.tracking import use_store
     from rnnlab.train import run
 
@@ -59,7 +60,7 @@ def run_experiment(name: str, extra_overrides: list[str] = ()) -> dict[str, int]
     points = [compose_config([*point, *extra_overrides]) for point in grid]
     use_store(points[0].tracking.uri, points[0].tracking.experiment)
     done = finished_hashes(points[0].tracking.uri, name)
-    counts = {"ran": 0, "skipped": 0}
+    counts = {"ran": 0, "skipped": 0, "failed": 0}
     for number, cfg in enumerate(points, start=1):
         label = f"[{number}/{len(points)}] {' '.join(grid[number - 1][1:])}"
         if config_hash(cfg) in done:
@@ -67,6 +68,12 @@ def run_experiment(name: str, extra_overrides: list[str] = ()) -> dict[str, int]
             counts["skipped"] += 1
             continue
         print(f"{label}: training", flush=True)
-        run(cfg)
+        try:
+            run(cfg)
+        except NonFiniteLossError as error:
+            # Recorded as a FAILED run with its reason; the report shows the cell as missing.
+            print(f"{label}: failed: {error}", flush=True)
+            counts["failed"] += 1
+            continue
         counts["ran"] += 1
     return counts
