@@ -20,7 +20,9 @@ from rnnlab.reproduce import ReproduceError, reproduce
 def test_smoke_grid_is_tasks_by_cells_by_seeds():
     grid = experiment_grid("smoke")
     assert len(grid) == 2 * 2 * 2
-    assert grid[0] == ["experiment=smoke", "task=adding", "cell=simple_rnn", "seed=0"]
+    assert grid[0].overrides == ["experiment=smoke", "task=adding", "cell=simple_rnn", "seed=0"]
+    assert grid[-1].axes == ["task=copy_memory", "cell=lstm", "seed=1"]
+    assert grid[-1].overrides[-1] == "task.delay=20", "the experiment's own size for copy memory"
 
 
 def test_unknown_experiment_lists_the_known_ones():

@@ -151,7 +151,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 # Keys that say where a run is recorded or how it prints, not what it computes.
-NOT_HASHED = ("tracking", "data_dir")
+NOT_HASHED = ("tracking", "data_dir", "experiment_task_overrides")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -1,7 +1,8 @@
 """Paper experiments: every configuration of a `conf/experiment/` grid, resumably.
 
 An experiment is a Hydra overlay whose `hydra.sweeper.params` is its grid (so
-`rnnlab train -m experiment=NAME` also runs it). `rnnlab paper NAME` runs each point through
+`rnnlab train -m experiment=NAME` also runs it), with optional `experiment_task_overrides`
+that size each task for the experiment's budget. `rnnlab paper NAME` runs each point through
 `run`, skipping any whose resolved config already has a FINISHED run in MLflow: a killed
 `make paper` continues where it stopped.
 """
@@ -9,6 +10,7 @@ An experiment is a Hydra overlay whose `hydra.sweeper.params` is its grid (so
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -16,8 +18,16 @@ from omegaconf import OmegaConf
 from rnnlab.config import CONF_DIR, ConfigError, compose_config, config_hash, group_choices
 
 
-def experiment_grid(name: str) -> list[list[str]]:
-    """The override lists of every point of the experiment's grid, in a stable order."""
+@dataclass
+class GridPoint:
+    """One configuration of an experiment: its grid coordinates and all its overrides."""
+
+    axes: list[str]  # e.g. ["task=adding", "cell=lstm", "seed=0"]
+    overrides: list[str]  # the experiment, the axes, then the task's own overrides
+
+
+def experiment_grid(name: str) -> list[GridPoint]:
+    """Every point of the experiment's grid, in a stable order."""
     if name not in group_choices("experiment"):
         raise ConfigError(
             f"unknown experiment '{name}'; choose one of: {', '.join(group_choices('experiment'))}"
@@ -31,7 +41,13 @@ def experiment_grid(name: str) -> list[list[str]]:
         [f"{key}={value.strip()}" for value in str(values).split(",")]
         for key, values in params.items()
     ]
-    return [[f"experiment={name}", *point] for point in itertools.product(*axes)]
+    per_task = cfg.experiment_task_overrides
+    grid = []
+    for axes_values in itertools.product(*axes):
+        task = next((o.split("=", 1)[1] for o in axes_values if o.startswith("task=")), None)
+        extra = list(per_task.get(task or cfg.task.name, []))
+        grid.append(GridPoint(list(axes_values), [f"experiment={name}", *axes_values, *extra]))
+    return grid
 
 
 def finished_hashes(tracking_uri: str, experiment_name: str) -> set[str]:
@@ -57,12 +73,12 @@ def run_experiment(name: str, extra_overrides: list[str] = ()) -> dict[str, int]
     from rnnlab.train import run
 
     grid = experiment_grid(name)
-    points = [compose_config([*point, *extra_overrides]) for point in grid]
+    points = [compose_config([*point.overrides, *extra_overrides]) for point in grid]
     use_store(points[0].tracking.uri, points[0].tracking.experiment)
     done = finished_hashes(points[0].tracking.uri, name)
     counts = {"ran": 0, "skipped": 0, "failed": 0}
     for number, cfg in enumerate(points, start=1):
-        label = f"[{number}/{len(points)}] {' '.join(grid[number - 1][1:])}"
+        label = f"[{number}/{len(points)}] {' '.join(grid[number - 1].axes)}"
         if config_hash(cfg) in done:
             print(f"{label}: finished before, skipped", flush=True)
             counts["skipped"] += 1

@@ -43,13 +43,12 @@ class Cell:
         return f"{statistics.mean(self.values):.4f} ± {spread:.4f} (n={len(self.values)})"
 
 
-def row_label(overrides: list[str]) -> str:
+def row_label(axes: list[str], task: str) -> str:
     """`task=adding task.length=50` -> `adding (length=50)`; cell and seed are not rows."""
-    task = next(value for key, value in (o.split("=", 1) for o in overrides) if key == "task")
     settings = [
         f"{key.removeprefix('task.')}={value}"
-        for key, value in (o.split("=", 1) for o in overrides)
-        if key not in ("task", *NOT_ROW_AXES, "experiment")
+        for key, value in (axis.split("=", 1) for axis in axes)
+        if key not in ("task", *NOT_ROW_AXES)
     ]
     return f"{task} ({', '.join(settings)})" if settings else task
 
@@ -62,8 +61,8 @@ def collect(name: str, tracking_uri: str):
     metrics: dict[str, str] = {}
     wanted: dict[str, dict] = {}
     for point in experiment_grid(name):
-        cfg = compose_config([*point, f"tracking.uri={tracking_uri}"])
-        row = row_label(point)
+        cfg = compose_config([*point.overrides, f"tracking.uri={tracking_uri}"])
+        row = row_label(point.axes, cfg.task.name)
         column = cell_name(cfg.cell)
         table.setdefault(row, {}).setdefault(column, Cell())
         directions[row], metrics[row] = cfg.task.direction, cfg.task.metric
@@ -193,7 +192,8 @@ def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
             figure.savefig(out / f"{slug}_learning_curves.png", dpi=120)
             written.append(f"{slug}_learning_curves.png")
     settings = {row: row.split("(", 1)[1].rstrip(")") for row in table if "(" in row}
-    if len(settings) > 1:
+    one_task = len({row.split(" ", 1)[0] for row in table}) == 1
+    if len(settings) > 1 and one_task:
         figure = metric_by_setting_figure(table, settings)
         figure.savefig(out / "metric_by_setting.png", dpi=120)
         written.append("metric_by_setting.png")
