@@ -98,6 +98,13 @@ def best_column(cells: dict[str, Cell], direction: str) -> str | None:
     return choose(means, key=means.get)
 
 
+def entry(cells: dict[str, Cell], column: str) -> str:
+    """A cell's summary; a dash where a task has no baseline (that is not a missing run)."""
+    if column == BASELINE and BASELINE not in cells:
+        return "—"
+    return cells.get(column, Cell()).summary()
+
+
 def table_columns(table) -> list[str]:
     """The cells in name order, then the baseline if any task has one."""
     columns = sorted({column for cells in table.values() for column in cells} - {BASELINE})
@@ -113,10 +120,7 @@ def markdown_table(table, directions, metrics) -> str:
     ]
     for row, cells in table.items():
         best = best_column(cells, directions[row])
-        entries = [
-            f"**{cells[c].summary()}**" if c == best else cells.get(c, Cell()).summary()
-            for c in columns
-        ]
+        entries = [f"**{cells[c].summary()}**" if c == best else entry(cells, c) for c in columns]
         arrow = "↑" if directions[row] == "maximize" else "↓"
         lines.append(f"| {row} | test {metrics[row]} {arrow} | " + " | ".join(entries) + " |")
     return "\n".join(lines) + "\n"
@@ -138,7 +142,7 @@ def latex_table(table, directions, metrics) -> str:
         best = best_column(cells, directions[row])
         entries = []
         for column in columns:
-            text = escape(cells.get(column, Cell()).summary())
+            text = escape(entry(cells, column))
             entries.append(rf"\textbf{{{text}}}" if column == best else text)
         lines.append(f"{escape(row)} & {escape(metrics[row])} & " + " & ".join(entries) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
