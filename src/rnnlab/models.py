@@ -43,3 +43,25 @@ def recurrent_stack(
         return sequence
 
     return apply
+
+
+def decoder_stack(
+    cell_cfg: DictConfig, model_cfg: DictConfig
+) -> Callable[[keras.KerasTensor], keras.KerasTensor]:
+    """Like recurrent_stack with full sequences out, under its own layer names.
+
+    An encoder–decoder model holds both stacks, so their layers must not share names.
+    """
+
+    def apply(sequence: keras.KerasTensor) -> keras.KerasTensor:
+        for index in range(model_cfg.layers):
+            sequence = layers.RNN(
+                build_cell(cell_cfg), return_sequences=True, name=f"decoder_{index}"
+            )(sequence)
+            if model_cfg.dropout:
+                sequence = layers.Dropout(model_cfg.dropout, name=f"decoder_dropout_{index}")(
+                    sequence
+                )
+        return sequence
+
+    return apply

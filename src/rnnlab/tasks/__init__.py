@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-TASK_MODULES = {"sentiment": ("rnnlab.tasks.sentiment", "SentimentTask")}
+TASK_MODULES = {
+    "sentiment": ("rnnlab.tasks.sentiment", "SentimentTask"),
+    "forecasting": ("rnnlab.tasks.forecasting", "ForecastingTask"),
+}
 
 
 def get_task(task_cfg: DictConfig, data_dir: str):

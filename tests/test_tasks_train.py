@@ -1,0 +1,39 @@
+"""Every research task trains end to end with every cell, on a tiny slice of its data."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from rnnlab.tasks.forecasting import ForecastingTask, split_bounds
+from rnnlab.train import run
+
+CELLS = ["simple_rnn", "lstm", "gru"]
+TINY_MODEL = ["cell.units=8", "trainer.epochs=1"]
+
+
+def last_run(tracking_uri):
+    return MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", CELLS)
+def test_forecasting_logs_the_model_beside_the_naive_forecasts(compose, tracking_uri, cell):
+    cfg = compose("task=forecasting", "task.series=elec_equip", f"cell={cell}", *TINY_MODEL)
+    metrics = run(cfg)
+    recorded = last_run(tracking_uri).data.metrics
+
+    task = ForecastingTask(cfg.task, cfg.data_dir)
+    values = task.series()
+    steps = np.arange(*split_bounds(257)["test"])  # 40 months, all later than the 24-month window
+    assert metrics["test_naive_mae"] == pytest.approx(
+        np.abs(values[steps] - values[steps - 1]).mean()
+    )
+    assert metrics["test_seasonal_naive_mae"] == pytest.approx(
+        np.abs(values[steps] - values[steps - 12]).mean()
+    )
+    for name in ("test_mae", "test_rmse", "test_naive_mae", "test_seasonal_naive_rmse"):
+        assert recorded[name] == pytest.approx(metrics[name])
+    assert metrics["test_rmse"] >= metrics["test_mae"] > 0
