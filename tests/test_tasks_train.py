@@ -37,3 +37,10 @@ def test_forecasting_logs_the_model_beside_the_naive_forecasts(compose, tracking
     for name in ("test_mae", "test_rmse", "test_naive_mae", "test_seasonal_naive_rmse"):
         assert recorded[name] == pytest.approx(metrics[name])
     assert metrics["test_rmse"] >= metrics["test_mae"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", CELLS)
+def test_series_classification_trains_on_variable_length_series(compose, cell):
+    metrics = run(compose("task=series_classification", f"cell={cell}", *TINY_MODEL))
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0

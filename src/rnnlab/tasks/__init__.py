@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 TASK_MODULES = {
     "sentiment": ("rnnlab.tasks.sentiment", "SentimentTask"),
     "forecasting": ("rnnlab.tasks.forecasting", "ForecastingTask"),
+    "series_classification": ("rnnlab.tasks.series_classification", "SeriesClassificationTask"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -24,3 +25,18 @@ def batch_pipeline(
     if shuffle_seed is not None:
         examples = examples.shuffle(16_384, seed=shuffle_seed, reshuffle_each_iteration=True)
     return examples.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def deal(count: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Deal indices 0..count-1 into named splits by a fixed seed; the last split takes the rest.
+
+    The seed is a constant of each task: changing it changes the test set of every past run.
+    """
+    order = np.random.default_rng(seed).permutation(count)
+    names = list(fractions)
+    bounds = np.cumsum([int(fractions[name] * count) for name in names[:-1]]).tolist()
+    parts = np.split(order, bounds)
+    for name, part in zip(names, parts, strict=True):
+        if not len(part):
+            raise ValueError(f"the {name} split is empty: {count} examples are too few to split")
+    return dict(zip(names, parts, strict=True))
