@@ -44,3 +44,25 @@ def test_forecasting_logs_the_model_beside_the_naive_forecasts(compose, tracking
 def test_series_classification_trains_on_variable_length_series(compose, cell):
     metrics = run(compose("task=series_classification", f"cell={cell}", *TINY_MODEL))
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", CELLS)
+def test_translation_logs_bleu_and_decoded_samples(compose, tracking_uri, cell):
+    cfg = compose("task=translation", f"cell={cell}", "task.samples=5", *TINY_MODEL)
+    metrics = run(cfg)
+    recorded = last_run(tracking_uri)
+    assert 0.0 <= metrics["test_bleu"] <= 100.0
+    assert 0.0 <= metrics["test_token_accuracy"] <= 1.0
+    assert recorded.data.metrics["test_bleu"] == pytest.approx(metrics["test_bleu"])
+    samples = mlflow.artifacts.load_text(f"runs:/{recorded.info.run_id}/test_translations.txt")
+    assert samples.count("reference: ") == 5
+
+
+def test_translation_reads_a_tfds_catalog_set_by_config(compose):
+    import tensorflow_datasets as tfds
+
+    cfg = compose("task=translation", "task.source=tfds:ted_hrlr_translate/pt_to_en", *TINY_MODEL)
+    with tfds.testing.mock_data(num_examples=64):
+        metrics = run(cfg)
+    assert 0.0 <= metrics["test_bleu"] <= 100.0

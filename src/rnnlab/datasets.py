@@ -75,6 +75,26 @@ def fetch_wheel_folder(requirement: str, folder: str, destination: Path) -> Path
     return destination
 
 
+def fetch_debian_package(package: str, destination: Path) -> Path:
+    """`apt-get download` a Debian package and unpack it with `dpkg -x` (no root needed).
+
+    A fresh machine may have empty package lists: then `apt-get update` runs once, first.
+    """
+    if destination.exists():
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
+        download = ["apt-get", "download", "--quiet", package]
+        if subprocess.run(download, cwd=scratch, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(download, cwd=scratch, check=True)
+        (archive,) = Path(scratch).glob("*.deb")
+        unpacked = Path(scratch) / "unpacked"
+        subprocess.run(["dpkg", "-x", str(archive), str(unpacked)], check=True)
+        unpacked.replace(destination)  # whole or not at all
+    return destination
+
+
 def pip_download(requirement: str, destination: Path, *options: str) -> None:
     subprocess.run(
         [

@@ -8,6 +8,7 @@ TASK_MODULES = {
     "sentiment": ("rnnlab.tasks.sentiment", "SentimentTask"),
     "forecasting": ("rnnlab.tasks.forecasting", "ForecastingTask"),
     "series_classification": ("rnnlab.tasks.series_classification", "SeriesClassificationTask"),
+    "translation": ("rnnlab.tasks.translation", "TranslationTask"),
 }
 
 
