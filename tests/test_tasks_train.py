@@ -66,3 +66,14 @@ def test_translation_reads_a_tfds_catalog_set_by_config(compose):
     with tfds.testing.mock_data(num_examples=64):
         metrics = run(cfg)
     assert 0.0 <= metrics["test_bleu"] <= 100.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", CELLS)
+def test_captioning_logs_bleu_and_sample_captions(compose, tracking_uri, cell):
+    metrics = run(compose("task=captioning", f"cell={cell}", "task.samples=5", *TINY_MODEL))
+    recorded = last_run(tracking_uri)
+    assert 0.0 <= metrics["test_bleu"] <= 100.0
+    assert 0.0 <= metrics["test_token_accuracy"] <= 1.0
+    samples = mlflow.artifacts.load_text(f"runs:/{recorded.info.run_id}/test_captions.txt")
+    assert samples.count("reference: ") == 5

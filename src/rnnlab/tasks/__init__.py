@@ -9,6 +9,7 @@ TASK_MODULES = {
     "forecasting": ("rnnlab.tasks.forecasting", "ForecastingTask"),
     "series_classification": ("rnnlab.tasks.series_classification", "SeriesClassificationTask"),
     "translation": ("rnnlab.tasks.translation", "TranslationTask"),
+    "captioning": ("rnnlab.tasks.captioning", "CaptioningTask"),
 }
 
 

@@ -133,6 +133,22 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     return sacrebleu.corpus_bleu(hypotheses, [references], force=True).score
 
 
+def score_decodes(
+    model: keras.Model,
+    inputs: np.ndarray,
+    sources: list[str],
+    references: list[str],
+    vectorizer: layers.TextVectorization,
+    target_length: int,
+    samples: int,
+) -> tuple[dict[str, float], str]:
+    """Corpus BLEU of greedy decodes against standardized references, and a sample table."""
+    hypotheses = greedy_decode(model, inputs, vectorizer.get_vocabulary(), target_length)
+    references = [text.decode() for text in standardize(tf.constant(references)).numpy()]
+    table = samples_table(sources[:samples], references[:samples], hypotheses[:samples])
+    return {"bleu": corpus_bleu(hypotheses, references)}, table
+
+
 def samples_table(sources: list[str], references: list[str], hypotheses: list[str]) -> str:
     rows = zip(sources, references, hypotheses, strict=True)
     return "".join(f"source:    {s}\nreference: {r}\ndecoded:   {h}\n\n" for s, r, h in rows)

@@ -190,16 +190,13 @@ class TranslationTask:
     def evaluate_extra(self, model: keras.Model, data: TaskData):
         """Corpus BLEU of greedy decodes of the whole test split, and a sample of them."""
         sources = [source for source, _ in self.test_pairs]
-        source_tokens = self.source_vectorizer(tf.constant(sources)).numpy()
-        hypotheses = decoding.greedy_decode(
-            model, source_tokens, self.target_vectorizer.get_vocabulary(), self.cfg.target_length
+        metrics, table = decoding.score_decodes(
+            model,
+            self.source_vectorizer(tf.constant(sources)).numpy(),
+            sources,
+            [target for _, target in self.test_pairs],
+            self.target_vectorizer,
+            self.cfg.target_length,
+            self.cfg.samples,
         )
-        references = [
-            text.decode()
-            for text in decoding.standardize(tf.constant([t for _, t in self.test_pairs])).numpy()
-        ]
-        shown = self.cfg.samples
-        table = decoding.samples_table(sources[:shown], references[:shown], hypotheses[:shown])
-        return {"bleu": decoding.corpus_bleu(hypotheses, references)}, {
-            "test_translations.txt": table
-        }
+        return metrics, {"test_translations.txt": table}
