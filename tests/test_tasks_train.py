@@ -77,3 +77,14 @@ def test_captioning_logs_bleu_and_sample_captions(compose, tracking_uri, cell):
     assert 0.0 <= metrics["test_token_accuracy"] <= 1.0
     samples = mlflow.artifacts.load_text(f"runs:/{recorded.info.run_id}/test_captions.txt")
     assert samples.count("reference: ") == 5
+
+
+def test_sentiment_reads_imdb_reviews_from_the_tfds_catalog_by_config(compose):
+    import tensorflow_datasets as tfds
+
+    cfg = compose("task.source=tfds:imdb_reviews", *TINY_MODEL)
+    with tfds.testing.mock_data(num_examples=64):
+        metrics = run(cfg)
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    # mock_data makes 64 examples for any split string, the sliced train[:90%] included.
+    assert metrics["samples_per_second"] == pytest.approx(64 / metrics["epoch_seconds"])

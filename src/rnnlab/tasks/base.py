@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 
 @dataclass
@@ -40,3 +41,14 @@ def deal(count: int, fractions: dict[str, float], seed: int) -> dict[str, np.nda
         if not len(part):
             raise ValueError(f"the {name} split is empty: {count} examples are too few to split")
     return dict(zip(names, parts, strict=True))
+
+
+def catalog_splits(source: str, splits: dict[str, str]) -> dict[str, tf.data.Dataset]:
+    """`tfds:<name>` from the TFDS catalog as (input, target) pairs, e.g. `tfds:imdb_reviews`.
+
+    `splits` maps our split names to TFDS split strings (`train[:90%]`). TFDS downloads the
+    set on first use, so this path needs a network; tests run it under `mock_data`.
+    """
+    name = source.removeprefix("tfds:")
+    loaded = tfds.load(name, split=list(splits.values()), as_supervised=True)
+    return dict(zip(splits, loaded, strict=True))

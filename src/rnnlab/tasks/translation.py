@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.tasks import decoding
-from rnnlab.tasks.base import TaskData, batch_pipeline, deal
+from rnnlab.tasks.base import TaskData, batch_pipeline, catalog_splits, deal
 
 SOURCE_PACKAGE = "trans-de-en"
 DICTIONARY = "usr/share/trans/de-en"
@@ -153,9 +153,8 @@ class TranslationTask:
     def _pairs(self) -> tuple[dict[str, tf.data.Dataset], str]:
         """(source, target) text splits, and what identifies them for the run's record."""
         if self.cfg.source.startswith("tfds:"):
-            name = self.cfg.source.removeprefix("tfds:")
-            splits = tfds.load(name, split=list(SPLIT_FRACTIONS), as_supervised=True)
-            return dict(zip(SPLIT_FRACTIONS, splits, strict=True)), name
+            splits = {name: name for name in SPLIT_FRACTIONS}
+            return catalog_splits(self.cfg.source, splits), self.cfg.source
         datasets.require_prepared(self.builder)
         splits = {
             name: self.builder.as_dataset(split=name, as_supervised=True)
