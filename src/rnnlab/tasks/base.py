@@ -8,6 +8,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from rnnlab import datasets
+
 
 @dataclass
 class TaskData:
@@ -43,12 +45,25 @@ def deal(count: int, fractions: dict[str, float], seed: int) -> dict[str, np.nda
     return dict(zip(names, parts, strict=True))
 
 
-def catalog_splits(source: str, splits: dict[str, str]) -> dict[str, tf.data.Dataset]:
-    """`tfds:<name>` from the TFDS catalog as (input, target) pairs, e.g. `tfds:imdb_reviews`.
+def supervised_splits(
+    builder: tfds.core.DatasetBuilder, source: str, catalog_splits: dict[str, str]
+) -> tuple[dict[str, tf.data.Dataset], str]:
+    """(input, target) splits and the data hash: prepared, or `tfds:<name>` from the catalog.
 
-    `splits` maps our split names to TFDS split strings (`train[:90%]`). TFDS downloads the
-    set on first use, so this path needs a network; tests run it under `mock_data`.
+    `catalog_splits` maps our split names to the catalog set's (`train[:90%]`). TFDS
+    downloads a catalog set on first use, so that path needs a network; tests mock it.
     """
-    name = source.removeprefix("tfds:")
-    loaded = tfds.load(name, split=list(splits.values()), as_supervised=True)
-    return dict(zip(splits, loaded, strict=True))
+    if source.startswith("tfds:"):
+        name = source.removeprefix("tfds:")
+        loaded = tfds.load(name, split=list(catalog_splits.values()), as_supervised=True)
+        return dict(zip(catalog_splits, loaded, strict=True)), source
+    datasets.require_prepared(builder)
+    splits = {name: builder.as_dataset(split=name, as_supervised=True) for name in catalog_splits}
+    return splits, datasets.content_hash(builder)
+
+
+def take_each(splits: dict[str, tf.data.Dataset], count: int | None) -> dict[str, tf.data.Dataset]:
+    """The first `count` examples of each split (`task.max_examples`); None keeps all."""
+    if count is None:
+        return splits
+    return {name: split.take(count) for name, split in splits.items()}

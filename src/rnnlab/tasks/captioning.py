@@ -28,7 +28,7 @@ from PIL import Image
 
 from rnnlab import datasets
 from rnnlab.tasks import decoding
-from rnnlab.tasks.base import TaskData, batch_pipeline, deal
+from rnnlab.tasks.base import TaskData, batch_pipeline, deal, take_each
 
 SPLIT_SEED = 20141106  # fixed forever: changing it changes the test set of every past run
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -128,11 +128,8 @@ class TwemojiFeatures(tfds.core.GeneratorBasedBuilder):
             )
 
 
-class CaptioningTask:
+class CaptioningTask(decoding.TextGenerationTask):
     """A caption decoder of the chosen cell, every step seeing the projected image features."""
-
-    loss = staticmethod(decoding.masked_crossentropy)
-    has_decoder = True
 
     def __init__(self, cfg: DictConfig, data_dir: str) -> None:
         self.cfg = cfg
@@ -141,18 +138,13 @@ class CaptioningTask:
         self.vectorizer: layers.TextVectorization | None = None
         self.test_examples: list[tuple[np.ndarray, str, str]] = []
 
-    @property
-    def metrics(self) -> list:
-        return [decoding.TokenAccuracy()]
-
     def prepare(self) -> None:
         datasets.prepare(self.builder, emoji_files()[1])
 
     def load(self, batch_size: int, seed: int) -> TaskData:
         datasets.require_prepared(self.builder)
         splits = {name: self.builder.as_dataset(split=name) for name in SPLIT_FRACTIONS}
-        if self.cfg.max_examples is not None:
-            splits = {name: split.take(self.cfg.max_examples) for name, split in splits.items()}
+        splits = take_each(splits, self.cfg.max_examples)
         # The vocabulary comes from the training captions only: unseen words stay unseen.
         self.vectorizer = decoding.target_vectorizer(
             splits["train"].map(lambda example: example["caption"]),

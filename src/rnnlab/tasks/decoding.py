@@ -49,6 +49,17 @@ def masked_crossentropy(y_true, y_pred):
     return keras.ops.sum(losses * real) / keras.ops.maximum(keras.ops.sum(real), 1.0)
 
 
+class TextGenerationTask:
+    """What the tasks that write text share: a decoder stack, the masked loss, token accuracy."""
+
+    has_decoder = True  # train.run passes them a decoder stack of the chosen cell
+    loss = staticmethod(masked_crossentropy)
+
+    @property
+    def metrics(self) -> list:
+        return [TokenAccuracy()]  # a fresh metric for every compiled model
+
+
 class TokenAccuracy(keras.metrics.Metric):
     """Share of non-padding target tokens predicted right, under teacher forcing."""
 

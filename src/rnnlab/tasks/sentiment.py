@@ -19,7 +19,7 @@ from keras import layers
 from omegaconf import DictConfig
 
 from rnnlab import datasets
-from rnnlab.tasks.base import TaskData, batch_pipeline, catalog_splits
+from rnnlab.tasks.base import TaskData, batch_pipeline, supervised_splits
 
 SOURCE_REQUIREMENT = "vaderSentiment==3.3.2"
 SOURCE_MEMBERS = [
@@ -114,7 +114,9 @@ class SentimentTask:
         datasets.prepare(self.builder, raw)
 
     def load(self, batch_size: int, seed: int) -> TaskData:
-        splits, data_hash = self._splits()
+        # imdb_reviews has no validation split: the last tenth of its train split is held out.
+        catalog = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
+        splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
         if self.cfg.max_examples is not None:
             splits = {name: split.take(self.cfg.max_examples) for name, split in splits.items()}
         # The vocabulary comes from the training split only: test words stay unseen.
@@ -134,19 +136,6 @@ class SentimentTask:
             train_size=int(splits["train"].cardinality()),
             data_hash=data_hash,
         )
-
-    def _splits(self) -> tuple[dict[str, tf.data.Dataset], str]:
-        """(text, label) splits, and what identifies them for the run's record."""
-        if self.cfg.source.startswith("tfds:"):
-            # imdb_reviews has no validation split: the last tenth of train is held out.
-            splits = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
-            return catalog_splits(self.cfg.source, splits), self.cfg.source
-        datasets.require_prepared(self.builder)
-        splits = {
-            name: self.builder.as_dataset(split=name, as_supervised=True)
-            for name in SPLIT_FRACTIONS
-        }
-        return splits, datasets.content_hash(self.builder)
 
     def _vectorize(self, text: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.vectorizer(text), label

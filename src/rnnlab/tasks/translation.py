@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.tasks import decoding
-from rnnlab.tasks.base import TaskData, batch_pipeline, catalog_splits, deal
+from rnnlab.tasks.base import TaskData, batch_pipeline, deal, supervised_splits, take_each
 
 SOURCE_PACKAGE = "trans-de-en"
 DICTIONARY = "usr/share/trans/de-en"
@@ -96,11 +96,8 @@ class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
             yield int(index), {"de": german, "en": english}
 
 
-class TranslationTask:
+class TranslationTask(decoding.TextGenerationTask):
     """Encoder–decoder: the encoder's summary of the source conditions every decoder step."""
-
-    loss = staticmethod(decoding.masked_crossentropy)
-    has_decoder = True
 
     def __init__(self, cfg: DictConfig, data_dir: str) -> None:
         self.cfg = cfg
@@ -110,19 +107,15 @@ class TranslationTask:
         self.target_vectorizer: layers.TextVectorization | None = None
         self.test_pairs: list[tuple[str, str]] = []
 
-    @property
-    def metrics(self) -> list:
-        return [decoding.TokenAccuracy()]
-
     def prepare(self) -> None:
         raw = self.root / "raw" / "translation"
         datasets.fetch_debian_package(SOURCE_PACKAGE, raw)
         datasets.prepare(self.builder, raw)
 
     def load(self, batch_size: int, seed: int) -> TaskData:
-        splits, data_hash = self._pairs()
-        if self.cfg.max_examples is not None:
-            splits = {name: split.take(self.cfg.max_examples) for name, split in splits.items()}
+        catalog = {name: name for name in SPLIT_FRACTIONS}  # ted_hrlr_translate's are ours
+        splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
+        splits = take_each(splits, self.cfg.max_examples)
         # Vocabularies come from the training split only: test words stay unseen.
         self.source_vectorizer = layers.TextVectorization(
             max_tokens=self.cfg.vocabulary_size,
@@ -149,18 +142,6 @@ class TranslationTask:
             train_size=int(splits["train"].reduce(0, lambda count, _: count + 1)),
             data_hash=data_hash,
         )
-
-    def _pairs(self) -> tuple[dict[str, tf.data.Dataset], str]:
-        """(source, target) text splits, and what identifies them for the run's record."""
-        if self.cfg.source.startswith("tfds:"):
-            splits = {name: name for name in SPLIT_FRACTIONS}
-            return catalog_splits(self.cfg.source, splits), self.cfg.source
-        datasets.require_prepared(self.builder)
-        splits = {
-            name: self.builder.as_dataset(split=name, as_supervised=True)
-            for name in SPLIT_FRACTIONS
-        }
-        return splits, datasets.content_hash(self.builder)
 
     def _vectorize(self, source: tf.Tensor, target: tf.Tensor):
         decoder_tokens, next_tokens = decoding.teacher_forcing(self.target_vectorizer(target))
