@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rnnlab.datasets import DataNotPreparedError
 from rnnlab.tasks.captioning import (
     FEATURE_SIZE,
     CaptioningTask,
@@ -69,9 +68,3 @@ def test_no_records_is_an_error(tmp_path):
 def test_a_missing_image_names_the_emoji(tmp_path):
     with pytest.raises(FileNotFoundError, match="no image for emoji 1F600"):
         image_path(tmp_path, "1F600")
-
-
-def test_missing_data_says_to_run_make_install(compose, tmp_path):
-    task = CaptioningTask(compose("task=captioning").task, str(tmp_path))
-    with pytest.raises(DataNotPreparedError, match="run `make install`"):
-        task.load(batch_size=32, seed=0)

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab.datasets import DataNotPreparedError
 from rnnlab.tasks.forecasting import (
     SERIES,
     ForecastingTask,
@@ -77,9 +76,3 @@ def test_prepared_splits_hold_every_step(compose):
 def test_an_unknown_series_names_the_known_ones(compose):
     with pytest.raises(ValueError, match="known: sunspots, co2, elec_equip"):
         ForecastingTask(compose("task=forecasting", "task.series=nile").task, "data")
-
-
-def test_missing_data_says_to_run_make_install(compose, tmp_path):
-    task = ForecastingTask(compose("task=forecasting").task, str(tmp_path))
-    with pytest.raises(DataNotPreparedError, match="run `make install`"):
-        task.load(batch_size=32, seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab.datasets import DataNotPreparedError, data_root
+from rnnlab.datasets import data_root
 from rnnlab.tasks.base import deal
 from rnnlab.tasks.series_classification import SeriesClassificationTask, read_ts
 
@@ -70,9 +70,3 @@ def test_a_file_without_cases_is_an_error(tmp_path):
 def test_too_few_examples_to_split_is_an_error():
     with pytest.raises(ValueError, match="the train split is empty: 1 examples are too few"):
         deal(1, {"train": 0.8, "validation": 0.2}, seed=0)
-
-
-def test_missing_data_says_to_run_make_install(compose, tmp_path):
-    task = SeriesClassificationTask(compose("task=series_classification").task, str(tmp_path))
-    with pytest.raises(DataNotPreparedError, match="run `make install`"):
-        task.load(batch_size=32, seed=0)

@@ -7,15 +7,25 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from rnnlab.datasets import DataNotPreparedError
+from rnnlab.tasks import get_task
 from rnnlab.tasks.forecasting import ForecastingTask, split_bounds
 from rnnlab.train import run
 
 CELLS = ["simple_rnn", "lstm", "gru"]
+TASKS = ["forecasting", "series_classification", "translation", "captioning"]
 TINY_MODEL = ["cell.units=8", "trainer.epochs=1"]
 
 
 def last_run(tracking_uri):
     return MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_missing_data_says_to_run_make_install(compose, tmp_path, task):
+    cfg = compose(f"task={task}")
+    with pytest.raises(DataNotPreparedError, match="run `make install`"):
+        get_task(cfg.task, str(tmp_path)).load(batch_size=32, seed=0)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rnnlab.datasets import DataNotPreparedError, data_root
+from rnnlab.datasets import data_root
 from rnnlab.tasks import decoding
 from rnnlab.tasks.translation import DICTIONARY, TranslationTask, read_sentence_pairs
 
@@ -95,9 +95,3 @@ def test_bleu_is_100_for_a_perfect_decode_and_low_for_a_wrong_one():
     references = ["the cat sat on the mat .", "shoot !"]
     assert decoding.corpus_bleu(references, references) == pytest.approx(100.0)
     assert decoding.corpus_bleu(["a dog .", "run !"], references) < 10
-
-
-def test_missing_data_says_to_run_make_install(compose, tmp_path):
-    task = TranslationTask(compose("task=translation").task, str(tmp_path))
-    with pytest.raises(DataNotPreparedError, match="run `make install`"):
-        task.load(batch_size=32, seed=0)
