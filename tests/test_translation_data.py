@@ -95,3 +95,14 @@ def test_bleu_is_100_for_a_perfect_decode_and_low_for_a_wrong_one():
     references = ["the cat sat on the mat .", "shoot !"]
     assert decoding.corpus_bleu(references, references) == pytest.approx(100.0)
     assert decoding.corpus_bleu(["a dog .", "run !"], references) < 10
+
+
+def test_teacher_forcing_starts_with_start_and_targets_end():
+    vectorizer = decoding.target_vectorizer(
+        tf.data.Dataset.from_tensor_slices(["Hello world."]), vocabulary_size=50, length=5
+    )
+    decoder_tokens, next_tokens = decoding.teacher_forcing(vectorizer, tf.constant("Hello world."))
+    vocabulary = vectorizer.get_vocabulary()
+    decoder_words = [vocabulary[i] for i in decoder_tokens.numpy()]
+    assert decoder_words == ["[start]", "hello", "world", ".", "[end]"]  # then padding
+    assert [vocabulary[i] for i in next_tokens.numpy()] == ["hello", "world", ".", "[end]", ""]

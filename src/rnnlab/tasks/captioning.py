@@ -168,7 +168,7 @@ class CaptioningTask(decoding.TextGenerationTask):
         )
 
     def _vectorize(self, example: dict):
-        decoder_tokens, next_tokens = decoding.teacher_forcing(self.vectorizer(example["caption"]))
+        decoder_tokens, next_tokens = decoding.teacher_forcing(self.vectorizer, example["caption"])
         return (example["features"], decoder_tokens), next_tokens
 
     def build_model(

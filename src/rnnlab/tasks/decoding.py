@@ -37,8 +37,11 @@ def with_start_and_end(text: tf.Tensor) -> tf.Tensor:
     return tf.strings.join([START, text, END], separator=" ")
 
 
-def teacher_forcing(token_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The decoder reads tokens up to t and is trained to predict token t + 1."""
+def teacher_forcing(
+    vectorizer: layers.TextVectorization, text: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The decoder reads `[start] w1 .. wt` and is trained to predict `w1 .. wt [end]`."""
+    token_ids = vectorizer(with_start_and_end(text))
     return token_ids[..., :-1], token_ids[..., 1:]
 
 

@@ -144,7 +144,7 @@ class TranslationTask(decoding.TextGenerationTask):
         )
 
     def _vectorize(self, source: tf.Tensor, target: tf.Tensor):
-        decoder_tokens, next_tokens = decoding.teacher_forcing(self.target_vectorizer(target))
+        decoder_tokens, next_tokens = decoding.teacher_forcing(self.target_vectorizer, target)
         return (self.source_vectorizer(source), decoder_tokens), next_tokens
 
     def build_model(
