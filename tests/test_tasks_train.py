@@ -59,7 +59,9 @@ def test_series_classification_trains_on_variable_length_series(compose, cell):
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_translation_logs_bleu_and_decoded_samples(compose, tracking_uri, cell):
-    cfg = compose("task=translation", f"cell={cell}", "task.samples=5", *TINY_MODEL)
+    cfg = compose(
+        "task=translation", f"cell={cell}", "task.samples=5", "task.target_length=10", *TINY_MODEL
+    )
     metrics = run(cfg)
     recorded = last_run(tracking_uri)
     assert 0.0 <= metrics["test_bleu"] <= 100.0

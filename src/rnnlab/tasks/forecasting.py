@@ -25,6 +25,7 @@ from keras import layers
 from omegaconf import DictConfig
 
 from rnnlab import datasets
+from rnnlab.config import ConfigError
 from rnnlab.tasks.base import TaskData, batch_pipeline
 
 SPLITS = ("train", "validation", "test")
@@ -106,7 +107,7 @@ def make_windows(values: np.ndarray, targets: range, window: int, horizon: int) 
     first = window + horizon - 1
     steps = np.array([step for step in targets if step >= first], dtype=np.int64)
     if not len(steps):
-        raise ValueError(
+        raise ConfigError(
             f"no target in steps {targets.start}-{targets.stop - 1} has {window + horizon - 1} "
             f"earlier steps: the series is too short for window={window}, horizon={horizon}"
         )
@@ -173,7 +174,7 @@ class ForecastingTask:
 
     def __init__(self, cfg: DictConfig, data_dir: str) -> None:
         if cfg.series not in SERIES:
-            raise ValueError(f"unknown task.series '{cfg.series}'; known: {', '.join(SERIES)}")
+            raise ConfigError(f"unknown task.series '{cfg.series}'; known: {', '.join(SERIES)}")
         self.cfg = cfg
         self.root = datasets.data_root(data_dir)
         self.builder = StatsmodelsSeries(config=cfg.series, data_dir=str(self.root / "tfds"))

@@ -19,7 +19,7 @@ from keras import layers
 from omegaconf import DictConfig
 
 from rnnlab import datasets
-from rnnlab.tasks.base import TaskData, batch_pipeline, supervised_splits
+from rnnlab.tasks.base import TaskData, batch_pipeline, supervised_splits, take_each
 
 SOURCE_REQUIREMENT = "vaderSentiment==3.3.2"
 SOURCE_MEMBERS = [
@@ -117,8 +117,7 @@ class SentimentTask:
         # imdb_reviews has no validation split: the last tenth of its train split is held out.
         catalog = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
         splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
-        if self.cfg.max_examples is not None:
-            splits = {name: split.take(self.cfg.max_examples) for name, split in splits.items()}
+        splits = take_each(splits, self.cfg.max_examples)
         # The vocabulary comes from the training split only: test words stay unseen.
         self.vectorizer = layers.TextVectorization(
             max_tokens=self.cfg.vocabulary_size,

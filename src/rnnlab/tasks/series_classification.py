@@ -20,6 +20,7 @@ from keras import layers
 from omegaconf import DictConfig
 
 from rnnlab import datasets
+from rnnlab.config import ConfigError
 from rnnlab.tasks.base import TaskData, batch_pipeline, deal
 
 SOURCE_REQUIREMENT = "sktime==1.2.0"
@@ -146,7 +147,7 @@ class SeriesClassificationTask:
 
     def __init__(self, cfg: DictConfig, data_dir: str) -> None:
         if cfg.dataset not in UCR_SETS:
-            raise ValueError(f"unknown task.dataset '{cfg.dataset}'; known: {', '.join(UCR_SETS)}")
+            raise ConfigError(f"unknown task.dataset '{cfg.dataset}'; known: {', '.join(UCR_SETS)}")
         self.cfg = cfg
         self.root = datasets.data_root(data_dir)
         self.builder = UcrArchive(config=cfg.dataset, data_dir=str(self.root / "tfds"))
