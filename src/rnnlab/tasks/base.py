@@ -30,6 +30,19 @@ def batch_pipeline(
     return examples.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def batched_task_data(
+    splits: dict[str, tf.data.Dataset], batch_size: int, seed: int, data_hash: str
+) -> TaskData:
+    """TaskData from unbatched train/validation/test splits: only train is shuffled."""
+    return TaskData(
+        train=batch_pipeline(splits["train"], batch_size, shuffle_seed=seed),
+        validation=batch_pipeline(splits["validation"], batch_size),
+        test=batch_pipeline(splits["test"], batch_size),
+        train_size=int(splits["train"].reduce(0, lambda count, _: count + 1)),
+        data_hash=data_hash,
+    )
+
+
 def deal(count: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
     """Deal indices 0..count-1 into named splits by a fixed seed; the last split takes the rest.
 

@@ -28,7 +28,7 @@ from PIL import Image
 
 from rnnlab import datasets
 from rnnlab.tasks import decoding
-from rnnlab.tasks.base import TaskData, batch_pipeline, deal, take_each
+from rnnlab.tasks.base import TaskData, batched_task_data, deal, take_each
 
 SPLIT_SEED = 20141106  # fixed forever: changing it changes the test set of every past run
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -159,13 +159,7 @@ class CaptioningTask(decoding.TextGenerationTask):
             name: split.map(self._vectorize, num_parallel_calls=tf.data.AUTOTUNE)
             for name, split in splits.items()
         }
-        return TaskData(
-            train=batch_pipeline(vectorized["train"], batch_size, shuffle_seed=seed),
-            validation=batch_pipeline(vectorized["validation"], batch_size),
-            test=batch_pipeline(vectorized["test"], batch_size),
-            train_size=int(splits["train"].reduce(0, lambda count, _: count + 1)),
-            data_hash=datasets.content_hash(self.builder),
-        )
+        return batched_task_data(vectorized, batch_size, seed, datasets.content_hash(self.builder))
 
     def _vectorize(self, example: dict):
         decoder_tokens, next_tokens = decoding.teacher_forcing(self.vectorizer, example["caption"])

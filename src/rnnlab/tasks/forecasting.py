@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.config import ConfigError
-from rnnlab.tasks.base import TaskData, batch_pipeline
+from rnnlab.tasks.base import TaskData, batched_task_data
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.7, 0.15)  # train and validation; the rest, the latest part, is test
@@ -216,13 +216,7 @@ class ForecastingTask:
             name: tf.data.Dataset.from_tensor_slices((part.inputs, part.targets.astype(np.float32)))
             for name, part in windows.items()
         }
-        return TaskData(
-            train=batch_pipeline(splits["train"], batch_size, shuffle_seed=seed),
-            validation=batch_pipeline(splits["validation"], batch_size),
-            test=batch_pipeline(splits["test"], batch_size),
-            train_size=len(windows["train"].steps),
-            data_hash=datasets.content_hash(self.builder),
-        )
+        return batched_task_data(splits, batch_size, seed, datasets.content_hash(self.builder))
 
     def build_model(
         self, recurrent: Callable[[keras.KerasTensor], keras.KerasTensor]

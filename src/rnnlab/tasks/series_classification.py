@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.config import ConfigError
-from rnnlab.tasks.base import TaskData, batch_pipeline, deal
+from rnnlab.tasks.base import TaskData, batched_task_data, deal
 
 SOURCE_REQUIREMENT = "sktime==1.2.0"
 SOURCE_FOLDER = "sktime/datasets/data"
@@ -172,13 +172,7 @@ class SeriesClassificationTask:
         mean, std = frames.mean(axis=0), frames.std(axis=0) + 1e-6
         self.steps = max(len(series) for split in splits.values() for series, _ in split)
         padded = {name: self._pad(split, mean, std) for name, split in splits.items()}
-        return TaskData(
-            train=batch_pipeline(padded["train"], batch_size, shuffle_seed=seed),
-            validation=batch_pipeline(padded["validation"], batch_size),
-            test=batch_pipeline(padded["test"], batch_size),
-            train_size=len(splits["train"]),
-            data_hash=datasets.content_hash(self.builder),
-        )
+        return batched_task_data(padded, batch_size, seed, datasets.content_hash(self.builder))
 
     def _pad(self, cases, mean: np.ndarray, std: np.ndarray) -> tf.data.Dataset:
         """Standardise each case and pad it at the end to the longest case of the set."""

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.tasks import decoding
-from rnnlab.tasks.base import TaskData, batch_pipeline, deal, supervised_splits, take_each
+from rnnlab.tasks.base import TaskData, batched_task_data, deal, supervised_splits, take_each
 
 SOURCE_PACKAGE = "trans-de-en"
 DICTIONARY = "usr/share/trans/de-en"
@@ -135,13 +135,7 @@ class TranslationTask(decoding.TextGenerationTask):
             name: split.map(self._vectorize, num_parallel_calls=tf.data.AUTOTUNE)
             for name, split in splits.items()
         }
-        return TaskData(
-            train=batch_pipeline(vectorized["train"], batch_size, shuffle_seed=seed),
-            validation=batch_pipeline(vectorized["validation"], batch_size),
-            test=batch_pipeline(vectorized["test"], batch_size),
-            train_size=int(splits["train"].reduce(0, lambda count, _: count + 1)),
-            data_hash=data_hash,
-        )
+        return batched_task_data(vectorized, batch_size, seed, data_hash)
 
     def _vectorize(self, source: tf.Tensor, target: tf.Tensor):
         decoder_tokens, next_tokens = decoding.teacher_forcing(self.target_vectorizer, target)
