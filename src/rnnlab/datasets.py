@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -38,22 +39,7 @@ def fetch_sdist_member(requirement: str, members: list[str], destination: Path) 
     if target.exists():
         return target
     with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                requirement,
-                "--dest",
-                scratch,
-            ],
-            check=True,
-        )
+        pip_download(requirement, Path(scratch), "--no-binary", ":all:")
         (archive,) = Path(scratch).glob("*.tar.gz")
         for member in members:
             with tarfile.open(archive) as tar:
@@ -65,6 +51,66 @@ def fetch_sdist_member(requirement: str, members: list[str], destination: Path) 
         target.parent.mkdir(parents=True, exist_ok=True)
         archive.replace(target)
     return target
+
+
+def fetch_wheel_folder(requirement: str, folder: str, destination: Path) -> Path:
+    """Download a wheel with pip and unzip only the files under `folder` into destination.
+
+    Nothing of the package is imported: sktime's wheel is used for its data files alone.
+    """
+    if destination.exists():
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    # Scratch beside the destination, so that the final move is a rename on one disk.
+    with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
+        pip_download(requirement, Path(scratch), "--only-binary", ":all:")
+        (wheel,) = Path(scratch).glob("*.whl")
+        unpacked = Path(scratch) / "unpacked"
+        with zipfile.ZipFile(wheel) as archive:
+            members = [name for name in archive.namelist() if name.startswith(f"{folder}/")]
+            if not members:
+                raise FileNotFoundError(f"{folder} is not in {wheel.name}")
+            archive.extractall(unpacked, members)
+        (unpacked / folder).replace(destination)  # whole or not at all
+    return destination
+
+
+def fetch_debian_package(package: str, destination: Path) -> Path:
+    """`apt-get download` a Debian package and unpack it with `dpkg -x` (no root needed).
+
+    A fresh machine may have empty package lists: then `apt-get update` runs once, first.
+    """
+    if destination.exists():
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
+        download = ["apt-get", "download", "--quiet", package]
+        if subprocess.run(download, cwd=scratch, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(download, cwd=scratch, check=True)
+        (archive,) = Path(scratch).glob("*.deb")
+        unpacked = Path(scratch) / "unpacked"
+        subprocess.run(["dpkg", "-x", str(archive), str(unpacked)], check=True)
+        unpacked.replace(destination)  # whole or not at all
+    return destination
+
+
+def pip_download(requirement: str, destination: Path, *options: str) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            *options,
+            requirement,
+            "--dest",
+            str(destination),
+        ],
+        check=True,
+    )
 
 
 def prepare(builder: tfds.core.DatasetBuilder, manual_dir: Path) -> None:

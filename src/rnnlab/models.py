@@ -32,14 +32,20 @@ RecurrentStack = Callable[..., keras.KerasTensor]
 
 
 def recurrent_stack(
-    cell_cfg: DictConfig, model_cfg: DictConfig, return_sequences: bool = False
+    cell_cfg: DictConfig,
+    model_cfg: DictConfig,
+    return_sequences: bool = False,
+    prefix: str = "recurrent",
+    bidirectional: bool | None = None,
 ) -> RecurrentStack:
     """A function applying `model.layers` recurrent layers, each with a fresh cell.
 
     The last layer returns its whole output sequence if `return_sequences` (here or in the
-    call, for per-step tasks), else only its final output.
+    call, for per-step tasks), else only its final output. Layers are named
+    `<prefix>_<index>`; `bidirectional` defaults to `model.bidirectional`.
     """
     sequences_by_default = return_sequences
+    both_ways = model_cfg.bidirectional if bidirectional is None else bidirectional
 
     def apply(
         sequence: keras.KerasTensor, return_sequences: bool = sequences_by_default
@@ -49,13 +55,26 @@ def recurrent_stack(
             recurrent = ProbedRNN(
                 build_cell(cell_cfg),
                 return_sequences=return_sequences or not last,
-                name=f"recurrent_{index}",
+                name=f"{prefix}_{index}",
             )
-            if model_cfg.bidirectional:
-                recurrent = layers.Bidirectional(recurrent, name=f"bidirectional_{index}")
+            if both_ways:
+                recurrent = layers.Bidirectional(recurrent, name=f"{prefix}_bidirectional_{index}")
             sequence = recurrent(sequence)
             if model_cfg.dropout:
-                sequence = layers.Dropout(model_cfg.dropout, name=f"dropout_{index}")(sequence)
+                sequence = layers.Dropout(model_cfg.dropout, name=f"{prefix}_dropout_{index}")(
+                    sequence
+                )
         return sequence
 
     return apply
+
+
+def decoder_stack(cell_cfg: DictConfig, model_cfg: DictConfig) -> RecurrentStack:
+    """The decoder of an encoder–decoder model: full sequences out, under its own names.
+
+    It reads its inputs left to right only (a decoder must not see the words it is to
+    produce), and the gradient probe sees its layers like any other.
+    """
+    return recurrent_stack(
+        cell_cfg, model_cfg, return_sequences=True, prefix="decoder", bidirectional=False
+    )

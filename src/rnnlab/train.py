@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rnnlab.callbacks import GradientDecayLogger, MlflowEpochLogger, StopOnNonFiniteLoss
-from rnnlab.models import recurrent_stack
+from rnnlab.models import decoder_stack, recurrent_stack
 from rnnlab.probe import GradientProbe, recurrent_layers
 from rnnlab.tasks import get_task
 from rnnlab.tasks.base import TaskData
@@ -31,7 +31,10 @@ def seed_everything(seed: int, reproducible: bool) -> None:
 
 
 def build_compiled_model(cfg: DictConfig, task) -> keras.Model:
-    model = task.build_model(recurrent_stack(cfg.cell, cfg.model))
+    # Tasks that generate sequences (translation, captioning) say so and get a decoder stack.
+    has_decoder = getattr(task, "has_decoder", False)
+    stacks = {"decoder": decoder_stack(cfg.cell, cfg.model)} if has_decoder else {}
+    model = task.build_model(recurrent_stack(cfg.cell, cfg.model), **stacks)
     optimizer = instantiate(cfg.optimizer, clipnorm=cfg.trainer.clipnorm)
     model.compile(optimizer=optimizer, loss=task.loss, metrics=list(task.metrics))
     return model
@@ -101,11 +104,12 @@ def run(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, float]
         test = model.evaluate(data.test, return_dict=True, verbose=0)
         epoch_seconds = statistics.median(epoch_logger.epoch_seconds)
         metrics = {f"test_{name}": float(value) for name, value in test.items()}
-        if hasattr(task, "evaluate_extra"):
-            extra_metrics, artifacts = task.evaluate_extra(model, data)
-            metrics.update(extra_metrics)
-            for name, text in artifacts.items():
-                mlflow.log_text(text, name)
+        # Optional hook for what `evaluate` cannot give: baselines, BLEU, sample outputs.
+        evaluate_extra = getattr(task, "evaluate_extra", lambda model, data: ({}, {}))
+        extra_metrics, artifacts = evaluate_extra(model, data)
+        metrics.update({f"test_{name}": float(value) for name, value in extra_metrics.items()})
+        for file_name, text in artifacts.items():
+            mlflow.log_text(text, file_name)
         metrics["epoch_seconds"] = epoch_seconds
         metrics["samples_per_second"] = data.train_size / epoch_seconds
         mlflow.log_metrics(metrics)

@@ -8,6 +8,10 @@ TASK_MODULES = {
     "sentiment": ("rnnlab.tasks.sentiment", "SentimentTask"),
     "adding": ("rnnlab.tasks.adding", "AddingTask"),
     "copy_memory": ("rnnlab.tasks.copy_memory", "CopyMemoryTask"),
+    "forecasting": ("rnnlab.tasks.forecasting", "ForecastingTask"),
+    "series_classification": ("rnnlab.tasks.series_classification", "SeriesClassificationTask"),
+    "translation": ("rnnlab.tasks.translation", "TranslationTask"),
+    "captioning": ("rnnlab.tasks.captioning", "CaptioningTask"),
 }
 
 

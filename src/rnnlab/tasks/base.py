@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from rnnlab import datasets
 
 
 @dataclass
@@ -26,10 +31,60 @@ def batch_pipeline(
     return examples.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def batched_task_data(
+    splits: dict[str, tf.data.Dataset], batch_size: int, seed: int, data_hash: str
+) -> TaskData:
+    """TaskData from unbatched train/validation/test splits: only train is shuffled."""
+    return TaskData(
+        train=batch_pipeline(splits["train"], batch_size, shuffle_seed=seed),
+        validation=batch_pipeline(splits["validation"], batch_size),
+        test=batch_pipeline(splits["test"], batch_size),
+        train_size=int(splits["train"].reduce(0, lambda count, _: count + 1)),
+        data_hash=data_hash,
+    )
+
+
+def deal(count: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Deal indices 0..count-1 into named splits by a fixed seed; the last split takes the rest.
+
+    The seed is a constant of each task: changing it changes the test set of every past run.
+    """
+    order = np.random.default_rng(seed).permutation(count)
+    names = list(fractions)
+    bounds = np.cumsum([int(fractions[name] * count) for name in names[:-1]]).tolist()
+    parts = np.split(order, bounds)
+    for name, part in zip(names, parts, strict=True):
+        if not len(part):
+            raise ValueError(f"the {name} split is empty: {count} examples are too few to split")
+    return dict(zip(names, parts, strict=True))
+
+
+def supervised_splits(
+    builder: tfds.core.DatasetBuilder, source: str, catalog_splits: dict[str, str]
+) -> tuple[dict[str, tf.data.Dataset], str]:
+    """(input, target) splits and the data hash: prepared, or `tfds:<name>` from the catalog.
+
+    `catalog_splits` maps our split names to the catalog set's (`train[:90%]`). TFDS
+    downloads a catalog set on first use, so that path needs a network; tests mock it.
+    """
+    if source.startswith("tfds:"):
+        name = source.removeprefix("tfds:")
+        loaded = tfds.load(name, split=list(catalog_splits.values()), as_supervised=True)
+        return dict(zip(catalog_splits, loaded, strict=True)), source
+    datasets.require_prepared(builder)
+    splits = {name: builder.as_dataset(split=name, as_supervised=True) for name in catalog_splits}
+    return splits, datasets.content_hash(builder)
+
+
+def take_each(splits: dict[str, tf.data.Dataset], count: int | None) -> dict[str, tf.data.Dataset]:
+    """The first `count` examples of each split (`task.max_examples`); None keeps all."""
+    if count is None:
+        return splits
+    return {name: split.take(count) for name, split in splits.items()}
+
+
 def arrays_hash(*arrays) -> str:
     """SHA-256 of generated arrays: identifies synthetic data as content_hash does files."""
-    import hashlib
-
     digest = hashlib.sha256()
     for array in arrays:
         digest.update(array.tobytes())
@@ -73,8 +128,6 @@ class SyntheticTask:
         raise NotImplementedError
 
     def load(self, batch_size: int, seed: int) -> TaskData:
-        import numpy as np
-
         splits = {}
         for index, name in enumerate(self.SPLITS):
             examples = self.cfg[f"{name}_examples"]

@@ -58,4 +58,4 @@ class CopyMemoryTask(SyntheticTask):
         return keras.Model(symbols, emitted, name="copy_memory")
 
     def evaluate_extra(self, model: keras.Model, data: TaskData):
-        return {"test_baseline_loss": memoryless_baseline(self.cfg.delay)}, {}
+        return {"baseline_loss": memoryless_baseline(self.cfg.delay)}, {}

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.models import RecurrentStack
-from rnnlab.tasks.base import TaskData, batch_pipeline
+from rnnlab.tasks.base import TaskData, batch_pipeline, supervised_splits, take_each
 
 SOURCE_REQUIREMENT = "vaderSentiment==3.3.2"
 SOURCE_MEMBERS = [
@@ -115,13 +115,10 @@ class SentimentTask:
         datasets.prepare(self.builder, raw)
 
     def load(self, batch_size: int, seed: int) -> TaskData:
-        datasets.require_prepared(self.builder)
-        splits = {
-            name: self.builder.as_dataset(split=name, as_supervised=True)
-            for name in SPLIT_FRACTIONS
-        }
-        if self.cfg.max_examples is not None:
-            splits = {name: split.take(self.cfg.max_examples) for name, split in splits.items()}
+        # imdb_reviews has no validation split: the last tenth of its train split is held out.
+        catalog = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
+        splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
+        splits = take_each(splits, self.cfg.max_examples)
         # The vocabulary comes from the training split only: test words stay unseen.
         self.vectorizer = layers.TextVectorization(
             max_tokens=self.cfg.vocabulary_size,
@@ -137,7 +134,7 @@ class SentimentTask:
             validation=batch_pipeline(vectorized["validation"], batch_size),
             test=batch_pipeline(vectorized["test"], batch_size),
             train_size=int(splits["train"].cardinality()),
-            data_hash=datasets.content_hash(self.builder),
+            data_hash=data_hash,
         )
 
     def _vectorize(self, text: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

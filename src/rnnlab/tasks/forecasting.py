@@ -1,0 +1,254 @@
+"""Forecasting: predict a statsmodels time series `horizon` steps ahead from a window.
+
+The series ship as CSV files inside statsmodels (public domain). Each is split in time,
+70/15/15, so the model is always tested on the future it never saw; a test window may
+look back into the validation years, as a forecaster would. The model predicts the change
+from the window's last value, so it starts out as the naive forecast and has to beat it:
+the naive (last value) and, where the series has a season, the seasonal naive forecasts
+are scored on the same test targets in the same run and logged beside the model's.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.resources
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from keras import layers
+from omegaconf import DictConfig
+
+from rnnlab import datasets
+from rnnlab.config import ConfigError
+from rnnlab.tasks.base import TaskData, batched_task_data
+
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = (0.7, 0.15)  # train and validation; the rest, the latest part, is test
+
+
+@dataclass(frozen=True)
+class Series:
+    file: str  # statsmodels/datasets/<file>
+    description: str
+    seasonal_period: int | None  # steps in one season; None where there is no fixed one
+
+
+SERIES = {
+    # The ~11-year solar cycle varies from 9 to 14 years: no fixed season to copy.
+    "sunspots": Series("sunspots/sunspots.csv", "Yearly mean sunspot numbers, 1700-2008.", None),
+    # Weekly: a year is 52 weeks (and a day), close enough for a seasonal naive forecast.
+    "co2": Series(
+        "co2/co2.csv", "Weekly CO2 at Mauna Loa, ppm, 1958-2001 (gaps interpolated).", 52
+    ),
+    "elec_equip": Series(
+        "elec_equip/elec_equip.csv", "Monthly euro-area electrical equipment orders, 1996-2016.", 12
+    ),
+}
+
+
+def read_series(path: Path) -> list[tuple[str, float | None]]:
+    """Parse `time,value` rows after a header; an empty value is a gap (None)."""
+    rows = []
+    with path.open(encoding="utf-8", newline="") as lines:
+        reader = csv.reader(lines)
+        next(reader, None)
+        for row in reader:
+            try:
+                time, value = row
+                rows.append((time, float(value) if value.strip() else None))
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{reader.line_num}: expected 'time,value', got {','.join(row)[:60]!r}"
+                ) from None
+    if not rows:
+        raise ValueError(f"{path}: no rows in the file")
+    return rows
+
+
+def fill_gaps(values: list[float | None]) -> np.ndarray:
+    """Linearly interpolate missing values between observed neighbours (co2 has 59 gaps)."""
+    series = np.array([math.nan if value is None else value for value in values], np.float64)
+    observed = ~np.isnan(series)
+    if not observed.any():
+        raise ValueError("the series has no observed values")
+    steps = np.arange(len(series))
+    return np.interp(steps, steps[observed], series[observed])
+
+
+def split_bounds(length: int) -> dict[str, tuple[int, int]]:
+    """Contiguous [start, end) steps of each split, in time order."""
+    train_end = int(SPLIT_FRACTIONS[0] * length)
+    validation_end = train_end + int(SPLIT_FRACTIONS[1] * length)
+    return {
+        "train": (0, train_end),
+        "validation": (train_end, validation_end),
+        "test": (validation_end, length),
+    }
+
+
+@dataclass
+class Windows:
+    steps: np.ndarray  # the target's time step
+    inputs: np.ndarray  # (examples, window, 1)
+    targets: np.ndarray  # (examples,)
+
+    def take(self, count: int | None) -> Windows:
+        return Windows(self.steps[:count], self.inputs[:count], self.targets[:count])
+
+
+def make_windows(values: np.ndarray, targets: range, window: int, horizon: int) -> Windows:
+    """Inputs values[t-horizon-window+1 .. t-horizon] for each target step t."""
+    first = window + horizon - 1
+    steps = np.array([step for step in targets if step >= first], dtype=np.int64)
+    if not len(steps):
+        raise ConfigError(
+            f"no target in steps {targets.start}-{targets.stop - 1} has {window + horizon - 1} "
+            f"earlier steps: the series is too short for window={window}, horizon={horizon}"
+        )
+    inputs = np.stack([values[step - horizon - window + 1 : step - horizon + 1] for step in steps])
+    return Windows(steps, inputs[..., np.newaxis].astype(np.float32), values[steps])
+
+
+class StatsmodelsSeries(tfds.core.GeneratorBasedBuilder):
+    """One config per series: one record per time step, split in time order."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Chronological 70/15/15 split; co2 gaps interpolated."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Installed with statsmodels: run `make install`."
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name=name, description=series.description)
+        for name, series in SERIES.items()
+    ]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Time series shipped with statsmodels, one record per step.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "step": np.int64,
+                    "time": tfds.features.Text(),
+                    "value": np.float64,
+                    "observed": np.bool_,  # False where the value was interpolated
+                }
+            ),
+            homepage="https://www.statsmodels.org/stable/datasets/index.html",
+            citation="Seabold, S. & Perktold, J. (2010). statsmodels: Econometric and "
+            "statistical modeling with python. Proceedings of the 9th Python in Science Conf.",
+            license="Public domain",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        path = Path(dl_manager.manual_dir) / SERIES[self.builder_config.name].file
+        rows = read_series(path)
+        values = fill_gaps([value for _, value in rows])
+        return {
+            split: self._generate_examples(rows, values, range(start, end))
+            for split, (start, end) in split_bounds(len(rows)).items()
+        }
+
+    def _generate_examples(self, rows, values, steps) -> Iterator[tuple[int, dict]]:
+        for step in steps:
+            time, observed = rows[step]
+            yield (
+                step,
+                {
+                    "step": step,
+                    "time": time,
+                    "value": values[step],
+                    "observed": observed is not None,
+                },
+            )
+
+
+class ForecastingTask:
+    """Regression of the next value: recurrent stack over a window, one linear output."""
+
+    loss = "mse"
+
+    def __init__(self, cfg: DictConfig, data_dir: str) -> None:
+        if cfg.series not in SERIES:
+            raise ConfigError(f"unknown task.series '{cfg.series}'; known: {', '.join(SERIES)}")
+        self.cfg = cfg
+        self.root = datasets.data_root(data_dir)
+        self.builder = StatsmodelsSeries(config=cfg.series, data_dir=str(self.root / "tfds"))
+        self.values = np.zeros(0)
+        self.scale: tuple[float, float] = (0.0, 1.0)
+        self.test_windows: Windows | None = None
+
+    @property
+    def metrics(self) -> list:
+        return ["mae", keras.metrics.RootMeanSquaredError(name="rmse")]
+
+    def prepare(self) -> None:
+        """The CSV files are inside the installed statsmodels: no fetch, just a build."""
+        source = Path(str(importlib.resources.files("statsmodels") / "datasets"))
+        for name in SERIES:
+            builder = StatsmodelsSeries(config=name, data_dir=str(self.root / "tfds"))
+            datasets.prepare(builder, source)
+
+    def series(self) -> np.ndarray:
+        """The whole prepared series, in time order."""
+        datasets.require_prepared(self.builder)
+        parts = [tfds.as_numpy(self.builder.as_dataset(split=split)) for split in SPLITS]
+        records = sorted((int(r["step"]), float(r["value"])) for part in parts for r in part)
+        return np.array([value for _, value in records])
+
+    def load(self, batch_size: int, seed: int) -> TaskData:
+        self.values = self.series()
+        bounds = split_bounds(len(self.values))
+        windows = {
+            split: make_windows(self.values, range(start, end), self.cfg.window, self.cfg.horizon)
+            for split, (start, end) in bounds.items()
+        }
+        windows = {split: part.take(self.cfg.max_examples) for split, part in windows.items()}
+        train_values = self.values[: bounds["train"][1]]
+        # Inputs are standardised with training statistics only: the future stays unseen.
+        self.scale = (float(train_values.mean()), float(train_values.std()))
+        self.test_windows = windows["test"]
+        splits = {
+            name: tf.data.Dataset.from_tensor_slices((part.inputs, part.targets.astype(np.float32)))
+            for name, part in windows.items()
+        }
+        return batched_task_data(splits, batch_size, seed, datasets.content_hash(self.builder))
+
+    def build_model(
+        self, recurrent: Callable[[keras.KerasTensor], keras.KerasTensor]
+    ) -> keras.Model:
+        mean, std = self.scale
+        window = keras.Input(shape=(self.cfg.window, 1), name="window")
+        # Standardised inputs keep the cell in its working range whatever the series' units.
+        standardised = layers.Normalization(mean=mean, variance=std**2, name="standardise")(window)
+        summary = recurrent(standardised)
+        # The model predicts the change from the last value, in units of the series' spread.
+        change = layers.Dense(1, kernel_initializer="zeros", name="change")(summary)
+        forecast = window[:, -1, 0] + std * change[:, 0]
+        return keras.Model(window, forecast, name="forecasting")
+
+    def evaluate_extra(self, model: keras.Model, data: TaskData):
+        """Naive and seasonal naive forecasts of the same test targets, from the full series."""
+        steps, targets = self.test_windows.steps, self.test_windows.targets
+        forecasts = {"naive": self.values[steps - self.cfg.horizon]}
+        period = SERIES[self.cfg.series].seasonal_period
+        if period is not None:
+            # The same season one (or more) periods back, never later than the last seen step.
+            back = period * math.ceil(self.cfg.horizon / period)
+            forecasts["seasonal_naive"] = self.values[steps - back]
+        metrics = {}
+        for name, forecast in forecasts.items():
+            metrics[f"{name}_mae"] = float(np.mean(np.abs(forecast - targets)))
+            metrics[f"{name}_rmse"] = float(np.sqrt(np.mean((forecast - targets) ** 2)))
+        predicted = model.predict(self.test_windows.inputs, verbose=0)
+        table = ["step,target,forecast,naive"] + [
+            f"{step},{target:.4f},{forecast:.4f},{naive:.4f}"
+            for step, target, forecast, naive in zip(
+                steps, targets, predicted, forecasts["naive"], strict=True
+            )
+        ]
+        return metrics, {"test_forecasts.csv": "\n".join(table) + "\n"}

@@ -1,0 +1,195 @@
+"""Series classification: which class does a (multivariate, variable-length) series belong to?
+
+The UCR/UEA archive files come from the sktime wheel, unzipped without importing sktime.
+JapaneseVowels is the default because it is the recurrent test among them: 9 speakers,
+12 cepstral coefficients per frame, 7 to 29 frames, so padding must be masked. The
+archive's own train/test split is kept; a fixed fifth of its train cases is validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from keras import layers
+from omegaconf import DictConfig
+
+from rnnlab import datasets
+from rnnlab.config import ConfigError
+from rnnlab.tasks.base import TaskData, batched_task_data, deal
+
+SOURCE_REQUIREMENT = "sktime==1.2.0"
+SOURCE_FOLDER = "sktime/datasets/data"
+SPLIT_SEED = 19990401  # fixed forever: which train cases are held out for validation
+VALIDATION_FRACTION = 0.2
+PADDING = 0.0  # after standardisation; the mask skips padded frames
+
+
+@dataclass(frozen=True)
+class UcrSet:
+    dimensions: int
+    classes: tuple[str, ...]
+    description: str
+
+
+UCR_SETS = {
+    "JapaneseVowels": UcrSet(
+        12, tuple("123456789"), "Nine speakers' /ae/, 12 LPC cepstra per frame, 7-29 frames."
+    ),
+    "GunPoint": UcrSet(1, ("1", "2"), "Hand position while drawing a gun or pointing, 150 steps."),
+    "ItalyPowerDemand": UcrSet(1, ("1", "2"), "Daily Italian power demand, winter or summer."),
+    "BasicMotions": UcrSet(
+        6,
+        ("Standing", "Running", "Walking", "Badminton"),
+        "Smart-watch accelerometer and gyroscope, 100 steps.",
+    ),
+    "ArrowHead": UcrSet(1, ("0", "1", "2"), "Outlines of arrowheads, 251 steps."),
+}
+
+
+def read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
+    """Parse a UCR `.ts` file: `@key` headers, `@data`, then `dim:dim:...:label` per case.
+
+    Each case is returned as a (steps, dimensions) array; a malformed case names file and line.
+    """
+    cases, labels, classes, in_data = [], [], None, False
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not in_data:
+                key, _, value = line.partition(" ")
+                if key.lower() == "@classlabel":
+                    classes = value.split()[1:]
+                in_data = key.lower() == "@data"
+                continue
+            *dimensions, label = line.split(":")
+            try:
+                channels = [[float(v) for v in dimension.split(",")] for dimension in dimensions]
+                case = np.array(channels, dtype=np.float32).T
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{number}: expected 'values:...:label' with equal-length "
+                    f"dimensions, got {line[:60]!r}"
+                ) from None
+            if not dimensions or (classes is not None and label not in classes):
+                raise ValueError(f"{path}:{number}: unknown class label {label!r}")
+            cases.append(case)
+            labels.append(label)
+    if not cases:
+        raise ValueError(f"{path}: no cases after @data")
+    return cases, labels
+
+
+class UcrArchive(tfds.core.GeneratorBasedBuilder):
+    """One config per UCR set: each case a (steps, dimensions) float tensor and its class."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Archive train/test split; a fixed 20% of train is validation."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `make install` (or `rnnlab prepare`) to fetch the files."
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name=name, description=ucr.description)
+        for name, ucr in UCR_SETS.items()
+    ]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        ucr = UCR_SETS[self.builder_config.name]
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="A time series classification set of the UCR/UEA archive.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "series": tfds.features.Tensor(shape=(None, ucr.dimensions), dtype=np.float32),
+                    "label": tfds.features.ClassLabel(names=ucr.classes),
+                }
+            ),
+            supervised_keys=("series", "label"),
+            homepage="https://www.timeseriesclassification.com",
+            citation="Dau, H.A. et al. (2019). The UCR time series archive. IEEE/CAA Journal "
+            "of Automatica Sinica 6(6). Bagnall, A. et al. (2018). The UEA multivariate "
+            "time series classification archive. arXiv:1811.00075.",
+            license="Cite the archive; research use",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        name = self.builder_config.name
+        folder = Path(dl_manager.manual_dir) / name
+        train = read_ts(folder / f"{name}_TRAIN.ts")
+        test = read_ts(folder / f"{name}_TEST.ts")
+        held_out = deal(
+            len(train[0]),
+            {"train": 1 - VALIDATION_FRACTION, "validation": VALIDATION_FRACTION},
+            SPLIT_SEED,
+        )
+        return {
+            "train": self._generate_examples(train, sorted(held_out["train"])),
+            "validation": self._generate_examples(train, sorted(held_out["validation"])),
+            "test": self._generate_examples(test, range(len(test[0]))),
+        }
+
+    def _generate_examples(self, cases_and_labels, indices) -> Iterator[tuple[int, dict]]:
+        cases, labels = cases_and_labels
+        for index in indices:
+            yield int(index), {"series": cases[index], "label": labels[index]}
+
+
+class SeriesClassificationTask:
+    """Masked recurrent stack over standardised frames, softmax over the classes."""
+
+    loss = "sparse_categorical_crossentropy"
+    metrics = ("accuracy",)
+
+    def __init__(self, cfg: DictConfig, data_dir: str) -> None:
+        if cfg.dataset not in UCR_SETS:
+            raise ConfigError(f"unknown task.dataset '{cfg.dataset}'; known: {', '.join(UCR_SETS)}")
+        self.cfg = cfg
+        self.root = datasets.data_root(data_dir)
+        self.builder = UcrArchive(config=cfg.dataset, data_dir=str(self.root / "tfds"))
+        self.steps = 0
+
+    def prepare(self) -> None:
+        raw = self.root / "raw" / "series_classification"
+        datasets.fetch_wheel_folder(SOURCE_REQUIREMENT, SOURCE_FOLDER, raw)
+        for name in UCR_SETS:
+            datasets.prepare(UcrArchive(config=name, data_dir=str(self.root / "tfds")), raw)
+
+    def load(self, batch_size: int, seed: int) -> TaskData:
+        datasets.require_prepared(self.builder)
+        splits = {}
+        for name in ("train", "validation", "test"):
+            examples = self.builder.as_dataset(split=name, as_supervised=True)
+            if self.cfg.max_examples is not None:
+                examples = examples.take(self.cfg.max_examples)
+            splits[name] = list(tfds.as_numpy(examples))
+        # Each channel is standardised with the training cases' statistics only.
+        frames = np.concatenate([series for series, _ in splits["train"]])
+        mean, std = frames.mean(axis=0), frames.std(axis=0) + 1e-6
+        self.steps = max(len(series) for split in splits.values() for series, _ in split)
+        padded = {name: self._pad(split, mean, std) for name, split in splits.items()}
+        return batched_task_data(padded, batch_size, seed, datasets.content_hash(self.builder))
+
+    def _pad(self, cases, mean: np.ndarray, std: np.ndarray) -> tf.data.Dataset:
+        """Standardise each case and pad it at the end to the longest case of the set."""
+        dimensions = UCR_SETS[self.cfg.dataset].dimensions
+        series = np.full((len(cases), self.steps, dimensions), PADDING, dtype=np.float32)
+        for row, (case, _) in enumerate(cases):
+            series[row, : len(case)] = (case - mean) / std
+        labels = np.array([label for _, label in cases], dtype=np.int64)
+        return tf.data.Dataset.from_tensor_slices((series, labels))
+
+    def build_model(
+        self, recurrent: Callable[[keras.KerasTensor], keras.KerasTensor]
+    ) -> keras.Model:
+        ucr = UCR_SETS[self.cfg.dataset]
+        series = keras.Input(shape=(None, ucr.dimensions), name="series")
+        # Frames that are all padding are skipped: the cell ends at each case's last frame.
+        masked = layers.Masking(mask_value=PADDING, name="mask_padding")(series)
+        summary = recurrent(masked)
+        classes = layers.Dense(len(ucr.classes), activation="softmax", name="classes")(summary)
+        return keras.Model(series, classes, name="series_classification")

@@ -1,0 +1,176 @@
+"""Translation: German to English with a recurrent encoder–decoder.
+
+The sentence pairs are the example sentences of Frank Richter's Ding dictionary, shipped
+by Debian as `trans-de-en` (GPL-2+: fetched at install time, never committed). The
+encoder reads the German sentence into a context vector; the decoder, a second stack of
+the same cell, writes English conditioned on it: teacher forcing in training, greedy
+decoding at test, scored with token accuracy and sacrebleu's corpus BLEU.
+
+`task.source=tfds:<name>` trains on a TensorFlow Datasets catalog set instead, such as
+`ted_hrlr_translate/pt_to_en` (downloaded by TFDS on first use: online machines only).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from keras import layers
+from omegaconf import DictConfig
+
+from rnnlab import datasets
+from rnnlab.tasks import decoding
+from rnnlab.tasks.base import TaskData, batched_task_data, deal, supervised_splits, take_each
+
+SOURCE_PACKAGE = "trans-de-en"
+DICTIONARY = "usr/share/trans/de-en"
+SPLIT_SEED = 19950101  # fixed forever: changing it changes the test set of every past run
+SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+ANNOTATION = re.compile(r"\{[^}]*\}|\[[^\]]*\]|<[^>]*>")  # {m}, [coll.], <Abk.>
+SENTENCE_END = (".", "!", "?")
+
+
+def read_sentence_pairs(path: Path) -> list[tuple[str, str]]:
+    """Example sentences of `DE :: EN` entries, in file order, without duplicates.
+
+    Each side splits on ` | ` into aligned sub-entries and each of those on `; ` into
+    synonyms; a pair is the first synonym of both sides when both end a sentence.
+    """
+    pairs: dict[tuple[str, str], None] = {}
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.rstrip("\n")
+            if not line.strip() or line.startswith("#"):
+                continue
+            german, separator, english = line.partition(" :: ")
+            german_parts, english_parts = german.split(" | "), english.split(" | ")
+            if not separator or len(german_parts) != len(english_parts):
+                raise ValueError(
+                    f"{path}:{number}: expected 'DE | ... :: EN | ...' with as many "
+                    f"sub-entries on each side, got {line[:60]!r}"
+                )
+            for german_part, english_part in zip(german_parts, english_parts, strict=True):
+                pair = (first_synonym(german_part), first_synonym(english_part))
+                if all(side.endswith(SENTENCE_END) for side in pair):
+                    pairs[pair] = None
+    if not pairs:
+        raise ValueError(f"{path}: no sentence pairs in the file")
+    return list(pairs)
+
+
+def first_synonym(entry: str) -> str:
+    return " ".join(ANNOTATION.sub(" ", entry.split("; ")[0]).split())
+
+
+class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
+    """TFDS builder over the dictionary file unpacked by `rnnlab prepare`."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Example sentences of trans-de-en 1.9; fixed 80/10/10 split."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `make install` (or `rnnlab prepare`) to fetch the file."
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="German-English example sentences of the Ding dictionary.",
+            features=tfds.features.Translation(languages=("de", "en")),
+            supervised_keys=("de", "en"),
+            homepage="https://dict.tu-chemnitz.de/",
+            citation="Richter, F. (1995-2023). Ding: German-English dictionary. "
+            "TU Chemnitz. Debian package trans-de-en.",
+            license="GPL-2.0-or-later",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        pairs = read_sentence_pairs(Path(dl_manager.manual_dir) / DICTIONARY)
+        splits = deal(len(pairs), SPLIT_FRACTIONS, SPLIT_SEED)
+        return {name: self._generate_examples(pairs, indices) for name, indices in splits.items()}
+
+    def _generate_examples(self, pairs, indices) -> Iterator[tuple[int, dict]]:
+        for index in indices:
+            german, english = pairs[index]
+            yield int(index), {"de": german, "en": english}
+
+
+class TranslationTask(decoding.TextGenerationTask):
+    """Encoder–decoder: the encoder's summary of the source conditions every decoder step."""
+
+    def __init__(self, cfg: DictConfig, data_dir: str) -> None:
+        self.cfg = cfg
+        self.root = datasets.data_root(data_dir)
+        self.builder = DingSentencePairs(data_dir=str(self.root / "tfds"))
+        self.source_vectorizer: layers.TextVectorization | None = None
+        self.target_vectorizer: layers.TextVectorization | None = None
+        self.test_pairs: list[tuple[str, str]] = []
+
+    def prepare(self) -> None:
+        raw = self.root / "raw" / "translation"
+        datasets.fetch_debian_package(SOURCE_PACKAGE, raw)
+        datasets.prepare(self.builder, raw)
+
+    def load(self, batch_size: int, seed: int) -> TaskData:
+        catalog = {name: name for name in SPLIT_FRACTIONS}  # ted_hrlr_translate's are ours
+        splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
+        splits = take_each(splits, self.cfg.max_examples)
+        # Vocabularies come from the training split only: test words stay unseen.
+        self.source_vectorizer = layers.TextVectorization(
+            max_tokens=self.cfg.vocabulary_size,
+            standardize=decoding.standardize,
+            output_sequence_length=self.cfg.source_length,
+        )
+        self.source_vectorizer.adapt(splits["train"].map(lambda source, _: source).batch(1024))
+        self.target_vectorizer = decoding.target_vectorizer(
+            splits["train"].map(lambda _, target: target),
+            self.cfg.vocabulary_size,
+            self.cfg.target_length,
+        )
+        self.test_pairs = [
+            (source.decode(), target.decode()) for source, target in tfds.as_numpy(splits["test"])
+        ]
+        vectorized = {
+            name: split.map(self._vectorize, num_parallel_calls=tf.data.AUTOTUNE)
+            for name, split in splits.items()
+        }
+        return batched_task_data(vectorized, batch_size, seed, data_hash)
+
+    def _vectorize(self, source: tf.Tensor, target: tf.Tensor):
+        decoder_tokens, next_tokens = decoding.teacher_forcing(self.target_vectorizer, target)
+        return (self.source_vectorizer(source), decoder_tokens), next_tokens
+
+    def build_model(
+        self,
+        recurrent: Callable[[keras.KerasTensor], keras.KerasTensor],
+        decoder: Callable[[keras.KerasTensor], keras.KerasTensor],
+    ) -> keras.Model:
+        source = keras.Input(shape=(self.cfg.source_length,), dtype="int64", name="source")
+        # Index 0 is padding: the mask lets the encoder stop at each sentence's last word.
+        embedded = layers.Embedding(
+            self.source_vectorizer.vocabulary_size(), self.cfg.embedding_dim, mask_zero=True
+        )(source)
+        context = recurrent(embedded)
+        tokens, probabilities = decoding.conditioned_decoder(
+            context,
+            self.cfg.target_length,
+            self.target_vectorizer.vocabulary_size(),
+            self.cfg.embedding_dim,
+            decoder,
+        )
+        return keras.Model([source, tokens], probabilities, name="translation")
+
+    def evaluate_extra(self, model: keras.Model, data: TaskData):
+        """Corpus BLEU of greedy decodes of the whole test split, and a sample of them."""
+        sources = [source for source, _ in self.test_pairs]
+        metrics, table = decoding.score_decodes(
+            model,
+            self.source_vectorizer(tf.constant(sources)).numpy(),
+            sources,
+            [target for _, target in self.test_pairs],
+            self.target_vectorizer,
+            self.cfg.target_length,
+            self.cfg.samples,
+        )
+        return metrics, {"test_translations.txt": table}

@@ -1,0 +1,108 @@
+"""The Ding sentence pairs and the pieces of text generation shared with captioning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rnnlab.datasets import data_root
+from rnnlab.tasks import decoding
+from rnnlab.tasks.translation import DICTIONARY, TranslationTask, read_sentence_pairs
+
+DICTIONARY_FILE = data_root("data") / "raw" / "translation" / DICTIONARY
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return read_sentence_pairs(DICTIONARY_FILE)
+
+
+def test_the_dictionary_yields_clean_sentence_pairs(pairs):
+    assert len(pairs) == 20_498
+    assert len(set(pairs)) == len(pairs)
+    for german, english in pairs:
+        assert german.endswith((".", "!", "?")) and english.endswith((".", "!", "?"))
+        assert not any(mark in german + english for mark in "{}[]<>")
+    assert ("Schieß los!", "Shoot!") in pairs
+
+
+def test_prepared_splits_are_80_10_10(compose):
+    task = TranslationTask(compose("task=translation").task, "data")
+    counts = {name: info.num_examples for name, info in task.builder.info.splits.items()}
+    assert counts == {"train": 16_398, "validation": 2_049, "test": 2_051}
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    broken = tmp_path / "de-en"
+    broken.write_text("# header\nHaus {n} :: house\nHaus | Häuser :: house\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"de-en:3: expected 'DE \| ... :: EN \| ...'"):
+        read_sentence_pairs(broken)
+
+
+def test_a_file_without_sentences_is_an_error(tmp_path):
+    words = tmp_path / "de-en"
+    words.write_text("Haus {n} :: house\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no sentence pairs"):
+        read_sentence_pairs(words)
+
+
+def test_standardize_lowercases_and_splits_punctuation_but_keeps_markers():
+    text = decoding.standardize(tf.constant("[start] Go, now!  [end]")).numpy().decode()
+    assert text == "[start] go , now ! [end]"
+
+
+class ScriptedDecoder:
+    """Stands in for a model: predicts `a`, `b`, `[end]`, and records what it was fed."""
+
+    vocabulary = ["", "[UNK]", "[start]", "[end]", "a", "b"]
+    script = [4, 5, 3, 4, 4]
+
+    def __init__(self):
+        self.fed = []
+
+    def predict_on_batch(self, inputs):
+        _, tokens = inputs
+        self.fed.append(tokens.copy())
+        probabilities = np.zeros((len(tokens), tokens.shape[1], len(self.vocabulary)))
+        probabilities[:, np.arange(tokens.shape[1]), self.script] = 1.0
+        return probabilities
+
+
+def test_greedy_decoding_feeds_back_its_own_tokens_and_stops_at_end():
+    model = ScriptedDecoder()
+    decoded = decoding.greedy_decode(model, np.zeros((2, 3)), model.vocabulary, target_length=5)
+    assert decoded == ["a b", "a b"]
+    assert len(model.fed) == 3  # every sentence ended at step 3
+    assert model.fed[-1][0].tolist() == [2, 4, 5, 0, 0]
+
+
+def test_token_accuracy_ignores_padding():
+    metric = decoding.TokenAccuracy()
+    y_true = np.array([[4, 5, 0, 0]])
+    y_pred = np.eye(6)[[[4, 4, 0, 0]]]  # one of two real tokens right; padding "right" too
+    metric.update_state(y_true, y_pred)
+    assert float(metric.result()) == pytest.approx(0.5)
+
+
+def test_masked_crossentropy_ignores_padding():
+    y_true = np.array([[4, 0]])
+    confident = np.array([[[0.0, 0, 0, 0, 1, 0], [0.0, 0, 0, 0, 1, 0]]])
+    assert float(decoding.masked_crossentropy(y_true, confident)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_bleu_is_100_for_a_perfect_decode_and_low_for_a_wrong_one():
+    references = ["the cat sat on the mat .", "shoot !"]
+    assert decoding.corpus_bleu(references, references) == pytest.approx(100.0)
+    assert decoding.corpus_bleu(["a dog .", "run !"], references) < 10
+
+
+def test_teacher_forcing_starts_with_start_and_targets_end():
+    vectorizer = decoding.target_vectorizer(
+        tf.data.Dataset.from_tensor_slices(["Hello world."]), vocabulary_size=50, length=5
+    )
+    decoder_tokens, next_tokens = decoding.teacher_forcing(vectorizer, tf.constant("Hello world."))
+    vocabulary = vectorizer.get_vocabulary()
+    decoder_words = [vocabulary[i] for i in decoder_tokens.numpy()]
+    assert decoder_words == ["[start]", "hello", "world", ".", "[end]"]  # then padding
+    assert [vocabulary[i] for i in next_tokens.numpy()] == ["hello", "world", ".", "[end]", ""]
