@@ -24,11 +24,14 @@ USAGE = """usage: rnnlab <command> [options]
 commands:
   train [overrides]   train one run; `-m` sweeps comma lists (e.g. -m cell=lstm,gru)
   prepare [task ...]  fetch and build the embedded datasets (run by `make install`)
+  sweep <file> [overrides] [--workers N]
+                      an Optuna search (sweeps/<name>.yaml); the same command resumes it
 
 examples:
   rnnlab train cell=gru cell.units=32 trainer.epochs=3 seed=1
   rnnlab train -m cell=simple_rnn,lstm,gru
   rnnlab train --cfg job       # print the composed config and exit
+  rnnlab sweep sweeps/sentiment_cells.yaml --workers 2
 """
 
 
@@ -69,7 +72,14 @@ def prepare(task_names: list[str]) -> None:
         get_task(cfg.task, cfg.data_dir).prepare()
 
 
-COMMANDS = {"train": train, "prepare": prepare}
+def sweep(arguments: list[str]) -> None:
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from rnnlab.sweep import main as sweep_main
+
+    sweep_main(arguments)
+
+
+COMMANDS = {"train": train, "prepare": prepare, "sweep": sweep}
 
 
 def main(argv: list[str] | None = None) -> None:

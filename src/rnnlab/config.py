@@ -93,6 +93,7 @@ class TrackingSchema:
     uri: str
     experiment: str
     run_name: str | None
+    parent_run_id: str | None
 
 
 SCHEMAS = {"trainer": TrainerSchema, "model": ModelSchema, "tracking": TrackingSchema}

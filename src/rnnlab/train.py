@@ -10,6 +10,7 @@ import sys
 
 import keras
 import mlflow
+import optuna
 import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -56,10 +57,12 @@ def progress_verbosity(verbose: str | int) -> int:
     return int(verbose)
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
+def run(cfg: DictConfig, trial: optuna.Trial | None = None) -> dict[str, float]:
     """Train cfg.cell on cfg.task, test once on the held-out split, log it all to MLflow.
 
     Returns the final metrics; `mlflow.last_active_run()` is the run that holds them.
+    With an Optuna `trial` (from `rnnlab sweep`), val_<task.metric> is reported every epoch
+    so the sweep can prune the run, which then raises optuna.TrialPruned.
     """
     keras.backend.clear_session()
     seed_everything(cfg.seed, cfg.reproducible)
@@ -67,13 +70,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
     data = task.load(batch_size=cfg.trainer.batch_size, seed=cfg.seed)
     model = build_compiled_model(cfg, task)
     epoch_logger = MlflowEpochLogger()
-    with tracked_run(cfg, tags={"rnnlab.data_hash": data.data_hash}) as active:
+    tags = {"rnnlab.data_hash": data.data_hash}
+    if trial is not None:
+        tags |= {"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)}
+    with tracked_run(cfg, tags=tags) as active:
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
-        model.fit(
+        callbacks = training_callbacks(cfg, epoch_logger)
+        if trial is not None:
+            from optuna_integration import KerasPruningCallback
+
+            trial.set_user_attr("mlflow_run_id", active.info.run_id)  # to fail it if killed
+            callbacks.append(KerasPruningCallback(trial, monitor=f"val_{cfg.task.metric}"))
+        history = model.fit(
             data.train,
             validation_data=data.validation,
             epochs=cfg.trainer.epochs,
-            callbacks=training_callbacks(cfg, epoch_logger),
+            callbacks=callbacks,
             verbose=progress_verbosity(cfg.trainer.verbose),
             shuffle=False,  # the training split shuffles itself, reproducibly from the seed
         )
@@ -82,6 +94,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics = {f"test_{name}": float(value) for name, value in test.items()}
         metrics["epoch_seconds"] = epoch_seconds
         metrics["samples_per_second"] = data.train_size / epoch_seconds
+        # What a sweep tunes on: the best validation score of any epoch (never the test split).
+        validation_scores = history.history.get(f"val_{cfg.task.metric}")
+        if validation_scores:
+            best = max if cfg.task.direction == "maximize" else min
+            metrics[f"best_val_{cfg.task.metric}"] = float(best(validation_scores))
         mlflow.log_metrics(metrics)
     print(f"test {cfg.task.metric}: {metrics['test_' + cfg.task.metric]:.4f}")
     return metrics
