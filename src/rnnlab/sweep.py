@@ -9,6 +9,8 @@ worker to ask for a trial fails it (in Optuna and MLflow) and retries its parame
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import multiprocessing
 import os
 import sys
@@ -21,7 +23,7 @@ import mlflow
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from rnnlab.config import ConfigError, compose_config
@@ -62,7 +64,7 @@ class StaleTrialHandler:
 
     def __init__(self, sweep: Sweep) -> None:
         self.tracking_uri = compose_config(sweep.overrides).tracking.uri
-        self.retry = RetryFailedTrialCallback(max_retry=sweep.retries)
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=sweep.retries)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         run_id = trial.user_attrs.get("mlflow_run_id")
@@ -109,7 +111,7 @@ def open_study(sweep: Sweep, worker: int = 0) -> optuna.Study:
 def trials_counted(study: optuna.Study) -> int:
     """Trials toward n_trials: all but those whose worker died (their retry counts instead)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {RetryFailedTrialCallback.retried_trial_number(trial) for trial in trials}
+    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) for trial in trials}
     return sum(1 for trial in trials if trial.number not in retried)
 
 
@@ -277,21 +279,20 @@ def sweep(sweep: Sweep, workers: int = 1) -> optuna.Study:
 
 
 def main(arguments: list[str]) -> None:
-    """`rnnlab sweep <file> [overrides] [--workers N]`."""
+    """`rnnlab sweep <file> [overrides] [--workers N] [--storage URL]`."""
     from rnnlab.sweep_file import load_sweep
 
-    workers = 1
-    rest = list(arguments)
-    if "--workers" in rest:
-        index = rest.index("--workers")
-        value = rest[index + 1] if index + 1 < len(rest) else ""
-        if not value.isdigit() or int(value) < 1:
-            raise ConfigError(f"--workers needs a positive number, got '{value}'")
-        workers = int(value)
-        del rest[index : index + 2]
-    if not rest or rest[0].startswith("-"):
-        raise ConfigError("usage: rnnlab sweep sweeps/<name>.yaml [overrides] [--workers N]")
-    spec = load_sweep(rest[0], rest[1:])
-    study = sweep(spec, workers)
+    parser = argparse.ArgumentParser(prog="rnnlab sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("file", help="sweeps/<name>.yaml, or just <name>")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every trial")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    parser.add_argument("--storage", help="Optuna storage URL; replaces the sweep file's")
+    options = parser.parse_intermixed_args(arguments)
+    if options.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {options.workers}")
+    spec = load_sweep(options.file, options.overrides)
+    if options.storage:
+        spec = dataclasses.replace(spec, storage=options.storage)
+    study = sweep(spec, options.workers)
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         sys.exit("rnnlab: no trial completed; see the failures above")

@@ -167,8 +167,7 @@ class SweepFileChecker:
             message = f"direction must be maximize or minimize, not {direction}"
             raise self.fail(("direction",), message)
         overrides += [f"task.metric={metric}", f"task.direction={direction}"]
-        for param in space:
-            self.check_param(param, overrides, space)
+        self.check_space(overrides, space)
         sampler = self.choice(data, "sampler", SAMPLERS)
         if sampler == "grid" and any(param.choices is None for param in space):
             raise self.fail(("sampler",), "the grid sampler needs a list of choices per parameter")
@@ -225,21 +224,26 @@ class SweepFileChecker:
             raise self.fail((*where, "step"), f"{name}: step must be > 0 and not used with log")
         return Param(path=name, low=low, high=high, log=log, step=step)
 
-    def check_param(self, param: Param, overrides: list[str], space: tuple[Param, ...]) -> None:
-        """Compose each choice or range end, with the other parameters at their first value."""
-        where = ("space", param.path)
-        is_group = (CONF_DIR / param.path).is_dir()
-        if is_group:
-            unknown = [c for c in param.choices or [] if str(c) not in group_choices(param.path)]
+    def check_space(self, overrides: list[str], space: tuple[Param, ...]) -> None:
+        """Every path exists; every choice and both ends of every range compose and validate."""
+        groups = [param for param in space if (CONF_DIR / param.path).is_dir()]
+        for param in groups:
+            allowed = group_choices(param.path)
+            unknown = [c for c in param.choices or [] if str(c) not in allowed]
             if param.choices is None or unknown:
-                allowed = ", ".join(group_choices(param.path))
-                got = unknown or "a range"
-                raise self.fail(where, f"{param.path}: choose from {allowed}; got {got}")
-        others = [f"{p.path}={sample_values(p)[0]}" for p in space if p is not param]
-        for value in sample_values(param):
-            cfg = self.compose(where, [*overrides, *others, f"{param.path}={value}"])
-            if not is_group and OmegaConf.select(cfg, param.path, default=KeyError) is KeyError:
-                raise self.fail(where, f"unknown parameter path '{param.path}'")
+                got = f"unknown {param.path} '{unknown[0]}'" if unknown else "a range"
+                message = f"{got}; choose one of: {', '.join(allowed)}"
+                raise self.fail(("space", param.path), message)
+        first_choices = [f"{param.path}={param.choices[0]}" for param in groups]
+        cfg = self.compose(("space",), [*overrides, *first_choices])
+        for param in space:
+            missing = OmegaConf.select(cfg, param.path, default=KeyError) is KeyError
+            if param not in groups and missing:
+                raise self.fail(("space", param.path), f"unknown parameter path '{param.path}'")
+        for param in space:
+            others = [f"{p.path}={sample_values(p)[0]}" for p in space if p is not param]
+            for value in sample_values(param):
+                self.compose(("space", param.path), [*overrides, *others, f"{param.path}={value}"])
 
     def overrides(self, data: dict, extra: list[str], space: tuple[Param, ...]) -> list[str]:
         listed = data.get("overrides") or []
