@@ -26,9 +26,9 @@ from mlflow.entities import RunStatus
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from rnnlab.config import ConfigError, compose_config
+from rnnlab.config import CONF_DIR, ConfigError, compose_config
 from rnnlab.sweep_file import Param, Sweep
-from rnnlab.tracking import provenance_tags, use_store
+from rnnlab.tracking import git_state, use_store
 
 # Heartbeats and retries are "experimental" in Optuna since 2.x; they are what resume relies on.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -215,7 +215,8 @@ def open_parent_run(sweep: Sweep, study: optuna.Study) -> str:
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         return run_id
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
-    tags = {**provenance_tags(), "rnnlab.sweep": sweep.name, "optuna.storage": sweep.storage}
+    # The children carry the TensorFlow versions; the coordinator never imports TensorFlow.
+    tags = {**git_state(), "rnnlab.sweep": sweep.name, "optuna.storage": sweep.storage}
     run = client.create_run(experiment.experiment_id, run_name=f"sweep-{sweep.name}", tags=tags)
     client.log_artifact(run.info.run_id, sweep.source)
     study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
@@ -243,8 +244,11 @@ def run_workers(sweep: Sweep, workers: int) -> list[str]:
     ]
 
 
-def sweep(sweep: Sweep, workers: int = 1) -> optuna.Study:
-    """Run (or resume) the sweep, then write its report to the parent run."""
+def sweep(sweep: Sweep, workers: int = 1, best_folder: Path | None = None) -> optuna.Study:
+    """Run (or resume) the sweep, then write its report to the parent run.
+
+    The best trial becomes `<best_folder>/<study>_best.yaml`, by default in conf/experiment/.
+    """
     from rnnlab.sweep_report import report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -264,7 +268,7 @@ def sweep(sweep: Sweep, workers: int = 1) -> optuna.Study:
             problems = []
         else:
             problems = run_workers(sweep, workers)
-        report(study, sweep, client, parent_run_id)
+        report(study, sweep, client, parent_run_id, best_folder or CONF_DIR / "experiment")
         if problems:
             client.set_tag(parent_run_id, "rnnlab.failure", "; ".join(problems))
             print("\n".join(problems) + "\nrerun the same command to finish the sweep", flush=True)

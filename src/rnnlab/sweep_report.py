@@ -78,7 +78,7 @@ def report(
     sweep: Sweep,
     client: MlflowClient,
     run_id: str,
-    experiment_folder: Path = CONF_DIR / "experiment",
+    experiment_folder: Path,
 ) -> Path | None:
     """Log the sweep's outcome to its parent run; returns the best-experiment file, if any."""
     trials = study.get_trials(deepcopy=False)

@@ -74,13 +74,13 @@ def run(cfg: DictConfig, trial: optuna.Trial | None = None) -> dict[str, float]:
     if trial is not None:
         tags |= {"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)}
     with tracked_run(cfg, tags=tags) as active:
-        print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
         callbacks = training_callbacks(cfg, epoch_logger)
         if trial is not None:
             from optuna_integration import KerasPruningCallback
 
             trial.set_user_attr("mlflow_run_id", active.info.run_id)  # to fail it if killed
             callbacks.append(KerasPruningCallback(trial, monitor=f"val_{cfg.task.metric}"))
+        print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
         history = model.fit(
             data.train,
             validation_data=data.validation,
