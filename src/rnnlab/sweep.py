@@ -23,8 +23,10 @@ import mlflow
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
 from rnnlab.config import CONF_DIR, ConfigError, compose_config
 from rnnlab.sweep_file import Param, Sweep
@@ -205,18 +207,35 @@ def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str =
         )
 
 
+def without_password(url: str) -> str:
+    """The storage URL fit to print and tag: a PostgreSQL password becomes ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def is_live_run(client: MlflowClient, run_id: str) -> bool:
+    """False when the run is in another store (tracking.uri changed) or was deleted."""
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:
+        return False
+
+
 def open_parent_run(sweep: Sweep, study: optuna.Study) -> str:
     """The sweep's MLflow run, created once per study and reopened when the sweep resumes."""
     cfg = compose_config(sweep.overrides)
     use_store(cfg.tracking.uri, cfg.tracking.experiment)
     client = MlflowClient()
     run_id = study.user_attrs.get(PARENT_RUN_ATTR)
-    if run_id:
+    if run_id and is_live_run(client, run_id):
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         return run_id
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     # The children carry the TensorFlow versions; the coordinator never imports TensorFlow.
-    tags = {**git_state(), "rnnlab.sweep": sweep.name, "optuna.storage": sweep.storage}
+    tags = {
+        **git_state(),
+        "rnnlab.sweep": sweep.name,
+        "optuna.storage": without_password(sweep.storage),
+    }
     run = client.create_run(experiment.experiment_id, run_name=f"sweep-{sweep.name}", tags=tags)
     client.log_artifact(run.info.run_id, sweep.source)
     study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
@@ -257,7 +276,7 @@ def sweep(sweep: Sweep, workers: int = 1, best_folder: Path | None = None) -> op
     client = MlflowClient()
     done = len(study.get_trials(deepcopy=False))
     print(
-        f"sweep '{sweep.name}' in {sweep.storage}: {done} trial(s) so far, "
+        f"sweep '{sweep.name}' in {without_password(sweep.storage)}: {done} trial(s) so far, "
         f"{workers} worker(s); MLflow parent run {parent_run_id}",
         flush=True,
     )
