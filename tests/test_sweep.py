@@ -181,7 +181,7 @@ def test_nan_losses_fail_their_trials_with_the_reason_and_the_sweep_goes_on(
 def test_a_killed_worker_is_failed_and_retried_and_resume_loses_nothing(smoke_file, tmp_path):
     """kill -9 during trial 1; the same command, now with 2 workers on SQLite, finishes it."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    path = smoke_file(pruner="none", heartbeat_seconds=1)
+    path = smoke_file(pruner="none", heartbeat_seconds=1, n_trials=3)
     spec = load_sweep(path)
     process = sweep_command(str(path), f"tracking.uri={uri}", cwd=tmp_path)
     started_runs = 0
@@ -215,7 +215,7 @@ def test_a_killed_worker_is_failed_and_retried_and_resume_loses_nothing(smoke_fi
     retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 1]
     assert len(retries) == 1
     assert retries[0].state == TrialState.COMPLETE and retries[0].params == trials[1].params
-    assert_one_run_per_trial(study, client, n_trials=4, workers=2)
+    assert_one_run_per_trial(study, client, n_trials=3, workers=2)
     assert client.get_run(study.user_attrs[PARENT_RUN_ATTR]).info.status == "FINISHED"
 
 
