@@ -91,4 +91,6 @@ def test_cli_unknown_command_names_the_commands():
         [sys.executable, "-m", "rnnlab.cli", "trian"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == "rnnlab: unknown command 'trian'; choose one of: train, prepare"
+    assert result.stderr.strip() == (
+        "rnnlab: unknown command 'trian'; choose one of: train, prepare, sweep"
+    )

@@ -194,7 +194,9 @@ def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str =
     progress = ProgressLine(started, label)
     while True:
         optuna.storages.fail_stale_trials(study)  # before counting: a dead trial is retried
-        if sweep.n_trials is not None and trials_counted(study) >= sweep.n_trials:
+        # A waiting trial (the retry of a dead one) is already counted, and must still run.
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if sweep.n_trials is not None and trials_counted(study) >= sweep.n_trials and not waiting:
             break
         if sweep.timeout is not None and time.monotonic() - started >= sweep.timeout:
             break
