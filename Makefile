@@ -7,9 +7,16 @@ TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 HOST ?= 127.0.0.1
 PORT ?= 5000
 EXP ?= cells_vs_tasks
+SWEEP ?= sentiment_cells
+WORKERS ?= 1
+STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
+# `make server` needs a PostgreSQL URL, e.g. the one `make postgres` prints.
+DB ?=
+ARTIFACTS ?= mlruns/artifacts
+POSTGRES_DIR ?= /tmp/rnnlab-postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train paper report ui test lint style bench lock clean
+.PHONY: help install data train sweep dashboard postgres server paper report ui test lint style bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,6 +34,20 @@ data: $(VENV)/.installed ## fetch and build the embedded datasets (idempotent)
 
 train: ## train the default experiment (sentiment × LSTM) and record it in MLflow
 	$(RNNLAB) train $(ARGS)
+
+sweep: ## run or resume sweeps/$(SWEEP).yaml (WORKERS=2 uses both cores, ARGS=overrides)
+	$(RNNLAB) sweep sweeps/$(SWEEP).yaml --workers $(WORKERS) $(ARGS)
+
+dashboard: ## optuna-dashboard on the sweeps' storage, http://$(HOST):8080
+	$(VENV)/bin/optuna-dashboard $(STUDY_STORAGE) --host $(HOST) --port 8080
+
+postgres: ## start a local PostgreSQL on 127.0.0.1 (data in POSTGRES_DIR) and print its URL
+	@scripts/local_postgres.sh start $(POSTGRES_DIR)
+
+server: ## MLflow tracking server on PostgreSQL (DB=postgresql+psycopg://...), artifacts in ARTIFACTS
+	@test -n "$(DB)" || { echo "make server needs DB=postgresql+psycopg://...; make postgres prints one"; exit 2; }
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $(DB) \
+		--artifacts-destination $(ARTIFACTS) --host $(HOST) --port $(PORT)
 
 paper: ## run every configuration of experiment EXP (resumable), then write its report
 	$(RNNLAB) paper $(EXP) $(ARGS)
@@ -48,8 +69,9 @@ style: ## fix style in place
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
-bench: ## measure training throughput: rnnlab against bare Keras, interleaved
+bench: ## measure training throughput against bare Keras, and sweeps with and without pruning
 	$(PYTHON) benchmarks/throughput.py
+	$(PYTHON) benchmarks/sweep_pruning.py
 
 lock: ## re-pin every dependency into constraints.txt
 	$(UV) pip compile --universal --extra dev pyproject.toml -o constraints.txt

@@ -33,3 +33,44 @@ def compose(tracking_uri):
         return compose_config([*TINY, f"tracking.uri={tracking_uri}", *overrides])
 
     return compose_tiny
+
+
+POSTGRES_URL_VARIABLE = "RNNLAB_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The test PostgreSQL server (`.ci/run` starts one); required in CI, skipped elsewhere."""
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not url:
+        reason = (
+            f"no PostgreSQL server: set {POSTGRES_URL_VARIABLE} to the URL that "
+            "`scripts/local_postgres.sh start /tmp/rnnlab-postgres` prints"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def postgres_database(postgres_server_url):
+    """new_database(): the URL of a fresh empty database on the test server, dropped after."""
+    import uuid
+
+    import psycopg
+
+    admin_url = postgres_server_url.replace("postgresql+psycopg://", "postgresql://")
+    created: list[str] = []
+
+    def new_database() -> str:
+        name = f"rnnlab_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
+
+    yield new_database
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        for name in created:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -24,6 +24,8 @@ USAGE = """usage: rnnlab <command> [options]
 commands:
   train [overrides]   train one run; `-m` sweeps comma lists (e.g. -m cell=lstm,gru)
   prepare [task ...]  fetch and build the embedded datasets (run by `make install`)
+  sweep <file> [overrides] [--workers N]
+                      an Optuna search (sweeps/<name>.yaml); the same command resumes it
   paper EXPERIMENT    run every configuration of conf/experiment/EXPERIMENT (resumable), then report
   report EXPERIMENT   tables (Markdown, LaTeX) and figures in reports/EXPERIMENT/
   reproduce RUN_ID    retrain a recorded run from its records and compare the metrics
@@ -32,6 +34,7 @@ examples:
   rnnlab train cell=gru cell.units=32 trainer.epochs=3 seed=1
   rnnlab train -m cell=simple_rnn,lstm,gru
   rnnlab train --cfg job       # print the composed config and exit
+  rnnlab sweep sweeps/sentiment_cells.yaml --workers 2
   rnnlab paper smoke
   rnnlab reproduce 3f5e57a6525e4c2ab0b82028167a645b
 """
@@ -72,6 +75,13 @@ def prepare(task_names: list[str]) -> None:
         cfg = compose_config([f"task={name}"])
         print(f"preparing {name} in {cfg.data_dir}/ ...", flush=True)
         get_task(cfg.task, cfg.data_dir).prepare()
+
+
+def sweep(arguments: list[str]) -> None:
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from rnnlab.sweep import main as sweep_main
+
+    sweep_main(arguments)
 
 
 def name_and_overrides(arguments: list[str], usage: str) -> tuple[str, list[str]]:
@@ -119,6 +129,7 @@ def reproduce(arguments: list[str]) -> None:
 COMMANDS = {
     "train": train,
     "prepare": prepare,
+    "sweep": sweep,
     "paper": paper,
     "report": report,
     "reproduce": reproduce,

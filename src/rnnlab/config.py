@@ -111,6 +111,7 @@ class TrackingSchema:
     uri: str
     experiment: str
     run_name: str | None
+    parent_run_id: str | None
 
 
 SCHEMAS = {

@@ -1,7 +1,8 @@
 """Open an MLflow run that records everything needed to trust and rerun it.
 
 The run logs the flattened config as params, the resolved config as `config.yaml`, and tags
-for provenance. It always ends in a final state: FAILED on an error, KILLED on Ctrl-C.
+for provenance. It always ends in a final state: FAILED on an error, KILLED on Ctrl-C or
+when a sweep prunes it (tagged `rnnlab.pruned`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import optuna
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
@@ -90,7 +92,7 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
     use_store(cfg.tracking.uri, cfg.tracking.experiment)
     name = cfg.tracking.run_name or f"{cell_name(cfg.cell)}-{cfg.task.name}-seed{cfg.seed}"
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run = mlflow.start_run(run_name=name)
+    run = mlflow.start_run(run_name=name, parent_run_id=cfg.tracking.parent_run_id)
     try:
         params = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(resolved).items()}
         mlflow.log_params(params)
@@ -108,6 +110,11 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
         yield run
     except KeyboardInterrupt:
         mlflow.set_tag("rnnlab.failure", "interrupted by the user")
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except optuna.TrialPruned as pruned:
+        # A sweep stopped this trial on purpose: not an error, but not a finished run either.
+        mlflow.set_tag("rnnlab.pruned", str(pruned))
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as error:

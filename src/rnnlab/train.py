@@ -11,6 +11,7 @@ import sys
 
 import keras
 import mlflow
+import optuna
 import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -79,11 +80,15 @@ def progress_verbosity(verbose: str | int) -> int:
     return int(verbose)
 
 
-def run(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, float]:
+def run(
+    cfg: DictConfig, trial: optuna.Trial | None = None, tags: dict[str, str] | None = None
+) -> dict[str, float]:
     """Train cfg.cell on cfg.task, test once on the held-out split, log it all to MLflow.
 
     `tags` are added to the run's own. Returns the final metrics; `mlflow.last_active_run()`
-    is the run that holds them.
+    is the run that holds them. With an Optuna `trial` (from `rnnlab sweep`),
+    val_<task.metric> is reported every epoch so the sweep can prune the run, which then
+    raises optuna.TrialPruned.
     """
     keras.backend.clear_session()
     seed_everything(cfg.seed, cfg.reproducible)
@@ -91,9 +96,17 @@ def run(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, float]
     data = task.load(batch_size=cfg.trainer.batch_size, seed=cfg.seed)
     model = build_compiled_model(cfg, task)
     callbacks, epoch_logger = training_callbacks(cfg, model, task, data)
-    with tracked_run(cfg, tags={"rnnlab.data_hash": data.data_hash, **(tags or {})}) as active:
+    tags = {"rnnlab.data_hash": data.data_hash, **(tags or {})}
+    if trial is not None:
+        tags |= {"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)}
+    with tracked_run(cfg, tags=tags) as active:
+        if trial is not None:
+            from optuna_integration import KerasPruningCallback
+
+            trial.set_user_attr("mlflow_run_id", active.info.run_id)  # to fail it if killed
+            callbacks.append(KerasPruningCallback(trial, monitor=f"val_{cfg.task.metric}"))
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
-        model.fit(
+        history = model.fit(
             data.train,
             validation_data=data.validation,
             epochs=cfg.trainer.epochs,
@@ -112,6 +125,11 @@ def run(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, float]
             mlflow.log_text(text, file_name)
         metrics["epoch_seconds"] = epoch_seconds
         metrics["samples_per_second"] = data.train_size / epoch_seconds
+        # What a sweep tunes on: the best validation score of any epoch (never the test split).
+        validation_scores = history.history.get(f"val_{cfg.task.metric}")
+        if validation_scores:
+            best = max if cfg.task.direction == "maximize" else min
+            metrics[f"best_val_{cfg.task.metric}"] = float(best(validation_scores))
         mlflow.log_metrics(metrics)
     print(f"test {cfg.task.metric}: {metrics['test_' + cfg.task.metric]:.4f}")
     return metrics

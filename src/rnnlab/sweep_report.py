@@ -1,0 +1,118 @@
+"""What a finished sweep leaves in its MLflow parent run, and the winner as a Hydra experiment.
+
+The parent run gets the best value and params, trial counts, Optuna's plots (HTML), the
+fANOVA importances as a table, and `conf/experiment/<study>_best.yaml`, so the winner
+retrains with `rnnlab train +experiment=<study>_best`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import optuna
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from rnnlab.config import CONF_DIR
+from rnnlab.sweep_file import Sweep
+
+PLOTS = {
+    "optimization_history": optuna.visualization.plot_optimization_history,
+    "intermediate_values": optuna.visualization.plot_intermediate_values,
+    "parallel_coordinate": optuna.visualization.plot_parallel_coordinate,
+    "param_importances": lambda study: optuna.visualization.plot_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+    ),
+}
+
+
+def best_experiment(sweep: Sweep, params: dict, header: str) -> str:
+    """The sweep's overrides plus the best params as a `# @package _global_` experiment.
+
+    Config groups (`cell: gru`) become `override /cell: gru` in the defaults list; other keys
+    are nested values. Tracking keys stay out: the retrained run logs wherever it is told.
+    """
+    overrides = [*sweep.overrides, *(f"{path}={value}" for path, value in params.items())]
+    groups: dict[str, str] = {}
+    values = OmegaConf.create()
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key.startswith("tracking."):
+            continue
+        if (CONF_DIR / key).is_dir():
+            groups[key] = str(override.value())
+        else:
+            OmegaConf.update(values, key, override.value(), force_add=True)
+    body = {}
+    if groups:
+        body["defaults"] = [{f"override /{group}": choice} for group, choice in groups.items()]
+    body.update(OmegaConf.to_container(values))
+    return f"# @package _global_\n{header}" + yaml.safe_dump(body, sort_keys=False)
+
+
+def write_best_experiment(study: optuna.Study, sweep: Sweep, folder: Path) -> Path:
+    best = study.best_trial
+    name = f"{sweep.name}_best"
+    header = (
+        f"# Trial {best.number} of sweep '{sweep.name}': val_{sweep.metric} {best.value:.4f}.\n"
+        f"# Written by `rnnlab sweep {sweep.source}`; retrain: rnnlab train +experiment={name}\n"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(best_experiment(sweep, best.params, header))
+    return path
+
+
+def fanova_importances(study: optuna.Study) -> dict[str, float]:
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return optuna.importance.get_param_importances(study, evaluator=evaluator)
+
+
+def report(
+    study: optuna.Study,
+    sweep: Sweep,
+    client: MlflowClient,
+    run_id: str,
+    experiment_folder: Path,
+) -> Path | None:
+    """Log the sweep's outcome to its parent run; returns the best-experiment file, if any."""
+    trials = study.get_trials(deepcopy=False)
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        count = sum(1 for trial in trials if trial.state == state)
+        client.log_metric(run_id, f"trials_{state.name.lower()}", count)
+    if not any(trial.state == TrialState.COMPLETE for trial in trials):
+        return None
+    best = study.best_trial
+    client.log_metric(run_id, f"best_val_{sweep.metric}", best.value)
+    client.set_tag(run_id, "best_trial", str(best.number))
+    for path, value in best.params.items():
+        client.set_tag(run_id, f"best.{path}", str(value))
+    best_file = write_best_experiment(study, sweep, experiment_folder)
+    client.log_artifact(run_id, str(best_file))
+    with tempfile.TemporaryDirectory() as folder:
+        for name, plot in PLOTS.items():
+            try:
+                figure = plot(study)
+            except Exception as error:  # a plot needing more trials must not fail the sweep
+                Path(folder, f"{name}.txt").write_text(f"not drawn: {error}\n")
+            else:
+                # Plotly's script from its CDN: a few kB per plot instead of 4 MB.
+                figure.write_html(Path(folder, f"{name}.html"), include_plotlyjs="cdn")
+        try:
+            importances = fanova_importances(study)
+        except Exception as error:  # fANOVA needs two completed trials with varied params
+            Path(folder, "fanova_importances.txt").write_text(f"not computed: {error}\n")
+        else:
+            client.log_table(
+                run_id,
+                {"param": list(importances), "importance": list(importances.values())},
+                artifact_file="plots/fanova_importances.json",
+            )
+        Path(folder, "best_params.json").write_text(json.dumps(best.params, indent=2))
+        client.log_artifacts(run_id, folder, artifact_path="plots")
+    return best_file

@@ -1,0 +1,297 @@
+"""Sweeps end to end: trials as nested MLflow runs, pruning, NaN, kill -9 and resume, workers.
+
+Every check reads what Optuna's storage and MLflow recorded, as a user would afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import keras
+import mlflow
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from rnnlab.config import CONF_DIR, PROJECT_ROOT, compose_config
+from rnnlab.sweep import PARENT_RUN_ATTR, STALE_REASON, sweep, trials_counted
+from rnnlab.sweep_file import load_sweep
+from rnnlab.tasks.sentiment import SentimentTask
+from rnnlab.train import run
+
+PLOTS = {"optimization_history", "intermediate_values", "parallel_coordinate", "param_importances"}
+
+
+@pytest.fixture
+def smoke_file(tmp_path):
+    """smoke_file(**changes): sweeps/smoke.yaml with a unique study name and its own storage.
+
+    The best-experiment file a sweep writes into conf/experiment/ is removed afterwards.
+    """
+    names: list[str] = []
+
+    def write(**changes) -> Path:
+        content = yaml.safe_load((PROJECT_ROOT / "sweeps" / "smoke.yaml").read_text())
+        content |= {
+            "study": f"smoke_{uuid.uuid4().hex[:8]}",
+            "storage": f"sqlite:///{tmp_path}/optuna.db",
+            **changes,
+        }
+        names.append(content["study"])
+        path = tmp_path / f"{content['study']}.yaml"
+        path.write_text(yaml.safe_dump(content))
+        return path
+
+    yield write
+    for name in names:
+        (CONF_DIR / "experiment" / f"{name}_best.yaml").unlink(missing_ok=True)
+    if (CONF_DIR / "experiment").is_dir() and not any((CONF_DIR / "experiment").iterdir()):
+        (CONF_DIR / "experiment").rmdir()
+
+
+def child_runs(client: MlflowClient, parent_run_id: str):
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+
+
+def assert_one_run_per_trial(study: optuna.Study, client: MlflowClient, n_trials: int, workers):
+    """No trial lost or run twice: every trial has its own MLflow child run, and vice versa."""
+    trials = study.get_trials()
+    assert [trial.number for trial in trials] == list(range(len(trials)))
+    # Workers that check the budget at the same moment may each start one more trial.
+    assert n_trials <= trials_counted(study) <= n_trials + workers - 1
+    assert all(trial.state.is_finished() for trial in trials)
+    children = child_runs(client, study.user_attrs[PARENT_RUN_ATTR])
+    assert sorted(int(child.data.tags["optuna.trial"]) for child in children) == [
+        trial.number for trial in trials
+    ]
+    assert {trial.user_attrs["mlflow_run_id"] for trial in trials} == {
+        child.info.run_id for child in children
+    }
+
+
+def sweep_command(*arguments: str, cwd: Path, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnlab.cli", "sweep", *arguments],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri):
+    spec = load_sweep(smoke_file(), [f"tracking.uri={tracking_uri}"])
+    study = sweep(spec)
+    client = MlflowClient(tracking_uri)
+
+    trials = study.get_trials()
+    assert len(trials) == 4
+    assert {trial.state for trial in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert_one_run_per_trial(study, client, n_trials=4, workers=1)
+    parent_run_id = study.user_attrs[PARENT_RUN_ATTR]
+    for trial in trials:
+        child = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert child.data.tags["mlflow.parentRunId"] == parent_run_id
+        assert child.data.params["cell.units"] == str(trial.params["cell.units"])
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert {p.step: p.value for p in history} == pytest.approx(trial.intermediate_values)
+        if trial.state == TrialState.COMPLETE:
+            assert child.info.status == "FINISHED"
+            assert child.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
+            assert trial.value == max(trial.intermediate_values.values())
+        else:
+            assert child.info.status == "KILLED"
+            assert child.data.tags["rnnlab.pruned"].startswith("Trial was pruned at epoch")
+
+    parent = client.get_run(parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["rnnlab.sweep"] == spec.name
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(study.best_value)
+    assert parent.data.tags["best.cell"] == study.best_params["cell"]
+    artifacts = {a.path for a in client.list_artifacts(parent_run_id, "plots")}
+    assert {f"plots/{name}.html" for name in PLOTS} <= artifacts
+    assert {"plots/fanova_importances.json", "plots/best_params.json"} <= artifacts
+    importances = mlflow.load_table(
+        "plots/fanova_importances.json", run_ids=[parent_run_id], extra_columns=[]
+    )
+    assert set(importances["param"]) == {"cell", "cell.units", "optimizer.learning_rate"}
+    assert importances["importance"].sum() == pytest.approx(1.0)
+
+    # The winner retrains with one command, with exactly the best trial's values.
+    cfg = compose_config([f"+experiment={spec.name}_best", f"tracking.uri={tracking_uri}"])
+    best = study.best_params
+    cell_target = compose_config([f"cell={best['cell']}"]).cell._target_
+    assert cfg.cell._target_ == cell_target
+    assert cfg.cell.units == best["cell.units"]
+    assert cfg.optimizer.learning_rate == pytest.approx(best["optimizer.learning_rate"])
+    assert (cfg.task.max_examples, cfg.trainer.epochs) == (128, 2)
+    assert cfg.tracking.parent_run_id is None
+    metrics = run(cfg)
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def test_nan_losses_fail_their_trials_with_the_reason_and_the_sweep_goes_on(
+    smoke_file, tracking_uri, monkeypatch
+):
+    monkeypatch.setattr(
+        SentimentTask, "loss", staticmethod(lambda y, p: keras.ops.mean(p) * math.nan)
+    )
+    spec = load_sweep(smoke_file(n_trials=2, pruner="none"), [f"tracking.uri={tracking_uri}"])
+    study = sweep(spec)
+    client = MlflowClient(tracking_uri)
+
+    trials = study.get_trials()
+    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.FAIL]
+    for trial in trials:
+        assert trial.user_attrs["failure"].startswith("loss became nan at epoch 1")
+        child = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert child.info.status == "FAILED"
+        assert child.data.tags["rnnlab.failure"].startswith("NonFiniteLossError: loss became nan")
+    parent = client.get_run(study.user_attrs[PARENT_RUN_ATTR])
+    assert parent.data.metrics["trials_fail"] == 2
+    assert "best_val_accuracy" not in parent.data.metrics
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_failed_and_retried_and_resume_loses_nothing(smoke_file, tmp_path):
+    """kill -9 during trial 1; the same command, now with 2 workers on SQLite, finishes it."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = smoke_file(pruner="none", heartbeat_seconds=1, n_trials=3)
+    spec = load_sweep(path)
+    process = sweep_command(str(path), f"tracking.uri={uri}", cwd=tmp_path)
+    started_runs = 0
+    for line in process.stdout:
+        started_runs += line.startswith("MLflow run ")
+        if started_runs == 2:  # trial 1 is training
+            break
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    killed_at = time.monotonic()
+
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.RUNNING]
+    first_value = study.trials[0].value
+    killed_run_id = study.trials[1].user_attrs["mlflow_run_id"]
+    client = MlflowClient(uri)
+    assert client.get_run(killed_run_id).info.status == "RUNNING"
+
+    # Heartbeats stop at the kill; the trial is stale once the grace period (2 beats) passes.
+    time.sleep(max(0.0, 3.0 - (time.monotonic() - killed_at)))
+    output = finish(sweep_command(str(path), f"tracking.uri={uri}", "--workers", "2", cwd=tmp_path))
+    assert "trial 1 FAIL" in output
+
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.COMPLETE and trials[0].value == first_value
+    assert trials[1].state == TrialState.FAIL
+    killed_run = client.get_run(killed_run_id)
+    assert killed_run.info.status == "FAILED"
+    assert killed_run.data.tags["rnnlab.failure"] == STALE_REASON
+    retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 1]
+    assert len(retries) == 1
+    assert retries[0].state == TrialState.COMPLETE and retries[0].params == trials[1].params
+    assert_one_run_per_trial(study, client, n_trials=3, workers=2)
+    assert client.get_run(study.user_attrs[PARENT_RUN_ATTR]).info.status == "FINISHED"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(server: subprocess.Popen, url: str) -> None:
+    """Poll the tracking server's health page for up to two minutes; fail if it dies."""
+    for _ in range(240):
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail("mlflow server did not answer within two minutes")
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql_log_to_a_tracking_server(
+    smoke_file, tmp_path, postgres_database
+):
+    """The scale-out set-up on loopback: study in PostgreSQL, runs over HTTP to `mlflow server`."""
+    study_storage, mlflow_store = postgres_database(), postgres_database()
+    url = f"http://127.0.0.1:{free_port()}"
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            mlflow_store,
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            url.rsplit(":", 1)[1],
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        # Without the GenAI job runner, which rnnlab never uses and which starts 7 processes.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its web workers go down with it
+    )
+    try:
+        wait_until_serving(server, url)
+        path = smoke_file(n_trials=4)
+        spec = load_sweep(path)
+        process = sweep_command(
+            str(path),
+            f"tracking.uri={url}",
+            "--workers",
+            "2",
+            "--storage",
+            study_storage,
+            cwd=tmp_path,
+        )
+        output = finish(process)
+        assert output.count("[worker 0] trial") >= 1 and output.count("[worker 1] trial") >= 1
+
+        study = optuna.load_study(study_name=spec.name, storage=study_storage)
+        client = MlflowClient(url)
+        assert_one_run_per_trial(study, client, n_trials=4, workers=2)
+        parent_run_id = study.user_attrs[PARENT_RUN_ATTR]
+        assert client.get_run(parent_run_id).info.status == "FINISHED"
+        served = {a.path for a in client.list_artifacts(parent_run_id, "plots")}
+        assert "plots/optimization_history.html" in served
+        assert any((tmp_path / "artifacts").rglob("optimization_history.html")), "on the server"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
