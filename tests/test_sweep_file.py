@@ -47,7 +47,9 @@ def test_a_command_line_override_of_a_searched_path_gives_way_to_the_sample(tmp_
     assert "trainer.batch_size=16" in sweep.overrides
 
 
-@pytest.mark.parametrize("name", ["smoke", "sentiment_cells"])
+@pytest.mark.parametrize(
+    "name", sorted(path.stem for path in (PROJECT_ROOT / "sweeps").glob("*.yaml"))
+)
 def test_the_shipped_sweep_files_are_valid(name):
     sweep = load_sweep(PROJECT_ROOT / "sweeps" / f"{name}.yaml")
     assert sweep.name == name and sweep.n_trials
