@@ -143,7 +143,7 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
     assert importances["importance"].sum() == pytest.approx(1.0)
 
     # The winner retrains with one command, with exactly the best trial's values.
-    cfg = compose_config([f"+experiment={spec.name}_best", f"tracking.uri={tracking_uri}"])
+    cfg = compose_config([f"experiment={spec.name}_best", f"tracking.uri={tracking_uri}"])
     best = study.best_params
     cell_target = compose_config([f"cell={best['cell']}"]).cell._target_
     assert cfg.cell._target_ == cell_target

@@ -2,7 +2,7 @@
 
 The parent run gets the best value and params, trial counts, Optuna's plots (HTML), the
 fANOVA importances as a table, and `conf/experiment/<study>_best.yaml`, so the winner
-retrains with `rnnlab train +experiment=<study>_best`.
+retrains with `rnnlab train experiment=<study>_best`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def write_best_experiment(study: optuna.Study, sweep: Sweep, folder: Path) -> Pa
     name = f"{sweep.name}_best"
     header = (
         f"# Trial {best.number} of sweep '{sweep.name}': val_{sweep.metric} {best.value:.4f}.\n"
-        f"# Written by `rnnlab sweep {sweep.source}`; retrain: rnnlab train +experiment={name}\n"
+        f"# Written by `rnnlab sweep {sweep.source}`; retrain: rnnlab train experiment={name}\n"
     )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
