@@ -31,7 +31,8 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._started)
         metrics = {name: float(value) for name, value in (logs or {}).items()}
-        mlflow.log_metrics(metrics, step=epoch)
+        # Queued, not written, during training: the run's end waits for the queue.
+        mlflow.log_metrics(metrics, step=epoch, synchronous=False)
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -77,7 +78,7 @@ class GradientDecayLogger(keras.callbacks.Callback):
             return
         result = self.probe.measure(*self.batch)
         self.results[epoch + 1] = result
-        mlflow.log_metrics(self.metrics(result), step=epoch)
+        mlflow.log_metrics(self.metrics(result), step=epoch, synchronous=False)
         curves = {
             layer: {state: norms.tolist() for state, norms in states.items()}
             for layer, states in result.step_norms.items()
