@@ -7,7 +7,7 @@ ratios are taken between medians of the same run. rnnlab's side is the model and
 Sequential model; the third contender is rnnlab with `probe.enabled=false`. Ratios are
 throughputs: above 1 means rnnlab (with its probe) is the faster.
 
-    make bench            # or: .venv/bin/python benchmarks/throughput.py --epochs 10
+    make bench            # or: .venv/bin/python benchmarks/throughput.py --epochs 20
 """
 
 from __future__ import annotations
@@ -134,7 +134,9 @@ def compare(cell: str, epochs: int, tracking_uri: str) -> dict[str, dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10, help="timed epochs per side")
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="timed epochs per contender (10 proved too few)"
+    )
     parser.add_argument("--cells", nargs="+", default=["simple_rnn", "lstm", "gru"])
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as store:
