@@ -13,7 +13,7 @@ import rnnlab.train
 from rnnlab.callbacks import NonFiniteLossError
 from rnnlab.config import ConfigError
 from rnnlab.experiments import experiment_grid, run_experiment
-from rnnlab.report import write_report
+from rnnlab.report import Cell, best_column, write_report
 from rnnlab.reproduce import ReproduceError, reproduce
 
 
@@ -84,6 +84,13 @@ def test_a_diverging_configuration_is_counted_and_the_experiment_goes_on(tmp_pat
     monkeypatch.setattr(rnnlab.train, "run", diverging)
     counts = run_experiment("smoke", [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
     assert counts == {"ran": 0, "skipped": 0, "failed": 8}
+
+
+def test_a_tie_is_not_bolded():
+    tied = {"lstm": Cell(values=[0.0, 0.0]), "gru": Cell(values=[0.0])}
+    assert best_column(tied, "maximize") is None
+    tied["gru"].values.append(1.0)
+    assert best_column(tied, "maximize") == "gru"
 
 
 def test_report_shows_missing_cells_instead_of_failing(tmp_path):

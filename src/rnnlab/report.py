@@ -92,8 +92,8 @@ def best_column(cells: dict[str, Cell], direction: str) -> str | None:
         for column, cell in cells.items()
         if cell.values and column != BASELINE
     }
-    if not means:
-        return None
+    if not means or (len(means) > 1 and len(set(means.values())) == 1):
+        return None  # nothing measured, or a tie: no entry is the best
     choose = max if direction == "maximize" else min
     return choose(means, key=means.get)
 
