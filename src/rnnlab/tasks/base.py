@@ -39,9 +39,15 @@ def batched_task_data(
         train=batch_pipeline(splits["train"], batch_size, shuffle_seed=seed),
         validation=batch_pipeline(splits["validation"], batch_size),
         test=batch_pipeline(splits["test"], batch_size),
-        train_size=int(splits["train"].reduce(0, lambda count, _: count + 1)),
+        train_size=example_count(splits["train"]),
         data_hash=data_hash,
     )
+
+
+def example_count(split: tf.data.Dataset) -> int:
+    """The split's size: known to tf.data for most pipelines, else counted in one pass."""
+    known = int(split.cardinality())
+    return known if known >= 0 else int(split.reduce(0, lambda count, _: count + 1))
 
 
 def deal(count: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
@@ -99,13 +105,8 @@ def task_data_from_arrays(splits: dict, batch_size: int, seed: int) -> TaskData:
     pipelines = {
         name: tf.data.Dataset.from_tensor_slices(arrays) for name, arrays in splits.items()
     }
-    return TaskData(
-        train=batch_pipeline(pipelines["train"], batch_size, shuffle_seed=seed),
-        validation=batch_pipeline(pipelines["validation"], batch_size),
-        test=batch_pipeline(pipelines["test"], batch_size),
-        train_size=len(splits["train"][0]),
-        data_hash=arrays_hash(*(array for arrays in splits.values() for array in arrays)),
-    )
+    data_hash = arrays_hash(*(array for arrays in splits.values() for array in arrays))
+    return batched_task_data(pipelines, batch_size, seed, data_hash)
 
 
 class SyntheticTask:

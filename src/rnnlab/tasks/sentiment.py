@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.models import RecurrentStack
-from rnnlab.tasks.base import TaskData, batch_pipeline, supervised_splits, take_each
+from rnnlab.tasks.base import TaskData, batched_task_data, supervised_splits, take_each
 
 SOURCE_REQUIREMENT = "vaderSentiment==3.3.2"
 SOURCE_MEMBERS = [
@@ -129,13 +129,7 @@ class SentimentTask:
             name: split.map(self._vectorize, num_parallel_calls=tf.data.AUTOTUNE)
             for name, split in splits.items()
         }
-        return TaskData(
-            train=batch_pipeline(vectorized["train"], batch_size, shuffle_seed=seed),
-            validation=batch_pipeline(vectorized["validation"], batch_size),
-            test=batch_pipeline(vectorized["test"], batch_size),
-            train_size=int(splits["train"].cardinality()),
-            data_hash=data_hash,
-        )
+        return batched_task_data(vectorized, batch_size, seed, data_hash)
 
     def _vectorize(self, text: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.vectorizer(text), label
