@@ -131,3 +131,16 @@ def test_reproduce_a_run_without_config_says_so(tracking_uri):
         mlflow.log_metric("test_accuracy", 0.5)
     with pytest.raises(ReproduceError, match="has no config.yaml artifact"):
         reproduce(foreign.info.run_id, tracking_uri)
+
+
+def test_reproducing_a_sweep_trial_makes_a_run_of_its_own(compose, tracking_uri):
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_name="a sweep") as sweep:
+        pass
+    overrides = ("task=adding", "task.length=10", "cell.units=4", "trainer.epochs=1")
+    rnnlab.train.run(compose(*overrides, f"tracking.parent_run_id={sweep.info.run_id}"))
+    trial = mlflow.last_active_run()
+    assert trial.data.tags["mlflow.parentRunId"] == sweep.info.run_id
+    reproduce(trial.info.run_id, tracking_uri)
+    again = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
+    assert "mlflow.parentRunId" not in again.data.tags

@@ -39,6 +39,7 @@ def original_config(client: MlflowClient, run_id: str, tracking_uri: str) -> Dic
             ) from None
         cfg = OmegaConf.load(Path(path))
     cfg.tracking.uri = tracking_uri
+    cfg.tracking.parent_run_id = None  # a rerun of a sweep trial is a run of its own
     try:
         validate(cfg)
     except ConfigError as error:
