@@ -69,7 +69,10 @@ style: ## fix style in place
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
-bench: ## measure training throughput against bare Keras, and sweeps with and without pruning
+bench: ## measure speed against bare Keras and PyTorch, and sweeps with and without pruning
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q -e ".[bench]" \
+		|| echo "PyTorch did not install: its column stays empty"
+	$(PYTHON) benchmarks/recurrence_speed.py
 	$(PYTHON) benchmarks/throughput.py
 	$(PYTHON) benchmarks/sweep_pruning.py
 

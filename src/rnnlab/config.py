@@ -84,6 +84,8 @@ class ModelSchema:
     layers: int
     dropout: float
     bidirectional: bool
+    fused: bool
+    unroll: bool
 
     def __post_init__(self) -> None:
         _require(self.layers >= 1, f"model.layers must be at least 1, got {self.layers}")

@@ -55,6 +55,8 @@ def recurrent_stack(
             recurrent = ProbedRNN(
                 build_cell(cell_cfg),
                 return_sequences=return_sequences or not last,
+                fused=model_cfg.fused,
+                unroll=model_cfg.unroll,
                 name=f"{prefix}_{index}",
             )
             if both_ways:

@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from rnnlab.config import ConfigError
+from rnnlab.fused_rnn import fused_cell_kind, fused_rnn
 
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
@@ -34,17 +35,31 @@ class ProbeSession:
 
 @keras.saving.register_keras_serializable(package="rnnlab")
 class ProbedRNN(layers.RNN):
-    """keras.layers.RNN whose states can be perturbed per step while a probe runs."""
+    """keras.layers.RNN whose states can be perturbed per step while a probe runs.
+
+    With `fused`, Keras's own cells train through rnnlab's fused recurrence (same maths,
+    faster); the probe and any other cell take Keras's step-by-step loop.
+    """
 
     probe_session: ProbeSession | None = None
 
+    def __init__(self, cell, fused: bool = True, **kwargs) -> None:
+        super().__init__(cell, **kwargs)
+        self.fused = fused
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "fused": self.fused}
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
         session = self.probe_session
-        if session is None:
-            return super().inner_loop(sequences, initial_state, mask, training=training)
         initial_state = (
             list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
         )
+        if session is None:
+            kind = fused_cell_kind(self.cell, training) if self.fused else None
+            if kind is not None:
+                return fused_rnn(self, kind, sequences, initial_state, mask, training)
+            return super().inner_loop(sequences, initial_state, mask, training=training)
         steps = sequences.shape[1]
         perturbations = session.offsets.get(self.name) or [
             ops.zeros((ops.shape(state)[0], steps, state.shape[-1]), dtype=state.dtype)

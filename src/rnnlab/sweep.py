@@ -87,12 +87,17 @@ def make_sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, **sweep.sampler_options)
 
 
+PRUNER_CLASSES = {
+    "median": optuna.pruners.MedianPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+}
+
+
 def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
-    if sweep.pruner == "none":
+    if sweep.pruner == "none":  # whatever options the file kept for another pruner
         return optuna.pruners.NopPruner()
-    if sweep.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(**sweep.pruner_options)
-    return optuna.pruners.MedianPruner(**sweep.pruner_options)
+    return PRUNER_CLASSES[sweep.pruner](**sweep.pruner_options)
 
 
 def open_study(sweep: Sweep, worker: int = 0) -> optuna.Study:
@@ -179,12 +184,14 @@ class ProgressLine:
 
 
 def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str = "") -> None:
-    """Run trials until the study has n_trials or the timeout passes: one worker's loop."""
-    if threads:
-        import tensorflow as tf
+    """Run trials until the study has n_trials or the timeout passes: one worker's loop.
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    `threads`, when several workers share this machine, is this one's share of the cores.
+    """
+    if threads:
+        from rnnlab.fused_rnn import configure_threads
+
+        configure_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from rnnlab.callbacks import NonFiniteLossError
 

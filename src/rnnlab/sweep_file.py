@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from rnnlab.config import CONF_DIR, PROJECT_ROOT, ConfigError, compose_config, group_choices
 
 SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"  # beside MLflow's store, in its own file
 KEYS = {
     "study": "study name; defaults to the file's name",

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rnnlab.callbacks import GradientDecayLogger, MlflowEpochLogger, StopOnNonFiniteLoss
+from rnnlab.fused_rnn import configure_threads
 from rnnlab.models import decoder_stack, recurrent_stack
 from rnnlab.probe import GradientProbe, recurrent_layers
 from rnnlab.tasks import get_task
@@ -90,6 +91,7 @@ def run(
     val_<task.metric> is reported every epoch so the sweep can prune the run, which then
     raises optuna.TrialPruned.
     """
+    configure_threads()  # only before TensorFlow's first op in this process
     keras.backend.clear_session()
     seed_everything(cfg.seed, cfg.reproducible)
     task = get_task(cfg.task, cfg.data_dir)

@@ -1,0 +1,370 @@
+"""A faster recurrence for Keras's own SimpleRNN, LSTM and GRU cells, with the same maths.
+
+Keras runs a cell step by step and lets TensorFlow differentiate the loop. On a CPU each
+small op in a step costs a few microseconds of dispatch whatever its size, and the one
+recurrent matmul of a step cannot use more than one core. So here:
+- the input projection of every step is one large matmul before the loop;
+- the backward pass is written by hand: whatever does not depend on the incoming gradient
+  (gate derivatives and their products) is computed for all steps at once before the
+  backward loop, which then costs one small matmul and a handful of ops per step, and the
+  kernels' gradients are single large matmuls after it;
+- the rows of a batch are independent, so one recurrence per core runs side by side.
+Gates, initialisers, dropout on the inputs, masks and the results (within float
+tolerance) are Keras's; anything else (recurrent dropout, other activations, a user's own
+cell) takes the standard Keras path. benchmarks/RESULTS.md has the measurements.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+
+@dataclass(frozen=True)
+class CellKind:
+    """One cell's step and its hand-written derivative, in four parts.
+
+    - `step(projected_t, states, kernel, bias) -> (new_states, records)`: one forward step;
+      records are kept for the backward pass.
+    - `prepare(projected, previous, history, records) -> (factors, extra)`: for all steps at
+      once, what the backward step multiplies the incoming gradient by.
+    - `backward(factors_t, gradients, kernel_parts) -> (d_previous_states, records)`: one
+      step. `kernel_parts` are the transposed recurrent kernel's per-gate blocks: a small
+      matmul per gate costs less than gathering the gates' gradients into one tensor.
+    - `finish(records, extra) -> (d_projected, d_inner)`: for all steps at once, the
+      gradients of the input projection and of the recurrent pre-activation h @ kernel.
+    """
+
+    gates: int
+    step: Callable
+    prepare: Callable
+    backward: Callable
+    finish: Callable
+    states: int = 1
+
+
+def _gate_matmuls(parts, kernel_parts):
+    return tf.add_n([tf.matmul(part, kernel) for part, kernel in zip(parts, kernel_parts)])
+
+
+def simple_rnn_step(projected, states, kernel, bias):
+    return (tf.tanh(projected + tf.matmul(states[0], kernel)),), ()
+
+
+def simple_rnn_prepare(projected, previous, history, records):
+    (h,) = history
+    return (1.0 - h * h,), None
+
+
+def simple_rnn_backward(factors, gradients, kernel_parts):
+    pre_activation = gradients[0] * factors[0]
+    return (tf.matmul(pre_activation, kernel_parts[0]),), (pre_activation,)
+
+
+def gates_gradient(records, extra):
+    """The input projection and the recurrent term enter the pre-activation alike."""
+    d_z = _concat(records, axis=-1)
+    return d_z, d_z
+
+
+def lstm_step(projected, states, kernel, bias):
+    h, c = states
+    z = projected + tf.matmul(h, kernel)
+    z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
+    i, f, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.sigmoid(z_o)
+    c = f * c + i * tf.tanh(z_c)
+    return (o * tf.tanh(c), c), (z,)
+
+
+def lstm_prepare(projected, previous, history, records):
+    z_i, z_f, z_c, z_o = tf.split(records[0], 4, axis=-1)
+    i, f, g, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.tanh(z_c), tf.sigmoid(z_o)
+    tanh_c = tf.tanh(history[1])
+    # dz = [dc·g·i', dc·c_prev·f', dc·i·g', dh·tanh(c)·o'] with dc including dh·o·tanh'(c).
+    into_c = o * (1.0 - tanh_c * tanh_c)
+    from_c = (g * i * (1.0 - i), previous[1] * f * (1.0 - f), i * (1.0 - g * g))
+    return (into_c, *from_c, tanh_c * o * (1.0 - o), f), None
+
+
+def lstm_backward(factors, gradients, kernel_parts):
+    into_c, into_i, into_f, into_g, into_o, f = factors
+    dh, dc = gradients
+    dc = dc + dh * into_c
+    parts = (dc * into_i, dc * into_f, dc * into_g, dh * into_o)
+    return (_gate_matmuls(parts, kernel_parts), dc * f), parts
+
+
+def gru_step(projected, states, kernel, bias):
+    """Keras's GRU with reset_after: the reset gate scales the recurrent candidate term."""
+    (h,) = states
+    inner = tf.matmul(h, kernel)
+    if bias is not None:
+        inner = inner + bias
+    x_z, x_r, x_h = tf.split(projected, 3, axis=-1)
+    r_z, r_r, r_h = tf.split(inner, 3, axis=-1)
+    z = tf.sigmoid(x_z + r_z)
+    r = tf.sigmoid(x_r + r_r)
+    candidate = tf.tanh(x_h + r * r_h)
+    return (z * h + (1.0 - z) * candidate,), (inner,)
+
+
+def gru_prepare(projected, previous, history, records):
+    x_z, x_r, x_h = tf.split(projected, 3, axis=-1)
+    r_z, r_r, r_h = tf.split(records[0], 3, axis=-1)
+    z = tf.sigmoid(x_z + r_z)
+    r = tf.sigmoid(x_r + r_r)
+    candidate = tf.tanh(x_h + r * r_h)
+    into_z = (previous[0] - candidate) * z * (1.0 - z)
+    into_candidate = (1.0 - z) * (1.0 - candidate * candidate)
+    into_r = into_candidate * r_h * r * (1.0 - r)
+    return (into_z, into_r, into_candidate * r, z), into_candidate
+
+
+def gru_backward(factors, gradients, kernel_parts):
+    into_z, into_r, into_recurrent_candidate, z = factors
+    (dh,) = gradients
+    parts = (dh * into_z, dh * into_r, dh * into_recurrent_candidate)
+    return (dh * z + _gate_matmuls(parts, kernel_parts),), (dh, *parts)
+
+
+def gru_finish(records, into_candidate):
+    dh, d_z, d_r, d_recurrent_candidate = records
+    d_projected = tf.concat([d_z, d_r, dh * into_candidate], axis=-1)
+    return d_projected, tf.concat([d_z, d_r, d_recurrent_candidate], axis=-1)
+
+
+FUSED_KINDS = {
+    layers.SimpleRNNCell: CellKind(
+        1, simple_rnn_step, simple_rnn_prepare, simple_rnn_backward, gates_gradient
+    ),
+    layers.LSTMCell: CellKind(4, lstm_step, lstm_prepare, lstm_backward, gates_gradient, states=2),
+    layers.GRUCell: CellKind(3, gru_step, gru_prepare, gru_backward, gru_finish),
+}
+
+
+def fused_cell_kind(cell, training: bool) -> CellKind | None:
+    """The fused recurrence for this cell, or None when only Keras's loop computes it."""
+    kind = FUSED_KINDS.get(type(cell))
+    if kind is None or keras.backend.backend() != "tensorflow":
+        return None
+    if training and cell.recurrent_dropout:
+        return None
+    recurrent_activation = getattr(cell, "recurrent_activation", keras.activations.sigmoid)
+    if (cell.activation, recurrent_activation) != (
+        keras.activations.tanh,
+        keras.activations.sigmoid,
+    ):
+        return None
+    if isinstance(cell, layers.GRUCell) and not cell.reset_after:
+        return None
+    return kind
+
+
+def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask, training):
+    """What `layer.inner_loop` returns, computed by the fused recurrence for `layer.cell`."""
+    cell, dtype = layer.cell, sequences.dtype
+    if training and cell.dropout:
+        # One dropout mask per sequence, the same at every step: as Keras's cells apply it.
+        sequences = sequences * tf.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), 1)
+    time_major = tf.transpose(sequences, (1, 0, 2))
+    steps = time_major.shape[0] or tf.shape(time_major)[0]
+    keep = None
+    if mask is not None:
+        mask = mask[0] if isinstance(mask, list | tuple) else mask
+        keep = tf.expand_dims(tf.cast(tf.transpose(mask), dtype), -1)
+    if layer.go_backwards:
+        time_major = tf.reverse(time_major, [0])
+        keep = None if keep is None else tf.reverse(keep, [0])
+    kernel = tf.cast(cell.kernel, dtype)
+    input_bias, biases = None, ()
+    if cell.use_bias:
+        input_bias = tf.cast(cell.bias, dtype)
+        if isinstance(cell, layers.GRUCell):  # input and recurrent biases: [2, 3·units]
+            input_bias, biases = input_bias[0], (input_bias[1],)
+    recurrent_kernel = tf.cast(cell.recurrent_kernel, dtype)
+    # Rows of a batch are independent: one recurrence per core runs the loops side by side,
+    # each with its own share of the input projection.
+    shard_count = parallel_shards()
+    shards = []
+    for inputs, states, shard_keep in zip(
+        _split_rows(time_major, shard_count, axis=1),
+        zip(*(_split_rows(tf.cast(s, dtype), shard_count, axis=0) for s in initial_state)),
+        _split_rows(keep, shard_count, axis=1),
+    ):
+        flat = tf.reshape(inputs, (-1, inputs.shape[-1]))
+        if input_bias is None:
+            flat = tf.matmul(flat, kernel)
+        else:
+            # The bias as a kernel row over a column of ones: its gradient is then part of
+            # one large matmul, not a slow column sum.
+            ones = tf.ones_like(flat[:, :1])
+            flat = tf.matmul(tf.concat([flat, ones], -1), tf.concat([kernel, [input_bias]], 0))
+        projected = tf.reshape(flat, (steps, -1, kernel.shape[-1]))
+        shards.append(
+            recurrence(
+                kind,
+                projected,
+                recurrent_kernel,
+                biases,
+                states,
+                shard_keep,
+                all_steps=layer.return_sequences,
+                unroll=bool(layer.unroll),
+            )
+        )
+    final = [_concat(parts, axis=0) for parts in zip(*(f for _, f in shards))]
+    if not layer.return_sequences:
+        last = final[0] if keep is None or not layer.zero_output_for_mask else final[0] * keep[-1]
+        return last, tf.expand_dims(last, 1), final
+    hidden = _concat([h for h, _ in shards], axis=1)
+    if keep is not None and layer.zero_output_for_mask:
+        hidden = hidden * keep
+    return hidden[-1], tf.transpose(hidden, (1, 0, 2)), final
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def configure_threads(cores: int | None = None) -> None:
+    """One thread per op, and as many ops at a time as this process has cores (default all).
+
+    The recurrence's small matmuls run no faster on two threads, while independent ops (the
+    shards below) do: measured in benchmarks/RESULTS.md. Pools set earlier (a sweep worker's
+    share) stay; TensorFlow fixes its pools when it starts, so a running one keeps its own.
+    """
+    threading = tf.config.threading
+    if cores is None and threading.get_inter_op_parallelism_threads():
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(1)
+        threading.set_inter_op_parallelism_threads(cores or available_cores())
+    except RuntimeError:
+        pass
+
+
+def parallel_shards() -> int:
+    """How many recurrences to run side by side: TensorFlow's inter-op threads, else cores."""
+    return tf.config.threading.get_inter_op_parallelism_threads() or available_cores()
+
+
+def _split_rows(rows, shards: int, axis: int) -> list:
+    """`shards` near-equal slices of `rows` along `axis` (None gives Nones)."""
+    if rows is None or shards == 1:
+        return [rows] * shards
+    count = tf.shape(rows)[axis]
+    sizes = [count * (index + 1) // shards - count * index // shards for index in range(shards)]
+    return tf.split(rows, tf.stack(sizes), num=shards, axis=axis)
+
+
+def _concat(parts, axis: int):
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=axis)
+
+
+def _where(keep, new, old):
+    """`new` where keep is 1, `old` where it is 0 (a masked step holds its states)."""
+    return tuple(o + keep * (n - o) for n, o in zip(new, old))
+
+
+def recurrence(
+    kind: CellKind, projected, kernel, biases, initial_states, keep, all_steps=True, unroll=False
+):
+    """Runs the cell over time-major `projected` [T, B, gates·units]; differentiable.
+
+    `biases` holds the GRU's recurrent bias, else nothing. `keep` [T, B, 1] is 1 where a step
+    counts and 0 where a mask holds the state, or None. Returns the states h_t of every step
+    [T, B, units] (None unless `all_steps`) and the final states.
+    """
+    steps = projected.shape[0]
+    if steps is None:  # a length known only when the batch arrives: no unrolling
+        steps, unroll = tf.shape(projected)[0], False
+    loop = _python_loop if unroll else _while_loop
+
+    @tf.custom_gradient
+    def run(projected, kernel, *rest):
+        bias, initial = (rest[0] if biases else None), rest[len(biases) :]
+
+        def forward(t, states):
+            new, records = kind.step(projected[t], states, kernel, bias)
+            if keep is not None:
+                new = _where(keep[t], new, states)
+            return new, (*new, *records)
+
+        final, stacked = loop(forward, steps, tuple(initial), reverse=False)
+        history, records = stacked[: kind.states], stacked[kind.states :]
+
+        def gradient(*upstream):
+            d_hidden = upstream[0] if all_steps else None
+            d_final = upstream[1:] if all_steps else upstream
+            # The states each step started from: for the derivatives and the kernel's gradient.
+            previous = tuple(
+                tf.concat([tf.expand_dims(start, 0), states[:-1]], axis=0)
+                for start, states in zip(initial, history)
+            )
+            factors, extra = kind.prepare(projected, previous, history, records)
+            kernel_parts = tf.split(tf.transpose(kernel), kind.gates, axis=0)
+
+            def backward(t, carried):
+                gradients = list(carried)
+                if d_hidden is not None:
+                    gradients[0] = gradients[0] + d_hidden[t]
+                if keep is not None:
+                    kept = [g * keep[t] for g in gradients]
+                    held = tuple(g - k for g, k in zip(gradients, kept))
+                    gradients = kept
+                d_previous, step_records = kind.backward(
+                    tuple(f[t] for f in factors), gradients, kernel_parts
+                )
+                if keep is not None:
+                    d_previous = tuple(d + h for d, h in zip(d_previous, held))
+                return d_previous, step_records
+
+            d_final = tuple(
+                tf.zeros_like(start) if d is None else d for start, d in zip(initial, d_final)
+            )
+            d_initial, backward_records = loop(backward, steps, d_final, reverse=True)
+            d_projected, d_inner = kind.finish(backward_records, extra)
+            flat_inner = tf.reshape(d_inner, (-1, d_inner.shape[-1]))
+            flat_previous = tf.reshape(previous[0], (-1, kernel.shape[0]))
+            d_kernel = tf.matmul(flat_previous, flat_inner, transpose_a=True)
+            d_biases = tuple(tf.reduce_sum(flat_inner, axis=0) for _ in biases)
+            return (d_projected, d_kernel, *d_biases, *d_initial)
+
+        return ((history[0], *final) if all_steps else final), gradient
+
+    outputs = run(projected, kernel, *biases, *initial_states)
+    if not all_steps:
+        return None, list(outputs)
+    return outputs[0], list(outputs[1:])
+
+
+def _python_loop(body, steps, carried, reverse):
+    """`body(t, carried) -> (carried, per_step)` over t, stacking per_step along time."""
+    collected = [None] * steps
+    for t in reversed(range(steps)) if reverse else range(steps):
+        carried, collected[t] = body(t, carried)
+    return carried, tuple(tf.stack(parts) for parts in zip(*collected))
+
+
+def _while_loop(body, steps, carried, reverse):
+    """As `_python_loop`, in one tf.while_loop; the first step runs before it, for shapes."""
+    first = steps - 1 if reverse else 0
+    carried, per_step = body(first, carried)
+    arrays = tuple(
+        tf.TensorArray(p.dtype, size=steps, element_shape=p.shape).write(first, p) for p in per_step
+    )
+
+    def loop_body(i, carried, arrays):
+        t = steps - 1 - i if reverse else i
+        carried, per_step = body(t, carried)
+        return i + 1, carried, tuple(a.write(t, p) for a, p in zip(arrays, per_step))
+
+    _, carried, arrays = tf.while_loop(
+        lambda i, *_: i < steps, loop_body, (tf.constant(1), carried, arrays)
+    )
+    return carried, tuple(a.stack() for a in arrays)

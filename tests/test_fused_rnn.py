@@ -1,0 +1,159 @@
+"""The fused recurrence computes exactly what Keras's own loop computes, and knows its limits."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+
+from rnnlab import fused_rnn
+from rnnlab.fused_rnn import fused_cell_kind
+from rnnlab.probe import ProbedRNN
+
+CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
+BATCH, STEPS, FEATURES, UNITS = 5, 7, 3, 4
+
+
+def twin_layers(cell_class, **options):
+    """The same weights twice: through the fused recurrence and through Keras's loop."""
+    fused = ProbedRNN(cell_class(UNITS), fused=True, **options)
+    keras_loop = ProbedRNN(cell_class(UNITS), fused=False, **options)
+    sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=1)
+    fused(sequences)
+    keras_loop(sequences)
+    for variable in fused.trainable_variables:  # biases too: make them non-zero
+        variable.assign(tf.random.normal(variable.shape, seed=2) * 0.5)
+    keras_loop.set_weights(fused.get_weights())
+    return fused, keras_loop
+
+
+def outputs_and_gradients(layer, sequences, mask, training=True):
+    """Every output and state, and the gradients of a loss of all of them."""
+    with tf.GradientTape() as tape:
+        tape.watch(sequences)
+        outputs = layer(sequences, mask=mask, training=training)
+        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+        # A fixed, uneven weighting, so every output element's gradient path is checked.
+        loss = sum(tf.reduce_sum(o * tf.sin(tf.cumsum(tf.ones_like(o)))) for o in outputs)
+    gradients = tape.gradient(loss, [sequences, *layer.trainable_variables])
+    return [np.asarray(t) for t in [*outputs, *gradients]]
+
+
+def ragged_mask():
+    lengths = tf.constant([STEPS, 5, 1, 3, STEPS])
+    return tf.sequence_mask(lengths, STEPS)
+
+
+@pytest.mark.parametrize("cell_class", CELLS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "options, masked",
+    [
+        ({"return_sequences": True, "return_state": True}, False),
+        ({"return_sequences": True}, True),
+        ({"go_backwards": True, "return_state": True}, True),
+        ({"return_sequences": True, "zero_output_for_mask": True, "unroll": True}, True),
+    ],
+    ids=["sequences+states", "masked", "backwards+masked", "zero-output+unrolled"],
+)
+def test_fused_matches_keras_outputs_and_gradients(cell_class, options, masked):
+    fused, keras_loop = twin_layers(cell_class, **options)
+    sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=4)
+    mask = ragged_mask() if masked else None
+    ours = outputs_and_gradients(fused, sequences, mask)
+    theirs = outputs_and_gradients(keras_loop, sequences, mask)
+    assert len(ours) == len(theirs)
+    for mine, reference in zip(ours, theirs):
+        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell_class", CELLS, ids=lambda c: c.__name__)
+def test_rows_split_unevenly_across_shards_give_the_same_result(cell_class, monkeypatch):
+    fused, keras_loop = twin_layers(cell_class, return_sequences=True)
+    sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=5)
+    monkeypatch.setattr(fused_rnn, "parallel_shards", lambda: 3)  # 5 rows: 1, 2 and 2
+    for mine, reference in zip(
+        outputs_and_gradients(fused, sequences, None),
+        outputs_and_gradients(keras_loop, sequences, None),
+    ):
+        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell_class", CELLS, ids=lambda c: c.__name__)
+def test_a_length_known_only_at_run_time_works(cell_class):
+    """Series of any length: the time axis is unknown while the graph is traced."""
+    fused, keras_loop = twin_layers(cell_class, return_sequences=True)
+    signature = [tf.TensorSpec((None, None, FEATURES)), tf.TensorSpec((None, None), tf.bool)]
+    for length in (1, STEPS + 2):
+        sequences = tf.random.normal((BATCH, length, FEATURES), seed=7)
+        mask = tf.sequence_mask([length, 1, length, 2, 1], length)
+        ours, theirs = (
+            tf.function(lambda s, m, layer=layer: layer(s, mask=m), input_signature=signature)(
+                sequences, mask
+            )
+            for layer in (fused, keras_loop)
+        )
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell_class", CELLS, ids=lambda c: c.__name__)
+def test_input_dropout_uses_the_cells_own_mask(cell_class):
+    """Keras draws one dropout mask per sequence; the fused path must apply that very mask."""
+    fused, _ = twin_layers(cell_class)
+    fused.cell.dropout = 0.5
+    sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=6)
+    states = fused.get_initial_state(BATCH)
+    fused._maybe_config_dropout_masks(fused.cell, sequences[:, 0, :], states)
+    kind = fused_cell_kind(fused.cell, training=True)
+    ours = fused_rnn.fused_rnn(fused, kind, sequences, states, None, training=True)
+    theirs = layers.RNN.inner_loop(fused, sequences, states, None, training=True)
+    fused._maybe_reset_dropout_masks(fused.cell)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-4, atol=1e-5)
+    dropped = layers.RNN.inner_loop(fused, sequences, states, None, training=False)
+    assert not np.allclose(ours[0], dropped[0])  # the mask did something
+
+
+class ScaledTanhCell(layers.SimpleRNNCell):
+    """A user's own cell: a subclass whose maths the fused recurrence does not know."""
+
+    def call(self, sequence, states, training=False):
+        output, new_states = super().call(sequence, states, training=training)
+        return output * 0.5, [new_states[0] * 0.5]
+
+
+def test_cells_the_fused_recurrence_does_not_know_take_keras_loop():
+    assert fused_cell_kind(layers.LSTMCell(2), training=True) is not None
+    assert fused_cell_kind(ScaledTanhCell(2), training=True) is None
+    assert fused_cell_kind(layers.GRUCell(2, reset_after=False), training=False) is None
+    assert fused_cell_kind(layers.LSTMCell(2, activation="relu"), training=False) is None
+    with_recurrent_dropout = layers.GRUCell(2, recurrent_dropout=0.2)
+    assert fused_cell_kind(with_recurrent_dropout, training=True) is None
+    assert fused_cell_kind(with_recurrent_dropout, training=False) is not None
+
+
+def test_a_users_cell_still_trains_through_probed_rnn():
+    model = keras.Sequential(
+        [keras.Input((STEPS, FEATURES)), ProbedRNN(ScaledTanhCell(UNITS)), layers.Dense(1)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    sequences = np.random.default_rng(0).normal(size=(16, STEPS, FEATURES)).astype("float32")
+    reference = ScaledTanhCell(UNITS)
+    history = model.fit(sequences, sequences[:, -1, :1], epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert model.layers[0].cell.units == reference.units
+
+
+def test_configure_threads_keeps_pools_already_chosen(monkeypatch):
+    calls = []
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 1)
+    for pool in ("intra", "inter"):
+        monkeypatch.setattr(
+            tf.config.threading,
+            f"set_{pool}_op_parallelism_threads",
+            lambda n, pool=pool: calls.append((pool, n)),
+        )
+    fused_rnn.configure_threads()
+    assert calls == []  # a sweep worker's share stays
+    fused_rnn.configure_threads(cores=1)
+    assert calls == [("intra", 1), ("inter", 1)]
