@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -72,18 +73,31 @@ def gates_gradient(records, extra):
     return d_z, d_z
 
 
+def gate_activations(z, tanh_gates: tuple[bool, ...]):
+    """Each gate's block of z through sigmoid, or tanh where `tanh_gates` says so, in one op.
+
+    sigmoid(x) = tanh(x/2)/2 + 1/2 exactly, and TensorFlow's CPU tanh is vectorised while its
+    sigmoid measured about 3 times slower here: one tanh serves every gate.
+    """
+    units = z.shape[-1] // len(tanh_gates)
+    half = np.repeat([1.0 if is_tanh else 0.5 for is_tanh in tanh_gates], units)
+    scale = tf.constant(half, dtype=z.dtype)
+    return tf.tanh(z * scale) * scale + tf.constant(1.0 - half, dtype=z.dtype)
+
+
+LSTM_GATES = (False, False, True, False)  # i, f, c, o: the cell candidate is a tanh
+
+
 def lstm_step(projected, states, kernel, bias):
     h, c = states
-    z = projected + tf.matmul(h, kernel)
-    z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
-    i, f, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.sigmoid(z_o)
-    c = f * c + i * tf.tanh(z_c)
-    return (o * tf.tanh(c), c), (z,)
+    activations = gate_activations(projected + tf.matmul(h, kernel), LSTM_GATES)
+    i, f, g, o = tf.split(activations, 4, axis=-1)
+    c = f * c + i * g
+    return (o * tf.tanh(c), c), (activations,)
 
 
 def lstm_prepare(projected, previous, history, records):
-    z_i, z_f, z_c, z_o = tf.split(records[0], 4, axis=-1)
-    i, f, g, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.tanh(z_c), tf.sigmoid(z_o)
+    i, f, g, o = tf.split(records[0], 4, axis=-1)
     tanh_c = tf.tanh(history[1])
     # dz = [dc·g·i', dc·c_prev·f', dc·i·g', dh·tanh(c)·o'] with dc including dh·o·tanh'(c).
     into_c = o * (1.0 - tanh_c * tanh_c)
@@ -99,26 +113,27 @@ def lstm_backward(factors, gradients, kernel_parts):
     return (_gate_matmuls(parts, kernel_parts), dc * f), parts
 
 
+def _gru_gates(projected, inner):
+    """Update and reset gates, the recurrent candidate term, and the candidate."""
+    units = inner.shape[-1] // 3
+    x_gates, x_h = tf.split(projected, [2 * units, units], axis=-1)
+    r_gates, r_h = tf.split(inner, [2 * units, units], axis=-1)
+    z, r = tf.split(gate_activations(x_gates + r_gates, (False, False)), 2, axis=-1)
+    return z, r, r_h, tf.tanh(x_h + r * r_h)
+
+
 def gru_step(projected, states, kernel, bias):
     """Keras's GRU with reset_after: the reset gate scales the recurrent candidate term."""
     (h,) = states
     inner = tf.matmul(h, kernel)
     if bias is not None:
         inner = inner + bias
-    x_z, x_r, x_h = tf.split(projected, 3, axis=-1)
-    r_z, r_r, r_h = tf.split(inner, 3, axis=-1)
-    z = tf.sigmoid(x_z + r_z)
-    r = tf.sigmoid(x_r + r_r)
-    candidate = tf.tanh(x_h + r * r_h)
+    z, _, _, candidate = _gru_gates(projected, inner)
     return (z * h + (1.0 - z) * candidate,), (inner,)
 
 
 def gru_prepare(projected, previous, history, records):
-    x_z, x_r, x_h = tf.split(projected, 3, axis=-1)
-    r_z, r_r, r_h = tf.split(records[0], 3, axis=-1)
-    z = tf.sigmoid(x_z + r_z)
-    r = tf.sigmoid(x_r + r_r)
-    candidate = tf.tanh(x_h + r * r_h)
+    z, r, r_h, candidate = _gru_gates(projected, records[0])
     into_z = (previous[0] - candidate) * z * (1.0 - z)
     into_candidate = (1.0 - z) * (1.0 - candidate * candidate)
     into_r = into_candidate * r_h * r * (1.0 - r)
