@@ -52,6 +52,7 @@ def test_unknown_choice_inside_a_multirun_list_is_caught():
         ("model.dropout=1.5", r"model.dropout must be in \[0, 1\)"),
         ("cell.units=0", "cell.units must be a positive integer"),
         ("task.direction=up", "task.direction must be maximize or minimize"),
+        ("trainer.precision=float16", "trainer.precision must be one of float32, mixed_bfloat16"),
     ],
 )
 def test_bad_values_fail_with_one_line(override, message):

@@ -62,6 +62,15 @@ def test_a_full_lstm_run_learns_sentiment(compose):
     assert metrics["test_accuracy"] > 0.62
 
 
+def test_mixed_bfloat16_trains_and_the_next_run_is_float32_again(compose, tracking_uri):
+    """bfloat16 maths through the fused cells, the probe and the head; the policy is per run."""
+    cfg = compose("cell=gru", "trainer.epochs=1", "trainer.precision=mixed_bfloat16")
+    assert math.isfinite(run(cfg)["test_loss"])
+    assert math.isfinite(last_run(tracking_uri).data.metrics["grad_norm.global"])
+    run(compose("cell=gru", "trainer.epochs=1"))
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_same_seed_same_result(compose):
     cfg = compose("cell.units=4", "trainer.epochs=1", "reproducible=true")
     assert run(cfg)["test_loss"] == run(cfg)["test_loss"]

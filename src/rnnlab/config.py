@@ -50,6 +50,9 @@ def check_overrides(overrides: list[str]) -> None:
                 raise ConfigError(f"unknown {group} '{value}'; choose one of: {', '.join(allowed)}")
 
 
+PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies
+
+
 @dataclass
 class TrainerSchema:
     epochs: int
@@ -58,6 +61,7 @@ class TrainerSchema:
     restore_best_weights: bool
     clipnorm: float | None
     verbose: Any
+    precision: str
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"trainer.epochs must be at least 1, got {self.epochs}")
@@ -76,6 +80,10 @@ class TrainerSchema:
         _require(
             self.verbose in ("auto", 0, 1, 2),
             f"trainer.verbose must be one of auto, 0, 1, 2; got {self.verbose}",
+        )
+        _require(
+            self.precision in PRECISIONS,
+            f"trainer.precision must be one of {', '.join(PRECISIONS)}; got {self.precision}",
         )
 
 

@@ -41,12 +41,16 @@ class CellKind:
       gradients of the input projection and of the recurrent pre-activation h @ kernel.
     """
 
-    gates: int
+    tanh_gates: tuple[bool, ...]  # per gate: tanh (True) or sigmoid (False)
     step: Callable
     prepare: Callable
     backward: Callable
     finish: Callable
     states: int = 1
+
+    @property
+    def gates(self) -> int:
+        return len(self.tanh_gates)
 
 
 def _gate_matmuls(parts, kernel_parts):
@@ -73,24 +77,26 @@ def gates_gradient(records, extra):
     return d_z, d_z
 
 
+def gate_scale(tanh_gates: tuple[bool, ...], units: int, dtype):
+    """1 for a tanh gate's columns, 1/2 for a sigmoid gate's: see `gate_activations`."""
+    return tf.constant(np.repeat([1.0 if tanh else 0.5 for tanh in tanh_gates], units), dtype)
+
+
 def gate_activations(z, tanh_gates: tuple[bool, ...]):
     """Each gate's block of z through sigmoid, or tanh where `tanh_gates` says so, in one op.
 
     sigmoid(x) = tanh(x/2)/2 + 1/2 exactly, and TensorFlow's CPU tanh is vectorised while its
-    sigmoid measured about 3 times slower here: one tanh serves every gate.
+    sigmoid measured about 3 times slower here: one tanh serves every gate. The kernels and
+    biases come already scaled by `gate_scale` (halving is exact in floating point), so z here
+    is x/2 in the sigmoid gates' columns, and derivatives with respect to it are twice theirs.
     """
-    units = z.shape[-1] // len(tanh_gates)
-    half = np.repeat([1.0 if is_tanh else 0.5 for is_tanh in tanh_gates], units)
-    scale = tf.constant(half, dtype=z.dtype)
-    return tf.tanh(z * scale) * scale + tf.constant(1.0 - half, dtype=z.dtype)
-
-
-LSTM_GATES = (False, False, True, False)  # i, f, c, o: the cell candidate is a tanh
+    half = gate_scale(tanh_gates, z.shape[-1] // len(tanh_gates), z.dtype)
+    return tf.tanh(z) * half + (1.0 - half)
 
 
 def lstm_step(projected, states, kernel, bias):
     h, c = states
-    activations = gate_activations(projected + tf.matmul(h, kernel), LSTM_GATES)
+    activations = gate_activations(projected + tf.matmul(h, kernel), LSTM.tanh_gates)
     i, f, g, o = tf.split(activations, 4, axis=-1)
     c = f * c + i * g
     return (o * tf.tanh(c), c), (activations,)
@@ -99,10 +105,11 @@ def lstm_step(projected, states, kernel, bias):
 def lstm_prepare(projected, previous, history, records):
     i, f, g, o = tf.split(records[0], 4, axis=-1)
     tanh_c = tf.tanh(history[1])
-    # dz = [dc·g·i', dc·c_prev·f', dc·i·g', dh·tanh(c)·o'] with dc including dh·o·tanh'(c).
+    # dz = [dc·g·i', dc·c_prev·f', dc·i·g', dh·tanh(c)·o'] with dc including dh·o·tanh'(c);
+    # a sigmoid gate's derivative is 2·s·(1 - s) with respect to its halved pre-activation.
     into_c = o * (1.0 - tanh_c * tanh_c)
-    from_c = (g * i * (1.0 - i), previous[1] * f * (1.0 - f), i * (1.0 - g * g))
-    return (into_c, *from_c, tanh_c * o * (1.0 - o), f), None
+    from_c = (2.0 * g * i * (1.0 - i), 2.0 * previous[1] * f * (1.0 - f), i * (1.0 - g * g))
+    return (into_c, *from_c, 2.0 * tanh_c * o * (1.0 - o), f), None
 
 
 def lstm_backward(factors, gradients, kernel_parts):
@@ -134,9 +141,10 @@ def gru_step(projected, states, kernel, bias):
 
 def gru_prepare(projected, previous, history, records):
     z, r, r_h, candidate = _gru_gates(projected, records[0])
-    into_z = (previous[0] - candidate) * z * (1.0 - z)
+    # Sigmoid gates' derivatives are 2·s·(1 - s) with respect to their halved pre-activations.
+    into_z = 2.0 * (previous[0] - candidate) * z * (1.0 - z)
     into_candidate = (1.0 - z) * (1.0 - candidate * candidate)
-    into_r = into_candidate * r_h * r * (1.0 - r)
+    into_r = 2.0 * into_candidate * r_h * r * (1.0 - r)
     return (into_z, into_r, into_candidate * r, z), into_candidate
 
 
@@ -153,13 +161,14 @@ def gru_finish(records, into_candidate):
     return d_projected, tf.concat([d_z, d_r, d_recurrent_candidate], axis=-1)
 
 
-FUSED_KINDS = {
-    layers.SimpleRNNCell: CellKind(
-        1, simple_rnn_step, simple_rnn_prepare, simple_rnn_backward, gates_gradient
-    ),
-    layers.LSTMCell: CellKind(4, lstm_step, lstm_prepare, lstm_backward, gates_gradient, states=2),
-    layers.GRUCell: CellKind(3, gru_step, gru_prepare, gru_backward, gru_finish),
-}
+SIMPLE_RNN = CellKind(
+    (True,), simple_rnn_step, simple_rnn_prepare, simple_rnn_backward, gates_gradient
+)
+LSTM = CellKind(  # gates i, f, c, o: the cell candidate c is a tanh
+    (False, False, True, False), lstm_step, lstm_prepare, lstm_backward, gates_gradient, states=2
+)
+GRU = CellKind((False, False, True), gru_step, gru_prepare, gru_backward, gru_finish)  # z, r, h
+FUSED_KINDS = {layers.SimpleRNNCell: SIMPLE_RNN, layers.LSTMCell: LSTM, layers.GRUCell: GRU}
 
 
 def fused_cell_kind(cell, training: bool) -> CellKind | None:
@@ -195,13 +204,14 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
     if layer.go_backwards:
         time_major = tf.reverse(time_major, [0])
         keep = None if keep is None else tf.reverse(keep, [0])
-    kernel = tf.cast(cell.kernel, dtype)
+    scale = gate_scale(kind.tanh_gates, cell.units, dtype)  # see gate_activations
+    kernel = tf.cast(cell.kernel, dtype) * scale
     input_bias, biases = None, ()
     if cell.use_bias:
-        input_bias = tf.cast(cell.bias, dtype)
+        input_bias = tf.cast(cell.bias, dtype) * scale
         if isinstance(cell, layers.GRUCell):  # input and recurrent biases: [2, 3·units]
             input_bias, biases = input_bias[0], (input_bias[1],)
-    recurrent_kernel = tf.cast(cell.recurrent_kernel, dtype)
+    recurrent_kernel = tf.cast(cell.recurrent_kernel, dtype) * scale
     # Rows of a batch are independent: one recurrence per core runs the loops side by side,
     # each with its own share of the input projection.
     shard_count = parallel_shards()

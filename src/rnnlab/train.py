@@ -93,6 +93,7 @@ def run(
     """
     configure_threads()  # only before TensorFlow's first op in this process
     keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(cfg.trainer.precision)
     seed_everything(cfg.seed, cfg.reproducible)
     task = get_task(cfg.task, cfg.data_dir)
     data = task.load(batch_size=cfg.trainer.batch_size, seed=cfg.seed)
