@@ -62,9 +62,13 @@ def task_shape(task_name: str) -> tuple[int, int, int, int]:
     """(batch, steps, inputs, units) of the first recurrent layer in the task's default model."""
     cfg = compose_config([f"task={task_name}", "trainer.verbose=0"])
     task = get_task(cfg.task, cfg.data_dir)
-    task.load(batch_size=cfg.trainer.batch_size, seed=cfg.seed)
+    data = task.load(batch_size=cfg.trainer.batch_size, seed=cfg.seed)
     model = build_compiled_model(cfg, task)
-    _, steps, inputs = recurrent_layers(model)[0].input.shape
+    layer_input = recurrent_layers(model)[0].input
+    _, steps, inputs = (layer_input[0] if isinstance(layer_input, list) else layer_input).shape
+    if steps is None:  # series of any length: take the first training batch's
+        batch_inputs = next(iter(data.train))[0]
+        steps = tf.nest.flatten(batch_inputs)[0].shape[1]
     keras.backend.clear_session()
     return cfg.trainer.batch_size, steps, inputs, cfg.cell.units
 
