@@ -172,6 +172,16 @@ def test_decay_metrics_curves_and_plots_reach_mlflow(compose, tracking_uri):
     assert last == pytest.approx(metrics["grad_decay_log10_ratio"])
 
 
+def test_without_plots_the_curves_still_reach_mlflow(compose, tracking_uri):
+    """Sweep trials skip the PNGs: a second a run, while the JSON curves hold the same data."""
+    run(compose("task=adding", "task.length=10", "cell.units=4", "probe.plots=false"))
+    run_id = mlflow.last_active_run().info.run_id
+    artifacts = {
+        item.path for item in MlflowClient(tracking_uri).list_artifacts(run_id, "gradient_decay")
+    }
+    assert artifacts == {"gradient_decay/epoch_001.json", "gradient_decay/epoch_002.json"}
+
+
 def test_unknown_probe_layer_names_the_recurrent_layers(compose):
     with pytest.raises(ConfigError, match="no recurrent layer nope; the model has: recurrent_0"):
         run(compose("task=adding", "task.length=10", "probe.layers=[nope]"))

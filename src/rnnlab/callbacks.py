@@ -65,8 +65,11 @@ class GradientDecayLogger(keras.callbacks.Callback):
     plots, which take longer to render than the probe to measure, are drawn when training ends.
     """
 
-    def __init__(self, probe, batch, every_n_epochs: int, explode_norm: float) -> None:
+    def __init__(
+        self, probe, batch, every_n_epochs: int, explode_norm: float, plots: bool = True
+    ) -> None:
         super().__init__()
+        self.plots = plots
         self.probe = probe
         self.batch = batch
         self.every_n_epochs = every_n_epochs
@@ -110,6 +113,8 @@ class GradientDecayLogger(keras.callbacks.Callback):
         return metrics
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        if not self.plots:
+            return
         for epoch, result in self.results.items():
             curves = {
                 f"{layer} {state}": norms

@@ -107,6 +107,7 @@ class ProbeSchema:
     layers: Any
     examples: int
     explode_norm: float
+    plots: bool
 
     def __post_init__(self) -> None:
         _require(

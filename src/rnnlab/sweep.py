@@ -134,6 +134,7 @@ def suggest(trial: optuna.Trial, param: Param):
 def trial_overrides(sweep: Sweep, trial: optuna.Trial, parent_run_id: str) -> list[str]:
     sampled = [f"{param.path}={suggest(trial, param)}" for param in sweep.space]
     return [
+        "probe.plots=false",  # a trial's curves are in its metrics and JSON; a file may say true
         *sweep.overrides,
         *sampled,
         f"tracking.parent_run_id={parent_run_id}",

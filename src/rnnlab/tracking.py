@@ -8,6 +8,7 @@ when a sweep prunes it (tagged `rnnlab.pruned`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,7 @@ def git_state() -> dict[str, str]:
     }
 
 
+@functools.cache  # a sweep's trials share one process and its packages
 def installed_packages() -> str:
     """`name==version` of every installed distribution: what a rerun must match."""
     from importlib.metadata import distributions

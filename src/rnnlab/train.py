@@ -53,7 +53,12 @@ def gradient_probe(
         return []
     probe = GradientProbe(model, task.loss, cfg.probe.layers)
     batch = next(iter(data.validation.unbatch().batch(cfg.probe.examples)))
-    return [GradientDecayLogger(probe, batch, cfg.probe.every_n_epochs, cfg.probe.explode_norm)]
+    probe_cfg = cfg.probe
+    return [
+        GradientDecayLogger(
+            probe, batch, probe_cfg.every_n_epochs, probe_cfg.explode_norm, probe_cfg.plots
+        )
+    ]
 
 
 def training_callbacks(
