@@ -63,6 +63,7 @@ def installed_packages() -> str:
     return "\n".join(sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()})) + "\n"
 
 
+@functools.cache  # this process's code and packages do not change while it runs
 def provenance_tags() -> dict[str, str]:
     import keras
     import tensorflow as tf
