@@ -196,7 +196,6 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
         # One dropout mask per sequence, the same at every step: as Keras's cells apply it.
         sequences = sequences * tf.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), 1)
     time_major = tf.transpose(sequences, (1, 0, 2))
-    steps = time_major.shape[0] or tf.shape(time_major)[0]
     keep = None
     if mask is not None:
         mask = mask[0] if isinstance(mask, list | tuple) else mask
@@ -221,19 +220,10 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
         zip(*(_split_rows(tf.cast(s, dtype), shard_count, axis=0) for s in initial_state)),
         _split_rows(keep, shard_count, axis=1),
     ):
-        flat = tf.reshape(inputs, (-1, inputs.shape[-1]))
-        if input_bias is None:
-            flat = tf.matmul(flat, kernel)
-        else:
-            # The bias as a kernel row over a column of ones: its gradient is then part of
-            # one large matmul, not a slow column sum.
-            ones = tf.ones_like(flat[:, :1])
-            flat = tf.matmul(tf.concat([flat, ones], -1), tf.concat([kernel, [input_bias]], 0))
-        projected = tf.reshape(flat, (steps, -1, kernel.shape[-1]))
         shards.append(
             recurrence(
                 kind,
-                projected,
+                project_inputs(inputs, kernel, input_bias),
                 recurrent_kernel,
                 biases,
                 states,
@@ -250,6 +240,20 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
     if keep is not None and layer.zero_output_for_mask:
         hidden = hidden * keep
     return hidden[-1], tf.transpose(hidden, (1, 0, 2)), final
+
+
+def project_inputs(time_major, kernel, bias):
+    """Every step's inputs times the kernel, plus the bias: one matmul for the whole sequence.
+
+    The bias enters as a kernel row over a column of ones, so its gradient is part of the
+    matmul's, not a column sum (which ran single-threaded and slow here).
+    """
+    flat = tf.reshape(time_major, (-1, time_major.shape[-1]))
+    if bias is not None:
+        flat = tf.concat([flat, tf.ones_like(flat[:, :1])], axis=-1)
+        kernel = tf.concat([kernel, [bias]], axis=0)
+    steps = time_major.shape[0] or tf.shape(time_major)[0]
+    return tf.reshape(tf.matmul(flat, kernel), (steps, -1, kernel.shape[-1]))
 
 
 def available_cores() -> int:
