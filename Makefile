@@ -70,7 +70,7 @@ style: ## fix style in place
 	$(VENV)/bin/ruff format src tests benchmarks
 
 bench: ## measure speed against bare Keras and PyTorch, and sweeps with and without pruning
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q -e ".[bench]" \
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q -e ".[bench]" -c constraints.txt \
 		|| echo "PyTorch did not install: its column stays empty"
 	$(PYTHON) benchmarks/recurrence_speed.py
 	$(PYTHON) benchmarks/throughput.py
