@@ -93,7 +93,7 @@ def main() -> None:
             ("unpruned", "none", 1),
             ("unpruned, 2 workers", "none", 2),
         ]:
-            study = f"bench_{pruner}_{workers}"
+            study = f"bench_{pruner or 'file'}_{workers}"  # None: the file's own pruner
             runs[label] = timed_sweep(study, arguments, folder, pruner, options.trials, workers)
         full = timed_sweep("bench_default", [], folder, "none", options.default_trials, 1)
     pruned, unpruned, two = runs["pruned"], runs["unpruned"], runs["unpruned, 2 workers"]
