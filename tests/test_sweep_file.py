@@ -96,3 +96,13 @@ def test_the_cli_reports_a_bad_sweep_file_in_one_line_before_training(tmp_path):
         f"rnnlab: {path}:4: cell: the list of choices is empty"
     )
     assert not (tmp_path / "mlruns").exists(), "nothing is opened before the file is checked"
+
+
+def test_the_shipped_pruner_options_build_their_optuna_pruner():
+    """sentiment_cells' successive-halving options must be ones Optuna's pruner accepts."""
+    import optuna
+
+    from rnnlab.sweep import make_pruner
+
+    pruner = make_pruner(load_sweep(PROJECT_ROOT / "sweeps" / "sentiment_cells.yaml"))
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
