@@ -25,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from rnnlab.native import lstm_ops
+
 
 @dataclass(frozen=True)
 class CellKind:
@@ -309,6 +311,9 @@ def recurrence(
     counts and 0 where a mask holds the state, or None. Returns the states h_t of every step
     [T, B, units] (None unless `all_steps`) and the final states.
     """
+    native = lstm_ops() if kind is LSTM and projected.dtype == tf.float32 and not unroll else None
+    if native is not None:
+        return native_lstm(native, projected, kernel, initial_states, keep, all_steps)
     steps = projected.shape[0]
     if steps is None:  # a length known only when the batch arrives: no unrolling
         steps, unroll = tf.shape(projected)[0], False
@@ -331,10 +336,7 @@ def recurrence(
             d_hidden = upstream[0] if all_steps else None
             d_final = upstream[1:] if all_steps else upstream
             # The states each step started from: for the derivatives and the kernel's gradient.
-            previous = tuple(
-                tf.concat([tf.expand_dims(start, 0), states[:-1]], axis=0)
-                for start, states in zip(initial, history)
-            )
+            previous = tuple(map(_step_starts, initial, history))
             factors, extra = kind.prepare(projected, previous, history, records)
             kernel_parts = tf.split(tf.transpose(kernel), kind.gates, axis=0)
 
@@ -353,14 +355,11 @@ def recurrence(
                     d_previous = tuple(d + h for d, h in zip(d_previous, held))
                 return d_previous, step_records
 
-            d_final = tuple(
-                tf.zeros_like(start) if d is None else d for start, d in zip(initial, d_final)
-            )
+            d_final = tuple(map(_zeros_for_none, d_final, initial))
             d_initial, backward_records = loop(backward, steps, d_final, reverse=True)
             d_projected, d_inner = kind.finish(backward_records, extra)
             flat_inner = tf.reshape(d_inner, (-1, d_inner.shape[-1]))
-            flat_previous = tf.reshape(previous[0], (-1, kernel.shape[0]))
-            d_kernel = tf.matmul(flat_previous, flat_inner, transpose_a=True)
+            d_kernel = _kernel_gradient(previous[0], flat_inner)
             d_biases = tuple(tf.reduce_sum(flat_inner, axis=0) for _ in biases)
             return (d_projected, d_kernel, *d_biases, *d_initial)
 
@@ -370,6 +369,51 @@ def recurrence(
     if not all_steps:
         return None, list(outputs)
     return outputs[0], list(outputs[1:])
+
+
+def native_lstm(ops, projected, kernel, initial_states, keep, all_steps=True):
+    """As `recurrence` for the LSTM, with every step in one C++ op each way (rnnlab.native)."""
+    no_tensor = tf.zeros([0], projected.dtype)
+    keep = no_tensor if keep is None else keep
+
+    @tf.custom_gradient
+    def run(projected, kernel, initial_h, initial_c):
+        history, cells, activations = ops.rnnlab_lstm_forward(
+            projected, kernel, initial_h, initial_c, keep
+        )
+        final = (history[-1], cells[-1])
+
+        def gradient(*upstream):
+            d_hidden = upstream[0] if all_steps and upstream[0] is not None else no_tensor
+            d_final = map(_zeros_for_none, upstream[-2:], (initial_h, initial_c))
+            d_projected, d_initial_h, d_initial_c = ops.rnnlab_lstm_backward(
+                activations, cells, initial_c, kernel, d_hidden, *d_final, keep
+            )
+            flat_projected = tf.reshape(d_projected, (-1, d_projected.shape[-1]))
+            d_kernel = _kernel_gradient(_step_starts(initial_h, history), flat_projected)
+            return d_projected, d_kernel, d_initial_h, d_initial_c
+
+        return ((history, *final) if all_steps else final), gradient
+
+    outputs = run(projected, kernel, *initial_states)
+    if not all_steps:
+        return None, list(outputs)
+    return outputs[0], list(outputs[1:])
+
+
+def _step_starts(initial, history):
+    """The state each step started from: the initial one, then every step's but the last."""
+    return tf.concat([tf.expand_dims(initial, 0), history[:-1]], axis=0)
+
+
+def _zeros_for_none(gradient, like):
+    return tf.zeros_like(like) if gradient is None else gradient
+
+
+def _kernel_gradient(previous, flat_inner):
+    """Sum over steps and rows of h_{t-1}ᵀ · d(h_{t-1} @ kernel): one large matmul."""
+    flat_previous = tf.reshape(previous, (-1, previous.shape[-1]))
+    return tf.matmul(flat_previous, flat_inner, transpose_a=True)
 
 
 def _python_loop(body, steps, carried, reverse):
