@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 	$(UV) pip install --python $(PYTHON) --constraint constraints.txt --editable ".[dev]"
+	$(PYTHON) -m rnnlab.native
 	touch $@
 
 data: $(VENV)/.installed ## fetch and build the embedded datasets (idempotent)

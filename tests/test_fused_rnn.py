@@ -8,12 +8,39 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from rnnlab import fused_rnn
+from rnnlab import fused_rnn, native
 from rnnlab.fused_rnn import fused_cell_kind
 from rnnlab.probe import ProbedRNN
 
 CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
+# Each way a cell can be computed: the LSTM has rnnlab's native ops and the graph recurrence.
+ROUTES = [
+    pytest.param(layers.SimpleRNNCell, "graph", id="SimpleRNNCell"),
+    pytest.param(layers.LSTMCell, "native", id="LSTMCell-native"),
+    pytest.param(layers.LSTMCell, "graph", id="LSTMCell-graph"),
+    pytest.param(layers.GRUCell, "graph", id="GRUCell"),
+]
 BATCH, STEPS, FEATURES, UNITS = 5, 7, 3, 4
+
+
+@pytest.fixture
+def take_route(monkeypatch):
+    """Sends the LSTM through `route` and returns the calls the native path received."""
+    calls = []
+
+    def take(route: str) -> list:
+        if route == "graph":
+            monkeypatch.setattr(fused_rnn, "lstm_ops", lambda: None)
+            return calls
+        if native.lstm_ops() is None:
+            pytest.skip("rnnlab's native ops did not build here (see the warning)")
+        original = fused_rnn.native_lstm
+        monkeypatch.setattr(
+            fused_rnn, "native_lstm", lambda *args, **kw: calls.append(1) or original(*args, **kw)
+        )
+        return calls
+
+    return take
 
 
 def twin_layers(cell_class, **options):
@@ -46,7 +73,7 @@ def ragged_mask():
     return tf.sequence_mask(lengths, STEPS)
 
 
-@pytest.mark.parametrize("cell_class", CELLS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cell_class, route", ROUTES)
 @pytest.mark.parametrize(
     "options, masked",
     [
@@ -57,7 +84,8 @@ def ragged_mask():
     ],
     ids=["sequences+states", "masked", "backwards+masked", "zero-output+unrolled"],
 )
-def test_fused_matches_keras_outputs_and_gradients(cell_class, options, masked):
+def test_fused_matches_keras_outputs_and_gradients(cell_class, route, options, masked, take_route):
+    native_calls = take_route(route)
     fused, keras_loop = twin_layers(cell_class, **options)
     sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=4)
     mask = ragged_mask() if masked else None
@@ -66,10 +94,15 @@ def test_fused_matches_keras_outputs_and_gradients(cell_class, options, masked):
     assert len(ours) == len(theirs)
     for mine, reference in zip(ours, theirs):
         np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)
+    # Unrolling is a graph-loop option: the native ops never unroll.
+    assert bool(native_calls) == (route == "native" and not options.get("unroll"))
 
 
-@pytest.mark.parametrize("cell_class", CELLS, ids=lambda c: c.__name__)
-def test_rows_split_unevenly_across_shards_give_the_same_result(cell_class, monkeypatch):
+@pytest.mark.parametrize("cell_class, route", ROUTES)
+def test_rows_split_unevenly_across_shards_give_the_same_result(
+    cell_class, route, monkeypatch, take_route
+):
+    take_route(route)
     fused, keras_loop = twin_layers(cell_class, return_sequences=True)
     sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=5)
     monkeypatch.setattr(fused_rnn, "parallel_shards", lambda: 3)  # 5 rows: 1, 2 and 2
@@ -80,9 +113,10 @@ def test_rows_split_unevenly_across_shards_give_the_same_result(cell_class, monk
         np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell_class", CELLS, ids=lambda c: c.__name__)
-def test_a_length_known_only_at_run_time_works(cell_class):
+@pytest.mark.parametrize("cell_class, route", ROUTES)
+def test_a_length_known_only_at_run_time_works(cell_class, route, take_route):
     """Series of any length: the time axis is unknown while the graph is traced."""
+    take_route(route)
     fused, keras_loop = twin_layers(cell_class, return_sequences=True)
     signature = [tf.TensorSpec((None, None, FEATURES)), tf.TensorSpec((None, None), tf.bool)]
     for length in (1, STEPS + 2):

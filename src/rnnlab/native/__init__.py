@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import tensorflow as tf
@@ -42,6 +43,7 @@ def build(compiler: str | None = None) -> Path:
         *("-o", str(partial)),
         *tf.sysconfig.get_link_flags(),
     ]
+    print("compiling rnnlab's native ops for this CPU (once, about 30 s)", file=sys.stderr)
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
         os.replace(partial, target)
