@@ -1,4 +1,4 @@
-"""rnnlab's native ops: they build here, refuse bad shapes clearly, and fail soft without a compiler."""
+"""rnnlab's native ops: they build, refuse bad shapes clearly, fail soft without a compiler."""
 
 from __future__ import annotations
 
@@ -46,20 +46,19 @@ def test_shapes_that_disagree_are_refused_with_a_reason():
     units, rows, steps = 3, 2, 4
     states = tf.zeros((rows, units))
     no_mask = tf.zeros([0])
+    kernel = tf.zeros((units, 4 * units))
     with pytest.raises(tf.errors.InvalidArgumentError, match="4 × the kernel's rows"):
-        ops.rnnlab_lstm_forward(
-            tf.zeros((steps, rows, 3 * units)), tf.zeros((units, 4 * units)), states, states, no_mask
-        )
+        ops.rnnlab_lstm_forward(tf.zeros((steps, rows, 3 * units)), kernel, states, states, no_mask)
     with pytest.raises(tf.errors.InvalidArgumentError, match="keep must be"):
         ops.rnnlab_lstm_forward(
             tf.zeros((steps, rows, 4 * units)),
-            tf.zeros((units, 4 * units)),
+            kernel,
             states,
             states,
             tf.ones((steps, rows + 1, 1)),
         )
     h, c, gates = ops.rnnlab_lstm_forward(
-        tf.zeros((steps, rows, 4 * units)), tf.zeros((units, 4 * units)), states, states, no_mask
+        tf.zeros((steps, rows, 4 * units)), kernel, states, states, no_mask
     )
     # Zero pre-activations: sigmoid gates at 1/2, candidate 0, so the states stay at zero.
     np.testing.assert_array_equal(gates[..., :units], 0.5)
