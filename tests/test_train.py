@@ -11,6 +11,7 @@ import yaml
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from rnnlab import tasks
 from rnnlab.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from rnnlab.config import ConfigError
 from rnnlab.tasks.sentiment import SentimentTask
@@ -71,9 +72,20 @@ def test_mixed_bfloat16_trains_and_the_next_run_is_float32_again(compose, tracki
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_same_seed_same_result(compose):
-    cfg = compose("cell.units=4", "trainer.epochs=1", "reproducible=true")
-    assert run(cfg)["test_loss"] == run(cfg)["test_loss"]
+def test_same_seed_same_result_whether_the_data_is_loaded_afresh_or_reused(compose, monkeypatch):
+    """A sweep's trials reuse the loaded data; each must still train as a new process would."""
+    cfg = compose("cell.units=4", "trainer.epochs=2", "reproducible=true")
+    monkeypatch.setattr(tasks, "_LOADED", {})
+    fresh = run(cfg)["test_loss"]
+    loads = []
+    load = SentimentTask.load
+    monkeypatch.setattr(
+        SentimentTask, "load", lambda task, **kw: loads.append(kw) or load(task, **kw)
+    )
+    assert run(cfg)["test_loss"] == fresh  # two epochs: both shuffles as a fresh load's
+    assert loads == []
+    run(compose("cell.units=4", "trainer.epochs=1", "trainer.batch_size=16"))
+    assert loads == [{"batch_size": 16, "seed": cfg.seed}]  # other arguments load again
 
 
 def test_an_error_during_training_marks_the_run_failed(compose, tracking_uri, monkeypatch):

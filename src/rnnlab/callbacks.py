@@ -31,8 +31,9 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._started)
         metrics = {name: float(value) for name, value in (logs or {}).items()}
-        # Queued, not written, during training: the run's end waits for the queue.
-        mlflow.log_metrics(metrics, step=epoch, synchronous=False)
+        # Written now: a write costs milliseconds, while MLflow's asynchronous queue made the
+        # run's end wait about 0.9 s for its shutdown (benchmarks/RESULTS.md, sweeps).
+        mlflow.log_metrics(metrics, step=epoch)
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -81,7 +82,7 @@ class GradientDecayLogger(keras.callbacks.Callback):
             return
         result = self.probe.measure(*self.batch)
         self.results[epoch + 1] = result
-        mlflow.log_metrics(self.metrics(result), step=epoch, synchronous=False)
+        mlflow.log_metrics(self.metrics(result), step=epoch)
         curves = {
             layer: {state: norms.tolist() for state, norms in states.items()}
             for layer, states in result.step_norms.items()

@@ -25,3 +25,27 @@ def get_task(task_cfg: DictConfig, data_dir: str):
         )
     module_name, class_name = TASK_MODULES[task_cfg.name]
     return getattr(importlib.import_module(module_name), class_name)(task_cfg, data_dir)
+
+
+_LOADED: dict[tuple, tuple] = {}  # the last load_task call's key and result
+
+
+def load_task(task_cfg: DictConfig, data_dir: str, batch_size: int, seed: int):
+    """The task and its data, loaded once per process for the same arguments.
+
+    A sweep's trials share a worker process and usually the task config: reading,
+    vectorising and caching the data again would cost every trial seconds. A repeat gets
+    the same examples with `train` freshly shuffled from the seed, the order a new process
+    would see. Only the last load is kept, so memory holds one task's data.
+    """
+    from omegaconf import OmegaConf
+
+    key = (OmegaConf.to_yaml(task_cfg, resolve=True), str(data_dir), batch_size, seed)
+    if key in _LOADED:
+        task, data = _LOADED[key]
+        return task, data.reshuffled()
+    task = get_task(task_cfg, data_dir)
+    data = task.load(batch_size=batch_size, seed=seed)
+    _LOADED.clear()
+    _LOADED[key] = (task, data)
+    return task, data

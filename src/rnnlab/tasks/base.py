@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -19,28 +20,45 @@ class TaskData:
     test: tf.data.Dataset  # held out: evaluated once, at the end
     train_size: int
     data_hash: str  # identifies the prepared data the run trained on
+    # What `reshuffled` makes `train` from: the cached examples, batch size and seed.
+    train_examples: tf.data.Dataset | None = None
+    batch_size: int = 0
+    seed: int = 0
+
+    def reshuffled(self) -> TaskData:
+        """This data with `train` shuffling as if newly loaded, from the same cached examples.
+
+        A shuffle draws a new order for each pass over it, so a second run over the same
+        `train` would see other orders than a first one: reuse needs a fresh shuffle.
+        """
+        fresh = batches(self.train_examples, self.batch_size, shuffle_seed=self.seed)
+        return dataclasses.replace(self, train=fresh)
 
 
-def batch_pipeline(
-    examples: tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None
+def batches(
+    cached: tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None
 ) -> tf.data.Dataset:
-    """Cache the prepared examples in memory, shuffle if training, batch and prefetch."""
-    examples = examples.cache()
+    """Shuffle if training, batch and prefetch."""
     if shuffle_seed is not None:
-        examples = examples.shuffle(16_384, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return examples.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        cached = cached.shuffle(16_384, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return cached.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def batched_task_data(
     splits: dict[str, tf.data.Dataset], batch_size: int, seed: int, data_hash: str
 ) -> TaskData:
-    """TaskData from unbatched train/validation/test splits: only train is shuffled."""
+    """TaskData from unbatched train/validation/test splits, cached in memory after their
+    first pass; only train is shuffled."""
+    cached = {name: split.cache() for name, split in splits.items()}
     return TaskData(
-        train=batch_pipeline(splits["train"], batch_size, shuffle_seed=seed),
-        validation=batch_pipeline(splits["validation"], batch_size),
-        test=batch_pipeline(splits["test"], batch_size),
+        train=batches(cached["train"], batch_size, shuffle_seed=seed),
+        validation=batches(cached["validation"], batch_size),
+        test=batches(cached["test"], batch_size),
         train_size=example_count(splits["train"]),
         data_hash=data_hash,
+        train_examples=cached["train"],
+        batch_size=batch_size,
+        seed=seed,
     )
 
 
