@@ -13,30 +13,31 @@ from rnnlab.fused_rnn import fused_cell_kind
 from rnnlab.probe import ProbedRNN
 
 CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
-# Each way a cell can be computed: the LSTM has rnnlab's native ops and the graph recurrence.
+# Each way a cell can be computed: rnnlab's native ops, or the recurrence in TensorFlow's graph.
 ROUTES = [
-    pytest.param(layers.SimpleRNNCell, "graph", id="SimpleRNNCell"),
-    pytest.param(layers.LSTMCell, "native", id="LSTMCell-native"),
-    pytest.param(layers.LSTMCell, "graph", id="LSTMCell-graph"),
-    pytest.param(layers.GRUCell, "graph", id="GRUCell"),
+    pytest.param(cell, route, id=f"{cell.__name__}-{route}")
+    for cell in CELLS
+    for route in ("native", "graph")
 ]
 BATCH, STEPS, FEATURES, UNITS = 5, 7, 3, 4
 
 
 @pytest.fixture
 def take_route(monkeypatch):
-    """Sends the LSTM through `route` and returns the calls the native path received."""
+    """Sends the cells through `route`; returns the list of calls the native path received."""
     calls = []
 
     def take(route: str) -> list:
         if route == "graph":
-            monkeypatch.setattr(fused_rnn, "lstm_ops", lambda: None)
+            monkeypatch.setattr(fused_rnn, "recurrence_ops", lambda: None)
             return calls
-        if native.lstm_ops() is None:
+        if native.recurrence_ops() is None:
             pytest.skip("rnnlab's native ops did not build here (see the warning)")
-        original = fused_rnn.native_lstm
+        original = fused_rnn.native_recurrence
         monkeypatch.setattr(
-            fused_rnn, "native_lstm", lambda *args, **kw: calls.append(1) or original(*args, **kw)
+            fused_rnn,
+            "native_recurrence",
+            lambda *args, **kw: calls.append(1) or original(*args, **kw),
         )
         return calls
 

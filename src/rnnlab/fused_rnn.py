@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from rnnlab.native import lstm_ops
+from rnnlab.native import recurrence_ops
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class CellKind:
     """
 
     tanh_gates: tuple[bool, ...]  # per gate: tanh (True) or sigmoid (False)
+    native: str  # the name of its ops in rnnlab.native: rnnlab_<native>_forward
     step: Callable
     prepare: Callable
     backward: Callable
@@ -164,12 +165,17 @@ def gru_finish(records, into_candidate):
 
 
 SIMPLE_RNN = CellKind(
-    (True,), simple_rnn_step, simple_rnn_prepare, simple_rnn_backward, gates_gradient
+    (True,), "simple_rnn", simple_rnn_step, simple_rnn_prepare, simple_rnn_backward, gates_gradient
 )
 LSTM = CellKind(  # gates i, f, c, o: the cell candidate c is a tanh
-    (False, False, True, False), lstm_step, lstm_prepare, lstm_backward, gates_gradient, states=2
+    (False, False, True, False),
+    "lstm",
+    *(lstm_step, lstm_prepare, lstm_backward, gates_gradient),
+    states=2,
 )
-GRU = CellKind((False, False, True), gru_step, gru_prepare, gru_backward, gru_finish)  # z, r, h
+GRU = CellKind(  # gates z, r, h
+    (False, False, True), "gru", gru_step, gru_prepare, gru_backward, gru_finish
+)
 FUSED_KINDS = {layers.SimpleRNNCell: SIMPLE_RNN, layers.LSTMCell: LSTM, layers.GRUCell: GRU}
 
 
@@ -311,9 +317,11 @@ def recurrence(
     counts and 0 where a mask holds the state, or None. Returns the states h_t of every step
     [T, B, units] (None unless `all_steps`) and the final states.
     """
-    native = lstm_ops() if kind is LSTM and projected.dtype == tf.float32 and not unroll else None
+    native = recurrence_ops() if projected.dtype == tf.float32 and not unroll else None
     if native is not None:
-        return native_lstm(native, projected, kernel, initial_states, keep, all_steps)
+        return native_recurrence(
+            native, kind, projected, kernel, biases, initial_states, keep, all_steps
+        )
     steps = projected.shape[0]
     if steps is None:  # a length known only when the batch arrives: no unrolling
         steps, unroll = tf.shape(projected)[0], False
@@ -371,31 +379,40 @@ def recurrence(
     return outputs[0], list(outputs[1:])
 
 
-def native_lstm(ops, projected, kernel, initial_states, keep, all_steps=True):
-    """As `recurrence` for the LSTM, with every step in one C++ op each way (rnnlab.native)."""
+def native_recurrence(
+    ops, kind: CellKind, projected, kernel, biases, initial_states, keep, all_steps=True
+):
+    """As `recurrence`, with every step in one C++ op each way (rnnlab.native)."""
     no_tensor = tf.zeros([0], projected.dtype)
     keep = no_tensor if keep is None else keep
+    forward = getattr(ops, f"rnnlab_{kind.native}_forward")
+    backward = getattr(ops, f"rnnlab_{kind.native}_backward")
 
     @tf.custom_gradient
-    def run(projected, kernel, initial_h, initial_c):
-        history, cells, activations = ops.rnnlab_lstm_forward(
-            projected, kernel, initial_h, initial_c, keep
-        )
-        final = (history[-1], cells[-1])
+    def run(projected, kernel, *rest):
+        bias = rest[0] if biases else no_tensor
+        initial = rest[len(biases) :]
+        initial_c = initial[1] if kind.states == 2 else no_tensor
+        history, cells, records = forward(projected, kernel, bias, initial[0], initial_c, keep)
+        final = (history[-1], cells[-1]) if kind.states == 2 else (history[-1],)
 
         def gradient(*upstream):
             d_hidden = upstream[0] if all_steps and upstream[0] is not None else no_tensor
-            d_final = map(_zeros_for_none, upstream[-2:], (initial_h, initial_c))
-            d_projected, d_initial_h, d_initial_c = ops.rnnlab_lstm_backward(
-                activations, cells, initial_c, kernel, d_hidden, *d_final, keep
+            d_final = [*map(_zeros_for_none, upstream[-kind.states :], initial), no_tensor]
+            d_projected, d_inner, d_initial_h, d_initial_c = backward(
+                records, history, cells, initial[0], initial_c, kernel, d_hidden, *d_final[:2], keep
             )
-            flat_projected = tf.reshape(d_projected, (-1, d_projected.shape[-1]))
-            d_kernel = _kernel_gradient(_step_starts(initial_h, history), flat_projected)
-            return d_projected, d_kernel, d_initial_h, d_initial_c
+            if d_inner.shape.rank == 1:  # the op says: the same as d_projected
+                d_inner = d_projected
+            flat_inner = tf.reshape(d_inner, (-1, d_inner.shape[-1]))
+            d_kernel = _kernel_gradient(_step_starts(initial[0], history), flat_inner)
+            d_biases = tuple(tf.reduce_sum(flat_inner, axis=0) for _ in biases)
+            d_initial = (d_initial_h, d_initial_c)[: kind.states]
+            return (d_projected, d_kernel, *d_biases, *d_initial)
 
         return ((history, *final) if all_steps else final), gradient
 
-    outputs = run(projected, kernel, *initial_states)
+    outputs = run(projected, kernel, *biases, *initial_states)
     if not all_steps:
         return None, list(outputs)
     return outputs[0], list(outputs[1:])

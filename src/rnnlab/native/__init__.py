@@ -18,14 +18,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-SOURCE = Path(__file__).with_name("lstm_kernels.cc")
+SOURCE = Path(__file__).with_name("recurrence_kernels.cc")
 SWITCH = "RNNLAB_NATIVE"
 
 
 def library_path() -> Path:
     """Named by the source's hash and TensorFlow's version: either changing rebuilds."""
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    return SOURCE.with_name(f"_lstm_kernels.{digest}.tf{tf.__version__}.so")
+    return SOURCE.with_name(f"_recurrence_kernels.{digest}.tf{tf.__version__}.so")
 
 
 def build(compiler: str | None = None) -> Path:
@@ -53,8 +53,8 @@ def build(compiler: str | None = None) -> Path:
 
 
 @functools.cache
-def lstm_ops():
-    """The loaded LSTM ops, or None when they are switched off or cannot be built."""
+def recurrence_ops():
+    """The loaded recurrence ops, or None when they are switched off or cannot be built."""
     if os.environ.get(SWITCH, "1") == "0":
         return None
     try:
@@ -63,7 +63,7 @@ def lstm_ops():
         output = getattr(error, "stderr", None) or str(error)
         reason = output.strip().splitlines()[-1] if output.strip() else type(error).__name__
         logging.getLogger("rnnlab").warning(
-            "rnnlab's native LSTM ops are unavailable (%s); the LSTM runs in TensorFlow's graph",
+            "rnnlab's native recurrence ops are unavailable (%s); cells run in TensorFlow's graph",
             reason,
         )
         return None
