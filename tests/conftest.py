@@ -47,10 +47,26 @@ def postgres_server_url() -> str:
             f"no PostgreSQL server: set {POSTGRES_URL_VARIABLE} to the URL that "
             "`scripts/local_postgres.sh start /tmp/rnnlab-postgres` prints"
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(reason)
     return url
+
+
+def unavailable(reason: str):
+    """Skip a test that needs what this machine lacks; in CI, where .ci/run provides it, fail."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def native_ops():
+    """rnnlab's native recurrence ops (make install builds them); required in CI."""
+    from rnnlab.native import recurrence_ops
+
+    ops = recurrence_ops()
+    if ops is None:
+        unavailable("rnnlab's native ops did not build here: see the warning above")
+    return ops
 
 
 @pytest.fixture

@@ -39,10 +39,8 @@ def test_the_switch_turns_them_off(fresh_ops, monkeypatch):
     assert fresh_ops() is None
 
 
-def test_shapes_that_disagree_are_refused_with_a_reason():
-    ops = native.recurrence_ops()
-    if ops is None:
-        pytest.skip("rnnlab's native ops did not build here (see the warning)")
+def test_shapes_that_disagree_are_refused_with_a_reason(native_ops):
+    ops = native_ops
     units, rows, steps = 3, 2, 4
     states, none = tf.zeros((rows, units)), tf.zeros([0])
     kernel = tf.zeros((units, 4 * units))
