@@ -27,7 +27,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from rnnlab.fused_rnn import available_cores, configure_threads  # noqa: E402
+from rnnlab.threads import available_cores, configure_threads  # noqa: E402
 
 configure_threads()  # as `rnnlab train` does, before TensorFlow starts: both Keras sides share it
 

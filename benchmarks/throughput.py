@@ -20,7 +20,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from rnnlab.fused_rnn import configure_threads  # noqa: E402
+from rnnlab.threads import configure_threads  # noqa: E402
 
 configure_threads()  # the threads `rnnlab train` sets, before TensorFlow starts
 

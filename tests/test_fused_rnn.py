@@ -176,18 +176,3 @@ def test_a_users_cell_still_trains_through_probed_rnn():
     history = model.fit(sequences, sequences[:, -1, :1], epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert model.layers[0].cell.units == reference.units
-
-
-def test_configure_threads_keeps_pools_already_chosen(monkeypatch):
-    calls = []
-    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 1)
-    for pool in ("intra", "inter"):
-        monkeypatch.setattr(
-            tf.config.threading,
-            f"set_{pool}_op_parallelism_threads",
-            lambda n, pool=pool: calls.append((pool, n)),
-        )
-    fused_rnn.configure_threads()
-    assert calls == []  # a sweep worker's share stays
-    fused_rnn.configure_threads(cores=1)
-    assert calls == [("intra", 1), ("inter", 1)]

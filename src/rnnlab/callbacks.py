@@ -8,6 +8,7 @@ import time
 
 import keras
 import mlflow
+import optuna
 
 from rnnlab.plots import gradient_decay_figure
 from rnnlab.probe import decay_statistics
@@ -54,6 +55,31 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"loss became {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}: "
                 "lower optimizer.learning_rate or set trainer.clipnorm"
             )
+
+
+class ReportToOptuna(keras.callbacks.Callback):
+    """Report `monitor` to a sweep's trial after every epoch; raise TrialPruned when told.
+
+    The step is the number of epochs trained (1 after the first), so a pruner's resource
+    counts epochs: successive halving with min_resource 1 and reduction factor 3 judges
+    trials after 1, 3 and 9 epochs, as the sweep files say.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        super().__init__()
+        self.trial = trial
+        self.monitor = monitor
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(
+                f"the sweep's metric {self.monitor} is not among this epoch's: "
+                f"{', '.join(sorted(logs))}"
+            )
+        self.trial.report(float(logs[self.monitor]), step=epoch + 1)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch + 1}.")
 
 
 class GradientDecayLogger(keras.callbacks.Callback):

@@ -8,7 +8,9 @@ recurrent matmul of a step cannot use more than one core. So here:
   (gate derivatives and their products) is computed for all steps at once before the
   backward loop, which then costs one small matmul and a handful of ops per step, and the
   kernels' gradients are single large matmuls after it;
-- the rows of a batch are independent, so one recurrence per core runs side by side.
+- the rows of a batch are independent, so one recurrence per core runs side by side;
+- the time loop runs in rnnlab's native C++ ops (rnnlab.native) where they are built, one
+  op for all forward steps and one for all backward steps; else in a tf.while_loop below.
 Gates, initialisers, dropout on the inputs, masks and the results (within float
 tolerance) are Keras's; anything else (recurrent dropout, other activations, a user's own
 cell) takes the standard Keras path. benchmarks/RESULTS.md has the measurements.
@@ -16,7 +18,6 @@ cell) takes the standard Keras path. benchmarks/RESULTS.md has the measurements.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ import tensorflow as tf
 from keras import layers
 
 from rnnlab.native import recurrence_ops
+from rnnlab.threads import parallel_shards
 
 
 @dataclass(frozen=True)
@@ -262,32 +264,6 @@ def project_inputs(time_major, kernel, bias):
         kernel = tf.concat([kernel, [bias]], axis=0)
     steps = time_major.shape[0] or tf.shape(time_major)[0]
     return tf.reshape(tf.matmul(flat, kernel), (steps, -1, kernel.shape[-1]))
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def configure_threads(cores: int | None = None) -> None:
-    """One thread per op, and as many ops at a time as this process has cores (default all).
-
-    The recurrence's small matmuls run no faster on two threads, while independent ops (the
-    shards below) do: measured in benchmarks/RESULTS.md. Pools set earlier (a sweep worker's
-    share) stay; TensorFlow fixes its pools when it starts, so a running one keeps its own.
-    """
-    threading = tf.config.threading
-    if cores is None and threading.get_inter_op_parallelism_threads():
-        return
-    try:
-        threading.set_intra_op_parallelism_threads(1)
-        threading.set_inter_op_parallelism_threads(cores or available_cores())
-    except RuntimeError:
-        pass
-
-
-def parallel_shards() -> int:
-    """How many recurrences to run side by side: TensorFlow's inter-op threads, else cores."""
-    return tf.config.threading.get_inter_op_parallelism_threads() or available_cores()
 
 
 def _split_rows(rows, shards: int, axis: int) -> list:

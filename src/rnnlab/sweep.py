@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
-import os
 import sys
 import time
 import warnings
@@ -30,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from rnnlab.config import CONF_DIR, ConfigError, compose_config
 from rnnlab.sweep_file import Param, Sweep
+from rnnlab.threads import available_cores, configure_threads
 from rnnlab.tracking import git_state, use_store
 
 # Heartbeats and retries are "experimental" in Optuna since 2.x; they are what resume relies on.
@@ -190,8 +190,6 @@ def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str =
     `threads`, when several workers share this machine, is this one's share of the cores.
     """
     if threads:
-        from rnnlab.fused_rnn import configure_threads
-
         configure_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from rnnlab.callbacks import NonFiniteLossError
@@ -254,8 +252,7 @@ def open_parent_run(sweep: Sweep, study: optuna.Study) -> str:
 
 def run_workers(sweep: Sweep, workers: int) -> list[str]:
     """Start the worker processes and wait; returns a line for each one that died."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 1) // workers)  # N workers together use the cores once
+    threads = max(1, available_cores() // workers)  # N workers together use the cores once
     context = multiprocessing.get_context("spawn")  # a fresh TensorFlow in each
     processes = [
         context.Process(target=work, args=(sweep, worker, threads, f"[worker {worker}] "))

@@ -17,12 +17,17 @@ import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from rnnlab.callbacks import GradientDecayLogger, MlflowEpochLogger, StopOnNonFiniteLoss
-from rnnlab.fused_rnn import configure_threads
+from rnnlab.callbacks import (
+    GradientDecayLogger,
+    MlflowEpochLogger,
+    ReportToOptuna,
+    StopOnNonFiniteLoss,
+)
 from rnnlab.models import decoder_stack, recurrent_stack
 from rnnlab.probe import GradientProbe, recurrent_layers
 from rnnlab.tasks import load_task
 from rnnlab.tasks.base import TaskData
+from rnnlab.threads import configure_threads
 from rnnlab.tracking import tracked_run
 
 
@@ -121,10 +126,8 @@ def run(
         tags |= {"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)}
     with tracked_run(cfg, tags=tags) as active:
         if trial is not None:
-            from optuna_integration import KerasPruningCallback
-
             trial.set_user_attr("mlflow_run_id", active.info.run_id)  # to fail it if killed
-            callbacks.append(KerasPruningCallback(trial, monitor=f"val_{cfg.task.metric}"))
+            callbacks.append(ReportToOptuna(trial, monitor=f"val_{cfg.task.metric}"))
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
         history = model.fit(
             data.train,

@@ -1,0 +1,28 @@
+"""The callback that reports to Optuna: steps count epochs, and pruning stops the run."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from rnnlab.callbacks import ReportToOptuna
+
+
+def trial_with(pruner: optuna.pruners.BasePruner) -> optuna.Trial:
+    return optuna.create_study(direction="maximize", pruner=pruner).ask()
+
+
+def test_steps_count_epochs_trained_and_a_pruned_trial_says_after_which():
+    # Prunes any value below 0.5 from the second epoch on (warm-up: the first is spared).
+    trial = trial_with(optuna.pruners.ThresholdPruner(lower=0.5, n_warmup_steps=2))
+    report = ReportToOptuna(trial, monitor="val_accuracy")
+    report.on_epoch_end(0, {"val_accuracy": 0.4, "val_loss": 1.0})  # epoch 1: warm-up
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
+        report.on_epoch_end(1, {"val_accuracy": 0.3})
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 0.4, 2: 0.3}
+
+
+def test_a_metric_the_epoch_does_not_log_is_named_with_those_it_does():
+    report = ReportToOptuna(trial_with(optuna.pruners.NopPruner()), monitor="val_acc")
+    with pytest.raises(KeyError, match="val_acc is not among this epoch's: loss, val_accuracy"):
+        report.on_epoch_end(0, {"loss": 0.7, "val_accuracy": 0.5})
