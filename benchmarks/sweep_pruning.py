@@ -52,11 +52,13 @@ class FitClock:
         keras.Model.fit = self._fit
 
 
-def timed_sweep(name: str, arguments, folder: Path, pruner: str | None, trials: int, workers: int):
-    """One sweep; pruner None keeps the sweep file's own."""
+def timed_sweep(
+    name: str, arguments, folder: Path, pruner: str | None, trials: int, workers: int, seed=0
+):
+    """One sweep; pruner None keeps the sweep file's own; `seed` is the sampler's."""
     spec = load_sweep("sentiment_cells", [*arguments, f"tracking.uri=sqlite:///{folder}/ml.db"])
     storage = f"sqlite:///{folder}/optuna.db"
-    spec = dataclasses.replace(spec, name=name, n_trials=trials, storage=storage)
+    spec = dataclasses.replace(spec, name=name, n_trials=trials, storage=storage, seed=seed)
     if pruner is not None:
         spec = dataclasses.replace(spec, pruner=pruner, pruner_options={})
     with FitClock() as clock:
@@ -97,6 +99,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="blocks in which the two studies alternate"
     )
+    parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     options = parser.parse_args()
     capped = options.max_examples is not None
     arguments = [f"task.max_examples={options.max_examples}"] if capped else []
@@ -111,13 +114,18 @@ def main() -> None:
         for round_number in range(1, options.rounds + 1):
             trials = options.trials * round_number // options.rounds
             for label, pruner in [("pruned", None), ("unpruned", "none")]:  # None: the file's
-                block = timed_sweep(f"bench_{label}", arguments, folder, pruner, trials, 1)
+                block = timed_sweep(
+                    f"bench_{label}", arguments, folder, pruner, trials, 1, options.seed
+                )
                 blocks[label].append(block)
-        two = timed_sweep("bench_unpruned_2", arguments, folder, "none", options.trials, 2)
+        two = timed_sweep(
+            "bench_unpruned_2", arguments, folder, "none", options.trials, 2, options.seed
+        )
     pruned, unpruned = combined(blocks["pruned"]), combined(blocks["unpruned"])
     data = " ".join(arguments) or "the full data"
     print(
-        f"\n{options.trials} trials of sentiment_cells on {data}, seed 0, {options.rounds} rounds\n"
+        f"\n{options.trials} trials of sentiment_cells on {data}, sampler seed {options.seed}, "
+        f"{options.rounds} rounds\n"
     )
     print("| measure | value |")
     print("|---|---|")
