@@ -349,10 +349,7 @@ def recurrence(
 
         return ((history[0], *final) if all_steps else final), gradient
 
-    outputs = run(projected, kernel, *biases, *initial_states)
-    if not all_steps:
-        return None, list(outputs)
-    return outputs[0], list(outputs[1:])
+    return _sequence_and_final(run(projected, kernel, *biases, *initial_states), all_steps)
 
 
 def native_recurrence(
@@ -388,7 +385,11 @@ def native_recurrence(
 
         return ((history, *final) if all_steps else final), gradient
 
-    outputs = run(projected, kernel, *biases, *initial_states)
+    return _sequence_and_final(run(projected, kernel, *biases, *initial_states), all_steps)
+
+
+def _sequence_and_final(outputs, all_steps: bool):
+    """(states of every step or None, [final states]) from what `run` returned."""
     if not all_steps:
         return None, list(outputs)
     return outputs[0], list(outputs[1:])
