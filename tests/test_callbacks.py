@@ -19,7 +19,7 @@ def test_steps_count_epochs_trained_and_a_pruned_trial_says_after_which():
     report.on_epoch_end(0, {"val_accuracy": 0.4, "val_loss": 1.0})  # epoch 1: warm-up
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
         report.on_epoch_end(1, {"val_accuracy": 0.3})
-    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 0.4, 2: 0.3}
+    assert trial.study.get_trials()[0].intermediate_values == {1: 0.4, 2: 0.3}
 
 
 def test_a_metric_the_epoch_does_not_log_is_named_with_those_it_does():
