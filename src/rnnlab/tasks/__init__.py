@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 TASK_MODULES = {
     "sentiment": ("rnnlab.tasks.sentiment", "SentimentTask"),
@@ -38,8 +38,6 @@ def load_task(task_cfg: DictConfig, data_dir: str, batch_size: int, seed: int):
     the same examples with `train` freshly shuffled from the seed, the order a new process
     would see. Only the last load is kept, so memory holds one task's data.
     """
-    from omegaconf import OmegaConf
-
     key = (OmegaConf.to_yaml(task_cfg, resolve=True), str(data_dir), batch_size, seed)
     if key in _LOADED:
         task, data = _LOADED[key]
