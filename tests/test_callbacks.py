@@ -1,6 +1,9 @@
-"""The callback that reports to Optuna: steps count epochs, and pruning stops the run."""
+"""The callback that reports to Optuna: steps count epochs, each reports the best score so
+far, and pruning stops the run."""
 
 from __future__ import annotations
+
+import math
 
 import optuna
 import pytest
@@ -19,7 +22,26 @@ def test_steps_count_epochs_trained_and_a_pruned_trial_says_after_which():
     report.on_epoch_end(0, {"val_accuracy": 0.4, "val_loss": 1.0})  # epoch 1: warm-up
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
         report.on_epoch_end(1, {"val_accuracy": 0.3})
-    assert trial.study.get_trials()[0].intermediate_values == {1: 0.4, 2: 0.3}
+    assert trial.study.get_trials()[0].intermediate_values == {1: 0.4, 2: 0.4}  # best so far
+
+
+def reported(direction: str, values: list[float]) -> list[float]:
+    trial = optuna.create_study(direction=direction).ask()
+    report = ReportToOptuna(trial, "val_loss", direction)
+    for epoch, value in enumerate(values):
+        report.on_epoch_end(epoch, {"val_loss": value})
+    return list(trial.study.get_trials()[0].intermediate_values.values())
+
+
+def test_each_epoch_reports_the_best_score_so_far_as_the_trial_will_be_scored():
+    # A model that overfits after its first epoch keeps the score it will end with.
+    assert reported("maximize", [0.78, 0.74, 0.80, 0.79]) == [0.78, 0.78, 0.80, 0.80]
+    assert reported("minimize", [0.5, 0.6, 0.4, 0.45]) == [0.5, 0.5, 0.4, 0.4]
+
+
+def test_a_nan_score_is_reported_as_it_is_so_the_pruner_can_prune_it():
+    values = reported("maximize", [0.7, float("nan"), 0.75])
+    assert values[0] == 0.7 and math.isnan(values[1]) and values[2] == 0.75
 
 
 def test_a_metric_the_epoch_does_not_log_is_named_with_those_it_does():

@@ -127,7 +127,8 @@ def run(
     with tracked_run(cfg, tags=tags) as active:
         if trial is not None:
             trial.set_user_attr("mlflow_run_id", active.info.run_id)  # to fail it if killed
-            callbacks.append(ReportToOptuna(trial, monitor=f"val_{cfg.task.metric}"))
+            monitor = f"val_{cfg.task.metric}"
+            callbacks.append(ReportToOptuna(trial, monitor, cfg.task.direction))
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
         history = model.fit(
             data.train,
