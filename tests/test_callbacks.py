@@ -48,3 +48,17 @@ def test_a_metric_the_epoch_does_not_log_is_named_with_those_it_does():
     report = ReportToOptuna(trial_with(optuna.pruners.NopPruner()), monitor="val_acc")
     with pytest.raises(KeyError, match="val_acc is not among this epoch's: loss, val_accuracy"):
         report.on_epoch_end(0, {"loss": 0.7, "val_accuracy": 0.5})
+
+
+def test_the_last_epoch_completes_the_trial_whatever_the_pruner_says():
+    def train(epochs: int) -> None:
+        # Prunes any value below 0.9 from the second epoch on.
+        trial = trial_with(optuna.pruners.ThresholdPruner(lower=0.9, n_warmup_steps=2))
+        report = ReportToOptuna(trial, monitor="val_accuracy")
+        report.set_params({"epochs": epochs, "verbose": 0})
+        for epoch in range(epochs):
+            report.on_epoch_end(epoch, {"val_accuracy": 0.5})
+
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
+        train(epochs=3)
+    train(epochs=2)  # no TrialPruned: epoch 2 spent the budget, so the trial is complete

@@ -87,7 +87,10 @@ class ReportToOptuna(keras.callbacks.Callback):
             self.best = value if self.best is None else self.better(self.best, value)
             value = self.best
         self.trial.report(value, step=epoch + 1)
-        if self.trial.should_prune():
+        # After the last epoch pruning saves nothing and would lose a finished trial's score
+        # (successive halving's rung at 9 epochs falls there when the budget is 9).
+        last_epoch = epoch + 1 == (self.params or {}).get("epochs")
+        if not last_epoch and self.trial.should_prune():
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch + 1}.")
 
 
