@@ -73,7 +73,8 @@ def timed_sweep(
     outside = [1 - fit / total for fit, total in zip(clock.fits, ran_here)]
     return {
         "wall": wall,
-        "best": study.best_value,
+        # A block can end with no trial complete yet (all pruned): no best so far.
+        "best": max((t.value for t in trials if t.state == TrialState.COMPLETE), default=None),
         "trials": len(trials),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
         "median_trial": statistics.median(trial_seconds),
