@@ -21,13 +21,13 @@ POSTGRES_DIR ?= /tmp/rnnlab-postgres
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed data ## create .venv, install pinned dependencies and prepare the embedded data
+install: $(VENV)/.installed data ## create .venv, install pinned dependencies, prepare the data, build the native ops
+	@TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m rnnlab.native  # last: its one line says on or off, and why
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 	$(UV) pip install --python $(PYTHON) --constraint constraints.txt --editable ".[dev]"
-	$(PYTHON) -m rnnlab.native
 	touch $@
 
 data: $(VENV)/.installed ## fetch and build the embedded datasets (idempotent)
@@ -81,4 +81,4 @@ lock: ## re-pin every dependency into constraints.txt
 	$(UV) pip compile --universal --extra dev pyproject.toml -o constraints.txt
 
 clean: ## remove the virtualenv, prepared data and Hydra outputs (keeps mlruns/)
-	rm -rf $(VENV) data outputs multirun
+	rm -rf $(VENV) data outputs multirun src/rnnlab/native/build

@@ -6,6 +6,8 @@ default config. Each contender trains `inputs → recurrent layer → Dense(1)` 
 random regression data with Adam and a mean squared error:
 - bare Keras: `keras.layers.LSTM` etc., the textbook layer;
 - rnnlab: the layer rnnlab's `recurrent_stack` builds from the composed config;
+- rnnlab graph loop: the same with the native ops off, what a machine gets where they did
+  not build;
 - PyTorch (when `torch` imports; `pip install -e ".[bench]"`): `nn.RNN`/`nn.LSTM`/`nn.GRU`.
 Epoch times on these machines flip between a fast and a slow mode about 2× apart, so the
 contenders are interleaved epoch by epoch (A, B, C, A, B, C, ...) after a warm-up round,
@@ -21,6 +23,7 @@ independent fp32 2048² matmuls at once (rnnlab's threads: one per op, one op pe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -36,8 +39,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
+from rnnlab import fused_rnn  # noqa: E402
 from rnnlab.config import compose_config  # noqa: E402
 from rnnlab.models import recurrent_stack  # noqa: E402
+from rnnlab.native import describe, native_status  # noqa: E402
+from rnnlab.native.build import this_cpu  # noqa: E402
 from rnnlab.probe import recurrent_layers  # noqa: E402
 from rnnlab.tasks import get_task  # noqa: E402
 from rnnlab.train import build_compiled_model  # noqa: E402
@@ -73,16 +79,28 @@ def task_shape(task_name: str) -> tuple[int, int, int, int]:
     return cfg.trainer.batch_size, steps, inputs, cfg.cell.units
 
 
+@contextlib.contextmanager
+def native_ops_off():
+    """While a model is traced, the fused recurrence runs in TensorFlow's graph loop."""
+    original = fused_rnn.recurrence_ops
+    fused_rnn.recurrence_ops = lambda: None
+    try:
+        yield
+    finally:
+        fused_rnn.recurrence_ops = original
+
+
 class KerasContender:
     """One epoch of `fit` over cached batches, timed from the first to the last batch."""
 
-    def __init__(self, recurrent, data: tf.data.Dataset, shape) -> None:
+    def __init__(self, recurrent, data: tf.data.Dataset, shape, native: bool = True) -> None:
         """`recurrent(sequence)` applies the recurrent layer(s) under test."""
         _, steps, inputs, _ = shape
         sequence = keras.Input((steps, inputs))
         self.model = keras.Model(sequence, layers.Dense(1)(recurrent(sequence)))
         self.model.compile(optimizer="adam", loss="mse")
         self.data = data
+        self.native = native
 
     def epoch(self) -> float:
         clock = []
@@ -90,7 +108,9 @@ class KerasContender:
             on_epoch_begin=lambda *_: clock.append(time.perf_counter()),
             on_epoch_end=lambda *_: clock.append(time.perf_counter()),
         )
-        self.model.fit(self.data, epochs=1, verbose=0, callbacks=[timer])
+        # The first epoch traces the training step: the route is fixed then.
+        with contextlib.nullcontext() if self.native else native_ops_off():
+            self.model.fit(self.data, epochs=1, verbose=0, callbacks=[timer])
         return clock[1] - clock[0]
 
 
@@ -150,6 +170,9 @@ def contenders(cell: str, shape) -> dict[str, object]:
     cfg = compose_config([f"cell={cell}", f"cell.units={units}"])
     found = {
         "rnnlab": KerasContender(recurrent_stack(cfg.cell, cfg.model), data, shape),
+        "rnnlab graph loop": KerasContender(
+            recurrent_stack(cfg.cell, cfg.model), data, shape, native=False
+        ),
         "bare Keras": KerasContender(BARE_KERAS[cell](units), data, shape),
     }
     if torch is not None:
@@ -182,10 +205,11 @@ def report_row(label: str, cell: str, shape, times: dict[str, list[float]]) -> s
         cell,
         *(
             f"{speed[name]:,.0f} ({samples / min(times[name]):,.0f})" if name in speed else "—"
-            for name in ("rnnlab", "bare Keras", "PyTorch")
+            for name in ("rnnlab", "rnnlab graph loop", "bare Keras", "PyTorch")
         ),
         f"{speed['rnnlab'] / speed['bare Keras']:.2f}",
         f"{speed['rnnlab'] / speed['PyTorch']:.2f}" if "PyTorch" in speed else "—",
+        f"{speed['rnnlab graph loop'] / speed['bare Keras']:.2f}",
         f"{gflops:.0f} / {median['peak']:.0f} = {gflops / median['peak']:.0%}",
     ]
     return "| " + " | ".join(cells) + " |"
@@ -206,13 +230,15 @@ def main() -> None:
     shapes += [(task, task_shape(task)) for task in options.tasks if task != "none"]
     peak = MatmulPeak()
     print(
+        f"CPU: {this_cpu().model}; rnnlab {describe(native_status())}\n"
         f"{options.epochs} timed epochs of {BATCHES_PER_EPOCH} batches per contender after a "
         f"warm-up, interleaved; samples/s as median (fastest); TensorFlow threads: "
         f"{tf.config.threading.get_intra_op_parallelism_threads()} per op, "
         f"{tf.config.threading.get_inter_op_parallelism_threads()} ops at once; PyTorch: "
         f"{torch.get_num_threads() if torch else '—'} threads\n\n"
-        "| shape | cell | rnnlab samples/s | bare Keras | PyTorch | rnnlab / Keras "
-        "| rnnlab / PyTorch | rnnlab GFLOP/s / peak |\n|---|---|---|---|---|---|---|---|",
+        "| shape | cell | rnnlab samples/s | rnnlab graph loop | bare Keras | PyTorch "
+        "| rnnlab / Keras | rnnlab / PyTorch | graph loop / Keras | rnnlab GFLOP/s / peak |\n"
+        "|---|---|---|---|---|---|---|---|---|---|",
         flush=True,
     )
     for label, shape in shapes:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from keras import layers
+from recurrence_checks import count_native_calls, outputs_and_gradients
 
 from rnnlab import fused_rnn
 from rnnlab.fused_rnn import fused_cell_kind
@@ -25,20 +26,13 @@ BATCH, STEPS, FEATURES, UNITS = 5, 7, 3, 4
 @pytest.fixture
 def take_route(monkeypatch, request):
     """Sends the cells through `route`; returns the list of calls the native path received."""
-    calls = []
 
     def take(route: str) -> list:
         if route == "graph":
             monkeypatch.setattr(fused_rnn, "recurrence_ops", lambda: None)
-            return calls
+            return []
         request.getfixturevalue("native_ops")  # skips, or fails in CI, without them
-        original = fused_rnn.native_recurrence
-        monkeypatch.setattr(
-            fused_rnn,
-            "native_recurrence",
-            lambda *args, **kw: calls.append(1) or original(*args, **kw),
-        )
-        return calls
+        return count_native_calls(monkeypatch)
 
     return take
 
@@ -54,18 +48,6 @@ def twin_layers(cell_class, **options):
         variable.assign(tf.random.normal(variable.shape, seed=2) * 0.5)
     keras_loop.set_weights(fused.get_weights())
     return fused, keras_loop
-
-
-def outputs_and_gradients(layer, sequences, mask, training=True):
-    """Every output and state, and the gradients of a loss of all of them."""
-    with tf.GradientTape() as tape:
-        tape.watch(sequences)
-        outputs = layer(sequences, mask=mask, training=training)
-        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-        # A fixed, uneven weighting, so every output element's gradient path is checked.
-        loss = sum(tf.reduce_sum(o * tf.sin(tf.cumsum(tf.ones_like(o)))) for o in outputs)
-    gradients = tape.gradient(loss, [sequences, *layer.trainable_variables])
-    return [np.asarray(t) for t in [*outputs, *gradients]]
 
 
 def ragged_mask():

@@ -3,40 +3,93 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras import layers
 
-from rnnlab import native
+from rnnlab import fused_rnn, native
+from rnnlab.native import build
+from rnnlab.native.build import NativeBuild
 from rnnlab.probe import ProbedRNN
 
 
 @pytest.fixture
 def fresh_ops():
     """recurrence_ops() as a new process would see it; the real library again afterwards."""
+    native.native_status.cache_clear()
     native.recurrence_ops.cache_clear()
     yield native.recurrence_ops
+    native.native_status.cache_clear()
     native.recurrence_ops.cache_clear()
+
+
+def build_in(directory, compiler=None) -> NativeBuild:
+    """This machine's build of the real ops, kept in `directory` instead of the shared one."""
+    return NativeBuild(
+        build.SOURCE, build.this_cpu(), compiler or build.this_compiler(), tf.__version__, directory
+    )
 
 
 def test_without_a_compiler_one_warning_and_the_lstm_still_runs(
     fresh_ops, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(native, "library_path", lambda: tmp_path / "never_built.so")
-    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    missing = build.Compiler(str(tmp_path / "no-such-compiler"), "")
+    monkeypatch.setattr(native, "native_build", lambda: build_in(tmp_path, missing))
     with caplog.at_level(logging.WARNING, logger="rnnlab"):
         assert fresh_ops() is None
-    assert "native recurrence ops are unavailable" in caplog.text
-    assert not list(tmp_path.iterdir())  # no half-written library left behind
+    assert "native recurrence ops are off" in caplog.text
+    assert "no C++ compiler" in caplog.text and "apt-get install g++" in caplog.text
+    assert not list(tmp_path.glob("**/*.so*"))  # no half-written library left behind
     sequences = tf.random.normal((2, 3, 4), seed=0)
     assert ProbedRNN(layers.LSTMCell(5))(sequences).shape == (2, 5)
+
+
+def test_a_failed_build_warns_with_its_first_error_and_its_log(
+    fresh_ops, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(native, "native_build", lambda: build_in(tmp_path))
+    monkeypatch.setattr(build, "flag_sets", lambda cpu: [("-fno-such-option-rnnlab",)])
+    with caplog.at_level(logging.WARNING, logger="rnnlab"):
+        assert fresh_ops() is None
+    (message,) = [r.getMessage() for r in caplog.records if "native" in r.getMessage()]
+    assert "error:" in message and "-fno-such-option-rnnlab" in message
+    log = next(tmp_path.glob("**/build.log"))
+    assert f"full log: {log}" in message
+    assert native.describe(native.native_status()).startswith("native ops: off (")
 
 
 def test_the_switch_turns_them_off(fresh_ops, monkeypatch):
     monkeypatch.setenv(native.SWITCH, "0")
     assert fresh_ops() is None
+    assert "RNNLAB_NATIVE=0" in native.describe(native.native_status())
+
+
+@pytest.mark.slow
+def test_the_real_ops_build_past_a_rejected_flag_and_a_second_process_reuses_them(
+    tmp_path, monkeypatch
+):
+    """The chain on the real source (TensorFlow's headers), then `python -m rnnlab.native`
+    in a new process, pointed at the same folder: it loads the library without compiling."""
+    chain = build.flag_sets(build.this_cpu())
+    monkeypatch.setattr(build, "flag_sets", lambda cpu: [("-fno-such-option-rnnlab",), *chain])
+    built = build_in(tmp_path).build(
+        tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+    )
+    assert built.library is not None and built.flags == chain[0]
+    second = subprocess.run(
+        [sys.executable, "-m", "rnnlab.native"],
+        env={**os.environ, build.DIRECTORY_VARIABLE: str(tmp_path), native.SWITCH: "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"native ops: on ({built.library}" in second.stdout
+    assert "compiling" not in second.stderr
 
 
 def test_shapes_that_disagree_are_refused_with_a_reason(native_ops):
@@ -62,3 +115,89 @@ def test_shapes_that_disagree_are_refused_with_a_reason(native_ops):
     np.testing.assert_array_equal(gates[..., :units], 0.5)
     np.testing.assert_array_equal(h, 0.0)
     assert c.shape == (steps, rows, units)
+
+
+KINDS = {"simple_rnn": fused_rnn.SIMPLE_RNN, "lstm": fused_rnn.LSTM, "gru": fused_rnn.GRU}
+FORWARD_INPUTS = ["projected", "kernel", "bias", "initial_h", "initial_c", "keep"]
+BACKWARD_INPUTS = [
+    *("records", "h", "c", "initial_h", "initial_c", "kernel"),
+    *("d_h", "d_final_h", "d_final_c", "keep"),
+]
+
+
+def random_tensor(rng, *shape):
+    return tf.constant(rng.normal(size=shape).astype(np.float32))
+
+
+def op_arguments(ops, kind, steps=4, rows=3, units=2, seed=0):
+    """Valid random arguments for `kind`'s forward op, and for its backward op after it."""
+    rng = np.random.default_rng(seed)
+    gates = kind.gates * units
+    second_state = (rows, units) if kind.states == 2 else (0,)
+    keep = tf.constant(rng.integers(0, 2, size=(steps, rows, 1)).astype(np.float32))
+    forward = [
+        random_tensor(rng, steps, rows, gates),
+        random_tensor(rng, units, gates) * 0.5,
+        random_tensor(rng, gates) if kind is fused_rnn.GRU else tf.zeros([0]),  # recurrent bias
+        random_tensor(rng, rows, units),
+        random_tensor(rng, *second_state),
+        keep,
+    ]
+    h, c, records = getattr(ops, f"rnnlab_{kind.native}_forward")(*forward)
+    upstream = [random_tensor(rng, steps, rows, units), random_tensor(rng, rows, units)]
+    backward = [records, h, c, *forward[3:5], forward[1], *upstream]
+    backward += [random_tensor(rng, *second_state), keep]
+    return forward, backward
+
+
+def one_too_many(tensor):
+    """A shape that disagrees: the last axis one longer, or a [3]-shaped where empty is due."""
+    shape = tensor.shape.as_list()
+    return tf.zeros([*shape[:-1], shape[-1] + 1] if shape != [0] else [3])
+
+
+@pytest.mark.parametrize("name", KINDS)
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_every_input_of_the_raw_ops_is_checked_against_the_others(native_ops, name, direction):
+    kind = KINDS[name]
+    forward, backward = op_arguments(native_ops, kind)
+    arguments, names = (
+        (forward, FORWARD_INPUTS) if direction == "forward" else (backward, BACKWARD_INPUTS)
+    )
+    op = getattr(native_ops, f"rnnlab_{kind.native}_{direction}")
+    op(*arguments)  # the valid call runs
+    for index, input_name in enumerate(names):
+        wrong = list(arguments)
+        wrong[index] = one_too_many(arguments[index])
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"\b{input_name} must be"):
+            op(*wrong)
+    # keep as [T, B]: as many elements as [T, B, 1], but not the layout the loop reads.
+    wrong = list(arguments)
+    wrong[names.index("keep")] = tf.squeeze(arguments[names.index("keep")], -1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"keep must be \[T, B, 1\]"):
+        op(*wrong)
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_the_backward_op_matches_differentiating_the_graph_loop(native_ops, name, monkeypatch):
+    """Called directly, with random states, weights, masks and upstream gradients."""
+    kind = KINDS[name]
+    forward, backward = op_arguments(native_ops, kind, steps=6, rows=5, units=4, seed=3)
+    projected, kernel, bias, initial_h, initial_c, keep = forward
+    d_h, d_final_h, d_final_c = backward[6:9]
+    states = [initial_h, initial_c][: kind.states]
+    monkeypatch.setattr(fused_rnn, "recurrence_ops", lambda: None)  # the graph loop
+    with tf.GradientTape() as tape:
+        tape.watch([projected, *states])
+        biases = (bias,) if bias.shape[0] else ()
+        history, final = fused_rnn.recurrence(kind, projected, kernel, biases, states, keep)
+        upstream = [d_final_h, d_final_c][: kind.states]
+        loss = tf.reduce_sum(history * d_h) + sum(
+            tf.reduce_sum(f * u) for f, u in zip(final, upstream)
+        )
+    expected = tape.gradient(loss, [projected, *states])
+    d_projected, _, d_initial_h, d_initial_c = getattr(
+        native_ops, f"rnnlab_{kind.native}_backward"
+    )(*backward)
+    for mine, reference in zip([d_projected, d_initial_h, d_initial_c], expected):
+        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)

@@ -114,10 +114,18 @@ def test_reproduce_matches_exactly_with_reproducible_true(compose, tracking_uri)
     assert again.data.tags["rnnlab.reproduces"] == original
 
 
-def test_reproduce_warns_when_the_original_was_not_deterministic(compose, tracking_uri):
+def test_reproduce_warns_about_nondeterminism_and_another_recurrence_route(compose, tracking_uri):
     rnnlab.train.run(compose("task=adding", "task.length=10", "cell.units=4", "trainer.epochs=1"))
-    _, warnings = reproduce(mlflow.last_active_run().info.run_id, tracking_uri)
-    assert warnings == ["the original did not ask for reproducible=true: expect small differences"]
+    original = mlflow.last_active_run().info.run_id
+    route_now = MlflowClient(tracking_uri).get_run(original).data.tags["rnnlab.recurrence"]
+    # As if recorded on a machine where the native ops did not build.
+    MlflowClient(tracking_uri).set_tag(original, "rnnlab.recurrence", "graph+keras")
+    _, warnings = reproduce(original, tracking_uri)
+    assert warnings == [
+        "the recurrence routes (native ops, graph or Keras loop) differ: "
+        f"graph+keras then, {route_now} now",
+        "the original did not ask for reproducible=true: expect small differences",
+    ]
 
 
 def test_reproduce_unknown_run_names_the_store(tracking_uri):

@@ -14,7 +14,10 @@ from omegaconf import OmegaConf
 from rnnlab import tasks
 from rnnlab.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from rnnlab.config import ConfigError
+from rnnlab.native import recurrence_ops
+from rnnlab.native.build import this_cpu
 from rnnlab.tasks.sentiment import SentimentTask
+from rnnlab.threads import parallel_shards
 from rnnlab.train import run
 
 EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -48,6 +51,12 @@ def test_each_cell_trains_and_mlflow_holds_the_run(compose, tracking_uri, cell):
     assert len(tags["rnnlab.git_commit"]) in (40, len("unknown"))
     assert tags["tensorflow.version"] and tags["keras.version"] == keras.__version__
     assert len(tags["rnnlab.data_hash"]) == 16
+    # The route the recurrence took, so two numbers from two machines can be told apart.
+    route = "native" if recurrence_ops() is not None else "graph"
+    cell_class = {"simple_rnn": "SimpleRNNCell", "lstm": "LSTMCell", "gru": "GRUCell"}[cell]
+    assert tags["rnnlab.recurrence"] == tags[f"rnnlab.recurrence.{cell_class}"] == route
+    assert tags["rnnlab.recurrence_shards"] == str(parallel_shards())
+    assert tags["rnnlab.cpu"] == this_cpu().model
 
     config_file = mlflow.artifacts.download_artifacts(
         run_id=recorded.info.run_id, artifact_path="config.yaml", tracking_uri=tracking_uri
@@ -156,6 +165,8 @@ def test_a_users_own_cell_plugs_in_by_target(compose, tracking_uri, tmp_path, mo
     run(cfg)
     recorded = last_run(tracking_uri)
     assert recorded.data.params["cell._target_"] == "my_cells.LeakyCell"
+    assert recorded.data.tags["rnnlab.recurrence"] == "keras"
+    assert recorded.data.tags["rnnlab.recurrence.LeakyCell"] == "keras"
     assert math.isfinite(recorded.data.metrics["grad_decay_log10_ratio"]), "the probe sees it too"
 
 

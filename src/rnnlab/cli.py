@@ -29,6 +29,8 @@ commands:
   paper EXPERIMENT    run every configuration of conf/experiment/EXPERIMENT (resumable), then report
   report EXPERIMENT   tables (Markdown, LaTeX) and figures in reports/EXPERIMENT/
   reproduce RUN_ID    retrain a recorded run from its records and compare the metrics
+  native [--rebuild]  whether rnnlab's native ops are on; --rebuild compiles them again
+  info                versions, CPU, threads, native ops, data: paste it into a bug report
 
 examples:
   rnnlab train cell=gru cell.units=32 trainer.epochs=3 seed=1
@@ -126,6 +128,25 @@ def reproduce(arguments: list[str]) -> None:
     print(comparison_table(compared))
 
 
+def native(arguments: list[str]) -> None:
+    if set(arguments) - {"--rebuild"}:
+        raise ConfigError("usage: rnnlab native [--rebuild]")
+    from rnnlab.native import describe, native_status
+
+    status = native_status(rebuild=bool(arguments))
+    print(describe(status))
+    if status.library is None:
+        sys.exit(1)
+
+
+def info(arguments: list[str]) -> None:
+    if arguments:
+        raise ConfigError("usage: rnnlab info")
+    from rnnlab.info import main as info_main
+
+    info_main()
+
+
 COMMANDS = {
     "train": train,
     "prepare": prepare,
@@ -133,6 +154,8 @@ COMMANDS = {
     "paper": paper,
     "report": report,
     "reproduce": reproduce,
+    "native": native,
+    "info": info,
 }
 
 

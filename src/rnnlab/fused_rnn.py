@@ -224,6 +224,10 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
     # Rows of a batch are independent: one recurrence per core runs the loops side by side,
     # each with its own share of the input projection.
     shard_count = parallel_shards()
+    layer.recurrence_routes[bool(training)] = (
+        recurrence_route(dtype, bool(layer.unroll)),
+        shard_count,
+    )
     shards = []
     for inputs, states, shard_keep in zip(
         _split_rows(time_major, shard_count, axis=1),
@@ -250,6 +254,35 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
     if keep is not None and layer.zero_output_for_mask:
         hidden = hidden * keep
     return hidden[-1], tf.transpose(hidden, (1, 0, 2)), final
+
+
+def recurrence_route(dtype, unroll: bool) -> str:
+    """`native` where rnnlab's ops compute the loop (float32, not unrolled), else `graph`."""
+    if dtype == tf.float32 and not unroll and recurrence_ops() is not None:
+        return "native"
+    return "graph"
+
+
+def recurrence_tags(recurrent_layers) -> dict[str, str]:
+    """How each kind of cell was computed, as MLflow tags: numbers from two machines can
+    differ for this reason. `rnnlab.recurrence` is native, graph or keras (joined by `+`
+    where layers differ), `rnnlab.recurrence.<Cell>` says it per cell class; the training
+    pass's route wins over evaluation's."""
+    routes: dict[str, str] = {}
+    shards = set()
+    for layer in recurrent_layers:
+        used = layer.recurrence_routes
+        route, shard_count = used.get(True) or used.get(False) or ("unused", 0)
+        routes.setdefault(type(layer.cell).__name__, route)
+        if route in ("native", "graph"):
+            shards.add(shard_count)
+    if not routes:
+        return {}
+    tags = {f"rnnlab.recurrence.{cell}": route for cell, route in routes.items()}
+    tags["rnnlab.recurrence"] = "+".join(sorted(set(routes.values())))
+    if shards:
+        tags["rnnlab.recurrence_shards"] = ",".join(map(str, sorted(shards)))
+    return tags
 
 
 def project_inputs(time_major, kernel, bias):
@@ -293,10 +326,9 @@ def recurrence(
     counts and 0 where a mask holds the state, or None. Returns the states h_t of every step
     [T, B, units] (None unless `all_steps`) and the final states.
     """
-    native = recurrence_ops() if projected.dtype == tf.float32 and not unroll else None
-    if native is not None:
+    if recurrence_route(projected.dtype, unroll) == "native":
         return native_recurrence(
-            native, kind, projected, kernel, biases, initial_states, keep, all_steps
+            recurrence_ops(), kind, projected, kernel, biases, initial_states, keep, all_steps
         )
     steps = projected.shape[0]
     if steps is None:  # a length known only when the batch arrives: no unrolling

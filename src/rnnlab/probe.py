@@ -46,6 +46,8 @@ class ProbedRNN(layers.RNN):
     def __init__(self, cell, fused: bool = True, **kwargs) -> None:
         super().__init__(cell, **kwargs)
         self.fused = fused
+        # {training: (route, shards)} of the passes traced so far: see fused_rnn.recurrence_tags.
+        self.recurrence_routes: dict[bool, tuple[str, int]] = {}
 
     def get_config(self) -> dict:
         return {**super().get_config(), "fused": self.fused}
@@ -59,6 +61,7 @@ class ProbedRNN(layers.RNN):
             kind = fused_cell_kind(self.cell, training) if self.fused else None
             if kind is not None:
                 return fused_rnn(self, kind, sequences, initial_state, mask, training)
+            self.recurrence_routes[bool(training)] = ("keras", 1)
             return super().inner_loop(sequences, initial_state, mask, training=training)
         steps = sequences.shape[1]
         perturbations = session.offsets.get(self.name) or [

@@ -54,6 +54,8 @@ def differences(client: MlflowClient, original, reproduced) -> list[str]:
         ("rnnlab.data_hash", "the data"),
         ("rnnlab.git_commit", "the git commit"),
         ("rnnlab.git_dirty", "uncommitted changes"),
+        ("rnnlab.recurrence", "the recurrence routes (native ops, graph or Keras loop)"),
+        ("rnnlab.cpu", "the CPUs"),
     ):
         before, after = original.data.tags.get(tag), reproduced.data.tags.get(tag)
         if before != after:

@@ -68,11 +68,19 @@ def provenance_tags() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
+    from rnnlab.native import native_status
+    from rnnlab.native.build import this_cpu
+
+    native = native_status()
     return {
         **git_state(),
         "rnnlab.version": rnnlab.__version__,
         "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
+        "rnnlab.cpu": this_cpu().model,
+        "rnnlab.native": (
+            f"on ({' '.join(native.flags) or 'portable'})" if native.library else "off"
+        ),
     }
 
 

@@ -23,6 +23,7 @@ from rnnlab.callbacks import (
     ReportToOptuna,
     StopOnNonFiniteLoss,
 )
+from rnnlab.fused_rnn import recurrence_tags
 from rnnlab.models import decoder_stack, recurrent_stack
 from rnnlab.probe import GradientProbe, recurrent_layers
 from rnnlab.tasks import load_task
@@ -138,6 +139,7 @@ def run(
             verbose=progress_verbosity(cfg.trainer.verbose),
             shuffle=False,  # the training split shuffles itself, reproducibly from the seed
         )
+        mlflow.set_tags(recurrence_tags(recurrent_layers(model)))
         test = model.evaluate(data.test, return_dict=True, verbose=0)
         epoch_seconds = statistics.median(epoch_logger.epoch_seconds)
         metrics = {f"test_{name}": float(value) for name, value in test.items()}

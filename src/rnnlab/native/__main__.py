@@ -1,6 +1,8 @@
-"""`python -m rnnlab.native`: build the native ops now (make install runs it); never fails."""
+"""`python -m rnnlab.native [--rebuild]`: build the native ops now and say, in one line, if
+they are on (make install ends with it). Never fails: without them rnnlab runs, slower."""
 
-from rnnlab.native import library_path, recurrence_ops
+import sys
 
-if recurrence_ops() is not None:
-    print(f"rnnlab native ops: {library_path()}")
+from rnnlab.native import describe, native_status
+
+print(f"rnnlab {describe(native_status(rebuild='--rebuild' in sys.argv[1:]))}")

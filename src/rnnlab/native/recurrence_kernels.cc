@@ -15,6 +15,10 @@
 // `keep` is 1 where a step counts and 0 where a mask holds the states. `d_inner`, the
 // gradient of h_{t-1} @ kernel + bias, is output only where it differs from d_projected.
 #include <Eigen/Dense>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -128,30 +132,62 @@ const float* DataOrNull(const Tensor& tensor) {
   return tensor.NumElements() ? tensor.flat<float>().data() : nullptr;
 }
 
-// What forward and backward share: the sizes, checked against each other.
+// What forward and backward share: the sizes, read from projected or h and the kernel.
 struct Sizes {
   int64_t steps, rows, units;
 };
 
+std::string ShapeText(const Tensor& tensor) { return tensor.shape().DebugString(); }
+
+// Every input's shape is checked against the others before any pointer is read: a wrong
+// call is an InvalidArgumentError naming the input, never a read past the end of a buffer.
+absl::Status Expect(const Tensor& tensor, absl::string_view name, absl::string_view form,
+                    std::initializer_list<int64_t> dims) {
+  bool same = tensor.dims() == static_cast<int>(dims.size());
+  int axis = 0;
+  for (int64_t size : dims) same = same && tensor.dim_size(axis++) == size;
+  if (same) return absl::OkStatus();
+  std::string wanted;
+  for (int64_t size : dims) wanted += (wanted.empty() ? "" : ", ") + std::to_string(size);
+  return absl::InvalidArgumentError(absl::StrCat("rnnlab recurrence: ", name, " must be ", form,
+                                                 " = [", wanted, "], got ", ShapeText(tensor)));
+}
+
+// An optional input: empty, or exactly `dims`.
+absl::Status ExpectOrEmpty(const Tensor& tensor, absl::string_view name, absl::string_view form,
+                           std::initializer_list<int64_t> dims) {
+  if (tensor.NumElements() == 0 && tensor.dims() == 1) return absl::OkStatus();
+  return Expect(tensor, name, absl::StrCat(form, " or empty"), dims);
+}
+
+// The cell's second state (the LSTM's c): required where the cell has one, else empty.
+template <class Cell>
+absl::Status ExpectCellState(const Tensor& tensor, absl::string_view name,
+                             absl::string_view form, std::initializer_list<int64_t> dims) {
+  if (Cell::kStates == 2) return Expect(tensor, name, form, dims);
+  return Expect(tensor, name, "empty for this cell", {0});
+}
+
+// Reads T and B from `states` ([T, B, ·]) and H from the kernel, and checks the kernel,
+// bias and keep against them.
 template <class Cell>
 absl::Status ReadSizes(const Tensor& states, const Tensor& kernel, const Tensor& bias,
                        const Tensor& keep, Sizes* sizes) {
-  if (states.dims() != 3 || kernel.dims() != 2) {
-    return absl::InvalidArgumentError("rnnlab recurrence: expected [T, B, ·] and a 2-D kernel");
+  if (states.dims() != 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rnnlab recurrence: expected [T, B, ·] states, got ", ShapeText(states)));
+  }
+  if (kernel.dims() != 2 || kernel.dim_size(1) != Cell::kGates * kernel.dim_size(0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rnnlab recurrence: the kernel must be [H, gates × H] with ", Cell::kGates,
+                     " gates, got ", ShapeText(kernel)));
   }
   sizes->steps = states.dim_size(0);
   sizes->rows = states.dim_size(1);
   sizes->units = kernel.dim_size(0);
-  if (kernel.dim_size(1) != Cell::kGates * sizes->units) {
-    return absl::InvalidArgumentError("rnnlab recurrence: the kernel must be [H, gates × H]");
-  }
-  if (bias.NumElements() != 0 && bias.NumElements() != kernel.dim_size(1)) {
-    return absl::InvalidArgumentError("rnnlab recurrence: the bias must be [gates × H] or empty");
-  }
-  if (keep.NumElements() != 0 && keep.NumElements() != sizes->steps * sizes->rows) {
-    return absl::InvalidArgumentError("rnnlab recurrence: keep must be [T, B, 1] or empty");
-  }
-  return absl::OkStatus();
+  const int64_t T = sizes->steps, B = sizes->rows;
+  TF_RETURN_IF_ERROR(ExpectOrEmpty(bias, "the bias", "[gates × H]", {kernel.dim_size(1)}));
+  return ExpectOrEmpty(keep, "keep", "[T, B, 1]", {T, B, 1});
 }
 
 template <class Cell>
@@ -165,9 +201,10 @@ class Forward : public OpKernel {
     const Tensor& keep = ctx->input(5);
     Sizes s;
     OP_REQUIRES_OK(ctx, ReadSizes<Cell>(projected, kernel, ctx->input(2), keep, &s));
-    OP_REQUIRES(ctx, projected.dim_size(2) == kernel.dim_size(1),
-                absl::InvalidArgumentError("rnnlab recurrence: projected must be [T, B, G × H]"));
     const int64_t H = s.units, G = Cell::kGates * H, R = Cell::kRecords * H, B = s.rows;
+    OP_REQUIRES_OK(ctx, Expect(projected, "projected", "[T, B, G × H]", {s.steps, B, G}));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(3), "initial_h", "[B, H]", {B, H}));
+    OP_REQUIRES_OK(ctx, ExpectCellState<Cell>(ctx->input(4), "initial_c", "[B, H]", {B, H}));
     const TensorShape states_shape({s.steps, B, H}), none({0});
     Tensor *h_out, *c_out, *records_out;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, states_shape, &h_out));
@@ -220,9 +257,16 @@ class Backward : public OpKernel {
     const Tensor no_bias;
     Sizes s;
     OP_REQUIRES_OK(ctx, ReadSizes<Cell>(hs_in, kernel, no_bias, keep, &s));
-    const int64_t H = s.units, G = Cell::kGates * H, R = Cell::kRecords * H, B = s.rows;
-    OP_REQUIRES(ctx, d_h_all.NumElements() == 0 || d_h_all.NumElements() == s.steps * B * H,
-                absl::InvalidArgumentError("rnnlab recurrence: d_h must be [T, B, H] or empty"));
+    const int64_t T = s.steps, H = s.units, G = Cell::kGates * H, R = Cell::kRecords * H,
+                  B = s.rows;
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(0), "records", "[T, B, records × H]", {T, B, R}));
+    OP_REQUIRES_OK(ctx, Expect(hs_in, "h", "[T, B, H]", {T, B, H}));
+    OP_REQUIRES_OK(ctx, ExpectCellState<Cell>(ctx->input(2), "c", "[T, B, H]", {T, B, H}));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(3), "initial_h", "[B, H]", {B, H}));
+    OP_REQUIRES_OK(ctx, ExpectCellState<Cell>(ctx->input(4), "initial_c", "[B, H]", {B, H}));
+    OP_REQUIRES_OK(ctx, ExpectOrEmpty(d_h_all, "d_h", "[T, B, H]", {T, B, H}));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(7), "d_final_h", "[B, H]", {B, H}));
+    OP_REQUIRES_OK(ctx, ExpectCellState<Cell>(ctx->input(8), "d_final_c", "[B, H]", {B, H}));
     const TensorShape gates_shape({s.steps, B, G}), none({0});
     Tensor *d_projected_out, *d_inner_out, *d_h_out, *d_c_out;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, gates_shape, &d_projected_out));
