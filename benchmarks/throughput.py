@@ -98,7 +98,7 @@ def rnnlab_contender(cell: str, tracking_uri: str, *overrides: str):
     task = get_task(cfg.task, cfg.data_dir)
     data = task.load(batch_size=cfg.trainer.batch_size, seed=cfg.seed)
     model = build_compiled_model(cfg, task)
-    callbacks, _ = training_callbacks(cfg, model, task, data)
+    callbacks, _, _ = training_callbacks(cfg, model, task, data)
     return cfg, task, data, model, callbacks
 
 

@@ -1,14 +1,16 @@
-"""The callback that reports to Optuna: steps count epochs, each reports the best score so
-far, and pruning stops the run."""
+"""The callbacks that choose a run's epoch: reports to Optuna (steps count epochs, each
+reports the best score so far, pruning stops the run) and the best epoch's weights."""
 
 from __future__ import annotations
 
 import math
 
+import keras
+import numpy as np
 import optuna
 import pytest
 
-from rnnlab.callbacks import ReportToOptuna
+from rnnlab.callbacks import BestEpoch, ReportToOptuna
 
 
 def trial_with(pruner: optuna.pruners.BasePruner) -> optuna.Trial:
@@ -62,3 +64,40 @@ def test_the_last_epoch_completes_the_trial_whatever_the_pruner_says():
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
         train(epochs=3)
     train(epochs=2)  # no TrialPruned: epoch 2 spent the budget, so the trial is complete
+
+
+def epochs_of_weights(best: BestEpoch, scores: list[float]) -> keras.Model:
+    """Train `best` by hand: epoch i sets the model's only weight to i, then scores it."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    best.set_model(model)
+    best.on_train_begin()
+    for epoch, score in enumerate(scores):
+        model.set_weights([np.full((1, 1), epoch + 1.0)])
+        best.on_epoch_end(epoch, {"val_accuracy": score, "val_loss": -score})
+    best.on_train_end()
+    return model
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [
+        ([0.5, 0.8, 0.7, 0.6], 2),  # the peak, not the last epoch
+        ([0.5, 0.8, 0.8, 0.6], 2),  # a tie keeps the earlier epoch
+        ([0.5, math.nan, 0.7], 3),  # NaN never wins
+        ([0.5, 0.6, 0.9], 3),  # the last epoch, already in place
+    ],
+)
+def test_best_epoch_restores_the_weights_of_the_best_validation_score(scores, expected):
+    best = BestEpoch("val_accuracy", "maximize")
+    model = epochs_of_weights(best, scores)
+    assert best.best_epoch == best.tested_epoch() == expected
+    assert model.get_weights()[0][0, 0] == expected
+    assert best.epochs_trained == len(scores)
+
+
+def test_best_epoch_follows_the_direction_and_can_leave_the_last_weights():
+    lowest = BestEpoch("val_loss", "minimize")
+    assert epochs_of_weights(lowest, [0.5, 0.9, 0.7]).get_weights()[0][0, 0] == 2
+    kept = BestEpoch("val_accuracy", "maximize", restore=False)
+    assert epochs_of_weights(kept, [0.5, 0.9, 0.7]).get_weights()[0][0, 0] == 3
+    assert kept.best_epoch == 2 and kept.tested_epoch() == 3

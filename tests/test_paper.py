@@ -8,12 +8,13 @@ import statistics
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from scipy import stats
 
 import rnnlab.train
 from rnnlab.callbacks import NonFiniteLossError
 from rnnlab.config import ConfigError
 from rnnlab.experiments import experiment_grid, run_experiment
-from rnnlab.report import Cell, best_column, write_report
+from rnnlab.report import Cell, markdown_table, write_report
 from rnnlab.reproduce import ReproduceError, reproduce
 
 
@@ -59,15 +60,22 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     for task in ("adding", "copy_memory"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {task} |"))
         for cell in ("lstm", "simple_rnn"):
-            values = [
-                run.data.metrics["test_loss"]
+            task_runs = [
+                run
                 for run in runs
                 if run.data.tags["rnnlab.task"] == task and run.data.tags["rnnlab.cell"] == cell
             ]
+            values = [run.data.metrics["test_loss"] for run in task_runs]
             expected = f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} (n=2)"
             assert expected in row, (task, cell, row)
-        assert len(re.findall(r"\*\*", row)) == 2, "exactly one best entry per row"
-    assert (out / "table.tex").read_text().count(r"\textbf") == 2
+            interval = stats.ttest_1samp(values, 0).confidence_interval()
+            assert f"[{interval.low:.4f}, {interval.high:.4f}]" in row
+            n_params = int(task_runs[0].data.metrics["n_params"])
+            assert f"{n_params:,} params" in row
+        # Two seeds of two tiny cells learn nothing the baseline does not: nothing is bold.
+        assert "**" not in row and row.endswith(" n < 5 |"), row
+    assert r"\textbf" not in (out / "table.tex").read_text()
+    assert "Holm" in table and "Student-t" in (out / "table.tex").read_text()
     for figure in ("00_adding_gradient_decay.png", "01_copy_memory_learning_curves.png"):
         assert (out / figure).stat().st_size > 1000
     report_runs = client.search_runs(
@@ -86,19 +94,41 @@ def test_a_diverging_configuration_is_counted_and_the_experiment_goes_on(tmp_pat
     assert counts == {"ran": 0, "skipped": 0, "failed": 8}
 
 
+def cells(**scores: list[float]) -> dict[str, Cell]:
+    table = {}
+    for column, values in scores.items():
+        table[column] = Cell()
+        for seed, value in enumerate(values):
+            table[column].add(seed, value, n_params=1000)
+    return table
+
+
+def test_only_a_significant_winner_above_the_baseline_is_bold():
+    separated = cells(gru=[0.90, 0.91, 0.92], lstm=[0.70, 0.72, 0.71], baseline=[0.5, 0.5, 0.5])
+    close = cells(gru=[0.75, 0.77, 0.78], lstm=[0.76, 0.75, 0.77], baseline=[0.5, 0.5, 0.5])
+    table = {"separated": separated, "close": close}
+    rows = markdown_table(
+        table,
+        {"separated": "maximize", "close": "maximize"},
+        {"separated": "accuracy", "close": "accuracy"},
+    ).splitlines()
+    assert rows[2].count("**") == 2 and "| **0.9100 ± 0.0100 (n=3)<br>" in rows[2]
+    assert "gru best (p = " in rows[2] and "1,000 params" in rows[2]
+    assert "**" not in rows[3] and "no significant difference (p = " in rows[3]
+
+
 def test_a_tie_is_not_bolded():
-    tied = {"lstm": Cell(values=[0.0, 0.0]), "gru": Cell(values=[0.0])}
-    assert best_column(tied, "maximize") is None
-    tied["gru"].values.append(1.0)
-    assert best_column(tied, "maximize") == "gru"
+    tied = cells(lstm=[0.5, 0.5], gru=[0.5, 0.5])
+    row = markdown_table({"t": tied}, {"t": "maximize"}, {"t": "accuracy"}).splitlines()[2]
+    assert "**" not in row and "| tie; n < 5 |" in row
 
 
 def test_report_shows_missing_cells_instead_of_failing(tmp_path):
     out = write_report("smoke", f"sqlite:///{tmp_path}/empty.db", out_dir=tmp_path / "report")
     rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| ")]
     assert rows[1:] == [
-        "| adding | test loss ↓ | missing | missing |",
-        "| copy_memory | test loss ↓ | missing | missing |",
+        "| adding | test loss ↓ | missing | missing | no runs |",
+        "| copy_memory | test loss ↓ | missing | missing | no runs |",
     ]
 
 

@@ -129,6 +129,10 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
             assert child.info.status == "FINISHED"
             assert child.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
             assert trial.value == trial.intermediate_values[len(epoch_scores)]
+            # The test split was scored on the weights of the epoch the value comes from.
+            best_epoch = int(child.data.metrics["best_epoch"])
+            assert child.data.metrics["tested_epoch"] == best_epoch
+            assert epoch_scores[best_epoch - 1] == pytest.approx(trial.value)
         else:
             assert child.info.status == "KILLED"
             assert child.data.tags["rnnlab.pruned"].startswith("Trial was pruned at epoch")
@@ -137,6 +141,9 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["rnnlab.sweep"] == spec.name
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(study.best_value)
+    best_run = client.get_run(study.best_trial.user_attrs["mlflow_run_id"]).data.metrics
+    for name in ("test_accuracy", "best_epoch"):
+        assert parent.data.metrics[f"best_trial.{name}"] == best_run[name]
     assert parent.data.tags["best.cell"] == study.best_params["cell"]
     artifacts = {a.path for a in client.list_artifacts(parent_run_id, "plots")}
     assert {f"plots/{name}.html" for name in PLOTS} <= artifacts

@@ -67,6 +67,13 @@ def test_translation_logs_bleu_and_decoded_samples(compose, tracking_uri, cell):
     assert 0.0 <= metrics["test_bleu"] <= 100.0
     assert 0.0 <= metrics["test_token_accuracy"] <= 1.0
     assert recorded.data.metrics["test_bleu"] == pytest.approx(metrics["test_bleu"])
+    # BLEU is computed on the test split only: validation chose the epoch by token accuracy.
+    history = mlflow.MlflowClient(tracking_uri).get_metric_history(
+        recorded.info.run_id, "val_token_accuracy"
+    )
+    scores = [point.value for point in sorted(history, key=lambda point: point.step)]
+    assert metrics["best_epoch"] == 1 + scores.index(max(scores)) == metrics["tested_epoch"]
+    assert metrics["best_val_token_accuracy"] == max(scores)
     samples = mlflow.artifacts.load_text(f"runs:/{recorded.info.run_id}/test_translations.txt")
     assert samples.count("reference: ") == 5
 

@@ -180,3 +180,56 @@ def test_a_target_that_is_not_a_cell_is_a_config_error(compose):
                 "~cell.recurrent_dropout",
             )
         )
+
+
+@pytest.mark.slow
+def test_the_test_split_scores_the_weights_of_the_epoch_validation_chose(compose, tracking_uri):
+    # Sentiment judged by its validation loss overfits after an epoch: the best epoch is
+    # early, and a run stopped there (bit-exact with reproducible=true) holds its weights.
+    overfitting = (
+        "cell=gru",
+        "cell.units=32",
+        "optimizer.learning_rate=0.01",
+        "task.metric=loss",
+        "task.direction=minimize",
+        "trainer.early_stopping_patience=null",
+        "reproducible=true",
+    )
+    longer = run(compose(*overfitting, "trainer.epochs=4"))
+    client = MlflowClient(tracking_uri)
+    history = client.get_metric_history(mlflow.last_active_run().info.run_id, "val_loss")
+    validation = [point.value for point in sorted(history, key=lambda point: point.step)]
+    best_epoch = 1 + validation.index(min(validation))
+    assert best_epoch < 4, f"no early peak to test with: {validation}"
+    assert longer["best_epoch"] == longer["tested_epoch"] == best_epoch
+    assert longer["epochs_trained"] == 4 and longer["best_val_loss"] == min(validation)
+
+    stopped_there = run(compose(*overfitting, f"trainer.epochs={best_epoch}"))
+    assert stopped_there["test_loss"] == longer["test_loss"]
+    assert stopped_there["test_accuracy"] == longer["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_without_restoring_the_last_epoch_is_tested_and_early_stopping_watches_the_metric(
+    compose,
+):
+    settings = ("cell=gru", "optimizer.learning_rate=0.01", "task.metric=loss")
+    last = run(
+        compose(
+            *settings,
+            "task.direction=minimize",
+            "trainer.epochs=3",
+            "trainer.early_stopping_patience=null",
+            "trainer.restore_best_weights=false",
+        )
+    )
+    assert last["tested_epoch"] == last["epochs_trained"] == 3
+    stopped = run(
+        compose(
+            *settings,
+            "task.direction=minimize",
+            "trainer.epochs=6",
+            "trainer.early_stopping_patience=1",
+        )
+    )
+    assert stopped["epochs_trained"] == stopped["best_epoch"] + 1 < 6  # patience 1

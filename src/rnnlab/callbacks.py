@@ -57,6 +57,52 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             )
 
 
+class BestEpoch(keras.callbacks.Callback):
+    """Remember the epoch whose validation score was best, and test its weights, not the last.
+
+    The monitor is what a sweep scores a trial by (`val_<task.metric>`), so a trial's value
+    and its test score describe one model. Keras's EarlyStopping restores weights only when
+    it runs at all, which sweeps with early stopping off and `patience: null` never did:
+    their test scores came from the last epoch, often an overfit one.
+    A tie keeps the earlier epoch; a NaN score never wins.
+    """
+
+    def __init__(self, monitor: str, direction: str = "maximize", restore: bool = True) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.better = (lambda a, b: a > b) if direction == "maximize" else (lambda a, b: a < b)
+        self.restore = restore
+        self.best: float | None = None
+        self.best_epoch: int | None = None  # counted from 1, as the progress bar counts
+        self.epochs_trained = 0
+        self._weights: list | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.best, self.best_epoch, self.epochs_trained, self._weights = None, None, 0, None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs_trained = epoch + 1
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        if self.best is None or self.better(float(value), self.best):
+            self.best, self.best_epoch = float(value), epoch + 1
+            if self.restore:
+                self._weights = self.model.get_weights()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        # The last epoch's weights are already in place when it was the best one.
+        if self._weights is not None and self.best_epoch != self.epochs_trained:
+            self.model.set_weights(self._weights)
+        self._weights = None
+
+    def tested_epoch(self) -> int:
+        """The epoch whose weights the model holds after training."""
+        if self.restore and self.best_epoch is not None:
+            return self.best_epoch
+        return self.epochs_trained
+
+
 class ReportToOptuna(keras.callbacks.Callback):
     """Report the best `monitor` so far to a sweep's trial after every epoch; prune when told.
 

@@ -94,9 +94,14 @@ class ModelSchema:
     bidirectional: bool
     fused: bool
     unroll: bool
+    param_budget: int | None
 
     def __post_init__(self) -> None:
         _require(self.layers >= 1, f"model.layers must be at least 1, got {self.layers}")
+        _require(
+            self.param_budget is None or self.param_budget >= 1,
+            f"model.param_budget must be null or a positive integer, got {self.param_budget}",
+        )
         _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
 
 

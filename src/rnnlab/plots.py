@@ -12,15 +12,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+Band = tuple[np.ndarray, np.ndarray]  # low and high edge of a curve's spread over seeds
 
-def curves_figure(curves: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str) -> Figure:
-    """One line per curve against 1, 2, 3, ...; zeros (never reached) are left out."""
+
+def curves_figure(
+    curves: dict[str, np.ndarray],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    bands: dict[str, Band] | None = None,
+) -> Figure:
+    """One line per curve against 1, 2, 3, ...; non-finite points are left out.
+
+    A curve with a band (e.g. the range over seeds) is drawn over its shaded spread.
+    """
     figure, axes = plt.subplots(figsize=(7, 4), layout="constrained")
     for label, values in curves.items():
         values = np.asarray(values, dtype=float)
         steps = np.arange(1, len(values) + 1)
         shown = np.isfinite(values)
-        axes.plot(steps[shown], values[shown], label=label)
+        (line,) = axes.plot(steps[shown], values[shown], label=label)
+        if bands and label in bands:
+            low, high = (np.asarray(edge, dtype=float) for edge in bands[label])
+            filled = shown & np.isfinite(low) & np.isfinite(high)
+            axes.fill_between(
+                steps[filled], low[filled], high[filled], color=line.get_color(), alpha=0.2
+            )
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
@@ -31,13 +48,21 @@ def curves_figure(curves: dict[str, np.ndarray], xlabel: str, ylabel: str, title
     return figure
 
 
-def gradient_decay_figure(curves: dict[str, np.ndarray], title: str) -> Figure:
+def log10_or_nan(values) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
+
+
+def gradient_decay_figure(
+    curves: dict[str, np.ndarray], title: str, bands: dict[str, Band] | None = None
+) -> Figure:
     """log10 ||dL/dh_t|| against t: a falling line is a vanishing gradient."""
-    logs = {}
-    for label, norms in curves.items():
-        norms = np.asarray(norms, dtype=float)
-        logs[label] = np.where(norms > 0, np.log10(np.where(norms > 0, norms, 1.0)), np.nan)
-    return curves_figure(logs, "time step t", "log10 ||dL/dh_t||", title)
+    logs = {label: log10_or_nan(norms) for label, norms in curves.items()}
+    log_bands = {
+        label: (log10_or_nan(low), log10_or_nan(high))
+        for label, (low, high) in (bands or {}).items()
+    }
+    return curves_figure(logs, "time step t", "log10 ||dL/dh_t||", title, log_bands)
 
 
 def metric_by_setting_figure(table: dict, settings: dict[str, str]) -> Figure:

@@ -1,15 +1,16 @@
 """`rnnlab report EXP`: the paper's tables and figures, from what MLflow recorded.
 
-Rows are the experiment's task settings, columns its cells, entries the task's headline
-test metric as mean ± std over seeds (n runs), best per row in bold. A grid point with no
-finished run shows as missing rather than failing the report.
+Rows are the experiment's task settings, columns its cells and the task's trivial baseline.
+An entry is the headline test metric over seeds: mean ± std (n), its 95% interval and the
+model's trainable parameters. The last column is the verdict (rnnlab.verdicts): bold marks
+a winner only when a test says it beats every other cell and the baseline. A grid point
+with no finished run shows as missing rather than failing the report.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,25 +23,55 @@ from rnnlab.config import PROJECT_ROOT, compose_config, config_hash
 from rnnlab.experiments import experiment_grid
 from rnnlab.plots import curves_figure, gradient_decay_figure, metric_by_setting_figure
 from rnnlab.tracking import cell_name
+from rnnlab.verdicts import ALPHA, CONFIDENCE, FEW_SEEDS, Verdict, judge, summarize
 
 NOT_ROW_AXES = ("cell", "seed")
 BASELINE = "baseline"  # the task's trivial baseline, where it logs one: never in bold
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per curve is noise
 
+CAPTION = (
+    f"Test scores over seeds: mean ± std (n runs), the {CONFIDENCE:.0%} Student-t interval "
+    "of the mean, and the model's trainable parameters. Verdict: the best mean against every "
+    "other cell and the baseline, two-sided t-tests (paired by seed where both ran the same "
+    f"seeds, Welch's otherwise), Holm-corrected; bold only when every p < {ALPHA:g} and the "
+    "winner beats the baseline. † not better than the task's trivial baseline. "
+    f"n < {FEW_SEEDS}: few seeds, so intervals are wide and tests weak."
+)
+
 
 @dataclass
 class Cell:
-    """The finished runs of one (row, cell) of the table."""
+    """The finished runs of one (row, cell) of the table, one per seed."""
 
-    values: list[float] = field(default_factory=list)
+    scores: dict[int, float] = field(default_factory=dict)  # seed -> test score
     runs: list = field(default_factory=list)
+    n_params: set[int] = field(default_factory=set)
 
-    def summary(self) -> str:
-        if not self.values:
-            return "missing"
-        spread = statistics.stdev(self.values) if len(self.values) > 1 else 0.0
-        return f"{statistics.mean(self.values):.4f} ± {spread:.4f} (n={len(self.values)})"
+    @property
+    def values(self) -> list[float]:
+        return list(self.scores.values())
+
+    def add(self, seed: int, score: float, run=None, n_params: float | None = None) -> None:
+        if seed in self.scores:
+            return  # an older run of the same point (runs arrive newest first)
+        self.scores[seed] = score
+        if run is not None:
+            self.runs.append(run)
+        if n_params is not None:
+            self.n_params.add(int(n_params))
+
+    def lines(self) -> list[str]:
+        """What the entry says, line by line: score, interval, size."""
+        if not self.scores:
+            return ["missing"]
+        summary = summarize(self.values)
+        lines = [f"{summary.mean:.4f} ± {summary.std:.4f} (n={summary.n})"]
+        if summary.low is not None:
+            lines.append(f"[{summary.low:.4f}, {summary.high:.4f}]")
+        if self.n_params:
+            lines.append(" / ".join(f"{n:,}" for n in sorted(self.n_params)) + " params")
+        return lines
 
 
 def row_label(axes: list[str], task: str) -> str:
@@ -77,32 +108,30 @@ def collect(name: str, tracking_uri: str):
         if place is None:
             continue  # a run of an older version of the experiment's config
         row, column = place
-        cell = table[row][column]
-        cell.values.append(run.data.metrics[f"test_{metrics[row]}"])
-        cell.runs.append(run)
-        baseline = run.data.metrics.get(f"test_baseline_{metrics[row]}")
+        seed = int(run.data.tags.get("rnnlab.seed", len(table[row][column].scores)))
+        logged = run.data.metrics
+        table[row][column].add(seed, logged[f"test_{metrics[row]}"], run, logged.get("n_params"))
+        baseline = logged.get(f"test_baseline_{metrics[row]}")
         if baseline is not None:
-            table[row].setdefault(BASELINE, Cell()).values.append(baseline)
+            table[row].setdefault(BASELINE, Cell()).add(seed, baseline)
     return table, directions, metrics
 
 
-def best_column(cells: dict[str, Cell], direction: str) -> str | None:
-    means = {
-        column: statistics.mean(cell.values)
-        for column, cell in cells.items()
-        if cell.values and column != BASELINE
-    }
-    if not means or (len(means) > 1 and len(set(means.values())) == 1):
-        return None  # nothing measured, or a tie: no entry is the best
-    choose = max if direction == "maximize" else min
-    return choose(means, key=means.get)
+def verdict(cells: dict[str, Cell], direction: str) -> Verdict:
+    baseline = cells.get(BASELINE)
+    scores = {column: cell.scores for column, cell in cells.items() if column != BASELINE}
+    return judge(scores, direction, baseline.scores if baseline else None)
 
 
-def entry(cells: dict[str, Cell], column: str) -> str:
-    """A cell's summary; a dash where a task has no baseline (that is not a missing run)."""
+def entry_lines(cells: dict[str, Cell], column: str, judged: Verdict) -> list[str]:
+    """A cell's lines, marked when no better than the baseline; a dash where a task has no
+    baseline (that is not a missing run)."""
     if column == BASELINE and BASELINE not in cells:
-        return "—"
-    return cells.get(column, Cell()).summary()
+        return ["—"]
+    lines = cells.get(column, Cell()).lines()
+    if column in judged.below_baseline:
+        lines[0] += " †"
+    return lines
 
 
 def table_columns(table) -> list[str]:
@@ -115,37 +144,61 @@ def table_columns(table) -> list[str]:
 def markdown_table(table, directions, metrics) -> str:
     columns = table_columns(table)
     lines = [
-        "| task | metric | " + " | ".join(columns) + " |",
-        "|---|---|" + "---|" * len(columns),
+        "| task | metric | " + " | ".join(columns) + " | verdict |",
+        "|---|---|" + "---|" * len(columns) + "---|",
     ]
     for row, cells in table.items():
-        best = best_column(cells, directions[row])
-        entries = [f"**{cells[c].summary()}**" if c == best else entry(cells, c) for c in columns]
+        judged = verdict(cells, directions[row])
+        entries = []
+        for column in columns:
+            text = "<br>".join(entry_lines(cells, column, judged))
+            entries.append(f"**{text}**" if column == judged.winner else text)
         arrow = "↑" if directions[row] == "maximize" else "↓"
-        lines.append(f"| {row} | test {metrics[row]} {arrow} | " + " | ".join(entries) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append(
+            f"| {row} | test {metrics[row]} {arrow} | "
+            + " | ".join(entries)
+            + f" | {judged.text()} |"
+        )
+    return "\n".join(lines) + "\n\n" + CAPTION + "\n"
 
 
 def latex_table(table, directions, metrics) -> str:
     columns = table_columns(table)
 
     def escape(text: str) -> str:
-        return text.replace("_", r"\_").replace("±", r"$\pm$")
+        return (
+            text.replace("_", r"\_")
+            .replace("±", r"$\pm$")
+            .replace("†", r"$\dagger$")
+            .replace("<", r"$<$")
+            .replace("%", r"\%")
+        )
+
+    def stacked(lines: list[str], bold: bool) -> str:
+        body = r" \\ ".join(escape(line) for line in lines)
+        body = rf"\shortstack{{{body}}}" if len(lines) > 1 else body
+        return rf"\textbf{{{body}}}" if bold else body
 
     lines = [
-        r"\begin{tabular}{ll" + "c" * len(columns) + "}",
+        r"\begin{table}",
+        r"\centering",
+        r"\begin{tabular}{ll" + "c" * len(columns) + "l}",
         r"\toprule",
-        "task & metric & " + " & ".join(escape(c) for c in columns) + r" \\",
+        "task & metric & " + " & ".join(escape(c) for c in columns) + r" & verdict \\",
         r"\midrule",
     ]
     for row, cells in table.items():
-        best = best_column(cells, directions[row])
-        entries = []
-        for column in columns:
-            text = escape(entry(cells, column))
-            entries.append(rf"\textbf{{{text}}}" if column == best else text)
-        lines.append(f"{escape(row)} & {escape(metrics[row])} & " + " & ".join(entries) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+        judged = verdict(cells, directions[row])
+        entries = [
+            stacked(entry_lines(cells, column, judged), column == judged.winner)
+            for column in columns
+        ]
+        lines.append(
+            f"{escape(row)} & {escape(metrics[row])} & "
+            + " & ".join(entries)
+            + f" & {escape(judged.text())} \\\\"
+        )
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{escape(CAPTION)}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
@@ -166,32 +219,42 @@ def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
     client = MlflowClient(tracking_uri)
     written = []
     for index, (row, cells) in enumerate(table.items()):
-        decay, learning = {}, {}
+        decay, learning, decay_bands, learning_bands = {}, {}, {}, {}
         for column, cell in cells.items():
             if column == BASELINE:
                 continue
             curves = [
                 c for c in (final_decay_curve(client, run) for run in cell.runs) if c is not None
             ]
-            if curves:
+            if curves and len({len(curve) for curve in curves}) == 1:
                 # The geometric mean over seeds: decay curves span many decades.
-                decay[column] = 10 ** np.mean(np.log10(np.maximum(np.stack(curves), 1e-38)), axis=0)
+                stacked = np.maximum(np.stack(curves), 1e-38)
+                decay[column] = 10 ** np.mean(np.log10(stacked), axis=0)
+                decay_bands[column] = (stacked.min(axis=0), stacked.max(axis=0))
             histories = [
                 [m.value for m in client.get_metric_history(run.info.run_id, f"val_{metrics[row]}")]
                 for run in cell.runs
             ]
             histories = [h for h in histories if h]
             if histories:
+                # Runs that stopped early end sooner: the curve goes as far as all of them.
                 length = min(len(h) for h in histories)
-                learning[column] = np.mean([h[:length] for h in histories], axis=0)
+                stacked = np.array([h[:length] for h in histories])
+                learning[column] = stacked.mean(axis=0)
+                learning_bands[column] = (stacked.min(axis=0), stacked.max(axis=0))
         slug = f"{index:02d}_{row.split(' ')[0]}"
         if decay:
-            figure = gradient_decay_figure(decay, f"Gradient decay after training: {row}")
+            title = f"Gradient decay after training: {row} (band: range over seeds)"
+            figure = gradient_decay_figure(decay, title, decay_bands)
             figure.savefig(out / f"{slug}_gradient_decay.png", dpi=120)
             written.append(f"{slug}_gradient_decay.png")
         if learning:
             figure = curves_figure(
-                learning, "epoch", f"validation {metrics[row]}", f"Learning curves: {row}"
+                learning,
+                "epoch",
+                f"validation {metrics[row]}",
+                f"Learning curves: {row} (mean, band: range over seeds)",
+                learning_bands,
             )
             figure.savefig(out / f"{slug}_learning_curves.png", dpi=120)
             written.append(f"{slug}_learning_curves.png")

@@ -167,6 +167,8 @@ class SweepFileChecker:
             message = f"direction must be maximize or minimize, not {direction}"
             raise self.fail(("direction",), message)
         overrides += [f"task.metric={metric}", f"task.direction={direction}"]
+        if "validation_metric" in base.task:  # the trial's epochs are chosen by its value
+            overrides.append(f"task.validation_metric={metric}")
         self.check_space(overrides, space)
         sampler = self.choice(data, "sampler", SAMPLERS)
         if sampler == "grid" and any(param.choices is None for param in space):

@@ -55,6 +55,27 @@ def best_experiment(sweep: Sweep, params: dict, header: str) -> str:
     return f"# @package _global_\n{header}" + yaml.safe_dump(body, sort_keys=False)
 
 
+def log_best_trial_test(client: MlflowClient, run_id: str, best, metric: str) -> None:
+    """The best trial's test score, from the weights of the epoch its value comes from."""
+    trial_run = best.user_attrs.get("mlflow_run_id")
+    if not trial_run:
+        return
+    logged = client.get_run(trial_run).data.metrics
+    if f"test_{metric}" not in logged:
+        return
+    summary = {f"best_trial.test_{metric}": logged[f"test_{metric}"]}
+    if "best_epoch" in logged:
+        summary["best_trial.best_epoch"] = logged["best_epoch"]
+    for name, value in summary.items():
+        client.log_metric(run_id, name, value)
+    epoch = f" (weights of epoch {int(logged['best_epoch'])})" if "best_epoch" in logged else ""
+    print(
+        f"best trial {best.number}: val_{metric} {best.value:.4f}, "
+        f"test_{metric} {logged[f'test_{metric}']:.4f}{epoch}",
+        flush=True,
+    )
+
+
 def write_best_experiment(study: optuna.Study, sweep: Sweep, folder: Path) -> Path:
     best = study.best_trial
     name = f"{sweep.name}_best"
@@ -90,6 +111,7 @@ def report(
     best = study.best_trial
     client.log_metric(run_id, f"best_val_{sweep.metric}", best.value)
     client.set_tag(run_id, "best_trial", str(best.number))
+    log_best_trial_test(client, run_id, best, sweep.metric)
     for path, value in best.params.items():
         client.set_tag(run_id, f"best.{path}", str(value))
     best_file = write_best_experiment(study, sweep, experiment_folder)

@@ -15,9 +15,11 @@ import mlflow
 import optuna
 import tensorflow as tf
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.budget import parameter_counts, units_for_budget
 from rnnlab.callbacks import (
+    BestEpoch,
     GradientDecayLogger,
     MlflowEpochLogger,
     ReportToOptuna,
@@ -50,11 +52,38 @@ def freeze_long_lived_objects() -> None:
         gc.freeze()
 
 
-def build_compiled_model(cfg: DictConfig, task) -> keras.Model:
+def build_model(cell_cfg: DictConfig, model_cfg: DictConfig, task) -> keras.Model:
     # Tasks that generate sequences (translation, captioning) say so and get a decoder stack.
     has_decoder = getattr(task, "has_decoder", False)
-    stacks = {"decoder": decoder_stack(cfg.cell, cfg.model)} if has_decoder else {}
-    model = task.build_model(recurrent_stack(cfg.cell, cfg.model), **stacks)
+    stacks = {"decoder": decoder_stack(cell_cfg, model_cfg)} if has_decoder else {}
+    return task.build_model(recurrent_stack(cell_cfg, model_cfg), **stacks)
+
+
+def with_units(cell_cfg: DictConfig, units: int) -> DictConfig:
+    return OmegaConf.merge(cell_cfg, {"units": units})
+
+
+def budgeted_cell(cfg: DictConfig, task) -> DictConfig:
+    """cfg.cell, at the width that meets `model.param_budget` when one is set.
+
+    The run's config keeps the units it was composed with (its hash identifies the grid
+    point); the width actually built is logged as the `units` metric.
+    """
+    budget = cfg.model.param_budget
+    if budget is None:
+        return cfg.cell
+
+    def count_for(units: int) -> int:
+        model = build_model(with_units(cfg.cell, units), cfg.model, task)
+        return parameter_counts(model)["n_params"]
+
+    units = units_for_budget(budget, count_for)
+    keras.backend.clear_session()  # the trial builds must not shift the seeded run's names
+    return with_units(cfg.cell, units)
+
+
+def build_compiled_model(cfg: DictConfig, task, cell_cfg: DictConfig | None = None):
+    model = build_model(cfg.cell if cell_cfg is None else cell_cfg, cfg.model, task)
     optimizer = instantiate(cfg.optimizer, clipnorm=cfg.trainer.clipnorm)
     model.compile(optimizer=optimizer, loss=task.loss, metrics=list(task.metrics))
     return model
@@ -79,22 +108,35 @@ def gradient_probe(
     ]
 
 
+def selection_metric(task_cfg: DictConfig) -> str:
+    """The validation score that picks the tested epoch: the headline metric, unless the
+    task computes that on the test split only (BLEU) and names a stand-in."""
+    return task_cfg.get("validation_metric") or task_cfg.metric
+
+
 def training_callbacks(
     cfg: DictConfig, model: keras.Model, task, data: TaskData
-) -> tuple[list[keras.callbacks.Callback], MlflowEpochLogger]:
-    """Everything `fit` calls back into, and the epoch logger that times the epochs."""
-    callbacks = [StopOnNonFiniteLoss(), *gradient_probe(cfg, model, task, data)]
+) -> tuple[list[keras.callbacks.Callback], MlflowEpochLogger, BestEpoch]:
+    """Everything `fit` calls back into, the epoch logger that times the epochs, and the
+    callback that keeps the epoch validation chose.
+
+    Early stopping watches the same score the best epoch is chosen by and a sweep tunes
+    (`val_<selection_metric>`), so it never stops a run that is still improving on it.
+    """
+    monitor = f"val_{selection_metric(cfg.task)}"
+    best_epoch = BestEpoch(monitor, cfg.task.direction, cfg.trainer.restore_best_weights)
+    callbacks = [StopOnNonFiniteLoss(), *gradient_probe(cfg, model, task, data), best_epoch]
     if cfg.trainer.early_stopping_patience is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_loss",
+                monitor=monitor,
+                mode="max" if cfg.task.direction == "maximize" else "min",
                 patience=cfg.trainer.early_stopping_patience,
-                restore_best_weights=cfg.trainer.restore_best_weights,
             )
         )
     # Last, so that the epoch time it logs includes every other callback's work.
     epoch_logger = MlflowEpochLogger()
-    return [*callbacks, epoch_logger], epoch_logger
+    return [*callbacks, epoch_logger], epoch_logger, best_epoch
 
 
 def progress_verbosity(verbose: str | int) -> int:
@@ -120,18 +162,23 @@ def run(
     keras.mixed_precision.set_global_policy(cfg.trainer.precision)
     seed_everything(cfg.seed, cfg.reproducible)
     task, data = load_task(cfg.task, cfg.data_dir, cfg.trainer.batch_size, cfg.seed)
-    model = build_compiled_model(cfg, task)
-    callbacks, epoch_logger = training_callbacks(cfg, model, task, data)
+    cell_cfg = budgeted_cell(cfg, task)
+    if cell_cfg is not cfg.cell:
+        seed_everything(cfg.seed, cfg.reproducible)  # as if no width had been tried
+    model = build_compiled_model(cfg, task, cell_cfg)
+    callbacks, epoch_logger, best_epoch = training_callbacks(cfg, model, task, data)
     tags = {"rnnlab.data_hash": data.data_hash, **(tags or {})}
     if trial is not None:
         tags |= {"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)}
     with tracked_run(cfg, tags=tags) as active:
         if trial is not None:
             trial.set_user_attr("mlflow_run_id", active.info.run_id)  # to fail it if killed
-            monitor = f"val_{cfg.task.metric}"
+            monitor = f"val_{selection_metric(cfg.task)}"
             callbacks.append(ReportToOptuna(trial, monitor, cfg.task.direction))
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
-        history = model.fit(
+        size = {**parameter_counts(model), "units": cell_cfg.units}
+        mlflow.log_metrics(size)
+        model.fit(
             data.train,
             validation_data=data.validation,
             epochs=cfg.trainer.epochs,
@@ -151,11 +198,18 @@ def run(
             mlflow.log_text(text, file_name)
         metrics["epoch_seconds"] = epoch_seconds
         metrics["samples_per_second"] = data.train_size / epoch_seconds
-        # What a sweep tunes on: the best validation score of any epoch (never the test split).
-        validation_scores = history.history.get(f"val_{cfg.task.metric}")
-        if validation_scores:
-            best = max if cfg.task.direction == "maximize" else min
-            metrics[f"best_val_{cfg.task.metric}"] = float(best(validation_scores))
+        metrics["epochs_trained"] = best_epoch.epochs_trained
+        # What a sweep tunes on: the best validation score of any epoch (never the test
+        # split), the epoch whose weights were tested just above.
+        if best_epoch.best_epoch is not None:
+            metrics[f"best_{best_epoch.monitor}"] = best_epoch.best
+            metrics["best_epoch"] = best_epoch.best_epoch
+        metrics["tested_epoch"] = best_epoch.tested_epoch()
         mlflow.log_metrics(metrics)
-    print(f"test {cfg.task.metric}: {metrics['test_' + cfg.task.metric]:.4f}")
+        metrics |= size
+    print(
+        f"test {cfg.task.metric}: {metrics['test_' + cfg.task.metric]:.4f} "
+        f"(weights of epoch {metrics['tested_epoch']} of {metrics['epochs_trained']}, "
+        f"{metrics['n_params']:,} parameters)"
+    )
     return metrics

@@ -35,6 +35,22 @@ class TaskData:
         return dataclasses.replace(self, train=fresh)
 
 
+def split_labels(split: tf.data.Dataset) -> np.ndarray:
+    """Every target of an (input, target) split, batched or not, as one integer array."""
+    return np.concatenate([np.reshape(labels, -1) for _, labels in tfds.as_numpy(split)]).astype(
+        np.int64
+    )
+
+
+def majority_class_baseline(data: TaskData) -> dict[str, float]:
+    """The accuracy of always answering the training split's most common class.
+
+    The floor a classifier must clear before its score means anything.
+    """
+    most_common = np.bincount(split_labels(data.train_examples)).argmax()
+    return {"baseline_accuracy": float(np.mean(split_labels(data.test) == most_common))}
+
+
 def batches(
     cached: tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None
 ) -> tf.data.Dataset:

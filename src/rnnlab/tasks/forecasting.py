@@ -244,6 +244,7 @@ class ForecastingTask:
         for name, forecast in forecasts.items():
             metrics[f"{name}_mae"] = float(np.mean(np.abs(forecast - targets)))
             metrics[f"{name}_rmse"] = float(np.sqrt(np.mean((forecast - targets) ** 2)))
+        metrics["baseline_mae"] = metrics["naive_mae"]  # the floor a report compares cells with
         predicted = model.predict(self.test_windows.inputs, verbose=0)
         table = ["step,target,forecast,naive"] + [
             f"{step},{target:.4f},{forecast:.4f},{naive:.4f}"

@@ -20,7 +20,13 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.models import RecurrentStack
-from rnnlab.tasks.base import TaskData, batched_task_data, supervised_splits, take_each
+from rnnlab.tasks.base import (
+    TaskData,
+    batched_task_data,
+    majority_class_baseline,
+    supervised_splits,
+    take_each,
+)
 
 SOURCE_REQUIREMENT = "vaderSentiment==3.3.2"
 SOURCE_MEMBERS = [
@@ -143,3 +149,6 @@ class SentimentTask:
         summary = recurrent(embedded)
         positive = layers.Dense(1, activation="sigmoid", name="positive")(summary)
         return keras.Model(tokens, positive, name="sentiment")
+
+    def evaluate_extra(self, model: keras.Model, data: TaskData):
+        return majority_class_baseline(data), {}

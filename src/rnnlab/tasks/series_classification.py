@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.config import ConfigError
-from rnnlab.tasks.base import TaskData, batched_task_data, deal
+from rnnlab.tasks.base import TaskData, batched_task_data, deal, majority_class_baseline
 
 SOURCE_REQUIREMENT = "sktime==1.2.0"
 SOURCE_FOLDER = "sktime/datasets/data"
@@ -193,3 +193,6 @@ class SeriesClassificationTask:
         summary = recurrent(masked)
         classes = layers.Dense(len(ucr.classes), activation="softmax", name="classes")(summary)
         return keras.Model(series, classes, name="series_classification")
+
+    def evaluate_extra(self, model: keras.Model, data: TaskData):
+        return majority_class_baseline(data), {}
