@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import yaml
 from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from test_config import test_every_group_choice_composes_and_validates
 
 from rnnlab.config import CONF_DIR, PROJECT_ROOT, compose_config
 from rnnlab.sweep import PARENT_RUN_ATTR, STALE_REASON, sweep, trials_counted
@@ -105,7 +107,7 @@ def finish(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.slow
-def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri):
+def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri, tmp_path):
     spec = load_sweep(smoke_file(), [f"tracking.uri={tracking_uri}"])
     study = sweep(spec)
     client = MlflowClient(tracking_uri)
@@ -146,7 +148,12 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
         assert parent.data.metrics[f"best_trial.{name}"] == best_run[name]
     assert parent.data.tags["best.cell"] == study.best_params["cell"]
     artifacts = {a.path for a in client.list_artifacts(parent_run_id, "plots")}
-    assert {f"plots/{name}.html" for name in PLOTS} <= artifacts
+    assert "plots/sweep.html" in artifacts
+    page = Path(client.download_artifacts(parent_run_id, "plots/sweep.html", str(tmp_path)))
+    html = page.read_text()
+    # Every plot, and Plotly's script inlined once: the page works on an offline machine.
+    assert all(re.search(rf'Plotly.newPlot\(\s*"{name}"', html) for name in PLOTS)
+    assert '<script src="https://cdn.plot.ly' not in html and len(html) > 3_000_000
     assert {"plots/fanova_importances.json", "plots/best_params.json"} <= artifacts
     importances = mlflow.load_table(
         "plots/fanova_importances.json", run_ids=[parent_run_id], extra_columns=[]
@@ -154,6 +161,8 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
     assert set(importances["param"]) == {"cell", "cell.units", "optimizer.learning_rate"}
     assert importances["importance"].sum() == pytest.approx(1.0)
 
+    # The written experiment passes the checks every shipped one does (make test after a sweep).
+    test_every_group_choice_composes_and_validates("experiment", f"{spec.name}_best")
     # The winner retrains with one command, with exactly the best trial's values.
     cfg = compose_config([f"experiment={spec.name}_best", f"tracking.uri={tracking_uri}"])
     best = study.best_params
@@ -165,6 +174,42 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
     assert cfg.tracking.parent_run_id is None
     metrics = run(cfg)
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_multi_objective_sweep_reports_its_pareto_front(smoke_file, tracking_uri, tmp_path):
+    changes = {"metric": ["accuracy", "n_params"], "pruner": "none", "n_trials": 4}
+    spec = load_sweep(smoke_file(**changes), [f"tracking.uri={tracking_uri}"])
+    study = sweep(spec)
+    client = MlflowClient(tracking_uri)
+
+    assert study.directions == [
+        optuna.study.StudyDirection.MAXIMIZE,
+        optuna.study.StudyDirection.MINIMIZE,
+    ]
+    assert_one_run_per_trial(study, client, n_trials=4, workers=1)
+    for trial in study.trials:
+        child = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        assert trial.values == [child["best_val_accuracy"], child["n_params"]]
+    front = {trial.number for trial in study.best_trials}
+    for trial in study.trials:  # on the front exactly when no other trial dominates it
+        dominated = any(
+            other.values[0] >= trial.values[0]
+            and other.values[1] <= trial.values[1]
+            and other.values != trial.values
+            for other in study.trials
+        )
+        assert (trial.number in front) != dominated
+
+    parent_run_id = study.user_attrs[PARENT_RUN_ATTR]
+    parent = client.get_run(parent_run_id)
+    assert parent.data.metrics["pareto_front_size"] == len(front)
+    artifacts = {a.path for a in client.list_artifacts(parent_run_id, "pareto")}
+    assert {"pareto/front.json", "pareto/front.md", "pareto/front.png"} <= artifacts
+    assert "pareto/sweep.html" in artifacts
+    table = mlflow.load_table("pareto/front.json", run_ids=[parent_run_id], extra_columns=[])
+    assert set(table["trial"]) == front
+    assert not (CONF_DIR / "experiment" / f"{spec.name}_best.yaml").exists(), "no single best"
 
 
 def test_nan_losses_fail_their_trials_with_the_reason_and_the_sweep_goes_on(
@@ -302,8 +347,8 @@ def test_two_workers_on_postgresql_log_to_a_tracking_server(
         parent_run_id = study.user_attrs[PARENT_RUN_ATTR]
         assert client.get_run(parent_run_id).info.status == "FINISHED"
         served = {a.path for a in client.list_artifacts(parent_run_id, "plots")}
-        assert "plots/optimization_history.html" in served
-        assert any((tmp_path / "artifacts").rglob("optimization_history.html")), "on the server"
+        assert "plots/sweep.html" in served
+        assert any((tmp_path / "artifacts").rglob("sweep.html")), "on the server"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -106,3 +107,76 @@ def test_the_shipped_pruner_options_build_their_optuna_pruner():
 
     pruner = make_pruner(load_sweep(PROJECT_ROOT / "sweeps" / "sentiment_cells.yaml"))
     assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+
+
+def test_a_multi_objective_file_trades_the_score_against_costs_and_trains_every_trial(tmp_path):
+    text = GOOD + "metric: [accuracy, n_params, epoch_seconds]\n"
+    sweep = load_sweep(write(tmp_path, text))
+    assert sweep.multi_objective and sweep.pruner == "none"
+    assert sweep.objectives == ("best_val_accuracy", "n_params", "epoch_seconds")
+    assert sweep.directions == ("maximize", "minimize", "minimize")
+    assert "task.metric=accuracy" in sweep.overrides
+    directed = load_sweep(
+        write(
+            tmp_path, GOOD + "metric: [loss, samples_per_second]\ndirection: [minimize, maximize]\n"
+        )
+    )
+    assert directed.directions == ("minimize", "maximize") and directed.metric == "loss"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "metric: [accuracy, n_params]\npruner: median\n",
+            ":10: Optuna's pruners are single-objective: use pruner: none here",
+        ),
+        (
+            "metric: [accuracy, n_params]\nsampler: cmaes\n",
+            ":10: the cmaes sampler is single-objective",
+        ),
+        ("metric: [n_params, accuracy]\n", ":9: metric: the first objective is a validation score"),
+        ("metric: [accuracy, loss]\n", ":9: metric: after the validation score come costs"),
+        ("metric: [accuracy, n_params]\ndirection: maximize\n", ":10: direction: give one per"),
+        (
+            "metric: [accuracy, n_params]\ndirection: [maximize, up]\n",
+            ":10: direction must be maximize or minimize, not up",
+        ),
+        ("sampler: bayes\n", ":9: unknown sampler 'bayes'; choose one of: tpe, random, grid, gp"),
+    ],
+)
+def test_multi_objective_and_sampler_mistakes_are_one_line(tmp_path, extra, message):
+    with pytest.raises(SweepFileError) as raised:
+        load_sweep(write(tmp_path, GOOD + extra))
+    assert message in str(raised.value)
+
+
+def test_every_sampler_and_pruner_name_builds_its_own_optuna_class():
+    """A name accepted by the checker cannot silently run as another algorithm."""
+    import optuna
+
+    from rnnlab.search_algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
+
+    for name, kind in SAMPLERS.items():
+        if importlib.util.find_spec(kind.needs or "optuna") is None:
+            continue  # an optional sampler whose package is absent: its error is tested below
+        sampler = make_sampler(name, {}, seed=0, grid={"x": [0.0, 1.0]})
+        assert type(sampler) is kind.cls, name
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0) ** 2, n_trials=2)
+        assert len(study.trials) == 2
+    for name, cls in PRUNERS.items():
+        assert type(make_pruner(name, {})) is cls, name
+
+
+def test_a_sampler_whose_package_is_missing_says_how_to_install_it(tmp_path, monkeypatch):
+    import rnnlab.search_algorithms as algorithms
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        algorithms.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "torch" else real_find_spec(name, *args),
+    )
+    with pytest.raises(SweepFileError, match=r":9: the gp sampler needs PyTorch: .*pip install"):
+        load_sweep(write(tmp_path, GOOD + "sampler: gp\n"))

@@ -26,7 +26,8 @@ commands:
   prepare [task ...]  fetch and build the embedded datasets (run by `make install`)
   sweep <file> [overrides] [--workers N]
                       an Optuna search (sweeps/<name>.yaml); the same command resumes it
-  paper EXPERIMENT    run every configuration of conf/experiment/EXPERIMENT (resumable), then report
+  paper EXPERIMENT    run every configuration of conf/experiment/EXPERIMENT (resumable), then
+                      report (--no-report: only run)
   report EXPERIMENT   tables (Markdown, LaTeX) and figures in reports/EXPERIMENT/
   reproduce RUN_ID    retrain a recorded run from its records and compare the metrics
   native [--rebuild]  whether rnnlab's native ops are on; --rebuild compiles them again
@@ -97,13 +98,16 @@ def name_and_overrides(arguments: list[str], usage: str) -> tuple[str, list[str]
 def paper(arguments: list[str]) -> None:
     from rnnlab.experiments import run_experiment
 
-    name, overrides = name_and_overrides(arguments, "paper EXPERIMENT [overrides]")
+    report_after = "--no-report" not in arguments
+    arguments = [argument for argument in arguments if argument != "--no-report"]
+    name, overrides = name_and_overrides(arguments, "paper EXPERIMENT [overrides] [--no-report]")
     counts = run_experiment(name, overrides)
     print(
         f"{counts['ran']} runs trained, {counts['skipped']} finished before and skipped, "
         f"{counts['failed']} failed (see their rnnlab.failure tag)"
     )
-    report(arguments)
+    if report_after:
+        report(arguments)
 
 
 def report(arguments: list[str]) -> None:

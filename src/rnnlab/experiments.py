@@ -4,18 +4,35 @@ An experiment is a Hydra overlay whose `hydra.sweeper.params` is its grid (so
 `rnnlab train -m experiment=NAME` also runs it), with optional `experiment_task_overrides`
 that size each task for the experiment's budget. `rnnlab paper NAME` runs each point through
 `run`, skipping any whose resolved config already has a FINISHED run in MLflow: a killed
-`make paper` continues where it stopped.
+`make paper` continues where it stopped. Deciding what is left stays fast at thousands of
+runs and points: the points' hashes are cached, the store is read with one query.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import itertools
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rnnlab.config import CONF_DIR, ConfigError, compose_config, config_hash, group_choices
+import rnnlab
+from rnnlab.config import (
+    CONF_DIR,
+    ConfigError,
+    compose_config,
+    compose_many,
+    config_hash,
+    group_choices,
+)
+from rnnlab.run_index import finished_runs
+from rnnlab.tracking import cell_name, use_store
 
 
 @dataclass
@@ -50,42 +67,83 @@ def experiment_grid(name: str) -> list[GridPoint]:
     return grid
 
 
+@dataclass(frozen=True)
+class PointFacts:
+    """What a resume and a report need of a composed grid point, cached between commands."""
+
+    config_hash: str
+    task: str
+    metric: str
+    direction: str
+    cell: str
+
+
+def grid_cache_key(override_lists: list[list[str]]) -> str:
+    """Changes with the config files, rnnlab's version and the points' overrides."""
+    digest = hashlib.sha256(f"{rnnlab.__version__}\n{json.dumps(override_lists)}".encode())
+    for path in sorted(CONF_DIR.rglob("*.yaml")):
+        digest.update(str(path.relative_to(CONF_DIR)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def grid_cache_folder() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rnnlab" / "grids"
+
+
+def grid_facts(name: str, extra_overrides: list[str] = ()) -> list[tuple[GridPoint, PointFacts]]:
+    """Every grid point with its config hash, task, metric and cell.
+
+    Composed once per distinct group choices (compose_many), and remembered in a cache
+    keyed by the config files' contents, so the next `rnnlab paper` or `rnnlab report` of
+    the same grid decides in milliseconds instead of composing every point again.
+    """
+    grid = experiment_grid(name)
+    lists = [[*point.overrides, *extra_overrides] for point in grid]
+    cache = grid_cache_folder() / f"{grid_cache_key(lists)}.json"
+    try:
+        facts = [PointFacts(**entry) for entry in json.loads(cache.read_text())]
+    except (OSError, ValueError, TypeError):
+        facts = [
+            PointFacts(
+                config_hash(cfg),
+                cfg.task.name,
+                cfg.task.metric,
+                cfg.task.direction,
+                cell_name(cfg.cell),
+            )
+            for cfg in compose_many(lists)
+        ]
+        with contextlib.suppress(OSError):  # a read-only home only loses the speed-up
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps([dataclasses.asdict(fact) for fact in facts]))
+    return list(zip(grid, facts, strict=True))
+
+
 def finished_hashes(tracking_uri: str, experiment_name: str) -> set[str]:
     """Config hashes of the experiment's FINISHED runs in the store."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    runs = client.search_runs(
-        experiments,
-        filter_string=(
-            f"tags.`rnnlab.experiment` = '{experiment_name}' and attributes.status = 'FINISHED'"
-        ),
-        max_results=50_000,
-    )
-    return {run.data.tags.get("rnnlab.config_hash") for run in runs}
+    runs = finished_runs(tracking_uri, experiment_name, tags=("rnnlab.config_hash",))
+    return {run.tags.get("rnnlab.config_hash") for run in runs}
 
 
 def run_experiment(name: str, extra_overrides: list[str] = ()) -> dict[str, int]:
     """Run every missing point of the grid; returns how many ran, were skipped or failed."""
     from rnnlab.callbacks import NonFiniteLossError
-    from rnnlab.tracking import use_store
     from rnnlab.train import run
 
-    grid = experiment_grid(name)
-    points = [compose_config([*point.overrides, *extra_overrides]) for point in grid]
-    use_store(points[0].tracking.uri, points[0].tracking.experiment)
-    done = finished_hashes(points[0].tracking.uri, name)
+    points = grid_facts(name, extra_overrides)
+    tracking = compose_config([*points[0][0].overrides, *extra_overrides]).tracking
+    use_store(tracking.uri, tracking.experiment)
+    done = finished_hashes(tracking.uri, name)
     counts = {"ran": 0, "skipped": 0, "failed": 0}
-    for number, cfg in enumerate(points, start=1):
-        label = f"[{number}/{len(points)}] {' '.join(grid[number - 1].axes)}"
-        if config_hash(cfg) in done:
+    for number, (point, facts) in enumerate(points, start=1):
+        label = f"[{number}/{len(points)}] {' '.join(point.axes)}"
+        if facts.config_hash in done:
             print(f"{label}: finished before, skipped", flush=True)
             counts["skipped"] += 1
             continue
         print(f"{label}: training", flush=True)
         try:
-            run(cfg)
+            run(compose_config([*point.overrides, *extra_overrides]))
         except NonFiniteLossError as error:
             # Recorded as a FAILED run with its reason; the report shows the cell as missing.
             print(f"{label}: failed: {error}", flush=True)

@@ -89,3 +89,24 @@ def metric_by_setting_figure(table: dict, settings: dict[str, str]) -> Figure:
     axes.legend(fontsize="small")
     plt.close(figure)
     return figure
+
+
+def pareto_figure(
+    points: list, front: list, names: list[str], directions: tuple[str, ...]
+) -> Figure:
+    """Every completed trial on two objectives, the Pareto front joined and highlighted."""
+    figure, axes = plt.subplots(figsize=(7, 4), layout="constrained")
+    every = np.asarray(points, dtype=float).reshape(-1, 2)
+    best = np.asarray(sorted(front), dtype=float).reshape(-1, 2)
+    axes.scatter(every[:, 0], every[:, 1], color="lightgray", label="trials")
+    axes.plot(best[:, 0], best[:, 1], "o-", color="tab:red", label="Pareto front")
+    arrow = {"maximize": "↑ better", "minimize": "↓ better"}
+    axes.set_xlabel(f"{names[0]} ({arrow[directions[0]].replace('↑', '→').replace('↓', '←')})")
+    axes.set_ylabel(f"{names[1]} ({arrow[directions[1]]})")
+    if "n_params" in names[1]:
+        axes.set_yscale("log")
+    axes.set_title("Pareto front")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    plt.close(figure)
+    return figure

@@ -19,10 +19,10 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
-from rnnlab.config import PROJECT_ROOT, compose_config, config_hash
-from rnnlab.experiments import experiment_grid
+from rnnlab.config import PROJECT_ROOT
+from rnnlab.experiments import grid_facts
 from rnnlab.plots import curves_figure, gradient_decay_figure, metric_by_setting_figure
-from rnnlab.tracking import cell_name
+from rnnlab.run_index import finished_runs
 from rnnlab.verdicts import ALPHA, CONFIDENCE, FEW_SEEDS, Verdict, judge, summarize
 
 NOT_ROW_AXES = ("cell", "seed")
@@ -45,14 +45,16 @@ class Cell:
     """The finished runs of one (row, cell) of the table, one per seed."""
 
     scores: dict[int, float] = field(default_factory=dict)  # seed -> test score
-    runs: list = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)  # MLflow run ids
     n_params: set[int] = field(default_factory=set)
 
     @property
     def values(self) -> list[float]:
         return list(self.scores.values())
 
-    def add(self, seed: int, score: float, run=None, n_params: float | None = None) -> None:
+    def add(
+        self, seed: int, score: float, run: str | None = None, n_params: float | None = None
+    ) -> None:
         if seed in self.scores:
             return  # an older run of the same point (runs arrive newest first)
         self.scores[seed] = score
@@ -86,32 +88,35 @@ def row_label(axes: list[str], task: str) -> str:
 
 def collect(name: str, tracking_uri: str):
     """The table's rows, columns and cells, filled from the experiment's FINISHED runs."""
-    client = MlflowClient(tracking_uri)
     table: dict[str, dict[str, Cell]] = {}
     directions: dict[str, str] = {}
     metrics: dict[str, str] = {}
-    wanted: dict[str, dict] = {}
-    for point in experiment_grid(name):
-        cfg = compose_config([*point.overrides, f"tracking.uri={tracking_uri}"])
-        row = row_label(point.axes, cfg.task.name)
-        column = cell_name(cfg.cell)
-        table.setdefault(row, {}).setdefault(column, Cell())
-        directions[row], metrics[row] = cfg.task.direction, cfg.task.metric
-        wanted[config_hash(cfg)] = (row, column)
-    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    for run in client.search_runs(
-        experiments,
-        filter_string=f"tags.`rnnlab.experiment` = '{name}' and attributes.status = 'FINISHED'",
-        max_results=50_000,
-    ):
-        place = wanted.get(run.data.tags.get("rnnlab.config_hash"))
+    wanted: dict[str, tuple[str, str]] = {}
+    for point, facts in grid_facts(name, [f"tracking.uri={tracking_uri}"]):
+        row = row_label(point.axes, facts.task)
+        table.setdefault(row, {}).setdefault(facts.cell, Cell())
+        directions[row], metrics[row] = facts.direction, facts.metric
+        wanted[facts.config_hash] = (row, facts.cell)
+    logged_names = {
+        f"{prefix}{metric}" for metric in metrics.values() for prefix in ("test_", "test_baseline_")
+    }
+    runs = finished_runs(
+        tracking_uri,
+        name,
+        tags=("rnnlab.config_hash", "rnnlab.seed"),
+        metrics=(*sorted(logged_names), "n_params"),
+    )
+    for run in runs:
+        place = wanted.get(run.tags.get("rnnlab.config_hash"))
         if place is None:
             continue  # a run of an older version of the experiment's config
         row, column = place
-        seed = int(run.data.tags.get("rnnlab.seed", len(table[row][column].scores)))
-        logged = run.data.metrics
-        table[row][column].add(seed, logged[f"test_{metrics[row]}"], run, logged.get("n_params"))
-        baseline = logged.get(f"test_baseline_{metrics[row]}")
+        score = run.metrics.get(f"test_{metrics[row]}")
+        if score is None:
+            continue  # finished without its headline score: nothing to report
+        seed = int(run.tags.get("rnnlab.seed", len(table[row][column].scores)))
+        table[row][column].add(seed, score, run.run_id, run.metrics.get("n_params"))
+        baseline = run.metrics.get(f"test_baseline_{metrics[row]}")
         if baseline is not None:
             table[row].setdefault(BASELINE, Cell()).add(seed, baseline)
     return table, directions, metrics
@@ -202,14 +207,14 @@ def latex_table(table, directions, metrics) -> str:
     return "\n".join(lines) + "\n"
 
 
-def final_decay_curve(client: MlflowClient, run) -> np.ndarray | None:
+def final_decay_curve(client: MlflowClient, run_id: str) -> np.ndarray | None:
     """The headline h curve of the run's last probe, or None if it was not probed."""
-    files = [a.path for a in client.list_artifacts(run.info.run_id, "gradient_decay")]
+    files = [a.path for a in client.list_artifacts(run_id, "gradient_decay")]
     probes = sorted(path for path in files if path.endswith(".json"))
     if not probes:
         return None
     with tempfile.TemporaryDirectory() as scratch:
-        path = client.download_artifacts(run.info.run_id, probes[-1], scratch)
+        path = client.download_artifacts(run_id, probes[-1], scratch)
         norms = json.loads(Path(path).read_text())["norms"]
     return np.asarray(norms[list(norms)[-1]]["h"])
 
@@ -232,7 +237,7 @@ def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
                 decay[column] = 10 ** np.mean(np.log10(stacked), axis=0)
                 decay_bands[column] = (stacked.min(axis=0), stacked.max(axis=0))
             histories = [
-                [m.value for m in client.get_metric_history(run.info.run_id, f"val_{metrics[row]}")]
+                [m.value for m in client.get_metric_history(run, f"val_{metrics[row]}")]
                 for run in cell.runs
             ]
             histories = [h for h in histories if h]

@@ -27,6 +27,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
+from rnnlab import search_algorithms
 from rnnlab.config import CONF_DIR, ConfigError, compose_config
 from rnnlab.sweep_file import Param, Sweep
 from rnnlab.threads import available_cores, configure_threads
@@ -79,33 +80,26 @@ class StaleTrialHandler:
 
 
 def make_sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
-    if sweep.sampler == "grid":
-        space = {param.path: list(param.choices) for param in sweep.space}
-        return optuna.samplers.GridSampler(space, seed=seed, **sweep.sampler_options)
-    if sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed, **sweep.sampler_options)
-    return optuna.samplers.TPESampler(seed=seed, **sweep.sampler_options)
-
-
-PRUNER_CLASSES = {
-    "median": optuna.pruners.MedianPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-}
+    grid = {param.path: list(param.choices) for param in sweep.space if param.choices}
+    return search_algorithms.make_sampler(sweep.sampler, sweep.sampler_options, seed, grid)
 
 
 def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
-    if sweep.pruner == "none":  # whatever options the file kept for another pruner
-        return optuna.pruners.NopPruner()
-    return PRUNER_CLASSES[sweep.pruner](**sweep.pruner_options)
+    return search_algorithms.make_pruner(sweep.pruner, sweep.pruner_options)
 
 
 def open_study(sweep: Sweep, worker: int = 0) -> optuna.Study:
     """Create the study or load it; each worker's sampler gets its own seed so they differ."""
     storage = storage_for(sweep)
-    probe = optuna.create_study(
-        study_name=sweep.name, storage=storage, direction=sweep.direction, load_if_exists=True
-    )
+    try:
+        probe = optuna.create_study(
+            study_name=sweep.name,
+            storage=storage,
+            directions=list(sweep.directions),
+            load_if_exists=True,
+        )
+    except ValueError as error:  # an existing study of the same name with other objectives
+        raise ConfigError(f"study '{sweep.name}': {error}") from None
     # On resume, start the sampler's random stream where the finished trials left it.
     seed = sweep.seed + 1000 * worker + len(probe.get_trials(deepcopy=False))
     try:
@@ -149,7 +143,7 @@ class Objective:
         self.sweep = sweep
         self.parent_run_id = parent_run_id
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         from rnnlab.callbacks import NonFiniteLossError
         from rnnlab.train import run
 
@@ -159,7 +153,8 @@ class Objective:
         except (NonFiniteLossError, ConfigError) as error:
             trial.set_user_attr("failure", str(error).splitlines()[0])
             raise
-        return metrics[f"best_val_{self.sweep.metric}"]
+        values = tuple(metrics[objective] for objective in self.sweep.objectives)
+        return values if self.sweep.multi_objective else values[0]
 
 
 class ProgressLine:
@@ -170,11 +165,16 @@ class ProgressLine:
         self.label = label
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        value = "-" if trial.value is None else f"{trial.value:.4f}"
-        try:
-            best = f"{study.best_value:.4f} (trial {study.best_trial.number})"
-        except ValueError:
-            best = "-"
+        values = trial.values or ([trial.value] if trial.value is not None else [])
+        shape = ".4f" if len(values) == 1 else ".4g"  # costs such as n_params are large
+        value = ", ".join(format(v, shape) for v in values) or "-"
+        if len(study.directions) > 1:
+            best = f"Pareto front of {len(study.best_trials)}"
+        else:
+            try:
+                best = f"{study.best_value:.4f} (trial {study.best_trial.number})"
+            except ValueError:
+                best = "-"
         elapsed = timedelta(seconds=round(time.monotonic() - self.started))
         reason = trial.user_attrs.get("failure", "")
         print(

@@ -16,9 +16,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from rnnlab.config import CONF_DIR, PROJECT_ROOT, ConfigError, compose_config, group_choices
+from rnnlab.search_algorithms import PRUNERS, SAMPLERS, missing_requirement
 
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
+# What a run logs once, after training, that a multi-objective sweep may trade against its
+# validation score, and which way is better.
+COST_METRICS = {
+    "n_params": "minimize",
+    "n_params_recurrent": "minimize",
+    "epoch_seconds": "minimize",
+    "samples_per_second": "maximize",
+}
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"  # beside MLflow's store, in its own file
 KEYS = {
     "study": "study name; defaults to the file's name",
@@ -29,8 +36,9 @@ KEYS = {
     "sampler_options": "keyword arguments of the Optuna sampler",
     "pruner": "one of " + ", ".join(PRUNERS),
     "pruner_options": "keyword arguments of the Optuna pruner",
-    "metric": "a Keras metric name; the sweep tunes val_<metric>",
-    "direction": "maximize or minimize",
+    "metric": "a Keras metric name (the sweep tunes val_<metric>), or a list: that, then costs "
+    "(" + ", ".join(COST_METRICS) + ") for a multi-objective sweep",
+    "direction": "maximize or minimize, or a list with one per metric",
     "n_trials": "trials to finish, counted across all workers and resumes",
     "timeout": "seconds after which no new trial starts",
     "seed": "the sampler's seed",
@@ -71,7 +79,7 @@ class Sweep:
     source: str
     overrides: tuple[str, ...]
     space: tuple[Param, ...]
-    metric: str
+    metric: str  # the validation score: val_<metric> picks each trial's tested epoch
     direction: str
     n_trials: int | None
     timeout: float | None
@@ -83,6 +91,21 @@ class Sweep:
     seed: int = 0
     heartbeat_seconds: int = 30
     retries: int = 2
+    costs: tuple[str, ...] = ()  # further objectives of a multi-objective sweep (COST_METRICS)
+    cost_directions: tuple[str, ...] = ()
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """Each objective's MLflow metric: the best validation score, then the costs."""
+        return (f"best_val_{self.metric}", *self.costs)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return (self.direction, *self.cost_directions)
+
+    @property
+    def multi_objective(self) -> bool:
+        return bool(self.costs)
 
 
 def key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
@@ -161,18 +184,26 @@ class SweepFileChecker:
         space = tuple(self.param(name, spec) for name, spec in self.mapping(data, "space").items())
         overrides = self.overrides(data, extra_overrides, space)
         base = self.compose(("overrides",), overrides)
-        metric = data.get("metric") or base.task.metric
-        direction = data.get("direction") or base.task.direction
-        if direction not in ("maximize", "minimize"):
-            message = f"direction must be maximize or minimize, not {direction}"
-            raise self.fail(("direction",), message)
+        metrics, directions = self.objectives(data, base.task)
+        metric, direction = metrics[0], directions[0]
         overrides += [f"task.metric={metric}", f"task.direction={direction}"]
         if "validation_metric" in base.task:  # the trial's epochs are chosen by its value
             overrides.append(f"task.validation_metric={metric}")
         self.check_space(overrides, space)
-        sampler = self.choice(data, "sampler", SAMPLERS)
+        sampler = self.choice(data, "sampler", tuple(SAMPLERS))
         if sampler == "grid" and any(param.choices is None for param in space):
             raise self.fail(("sampler",), "the grid sampler needs a list of choices per parameter")
+        if len(metrics) > 1 and not SAMPLERS[sampler].multi_objective:
+            raise self.fail(("sampler",), f"the {sampler} sampler is single-objective")
+        if missing := missing_requirement(sampler):
+            raise self.fail(("sampler",), f"the {sampler} sampler needs {missing}")
+        # Optuna's pruners judge one objective: a multi-objective sweep trains every trial.
+        default_pruner = "none" if len(metrics) > 1 else "median"
+        pruner = self.choice(data, "pruner", tuple(PRUNERS), default_pruner)
+        if len(metrics) > 1 and pruner != "none":
+            raise self.fail(
+                ("pruner",), "Optuna's pruners are single-objective: use pruner: none here"
+            )
         return Sweep(
             name=str(data.get("study") or self.source.stem),
             source=str(self.source),
@@ -185,12 +216,43 @@ class SweepFileChecker:
             storage=str(data.get("storage") or DEFAULT_STORAGE),
             sampler=sampler,
             sampler_options=self.mapping(data, "sampler_options"),
-            pruner=self.choice(data, "pruner", PRUNERS),
+            pruner=pruner,
             pruner_options=self.mapping(data, "pruner_options"),
             seed=self.integer(data, "seed", 0),
             heartbeat_seconds=self.positive(data, "heartbeat_seconds", int) or 30,
             retries=self.integer(data, "retries", 2),
+            costs=tuple(metrics[1:]),
+            cost_directions=tuple(directions[1:]),
         )
+
+    def objectives(self, data: dict, task) -> tuple[list[str], list[str]]:
+        """The metrics and their directions: the validation score first, then any costs."""
+        metrics = data.get("metric") or task.metric
+        metrics = [str(m) for m in metrics] if isinstance(metrics, list) else [str(metrics)]
+        if not metrics or len(set(metrics)) != len(metrics):
+            raise self.fail(("metric",), "metric: name each objective once")
+        if metrics[0] in COST_METRICS:
+            raise self.fail(
+                ("metric",), f"metric: the first objective is a validation score, not {metrics[0]}"
+            )
+        for cost in metrics[1:]:
+            if cost not in COST_METRICS:
+                raise self.fail(
+                    ("metric",),
+                    f"metric: after the validation score come costs "
+                    f"({', '.join(COST_METRICS)}), not {cost}",
+                )
+        defaults = [task.direction, *(COST_METRICS[cost] for cost in metrics[1:])]
+        directions = data.get("direction") or defaults
+        if not isinstance(directions, list):
+            directions = [directions] if len(metrics) == 1 else None
+        if directions is None or len(directions) != len(metrics):
+            raise self.fail(("direction",), f"direction: give one per metric ({len(metrics)})")
+        for direction in directions:
+            if direction not in ("maximize", "minimize"):
+                message = f"direction must be maximize or minimize, not {direction}"
+                raise self.fail(("direction",), message)
+        return metrics, list(directions)
 
     def param(self, name: str, spec: Any) -> Param:
         where = ("space", name)
@@ -271,8 +333,10 @@ class SweepFileChecker:
             raise self.fail((key,), f"{key} must be a mapping")
         return dict(value)
 
-    def choice(self, data: dict, key: str, allowed: tuple[str, ...]) -> str:
-        value = str(data.get(key) or allowed[0])
+    def choice(
+        self, data: dict, key: str, allowed: tuple[str, ...], default: str | None = None
+    ) -> str:
+        value = str(data.get(key) or default or allowed[0])
         if value not in allowed:
             raise self.fail((key,), f"unknown {key} '{value}'; choose one of: {', '.join(allowed)}")
         return value

@@ -1,8 +1,10 @@
 """What a finished sweep leaves in its MLflow parent run, and the winner as a Hydra experiment.
 
-The parent run gets the best value and params, trial counts, Optuna's plots (HTML), the
-fANOVA importances as a table, and `conf/experiment/<study>_best.yaml`, so the winner
-retrains with `rnnlab train experiment=<study>_best`.
+The parent run gets the best value and params, trial counts, Optuna's plots (one HTML page
+that works offline), the fANOVA importances as a table, and
+`conf/experiment/<study>_best.yaml`, so the winner retrains with
+`rnnlab train experiment=<study>_best`. A multi-objective sweep has no single winner: its
+parent run gets the Pareto front instead, as a table, a PNG and Optuna's plot.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from rnnlab.config import CONF_DIR
+from rnnlab.plots import pareto_figure
 from rnnlab.sweep_file import Sweep
 
 PLOTS = {
@@ -51,6 +54,8 @@ def best_experiment(sweep: Sweep, params: dict, header: str) -> str:
     body = {}
     if groups:
         body["defaults"] = [{f"override /{group}": choice} for group, choice in groups.items()]
+    # A complete experiment: its runs are tagged with its name, and `rnnlab paper` runs it.
+    body["experiment_name"] = f"{sweep.name}_best"
     body.update(OmegaConf.to_container(values))
     return f"# @package _global_\n{header}" + yaml.safe_dump(body, sort_keys=False)
 
@@ -108,6 +113,9 @@ def report(
         client.log_metric(run_id, f"trials_{state.name.lower()}", count)
     if not any(trial.state == TrialState.COMPLETE for trial in trials):
         return None
+    if sweep.multi_objective:
+        report_pareto_front(study, sweep, client, run_id)
+        return None
     best = study.best_trial
     client.log_metric(run_id, f"best_val_{sweep.metric}", best.value)
     client.set_tag(run_id, "best_trial", str(best.number))
@@ -117,14 +125,7 @@ def report(
     best_file = write_best_experiment(study, sweep, experiment_folder)
     client.log_artifact(run_id, str(best_file))
     with tempfile.TemporaryDirectory() as folder:
-        for name, plot in PLOTS.items():
-            try:
-                figure = plot(study)
-            except Exception as error:  # a plot needing more trials must not fail the sweep
-                Path(folder, f"{name}.txt").write_text(f"not drawn: {error}\n")
-            else:
-                # Plotly's script from its CDN: a few kB per plot instead of 4 MB.
-                figure.write_html(Path(folder, f"{name}.html"), include_plotlyjs="cdn")
+        write_plots(study, PLOTS, Path(folder))
         try:
             importances = fanova_importances(study)
         except Exception as error:  # fANOVA needs two completed trials with varied params
@@ -138,3 +139,74 @@ def report(
         Path(folder, "best_params.json").write_text(json.dumps(best.params, indent=2))
         client.log_artifacts(run_id, folder, artifact_path="plots")
     return best_file
+
+
+def write_plots(study: optuna.Study, plots: dict, folder: Path) -> None:
+    """Optuna's plots on one page, `sweep.html`, with Plotly's script inlined once.
+
+    From Plotly's CDN the page would be empty on an offline machine; inlined per plot, each
+    file would carry the 4 MB script. A plot that cannot be drawn yet (too few trials)
+    says why in `<name>.txt` and the sweep goes on.
+    """
+    sections = []
+    for name, plot in plots.items():
+        try:
+            figure = plot(study)
+        except Exception as error:  # a plot needing more trials must not fail the sweep
+            Path(folder, f"{name}.txt").write_text(f"not drawn: {error}\n")
+            continue
+        # The first plot carries Plotly's script for the page.
+        body = figure.to_html(full_html=False, include_plotlyjs=not sections, div_id=name)
+        sections.append(f'<h2 id="{name}-title">{name.replace("_", " ")}</h2>\n{body}')
+    if sections:
+        title = f"Sweep {study.study_name}"
+        page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+        page += f"<body><h1>{title}</h1>\n" + "\n".join(sections) + "</body></html>\n"
+        Path(folder, "sweep.html").write_text(page)
+
+
+def report_pareto_front(study: optuna.Study, sweep: Sweep, client: MlflowClient, run_id: str):
+    """The trials no other trial beats on every objective: a table, a PNG, Optuna's plot."""
+    names = [f"val_{sweep.metric}", *sweep.costs]
+    front = sorted(study.best_trials, key=lambda trial: trial.number)
+    client.log_metric(run_id, "pareto_front_size", len(front))
+    columns: dict[str, list] = {"trial": [t.number for t in front]}
+    for index, name in enumerate(names):
+        columns[name] = [t.values[index] for t in front]
+    test_name = f"test_{sweep.metric}"
+    columns[test_name] = [trial_metric(client, t, test_name) for t in front]
+    for path in sorted({path for t in front for path in t.params}):
+        columns[path] = [t.params.get(path) for t in front]
+    client.log_table(run_id, columns, artifact_file="pareto/front.json")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in zip(*columns.values(), strict=True):
+        lines.append("| " + " | ".join(cell_text(value) for value in row) + " |")
+    table = "\n".join(lines) + "\n"
+    client.log_text(run_id, table, "pareto/front.md")
+    print(f"Pareto front of sweep '{sweep.name}' ({len(front)} of {len(study.trials)} trials):")
+    print(table, end="", flush=True)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if len(names) == 2:
+        figure = pareto_figure(
+            [t.values for t in complete], [t.values for t in front], names, sweep.directions
+        )
+        client.log_figure(run_id, figure, "pareto/front.png")
+    plots = {
+        "pareto_front": lambda study: optuna.visualization.plot_pareto_front(
+            study, target_names=names
+        )
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        write_plots(study, plots, Path(folder))
+        client.log_artifacts(run_id, folder, artifact_path="pareto")
+
+
+def trial_metric(client: MlflowClient, trial, name: str) -> float | None:
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    return client.get_run(run_id).data.metrics.get(name) if run_id else None
+
+
+def cell_text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)

@@ -173,8 +173,9 @@ def run(
     with tracked_run(cfg, tags=tags) as active:
         if trial is not None:
             trial.set_user_attr("mlflow_run_id", active.info.run_id)  # to fail it if killed
-            monitor = f"val_{selection_metric(cfg.task)}"
-            callbacks.append(ReportToOptuna(trial, monitor, cfg.task.direction))
+            if len(trial.study.directions) == 1:  # Optuna prunes single-objective studies only
+                monitor = f"val_{selection_metric(cfg.task)}"
+                callbacks.append(ReportToOptuna(trial, monitor, cfg.task.direction))
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
         size = {**parameter_counts(model), "units": cell_cfg.units}
         mlflow.log_metrics(size)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -134,6 +133,8 @@ def judge(
     comparisons = [compare(scored[best], scores) for scores in contenders.values()]
     if not comparisons or any(c.p is None for c in comparisons):
         return Verdict(best, None, None, below_baseline=below, few_seeds=few_seeds)
+    from statsmodels.stats.multitest import multipletests  # 1-2 s to import: only when used
+
     _, adjusted, _, _ = multipletests([c.p for c in comparisons], method="holm")
     p = float(np.max(adjusted))
     winner = best if p < alpha and best not in below else None
