@@ -74,6 +74,8 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
             assert f"{n_params:,} params" in row
         # Two seeds of two tiny cells learn nothing the baseline does not: nothing is bold.
         assert "**" not in row and row.endswith(" n < 5 |"), row
+        assert re.search(r"no cell beats the baseline \(p = [0-9.e-]+\)", row), row
+        assert row.count(" against ") == 2, "the other cell and the baseline against the best"
     assert r"\textbf" not in (out / "table.tex").read_text()
     assert "Holm" in table and "Student-t" in (out / "table.tex").read_text()
     for figure in ("00_adding_gradient_decay.png", "01_copy_memory_learning_curves.png"):

@@ -81,6 +81,7 @@ def test_holm_corrects_the_comparisons_with_the_best():
     # Holm by hand: the i-th smallest p times (m - i), made monotone, capped at 1.
     holm = np.minimum(1, np.maximum.accumulate([p * (3 - i) for i, p in enumerate(raw)]))
     assert verdict.best == "a" and verdict.p == pytest.approx(holm.max())
+    assert sorted(verdict.p_against.values()) == pytest.approx(sorted(holm))
     assert verdict.p > max(raw) * 0.999
 
 
@@ -90,7 +91,8 @@ def test_a_cell_no_better_than_the_baseline_is_never_the_winner():
     verdict = judge(cells, "minimize", baseline=by_seed(0.16, 0.1624))
     assert verdict.winner is None
     assert verdict.below_baseline == {"lstm", "simple_rnn"}
-    assert verdict.text() == "no cell beats the baseline; n < 5"
+    assert verdict.text() == f"no cell beats the baseline (p = {verdict.p:.2g}); n < 5"
+    assert set(verdict.p_against) == {"simple_rnn", "baseline"}
 
 
 def test_the_winner_must_also_beat_the_baseline_significantly():

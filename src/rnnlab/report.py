@@ -32,7 +32,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one ba
 
 CAPTION = (
     f"Test scores over seeds: mean ± std (n runs), the {CONFIDENCE:.0%} Student-t interval "
-    "of the mean, and the model's trainable parameters. Verdict: the best mean against every "
+    "of the mean, the model's trainable parameters, and the p-value of its difference from "
+    "the best mean. Verdict: the best mean against every "
     "other cell and the baseline, two-sided t-tests (paired by seed where both ran the same "
     f"seeds, Welch's otherwise), Holm-corrected; bold only when every p < {ALPHA:g} and the "
     "winner beats the baseline. † not better than the task's trivial baseline. "
@@ -136,6 +137,8 @@ def entry_lines(cells: dict[str, Cell], column: str, judged: Verdict) -> list[st
     lines = cells.get(column, Cell()).lines()
     if column in judged.below_baseline:
         lines[0] += " †"
+    if column in judged.p_against:
+        lines.append(f"p = {judged.p_against[column]:.2g} against {judged.best}")
     return lines
 
 

@@ -88,13 +88,15 @@ class Verdict:
     tests: set[str] = field(default_factory=set)
     below_baseline: set[str] = field(default_factory=set)  # columns not better than it
     few_seeds: bool = False  # some entry has fewer than FEW_SEEDS scores
+    p_against: dict[str, float] = field(default_factory=dict)  # Holm-adjusted p vs `best`
 
     def text(self) -> str:
         note = f"; n < {FEW_SEEDS}" if self.few_seeds else ""
         if self.best is None:
             return "no runs" if self.p is None else f"tie{note}"
         if self.best in self.below_baseline:
-            return f"no cell beats the baseline{note}"
+            against = f" (p = {self.p:.2g})" if self.p is not None else ""
+            return f"no cell beats the baseline{against}{note}"
         if self.p is None:
             return f"too few runs to test{note}"
         if self.winner:
@@ -139,4 +141,5 @@ def judge(
     p = float(np.max(adjusted))
     winner = best if p < alpha and best not in below else None
     tests = {c.test for c in comparisons}
-    return Verdict(best, winner, p, tests, below, few_seeds)
+    against = dict(zip(contenders, map(float, adjusted), strict=True))
+    return Verdict(best, winner, p, tests, below, few_seeds, against)
