@@ -22,6 +22,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -90,9 +91,11 @@ def fill(uri: str, runs: int) -> None:
             print(f"  {number + 1} runs in the store ({rate:.0f} runs/s)", flush=True)
 
 
-def timed(command: list[str]) -> float:
+def timed(command: list[str], cache: str | None = None) -> float:
+    """Wall seconds of a fresh process; `cache`: its grid cache folder (empty: a cold one)."""
+    env = {**os.environ, **({"XDG_CACHE_HOME": cache} if cache else {})}
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env)
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     return time.perf_counter() - started
@@ -108,10 +111,12 @@ def measure(uri: str) -> dict[str, float]:
         "\"tags.`rnnlab.experiment` = 'smoke' and attributes.status = 'FINISHED'\", "
         "max_results=50000)"
     )
+    paper = [*rnnlab, "paper", EXPERIMENT, uri_override, "--no-report"]
+    with tempfile.TemporaryDirectory() as cold:
+        cold_paper = timed(paper, cache=cold)
     return {
-        "resume decision (rnnlab paper, nothing left)": timed(
-            [*rnnlab, "paper", EXPERIMENT, uri_override, "--no-report"]
-        ),
+        "resume decision (rnnlab paper, nothing left), grid cache cold": cold_paper,
+        "resume decision, grid cache warm": timed(paper),
         "rnnlab report": timed([*rnnlab, "report", EXPERIMENT, uri_override]),
         "store query (finished_runs)": timed([sys.executable, "-c", query]),
         "MLflow search_runs, same runs": timed([sys.executable, "-c", search]),

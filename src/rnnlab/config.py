@@ -168,6 +168,11 @@ def validate(cfg: DictConfig) -> None:
     )
 
 
+def cell_name(cell_cfg: DictConfig) -> str:
+    """The cell's `name` key, else its class name: how reports and run names call it."""
+    return cell_cfg.get("name") or cell_cfg._target_.rsplit(".", 1)[-1]
+
+
 # Keys that say where a run is recorded or how it prints, not what it computes.
 NOT_HASHED = ("tracking", "data_dir", "experiment_task_overrides")
 

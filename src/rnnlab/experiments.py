@@ -26,13 +26,13 @@ import rnnlab
 from rnnlab.config import (
     CONF_DIR,
     ConfigError,
+    cell_name,
     compose_config,
     compose_many,
     config_hash,
     group_choices,
 )
 from rnnlab.run_index import finished_runs
-from rnnlab.tracking import cell_name, use_store
 
 
 @dataclass
@@ -79,10 +79,14 @@ class PointFacts:
 
 
 def grid_cache_key(override_lists: list[list[str]]) -> str:
-    """Changes with the config files, rnnlab's version and the points' overrides."""
+    """Changes with the config files, the code that composes and hashes them, rnnlab's
+    version and the points' overrides."""
     digest = hashlib.sha256(f"{rnnlab.__version__}\n{json.dumps(override_lists)}".encode())
     for path in sorted(CONF_DIR.rglob("*.yaml")):
         digest.update(str(path.relative_to(CONF_DIR)).encode() + b"\0" + path.read_bytes())
+    package = Path(rnnlab.__file__).parent
+    for module in ("config.py", "experiments.py", "tracking.py"):
+        digest.update((package / module).read_bytes())
     return digest.hexdigest()[:24]
 
 
@@ -97,25 +101,32 @@ def grid_facts(name: str, extra_overrides: list[str] = ()) -> list[tuple[GridPoi
     keyed by the config files' contents, so the next `rnnlab paper` or `rnnlab report` of
     the same grid decides in milliseconds instead of composing every point again.
     """
+    if name not in group_choices("experiment"):
+        experiment_grid(name)  # its one-line error, never a cached answer
+    cache = grid_cache_folder() / f"{grid_cache_key([[name, *extra_overrides]])}.json"
+    try:
+        cached = json.loads(cache.read_text())
+        return [(GridPoint(**point), PointFacts(**facts)) for point, facts in cached]
+    except (OSError, ValueError, TypeError):
+        pass
     grid = experiment_grid(name)
     lists = [[*point.overrides, *extra_overrides] for point in grid]
-    cache = grid_cache_folder() / f"{grid_cache_key(lists)}.json"
-    try:
-        facts = [PointFacts(**entry) for entry in json.loads(cache.read_text())]
-    except (OSError, ValueError, TypeError):
-        facts = [
-            PointFacts(
-                config_hash(cfg),
-                cfg.task.name,
-                cfg.task.metric,
-                cfg.task.direction,
-                cell_name(cfg.cell),
-            )
-            for cfg in compose_many(lists)
+    facts = [
+        PointFacts(
+            config_hash(cfg),
+            cfg.task.name,
+            cfg.task.metric,
+            cfg.task.direction,
+            cell_name(cfg.cell),
+        )
+        for cfg in compose_many(lists)
+    ]
+    with contextlib.suppress(OSError):  # a read-only home only loses the speed-up
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        entries = [
+            [dataclasses.asdict(p), dataclasses.asdict(f)] for p, f in zip(grid, facts, strict=True)
         ]
-        with contextlib.suppress(OSError):  # a read-only home only loses the speed-up
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps([dataclasses.asdict(fact) for fact in facts]))
+        cache.write_text(json.dumps(entries))
     return list(zip(grid, facts, strict=True))
 
 
@@ -127,12 +138,9 @@ def finished_hashes(tracking_uri: str, experiment_name: str) -> set[str]:
 
 def run_experiment(name: str, extra_overrides: list[str] = ()) -> dict[str, int]:
     """Run every missing point of the grid; returns how many ran, were skipped or failed."""
-    from rnnlab.callbacks import NonFiniteLossError
-    from rnnlab.train import run
-
     points = grid_facts(name, extra_overrides)
+    # Read without opening MLflow: a store not written yet has nothing finished.
     tracking = compose_config([*points[0][0].overrides, *extra_overrides]).tracking
-    use_store(tracking.uri, tracking.experiment)
     done = finished_hashes(tracking.uri, name)
     counts = {"ran": 0, "skipped": 0, "failed": 0}
     for number, (point, facts) in enumerate(points, start=1):
@@ -142,6 +150,11 @@ def run_experiment(name: str, extra_overrides: list[str] = ()) -> dict[str, int]
             counts["skipped"] += 1
             continue
         print(f"{label}: training", flush=True)
+        # Imported only now: TensorFlow takes seconds to load, and a resumed grid with
+        # nothing left to train must decide that without it.
+        from rnnlab.callbacks import NonFiniteLossError
+        from rnnlab.train import run
+
         try:
             run(compose_config([*point.overrides, *extra_overrides]))
         except NonFiniteLossError as error:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from mlflow import MlflowClient
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 PAGE = 1000
@@ -89,6 +88,8 @@ def key_values(connection, table: str, keys: tuple[str, ...], name: str, runs: d
 
 
 def from_api(uri, experiment_name, tags, metrics) -> list[FinishedRun]:
+    from mlflow import MlflowClient  # seconds to import: the database path does without
+
     client = MlflowClient(uri)
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     query = f"tags.`rnnlab.experiment` = '{experiment_name}' and attributes.status = 'FINISHED'"

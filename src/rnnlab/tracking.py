@@ -20,7 +20,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
-from rnnlab.config import PROJECT_ROOT, config_hash
+from rnnlab.config import PROJECT_ROOT, cell_name, config_hash
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3 rejects longer param values
 
@@ -82,11 +82,6 @@ def provenance_tags() -> dict[str, str]:
             f"on ({' '.join(native.flags) or 'portable'})" if native.library else "off"
         ),
     }
-
-
-def cell_name(cell_cfg: DictConfig) -> str:
-    """The cell's `name` key, else its class name: how reports and run names call it."""
-    return cell_cfg.get("name") or cell_cfg._target_.rsplit(".", 1)[-1]
 
 
 def use_store(uri: str, experiment: str) -> None:
