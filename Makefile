@@ -73,13 +73,17 @@ style: ## fix style in place
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
-bench: ## measure speed against bare Keras and PyTorch, and sweeps with and without pruning and early stopping
+bench: ## speed against bare Keras and PyTorch; sweeps, stores and system metrics at scale
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q -e ".[bench]" -c constraints.txt \
 		|| echo "PyTorch did not install: its column stays empty"
 	$(PYTHON) benchmarks/recurrence_speed.py
 	$(PYTHON) benchmarks/throughput.py
 	$(PYTHON) benchmarks/sweep_pruning.py
 	$(PYTHON) benchmarks/sweep_early_stopping.py
+	$(PYTHON) benchmarks/system_metrics_cost.py
+	url=$$(scripts/local_postgres.sh start $(POSTGRES_DIR)) && \
+		$(PYTHON) benchmarks/store_scale.py --postgres $$url && \
+		$(PYTHON) benchmarks/sweep_scale.py --postgres $$url
 
 lock: ## re-pin every dependency into constraints.txt
 	$(UV) pip compile --universal --extra dev pyproject.toml -o constraints.txt

@@ -95,5 +95,5 @@ def test_cli_unknown_command_names_the_commands():
         [sys.executable, "-m", "rnnlab.cli", "trian"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    commands = "train, prepare, sweep, paper, report, reproduce, native, info"
+    commands = "train, prepare, sweep, paper, report, reproduce, evaluate, predict, native, info"
     assert result.stderr.strip() == f"rnnlab: unknown command 'trian'; choose one of: {commands}"

@@ -120,6 +120,9 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
     for trial in trials:
         child = client.get_run(trial.user_attrs["mlflow_run_id"])
         assert child.data.tags["mlflow.parentRunId"] == parent_run_id
+        # Trials store no model and no system metrics unless the file asks (store_models).
+        assert not child.outputs.model_outputs
+        assert not any(name.startswith("system/") for name in child.data.metrics)
         assert child.data.params["cell.units"] == str(trial.params["cell.units"])
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
         # MLflow's step is Keras's epoch index; Optuna's counts the epochs trained and gets
@@ -174,11 +177,17 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
     assert cfg.tracking.parent_run_id is None
     metrics = run(cfg)
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert len(client.get_run(mlflow.last_active_run().info.run_id).outputs.model_outputs) == 1
 
 
 @pytest.mark.slow
 def test_a_multi_objective_sweep_reports_its_pareto_front(smoke_file, tracking_uri, tmp_path):
-    changes = {"metric": ["accuracy", "n_params"], "pruner": "none", "n_trials": 4}
+    changes = {
+        "metric": ["accuracy", "n_params"],
+        "pruner": "none",
+        "n_trials": 4,
+        "store_models": True,
+    }
     spec = load_sweep(smoke_file(**changes), [f"tracking.uri={tracking_uri}"])
     study = sweep(spec)
     client = MlflowClient(tracking_uri)
@@ -189,8 +198,12 @@ def test_a_multi_objective_sweep_reports_its_pareto_front(smoke_file, tracking_u
     ]
     assert_one_run_per_trial(study, client, n_trials=4, workers=1)
     for trial in study.trials:
-        child = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
-        assert trial.values == [child["best_val_accuracy"], child["n_params"]]
+        child = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert trial.values == [
+            child.data.metrics["best_val_accuracy"],
+            child.data.metrics["n_params"],
+        ]
+        assert len(child.outputs.model_outputs) == 1  # store_models: true
     front = {trial.number for trial in study.best_trials}
     for trial in study.trials:  # on the front exactly when no other trial dominates it
         dominated = any(

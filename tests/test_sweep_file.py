@@ -40,6 +40,7 @@ def test_a_good_file_parses_with_the_tasks_metric_by_default(tmp_path):
         ("model.dropout", "float"),
     ]
     assert "seed=3" in sweep.overrides and sweep.overrides[0] == "trainer.epochs=2"
+    assert sweep.store_models is False  # a model per trial adds up: off unless asked
 
 
 def test_a_command_line_override_of_a_searched_path_gives_way_to_the_sample(tmp_path):
@@ -71,6 +72,7 @@ def test_the_shipped_sweep_files_are_valid(name):
         ("n_trials: 3", "n_trials: 0", 8, "n_trials must be a positive number"),
         ("- trainer.epochs=2", "- trainer.epochs=-1", 1, "trainer.epochs must be at least 1"),
         ("n_trials: 3", "n_trials: 3\nsampler: grid", 9, "grid sampler needs a list of choices"),
+        ("n_trials: 3", "n_trials: 3\nstore_models: yes please", 9, "store_models must be true"),
     ],
 )
 def test_a_mistake_names_the_file_and_line(tmp_path, old, new, line, message):

@@ -18,6 +18,7 @@ from rnnlab.config import CONF_DIR, ConfigError, check_overrides, compose_config
 
 # TensorFlow's C++ start-up notes drown the progress bar; its warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file
 
 USAGE = """usage: rnnlab <command> [options]
 
@@ -30,6 +31,10 @@ commands:
                       report (--no-report: only run)
   report EXPERIMENT   tables (Markdown, LaTeX) and figures in reports/EXPERIMENT/
   reproduce RUN_ID    retrain a recorded run from its records and compare the metrics
+  evaluate RUN_ID     rescore a run's stored model on its test split, beside the logged metrics
+  predict RUN_ID INPUT...
+                      the stored model's answers: texts (sentiment, translation), or the
+                      latest values or a CSV file (forecasting)
   native [--rebuild]  whether rnnlab's native ops are on; --rebuild compiles them again
   info                versions, CPU, threads, native ops, data: paste it into a bug report
 
@@ -40,6 +45,7 @@ examples:
   rnnlab sweep sweeps/sentiment_cells.yaml --workers 2
   rnnlab paper smoke
   rnnlab reproduce 3f5e57a6525e4c2ab0b82028167a645b
+  rnnlab predict 3f5e57a6525e4c2ab0b82028167a645b "A gripping, funny film."
 """
 
 
@@ -132,6 +138,38 @@ def reproduce(arguments: list[str]) -> None:
     print(comparison_table(compared))
 
 
+def stored_model_command(action):
+    """Run `action(run_id, tracking_uri, rest)` with its errors as one line each."""
+    from rnnlab.datasets import DataNotPreparedError
+    from rnnlab.reproduce import ReproduceError
+
+    def command(arguments: list[str]) -> None:
+        overrides = [argument for argument in arguments[1:] if argument.startswith("tracking.")]
+        rest = [argument for argument in arguments[1:] if argument not in overrides]
+        run_id, _ = name_and_overrides(arguments[:1] + overrides, f"{action.__name__} RUN_ID")
+        try:
+            action(run_id, compose_config(overrides).tracking.uri, rest)
+        except (ReproduceError, DataNotPreparedError) as error:
+            sys.exit(f"rnnlab: {str(error).splitlines()[0]}")
+
+    return command
+
+
+def evaluate(run_id: str, tracking_uri: str, rest: list[str]) -> None:
+    from rnnlab.evaluate import evaluate as evaluate_run
+    from rnnlab.evaluate import evaluation_table
+
+    if rest:
+        raise ConfigError("usage: rnnlab evaluate RUN_ID [tracking.uri=...]")
+    print(evaluation_table(evaluate_run(run_id, tracking_uri)))
+
+
+def predict(run_id: str, tracking_uri: str, rest: list[str]) -> None:
+    from rnnlab.evaluate import predict as predict_inputs
+
+    print("\n".join(predict_inputs(run_id, tracking_uri, rest)))
+
+
 def native(arguments: list[str]) -> None:
     if set(arguments) - {"--rebuild"}:
         raise ConfigError("usage: rnnlab native [--rebuild]")
@@ -158,6 +196,8 @@ COMMANDS = {
     "paper": paper,
     "report": report,
     "reproduce": reproduce,
+    "evaluate": stored_model_command(evaluate),
+    "predict": stored_model_command(predict),
     "native": native,
     "info": info,
 }

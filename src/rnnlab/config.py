@@ -129,6 +129,15 @@ class TrackingSchema:
     experiment: str
     run_name: str | None
     parent_run_id: str | None
+    log_model: bool
+    system_metrics: bool
+    system_metrics_seconds: float
+
+    def __post_init__(self) -> None:
+        _require(
+            self.system_metrics_seconds > 0,
+            f"tracking.system_metrics_seconds must be > 0, got {self.system_metrics_seconds}",
+        )
 
 
 SCHEMAS = {

@@ -129,6 +129,10 @@ def trial_overrides(sweep: Sweep, trial: optuna.Trial, parent_run_id: str) -> li
     sampled = [f"{param.path}={suggest(trial, param)}" for param in sweep.space]
     return [
         "probe.plots=false",  # a trial's curves are in its metrics and JSON; a file may say true
+        # A trial is short and one of many: a model each would fill the store (store_models
+        # turns them on), and its system metrics would be a sample or two.
+        f"tracking.log_model={str(sweep.store_models).lower()}",
+        "tracking.system_metrics=false",
         *sweep.overrides,
         *sampled,
         f"tracking.parent_run_id={parent_run_id}",

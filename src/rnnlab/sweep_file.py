@@ -44,6 +44,7 @@ KEYS = {
     "seed": "the sampler's seed",
     "heartbeat_seconds": "how often a running trial proves it is alive",
     "retries": "how often a trial whose worker died is retried",
+    "store_models": "true stores each trial's model with its run (off: a model per trial adds up)",
 }
 PARAM_KEYS = ("choices", "low", "high", "log", "step")
 
@@ -93,6 +94,7 @@ class Sweep:
     retries: int = 2
     costs: tuple[str, ...] = ()  # further objectives of a multi-objective sweep (COST_METRICS)
     cost_directions: tuple[str, ...] = ()
+    store_models: bool = False
 
     @property
     def objectives(self) -> tuple[str, ...]:
@@ -223,6 +225,7 @@ class SweepFileChecker:
             retries=self.integer(data, "retries", 2),
             costs=tuple(metrics[1:]),
             cost_directions=tuple(directions[1:]),
+            store_models=self.boolean(data, "store_models", False),
         )
 
     def objectives(self, data: dict, task) -> tuple[list[str], list[str]]:
@@ -339,6 +342,12 @@ class SweepFileChecker:
         value = str(data.get(key) or default or allowed[0])
         if value not in allowed:
             raise self.fail((key,), f"unknown {key} '{value}'; choose one of: {', '.join(allowed)}")
+        return value
+
+    def boolean(self, data: dict, key: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail((key,), f"{key} must be true or false, got {value!r}")
         return value
 
     def integer(self, data: dict, key: str, default: int) -> int:

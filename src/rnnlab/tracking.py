@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ import rnnlab
 from rnnlab.config import PROJECT_ROOT, cell_name, config_hash
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3 rejects longer param values
+# Four lines a run on starting and stopping its system metrics thread, and no GPU here.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -98,7 +102,12 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
     use_store(cfg.tracking.uri, cfg.tracking.experiment)
     name = cfg.tracking.run_name or f"{cell_name(cfg.cell)}-{cfg.task.name}-seed{cfg.seed}"
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run = mlflow.start_run(run_name=name, parent_run_id=cfg.tracking.parent_run_id)
+    mlflow.set_system_metrics_sampling_interval(cfg.tracking.system_metrics_seconds)
+    run = mlflow.start_run(
+        run_name=name,
+        parent_run_id=cfg.tracking.parent_run_id,
+        log_system_metrics=cfg.tracking.system_metrics,
+    )
     try:
         params = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(resolved).items()}
         mlflow.log_params(params)
@@ -129,3 +138,24 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
         raise
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
+
+
+def log_datasets(record, data_hash: str) -> None:
+    """The run's splits as MLflow datasets (name and version, where, the data hash as
+    digest), so the UI's dataset column shows what the run saw."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if record.location:
+        with warnings.catch_warnings():  # MLflow registers its local source class twice
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(record.location)
+    else:
+        source = CodeDatasetSource({"generator": record.name})
+    for split, context in SPLIT_CONTEXTS.items():
+        dataset = MetaDataset(source, name=f"{record.name} [{split}]", digest=data_hash)
+        mlflow.log_input(dataset, context=context)

@@ -28,10 +28,11 @@ from rnnlab.callbacks import (
 from rnnlab.fused_rnn import recurrence_tags
 from rnnlab.models import decoder_stack, recurrent_stack
 from rnnlab.probe import GradientProbe, recurrent_layers
+from rnnlab.stored_model import log_stored_model
 from rnnlab.tasks import load_task
-from rnnlab.tasks.base import TaskData
+from rnnlab.tasks.base import Task, TaskData
 from rnnlab.threads import configure_threads
-from rnnlab.tracking import tracked_run
+from rnnlab.tracking import log_datasets, tracked_run
 
 
 def seed_everything(seed: int, reproducible: bool) -> None:
@@ -52,10 +53,9 @@ def freeze_long_lived_objects() -> None:
         gc.freeze()
 
 
-def build_model(cell_cfg: DictConfig, model_cfg: DictConfig, task) -> keras.Model:
+def build_model(cell_cfg: DictConfig, model_cfg: DictConfig, task: Task) -> keras.Model:
     # Tasks that generate sequences (translation, captioning) say so and get a decoder stack.
-    has_decoder = getattr(task, "has_decoder", False)
-    stacks = {"decoder": decoder_stack(cell_cfg, model_cfg)} if has_decoder else {}
+    stacks = {"decoder": decoder_stack(cell_cfg, model_cfg)} if task.has_decoder else {}
     return task.build_model(recurrent_stack(cell_cfg, model_cfg), **stacks)
 
 
@@ -177,6 +177,7 @@ def run(
                 monitor = f"val_{selection_metric(cfg.task)}"
                 callbacks.append(ReportToOptuna(trial, monitor, cfg.task.direction))
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
+        log_datasets(task.dataset_record(), data.data_hash)
         size = {**parameter_counts(model), "units": cell_cfg.units}
         mlflow.log_metrics(size)
         model.fit(
@@ -191,9 +192,8 @@ def run(
         test = model.evaluate(data.test, return_dict=True, verbose=0)
         epoch_seconds = statistics.median(epoch_logger.epoch_seconds)
         metrics = {f"test_{name}": float(value) for name, value in test.items()}
-        # Optional hook for what `evaluate` cannot give: baselines, BLEU, sample outputs.
-        evaluate_extra = getattr(task, "evaluate_extra", lambda model, data: ({}, {}))
-        extra_metrics, artifacts = evaluate_extra(model, data)
+        # What `evaluate` cannot give: baselines, BLEU, sample outputs.
+        extra_metrics, artifacts = task.evaluate_extra(model, data)
         metrics.update({f"test_{name}": float(value) for name, value in extra_metrics.items()})
         for file_name, text in artifacts.items():
             mlflow.log_text(text, file_name)
@@ -207,6 +207,8 @@ def run(
             metrics["best_epoch"] = best_epoch.best_epoch
         metrics["tested_epoch"] = best_epoch.tested_epoch()
         mlflow.log_metrics(metrics)
+        if cfg.tracking.log_model:
+            log_stored_model(model, task, cfg, data)  # the weights just tested
         metrics |= size
     print(
         f"test {cfg.task.metric}: {metrics['test_' + cfg.task.metric]:.4f} "

@@ -1,16 +1,115 @@
-"""What every task hands to the trainer: batched splits and the facts a run records."""
+"""What a task is to the rest of rnnlab (`Task`), and what it hands to the trainer:
+batched splits and the facts a run records."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from rnnlab import datasets
+from rnnlab.config import ConfigError
+
+
+class NoPredictError(ConfigError):
+    """The task's inputs are not something a person types (`rnnlab predict` says so)."""
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """What MLflow's dataset column shows for a run: name and version, and where it lives."""
+
+    name: str  # e.g. rotten_tomatoes_snippets/1.0.0, or the generator of synthetic data
+    location: str | None  # the prepared TFDS folder; None for generated or catalog data
+
+
+@runtime_checkable
+class Task(Protocol):
+    """Everything `train.run`, `rnnlab evaluate` and `rnnlab predict` use of a task.
+
+    A task knows its data and the model's ends (inputs, outputs); the cell in the middle
+    comes from the config. `TaskDefaults` gives the optional parts a default.
+    """
+
+    cfg: Any
+    loss: Any  # a Keras loss (name or function)
+    metrics: Sequence  # Keras metrics beyond the loss
+    has_decoder: bool  # True: build_model also takes a `decoder` stack of the cell
+
+    def prepare(self) -> None: ...
+
+    def load(self, batch_size: int, seed: int) -> TaskData: ...
+
+    def build_model(self, recurrent, **stacks) -> keras.Model: ...
+
+    def evaluate_extra(
+        self, model: keras.Model, data: TaskData
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """Test metrics `evaluate` cannot give (baselines, BLEU) and text artifacts."""
+        ...
+
+    def input_state(self) -> dict[str, Any]:
+        """What turns a person's input into the model's, beyond the model (vocabularies)."""
+        ...
+
+    def restore_inputs(self, state: dict[str, Any]) -> None: ...
+
+    def predict(self, model: keras.Model, inputs: list[str]) -> list:
+        """The model's answers to raw inputs (texts, a CSV file's values)."""
+        ...
+
+    def prediction_lines(self, inputs: list[str], answers: list) -> list[str]:
+        """What `rnnlab predict` prints: each answer beside what it answers."""
+        ...
+
+    def predict_example(self) -> list | None:
+        """Inputs `predict` takes (the stored model's input example); None: no predict."""
+        ...
+
+    def dataset_record(self) -> DatasetRecord: ...
+
+
+class TaskDefaults:
+    """The defaults of `Task`'s optional parts: no decoder, no extra metrics, no predict."""
+
+    cfg: Any
+    has_decoder = False
+
+    def evaluate_extra(self, model: keras.Model, data: TaskData):
+        return {}, {}
+
+    def input_state(self) -> dict[str, Any]:
+        return {}  # the model holds all it needs (e.g. a Normalization layer)
+
+    def restore_inputs(self, state: dict[str, Any]) -> None:
+        """Nothing to restore: see input_state."""
+
+    def predict(self, model: keras.Model, inputs: list[str]) -> list:
+        raise NoPredictError(
+            f"task '{self.cfg.name}' has no predict: its inputs are not something a person "
+            "types; `rnnlab evaluate RUN_ID` scores the stored model on its test split"
+        )
+
+    def prediction_lines(self, inputs: list[str], answers: list) -> list[str]:
+        return [f"{answer}\t{given}" for given, answer in zip(inputs, answers, strict=True)]
+
+    def predict_example(self) -> list | None:
+        return None
+
+    def dataset_record(self) -> DatasetRecord:
+        """The prepared TFDS set (`self.builder`), or the catalog set `task.source` names."""
+        source = self.cfg.get("source", "embedded")
+        if source.startswith("tfds:"):
+            return DatasetRecord(source.removeprefix("tfds:"), None)
+        builder = self.builder
+        return DatasetRecord(builder.info.full_name, str(builder.data_dir))
 
 
 @dataclass
@@ -143,7 +242,7 @@ def task_data_from_arrays(splits: dict, batch_size: int, seed: int) -> TaskData:
     return batched_task_data(pipelines, batch_size, seed, data_hash)
 
 
-class SyntheticTask:
+class SyntheticTask(TaskDefaults):
     """A task whose data a `generate(examples, rng)` method makes from the run's seed.
 
     Each split has its own random stream, so the test set never overlaps training and a
@@ -171,3 +270,8 @@ class SyntheticTask:
             splits[name] = self.generate(examples, np.random.default_rng([seed, index]))
         self.test_split = splits["test"]
         return task_data_from_arrays(splits, batch_size, seed)
+
+    def dataset_record(self) -> DatasetRecord:
+        """Generated from the seed: the generator and its config name the data."""
+        settings = ", ".join(f"{key}={value}" for key, value in self.cfg.items() if key != "name")
+        return DatasetRecord(f"{self.cfg.name} ({settings})", None)

@@ -12,6 +12,8 @@ import sacrebleu
 import tensorflow as tf
 from keras import layers
 
+from rnnlab.tasks.base import TaskDefaults
+
 START, END = "[start]", "[end]"  # brackets survive `standardize`, so these stay one token
 
 
@@ -52,7 +54,7 @@ def masked_crossentropy(y_true, y_pred):
     return keras.ops.sum(losses * real) / keras.ops.maximum(keras.ops.sum(real), 1.0)
 
 
-class TextGenerationTask:
+class TextGenerationTask(TaskDefaults):
     """What the tasks that write text share: a decoder stack, the masked loss, token accuracy."""
 
     has_decoder = True  # train.run passes them a decoder stack of the chosen cell

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.config import ConfigError
-from rnnlab.tasks.base import TaskData, batched_task_data
+from rnnlab.tasks.base import TaskData, TaskDefaults, batched_task_data
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.7, 0.15)  # train and validation; the rest, the latest part, is test
@@ -167,7 +167,7 @@ class StatsmodelsSeries(tfds.core.GeneratorBasedBuilder):
             )
 
 
-class ForecastingTask:
+class ForecastingTask(TaskDefaults):
     """Regression of the next value: recurrent stack over a window, one linear output."""
 
     loss = "mse"
@@ -253,3 +253,28 @@ class ForecastingTask:
             )
         ]
         return metrics, {"test_forecasts.csv": "\n".join(table) + "\n"}
+
+    def predict(self, model: keras.Model, inputs: list[str]) -> list[float]:
+        """The value `horizon` steps after the last of the inputs: numbers, oldest first, or
+        one CSV file of `time,value` rows like the series' own (gaps interpolated)."""
+        if len(inputs) == 1 and isinstance(inputs[0], str) and Path(inputs[0]).is_file():
+            values = fill_gaps([value for _, value in read_series(Path(inputs[0]))])
+        else:
+            try:
+                values = np.array([float(value) for value in inputs])
+            except ValueError as error:
+                raise ConfigError(f"forecasting takes numbers or one CSV file: {error}") from None
+        if len(values) < self.cfg.window:
+            raise ConfigError(
+                f"forecasting needs the last {self.cfg.window} values (task.window), "
+                f"got {len(values)}"
+            )
+        window = values[-self.cfg.window :].astype(np.float32)[np.newaxis, :, np.newaxis]
+        return [float(model.predict(window, verbose=0)[0])]
+
+    def predict_example(self) -> list[float]:
+        return [float(value) for value in self.values[-self.cfg.window :]]  # the latest window
+
+    def prediction_lines(self, inputs: list[str], answers: list[float]) -> list[str]:
+        steps = f"{self.cfg.horizon} step{'s' if self.cfg.horizon > 1 else ''}"
+        return [f"{answers[0]:.4f}  ({steps} after the last value given)"]

@@ -22,6 +22,7 @@ from rnnlab import datasets
 from rnnlab.models import RecurrentStack
 from rnnlab.tasks.base import (
     TaskData,
+    TaskDefaults,
     batched_task_data,
     majority_class_baseline,
     supervised_splits,
@@ -103,7 +104,7 @@ class RottenTomatoesSnippets(tfds.core.GeneratorBasedBuilder):
             yield snippet_id, {"text": text, "label": int(rating > 0), "rating": rating}
 
 
-class SentimentTask:
+class SentimentTask(TaskDefaults):
     """Binary classification of text: embedding, recurrent stack, sigmoid."""
 
     loss = "binary_crossentropy"
@@ -152,3 +153,22 @@ class SentimentTask:
 
     def evaluate_extra(self, model: keras.Model, data: TaskData):
         return majority_class_baseline(data), {}
+
+    def input_state(self) -> dict:
+        return {"vocabulary": self.vectorizer.get_vocabulary()}
+
+    def restore_inputs(self, state: dict) -> None:
+        self.vectorizer = layers.TextVectorization(
+            vocabulary=state["vocabulary"], output_sequence_length=self.cfg.sequence_length
+        )
+
+    def predict(self, model: keras.Model, inputs: list[str]) -> list[float]:
+        """The probability that each text is positive."""
+        tokens = self.vectorizer(tf.constant(inputs))
+        return [float(p) for p in model.predict(tokens, verbose=0)[:, 0]]
+
+    def predict_example(self) -> list[str]:
+        return ["A gripping, funny and moving film.", "Dull, and far too long."]
+
+    def prediction_lines(self, inputs: list[str], answers: list[float]) -> list[str]:
+        return [f"{p:.3f} positive  {text}" for text, p in zip(inputs, answers, strict=True)]

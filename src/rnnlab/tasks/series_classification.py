@@ -21,7 +21,13 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.config import ConfigError
-from rnnlab.tasks.base import TaskData, batched_task_data, deal, majority_class_baseline
+from rnnlab.tasks.base import (
+    TaskData,
+    TaskDefaults,
+    batched_task_data,
+    deal,
+    majority_class_baseline,
+)
 
 SOURCE_REQUIREMENT = "sktime==1.2.0"
 SOURCE_FOLDER = "sktime/datasets/data"
@@ -139,7 +145,7 @@ class UcrArchive(tfds.core.GeneratorBasedBuilder):
             yield int(index), {"series": cases[index], "label": labels[index]}
 
 
-class SeriesClassificationTask:
+class SeriesClassificationTask(TaskDefaults):
     """Masked recurrent stack over standardised frames, softmax over the classes."""
 
     loss = "sparse_categorical_crossentropy"

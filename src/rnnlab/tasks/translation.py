@@ -161,6 +161,39 @@ class TranslationTask(decoding.TextGenerationTask):
         )
         return keras.Model([source, tokens], probabilities, name="translation")
 
+    def input_state(self) -> dict:
+        return {
+            "source_vocabulary": self.source_vectorizer.get_vocabulary(),
+            "target_vocabulary": self.target_vectorizer.get_vocabulary(),
+        }
+
+    def restore_inputs(self, state: dict) -> None:
+        self.source_vectorizer = layers.TextVectorization(
+            vocabulary=state["source_vocabulary"],
+            standardize=decoding.standardize,
+            output_sequence_length=self.cfg.source_length,
+        )
+        self.target_vectorizer = layers.TextVectorization(
+            vocabulary=state["target_vocabulary"],
+            standardize=decoding.standardize,
+            output_sequence_length=self.cfg.target_length + 1,
+        )
+
+    def predict(self, model: keras.Model, inputs: list[str]) -> list[str]:
+        """English for each German sentence, decoded greedily as at test."""
+        return decoding.greedy_decode(
+            model,
+            self.source_vectorizer(tf.constant(inputs)).numpy(),
+            self.target_vectorizer.get_vocabulary(),
+            self.cfg.target_length,
+        )
+
+    def predict_example(self) -> list[str]:
+        return ["Ich habe keine Zeit.", "Das Wetter ist heute schön."]
+
+    def prediction_lines(self, inputs: list[str], answers: list[str]) -> list[str]:
+        return [f"{german}  ->  {english}" for german, english in zip(inputs, answers, strict=True)]
+
     def evaluate_extra(self, model: keras.Model, data: TaskData):
         """Corpus BLEU of greedy decodes of the whole test split, and a sample of them."""
         sources = [source for source, _ in self.test_pairs]

@@ -1,0 +1,160 @@
+"""Models stored with their runs: evaluate, predict, and what else an MLflow run records."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from rnnlab import cli
+from rnnlab.config import compose_config
+from rnnlab.evaluate import evaluate, predict
+from rnnlab.stored_model import NoStoredModelError, load_stored_model
+from rnnlab.tasks import TASK_MODULES, get_task, load_task
+from rnnlab.tasks.base import NoPredictError, Task
+from rnnlab.tasks.decoding import greedy_decode
+from rnnlab.train import run
+
+SMALL = ["cell.units=8", "trainer.epochs=1"]
+
+
+def trained_run(compose, *overrides: str) -> str:
+    run(compose(*SMALL, *overrides))
+    return mlflow.last_active_run().info.run_id
+
+
+def same_data_task(cfg):
+    """The task as the run loaded it: its vocabulary and series, independently of the store."""
+    return load_task(cfg.task, cfg.data_dir, cfg.trainer.batch_size, cfg.seed)[0]
+
+
+@pytest.mark.parametrize("name", sorted(TASK_MODULES))
+def test_every_task_implements_the_task_interface(name):
+    cfg = compose_config([f"task={name}"])
+    assert isinstance(get_task(cfg.task, cfg.data_dir), Task)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task", ["sentiment", "forecasting", "translation", "adding"], ids=lambda task: task
+)
+def test_evaluate_rescores_the_stored_model_to_the_logged_test_metrics(compose, tracking_uri, task):
+    run_id = trained_run(compose, f"task={task}")
+    rows = evaluate(run_id, tracking_uri)
+
+    logged = {
+        name: value
+        for name, value in MlflowClient(tracking_uri).get_run(run_id).data.metrics.items()
+        if name.startswith("test_")
+    }
+    assert {name for name, _, _ in rows} == set(logged)
+    for name, before, after in rows:
+        assert after == pytest.approx(before, rel=1e-5, abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_sentiment_predicts_from_raw_text_as_the_trained_vocabulary_reads_it(compose, tracking_uri):
+    run_id = trained_run(compose)
+    texts = ["A gripping, funny and moving film.", "Dull, and far too long.", "unseenword"]
+    lines = predict(run_id, tracking_uri, texts)
+
+    stored = load_stored_model(MlflowClient(tracking_uri), run_id)
+    tokens = same_data_task(compose(*SMALL)).vectorizer(texts)
+    expected = stored.keras_model.predict(tokens, verbose=0)[:, 0]
+    assert lines == [f"{p:.3f} positive  {text}" for p, text in zip(expected, texts, strict=True)]
+    # MLflow's own loader gives the same answers from the same raw text.
+    model_id = MlflowClient(tracking_uri).get_run(run_id).outputs.model_outputs[0].model_id
+    mlflow.set_tracking_uri(tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_id}")
+    assert np.allclose(pyfunc.predict(texts), expected, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_translation_predicts_english_as_greedy_decoding_of_the_trained_model(
+    compose, tracking_uri
+):
+    run_id = trained_run(compose, "task=translation")
+    german = ["Ich habe keine Zeit.", "Das ist gut."]
+    lines = predict(run_id, tracking_uri, german)
+
+    task = same_data_task(compose(*SMALL, "task=translation"))
+    stored = load_stored_model(MlflowClient(tracking_uri), run_id)
+    english = greedy_decode(
+        stored.keras_model,
+        task.source_vectorizer(german).numpy(),
+        task.target_vectorizer.get_vocabulary(),
+        task.cfg.target_length,
+    )
+    assert lines == [f"{g}  ->  {e}" for g, e in zip(german, english, strict=True)]
+
+
+@pytest.mark.slow
+def test_forecasting_predicts_the_next_value_from_a_csv_file(compose, tracking_uri, tmp_path):
+    run_id = trained_run(compose, "task=forecasting")
+    task = same_data_task(compose(*SMALL, "task=forecasting"))
+    latest = task.values[-30:]
+    csv = tmp_path / "latest.csv"
+    csv.write_text("time,value\n" + "".join(f"{i},{v}\n" for i, v in enumerate(latest)))
+
+    [line] = predict(run_id, tracking_uri, [str(csv)])
+    stored = load_stored_model(MlflowClient(tracking_uri), run_id)
+    window = latest[-task.cfg.window :].astype(np.float32)[np.newaxis, :, np.newaxis]
+    expected = float(stored.keras_model.predict(window, verbose=0)[0])
+    assert line.startswith(f"{expected:.4f}  (1 step after")
+    # The same values typed on the command line give the same forecast.
+    assert predict(run_id, tracking_uri, [str(v) for v in latest]) == [line]
+    with pytest.raises(Exception, match="needs the last 24 values"):
+        predict(run_id, tracking_uri, ["1.0", "2.0"])
+
+
+@pytest.mark.slow
+def test_a_run_records_its_model_datasets_and_system_metrics(compose, tracking_uri):
+    run_id = trained_run(
+        compose, "tracking.system_metrics_seconds=0.2", "task=adding", "task.length=20"
+    )
+    client = MlflowClient(tracking_uri)
+    recorded = client.get_run(run_id)
+
+    [model_output] = recorded.outputs.model_outputs
+    model = client.get_logged_model(model_output.model_id)
+    assert model.source_run_id == run_id
+    inputs = {d.dataset.name: d for d in recorded.inputs.dataset_inputs}
+    assert len(inputs) == 3  # train, validation, test
+    for dataset_input in inputs.values():
+        assert dataset_input.dataset.digest == recorded.data.tags["rnnlab.data_hash"]
+    contexts = {tag.value for d in inputs.values() for tag in d.tags}
+    assert {"training", "validation", "testing"} <= contexts
+    assert "system/cpu_utilization_percentage" in recorded.data.metrics
+    assert "system/system_memory_usage_megabytes" in recorded.data.metrics
+
+
+@pytest.mark.slow
+def test_a_prepared_tfds_set_is_recorded_by_name_and_version(compose, tracking_uri):
+    run_id = trained_run(compose, "task=forecasting")
+    names = {
+        d.dataset.name for d in MlflowClient(tracking_uri).get_run(run_id).inputs.dataset_inputs
+    }
+    assert names == {f"statsmodels_series/sunspots/1.0.0 [{split}]" for split in
+                     ("train", "validation", "test")}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_fail_in_one_line(compose, tracking_uri, capsys):
+    adding = trained_run(compose, "task=adding", "task.length=20")
+    unstored = trained_run(compose, "task=adding", "task.length=20", "tracking.log_model=false")
+
+    with pytest.raises(NoPredictError, match="task 'adding' has no predict"):
+        predict(adding, tracking_uri, ["1"])
+    with pytest.raises(NoStoredModelError, match=f"run {unstored} stored no model"):
+        evaluate(unstored, tracking_uri)
+    for arguments, message in (
+        (["predict", adding, "1"], "has no predict"),
+        (["evaluate", unstored], "stored no model"),
+        (["evaluate", "0" * 32], "no run 00000000"),
+        (["predict", adding], "usage: rnnlab predict RUN_ID INPUT"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([*arguments, f"tracking.uri={tracking_uri}"])
+        [line] = str(exit_.value.code).splitlines()
+        assert line.startswith("rnnlab: ") and message in line, line
