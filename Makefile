@@ -60,6 +60,7 @@ report: ## tables and figures of experiment EXP in reports/EXP/
 	$(RNNLAB) report $(EXP) $(ARGS)
 
 ui: ## open the MLflow dashboards on http://$(HOST):$(PORT)
+	@echo "open http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning (MLflow's Model training view)"
 	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host $(HOST) --port $(PORT) --workers 1
 
 test: ## run the test suite

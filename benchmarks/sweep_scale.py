@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import psycopg  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from store_scale import cpu_model  # noqa: E402 (a sibling script)
 
 SWEEP_FILE = """\
 overrides:
@@ -234,13 +235,6 @@ def main() -> None:
     print(f"first {window} ended: {summary(rows[:window])}")
     print(f"last {window} ended:  {summary(rows[-window:])}")
     print(f"the sweep's report over {options.trials} trials: {report_seconds:.1f} s")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -127,6 +127,9 @@ def test_a_run_records_its_model_datasets_and_system_metrics(compose, tracking_u
     assert {"training", "validation", "testing"} <= contexts
     assert "system/cpu_utilization_percentage" in recorded.data.metrics
     assert "system/system_memory_usage_megabytes" in recorded.data.metrics
+    # The UI files the experiment's runs as training, not as GenAI evaluation runs.
+    experiment = client.get_experiment(recorded.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from rnnlab.config import PROJECT_ROOT
 from rnnlab.experiments import grid_facts
 from rnnlab.plots import curves_figure, gradient_decay_figure, metric_by_setting_figure
 from rnnlab.run_index import finished_runs
+from rnnlab.tracking import use_store
 from rnnlab.verdicts import ALPHA, CONFIDENCE, FEW_SEEDS, Verdict, judge, summarize
 
 NOT_ROW_AXES = ("cell", "seed")
@@ -290,8 +291,7 @@ def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> P
     body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics)]
     body += [f"\n![{image}]({image})\n" for image in images]
     (out / "README.md").write_text("".join(body))
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("reports")
+    use_store(tracking_uri, "reports")
     with mlflow.start_run(run_name=name, tags={"rnnlab.report": name}):
         mlflow.log_artifacts(str(out), artifact_path="report")
     return out

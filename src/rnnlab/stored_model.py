@@ -28,7 +28,7 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.config import ConfigError
+from rnnlab.config import ConfigError, cell_name
 
 KERAS_FILE = "model.keras"
 INPUTS_FILE = "inputs.json"  # the task's config and input state
@@ -98,7 +98,7 @@ def log_stored_model(model: keras.Model, task, cfg: DictConfig, data) -> str:
         model.save(keras_file)
         inputs_file.write_text(json.dumps(record))
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=f"{cell_name(cfg.cell)}-{cfg.task.name}",  # what the UI's Models list shows
             python_model=StoredModel(),
             artifacts={"keras_model": str(keras_file), "inputs": str(inputs_file)},
             signature=infer_signature(example, answers),

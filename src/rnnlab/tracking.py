@@ -2,7 +2,8 @@
 
 The run logs the flattened config as params, the resolved config as `config.yaml`, and tags
 for provenance. It always ends in a final state: FAILED on an error, KILLED on Ctrl-C or
-when a sweep prunes it (tagged `rnnlab.pruned`).
+when a sweep prunes it (tagged `rnnlab.pruned`); a run whose process was killed outright is
+failed by the next command that opens the store (`liveness.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
 from rnnlab.config import PROJECT_ROOT, cell_name, config_hash
+from rnnlab.liveness import fail_dead_runs, heartbeat, owner_tags
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3 rejects longer param values
 # Four lines a run on starting and stopping its system metrics thread, and no GPU here.
@@ -88,12 +90,23 @@ def provenance_tags() -> dict[str, str]:
     }
 
 
+# MLflow 3's UI reads this experiment tag: without it an experiment opens in the GenAI
+# view and files training runs under "Evaluation runs".
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def use_store(uri: str, experiment: str) -> None:
-    """Point MLflow at the store (creating a local SQLite folder) and the experiment."""
+    """Point MLflow at the store (creating a local SQLite folder) and the experiment, which
+    the UI is told holds model training."""
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    for run_id in fail_dead_runs(mlflow.MlflowClient()):
+        print(f"rnnlab: run {run_id} was RUNNING but its process died; marked FAILED", flush=True)
+    current = mlflow.set_experiment(experiment)
+    for key, value in EXPERIMENT_KIND.items():
+        if current.tags.get(key) != value:
+            mlflow.MlflowClient().set_experiment_tag(current.experiment_id, key, value)
 
 
 @contextlib.contextmanager
@@ -121,8 +134,9 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
         }
         if cfg.get("experiment_name"):
             identity["rnnlab.experiment"] = cfg.experiment_name
-        mlflow.set_tags({**provenance_tags(), **identity, **tags})
-        yield run
+        mlflow.set_tags({**provenance_tags(), **identity, **owner_tags(), **tags})
+        with heartbeat(mlflow.MlflowClient(), run.info.run_id):
+            yield run
     except KeyboardInterrupt:
         mlflow.set_tag("rnnlab.failure", "interrupted by the user")
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))

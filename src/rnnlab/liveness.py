@@ -1,0 +1,103 @@
+"""No run stays RUNNING after its process died: who owns a run, and finding the dead ones.
+
+A process killed with SIGKILL, by the out-of-memory killer or with its machine cannot end
+its MLflow run. So every run records its owner (host, pid and the process's start time,
+which tells a reused pid apart) and, from a background thread, a heartbeat. Every rnnlab
+command that opens a store first fails the RUNNING runs whose owner is gone: on this host
+when the process no longer exists, elsewhere when the heartbeat stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+from mlflow import MlflowClient
+from mlflow.entities import Run, RunStatus
+
+HOST, PID, STARTED = "rnnlab.host", "rnnlab.pid", "rnnlab.process_started"
+HEARTBEAT = "rnnlab.heartbeat"  # seconds since the epoch of the owner's last sign of life
+HEARTBEAT_SECONDS = 60.0
+MISSED_BEATS = 3  # a run elsewhere is dead after this many heartbeats are missed
+
+
+def owner_tags() -> dict[str, str]:
+    """Who runs this process: host, pid and the process's start time (pids are reused)."""
+    return {
+        HOST: socket.gethostname(),
+        PID: str(os.getpid()),
+        STARTED: f"{psutil.Process().create_time():.2f}",
+    }
+
+
+def owner_is_alive(run: Run, now: float) -> bool | None:
+    """True or False where the tags tell; None for runs that predate owner tags."""
+    tags = run.data.tags
+    if HOST not in tags:
+        return None
+    if tags[HOST] == socket.gethostname():
+        try:
+            process = psutil.Process(int(tags[PID]))
+            return f"{process.create_time():.2f}" == tags[STARTED]
+        except (psutil.NoSuchProcess, ValueError):
+            return False
+        except psutil.AccessDenied:  # someone else's live process
+            return True
+    # Before its first beat a run counts as beating at its start.
+    last_beat = max(float(tags.get(HEARTBEAT, 0)), run.info.start_time / 1000)
+    return now - last_beat < MISSED_BEATS * HEARTBEAT_SECONDS
+
+
+def death_reason(tags: dict[str, str]) -> str:
+    if tags[HOST] == socket.gethostname():
+        return (
+            f"its process (pid {tags[PID]} on {tags[HOST]}) died without ending the run: "
+            "killed, or out of memory"
+        )
+    return (
+        f"its process (pid {tags[PID]} on {tags[HOST]}) sent no heartbeat for "
+        f"{MISSED_BEATS * HEARTBEAT_SECONDS:.0f} s: killed, or its machine went down"
+    )
+
+
+def fail_dead_runs(client: MlflowClient) -> list[str]:
+    """Mark FAILED, with the reason, every RUNNING run whose process is gone; their ids."""
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    if not experiments:
+        return []
+    running = client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=10_000)
+    now = time.time()
+    failed = []
+    for run in running:
+        if owner_is_alive(run, now) is False:
+            client.set_tag(run.info.run_id, "rnnlab.failure", death_reason(run.data.tags))
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+            failed.append(run.info.run_id)
+    return failed
+
+
+@contextlib.contextmanager
+def heartbeat(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """Beat every HEARTBEAT_SECONDS while the block runs, so other hosts see the run alive."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            # A store hiccup must not end training: the next beat retries.
+            with contextlib.suppress(Exception):
+                client.set_tag(run_id, HEARTBEAT, f"{time.time():.1f}")
+            if stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    thread = threading.Thread(target=beat, name="rnnlab-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,129 @@
+"""No run is left RUNNING after its process died: a real SIGKILL, and runs on other hosts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from rnnlab import liveness
+from rnnlab.train import run
+
+# Long enough to be killed mid-run: thousands of tiny epochs.
+ENDLESS_TRAINING = [
+    "task=adding",
+    "task.length=10",
+    "task.max_examples=64",
+    "trainer.epochs=100000",
+    "trainer.early_stopping_patience=null",
+    "trainer.verbose=0",
+    "probe.enabled=false",
+    "cell.units=4",
+]
+
+
+def running_run(client: MlflowClient, process: subprocess.Popen, timeout: float = 180):
+    """The RUNNING run the process opened, once it has one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()[-2000:]
+        experiment = client.get_experiment_by_name("adding")
+        if experiment:
+            runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+            if runs:
+                return runs[0]
+        time.sleep(0.5)
+    raise AssertionError("the training process opened no run")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_run_killed_with_sigkill_is_failed_by_the_next_train_on_the_store(
+    store, tmp_path, compose, request
+):
+    if store == "sqlite":
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+    else:
+        uri = request.getfixturevalue("postgres_database")()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnlab.cli", "train", *ENDLESS_TRAINING, f"tracking.uri={uri}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = MlflowClient(uri)
+    try:
+        killed = running_run(client, process)
+        time.sleep(2)  # into training
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    assert client.get_run(killed.info.run_id).info.status == "RUNNING"  # nobody ended it
+    assert killed.data.tags[liveness.PID] == str(process.pid)
+
+    run(compose("task=adding", "task.length=10", "trainer.epochs=1", f"tracking.uri={uri}"))
+
+    after = client.get_run(killed.info.run_id)
+    assert after.info.status == "FAILED"
+    reason = after.data.tags["rnnlab.failure"]
+    assert f"its process (pid {process.pid} on " in reason and "died" in reason
+    assert not client.search_runs([killed.info.experiment_id], "attributes.status = 'RUNNING'"), (
+        "nothing is left RUNNING"
+    )
+
+
+def owned_run(client: MlflowClient, experiment_id: str, started: float | None = None, **tags):
+    start_time = int(1000 * (started or time.time()))
+    return client.create_run(experiment_id, start_time=start_time, tags=tags).info.run_id
+
+
+def test_runs_elsewhere_fail_when_their_heartbeat_stops_and_live_ones_stay(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("liveness")
+    now = time.time()
+    stale_beat = f"{now - liveness.MISSED_BEATS * liveness.HEARTBEAT_SECONDS - 5:.0f}"
+    elsewhere = {liveness.HOST: "another-node", liveness.PID: "4242", liveness.STARTED: "1.00"}
+    an_hour_ago = now - 3600
+    silent = owned_run(
+        client, experiment_id, an_hour_ago, **elsewhere, **{liveness.HEARTBEAT: stale_beat}
+    )
+    beating = owned_run(
+        client, experiment_id, an_hour_ago, **elsewhere, **{liveness.HEARTBEAT: f"{now:.0f}"}
+    )
+    just_started = owned_run(client, experiment_id, **elsewhere)  # before its first beat
+    here_alive = owned_run(client, experiment_id, **liveness.owner_tags())
+    untagged = owned_run(client, experiment_id)  # made before owners were recorded
+
+    assert liveness.fail_dead_runs(client) == [silent]
+
+    assert client.get_run(silent).info.status == "FAILED"
+    assert "sent no heartbeat" in client.get_run(silent).data.tags["rnnlab.failure"]
+    for run_id in (beating, just_started, here_alive, untagged):
+        assert client.get_run(run_id).info.status == "RUNNING"
+
+
+def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("liveness")
+    mine = liveness.owner_tags()
+    reused = owned_run(client, experiment_id, **{**mine, liveness.STARTED: "12.00"})
+    assert liveness.fail_dead_runs(client) == [reused]
+    assert os.getpid() == int(client.get_run(reused).data.tags[liveness.PID])
+
+
+def test_the_heartbeat_tags_the_run_while_it_lives(tmp_path, monkeypatch):
+    monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.05)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = owned_run(client, client.create_experiment("liveness"))
+    with liveness.heartbeat(client, run_id):
+        time.sleep(0.3)
+        first = float(client.get_run(run_id).data.tags[liveness.HEARTBEAT])
+        time.sleep(1.2)
+        second = float(client.get_run(run_id).data.tags[liveness.HEARTBEAT])
+    assert second > first
