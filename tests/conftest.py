@@ -10,8 +10,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from rnnlab.config import compose_config  # noqa: E402
 
-# Small enough for seconds per run, large enough that the model learns something.
-TINY = ["task.max_examples=256", "trainer.epochs=2", "trainer.batch_size=32", "trainer.verbose=0"]
+# Small enough for seconds per run, large enough that the model learns something. Storing
+# each run's model costs about a second; the tests of stored models turn it back on.
+TINY = [
+    "task.max_examples=256",
+    "trainer.epochs=2",
+    "trainer.batch_size=32",
+    "trainer.verbose=0",
+    "tracking.log_model=false",
+]
 
 
 @pytest.fixture(scope="session")

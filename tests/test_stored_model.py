@@ -20,12 +20,32 @@ SMALL = ["cell.units=8", "trainer.epochs=1"]
 
 
 def trained_run(compose, *overrides: str) -> str:
-    run(compose(*SMALL, *overrides))
+    run(compose(*SMALL, "tracking.log_model=true", *overrides))
     return mlflow.last_active_run().info.run_id
 
 
-def same_data_task(cfg):
-    """The task as the run loaded it: its vocabulary and series, independently of the store."""
+@pytest.fixture(scope="module")
+def task_run(tracking_uri):
+    """task_run(task): the id of a small run of the task, trained once for the module."""
+    runs: dict[str, str] = {}
+
+    def trained(task: str) -> str:
+        if task not in runs:
+            run(compose_config(small_config(tracking_uri, task)))
+            runs[task] = mlflow.last_active_run().info.run_id
+        return runs[task]
+
+    return trained
+
+
+def small_config(tracking_uri: str, task: str) -> list[str]:
+    size = ["task.max_examples=256", "trainer.batch_size=32", "trainer.verbose=0", *SMALL]
+    return [*size, f"task={task}", f"tracking.uri={tracking_uri}"]
+
+
+def same_data_task(tracking_uri: str, task: str):
+    """The task as its run loaded it: vocabulary and series, independently of the store."""
+    cfg = compose_config(small_config(tracking_uri, task))
     return load_task(cfg.task, cfg.data_dir, cfg.trainer.batch_size, cfg.seed)[0]
 
 
@@ -39,8 +59,10 @@ def test_every_task_implements_the_task_interface(name):
 @pytest.mark.parametrize(
     "task", ["sentiment", "forecasting", "translation", "adding"], ids=lambda task: task
 )
-def test_evaluate_rescores_the_stored_model_to_the_logged_test_metrics(compose, tracking_uri, task):
-    run_id = trained_run(compose, f"task={task}")
+def test_evaluate_rescores_the_stored_model_to_the_logged_test_metrics(
+    task_run, tracking_uri, task
+):
+    run_id = task_run(task)
     rows = evaluate(run_id, tracking_uri)
 
     logged = {
@@ -54,13 +76,15 @@ def test_evaluate_rescores_the_stored_model_to_the_logged_test_metrics(compose, 
 
 
 @pytest.mark.slow
-def test_sentiment_predicts_from_raw_text_as_the_trained_vocabulary_reads_it(compose, tracking_uri):
-    run_id = trained_run(compose)
+def test_sentiment_predicts_from_raw_text_as_the_trained_vocabulary_reads_it(
+    task_run, tracking_uri
+):
+    run_id = task_run("sentiment")
     texts = ["A gripping, funny and moving film.", "Dull, and far too long.", "unseenword"]
     lines = predict(run_id, tracking_uri, texts)
 
     stored = load_stored_model(MlflowClient(tracking_uri), run_id)
-    tokens = same_data_task(compose(*SMALL)).vectorizer(texts)
+    tokens = same_data_task(tracking_uri, "sentiment").vectorizer(texts)
     expected = stored.keras_model.predict(tokens, verbose=0)[:, 0]
     assert lines == [f"{p:.3f} positive  {text}" for p, text in zip(expected, texts, strict=True)]
     # MLflow's own loader gives the same answers from the same raw text.
@@ -72,13 +96,13 @@ def test_sentiment_predicts_from_raw_text_as_the_trained_vocabulary_reads_it(com
 
 @pytest.mark.slow
 def test_translation_predicts_english_as_greedy_decoding_of_the_trained_model(
-    compose, tracking_uri
+    task_run, tracking_uri
 ):
-    run_id = trained_run(compose, "task=translation")
+    run_id = task_run("translation")
     german = ["Ich habe keine Zeit.", "Das ist gut."]
     lines = predict(run_id, tracking_uri, german)
 
-    task = same_data_task(compose(*SMALL, "task=translation"))
+    task = same_data_task(tracking_uri, "translation")
     stored = load_stored_model(MlflowClient(tracking_uri), run_id)
     english = greedy_decode(
         stored.keras_model,
@@ -90,9 +114,9 @@ def test_translation_predicts_english_as_greedy_decoding_of_the_trained_model(
 
 
 @pytest.mark.slow
-def test_forecasting_predicts_the_next_value_from_a_csv_file(compose, tracking_uri, tmp_path):
-    run_id = trained_run(compose, "task=forecasting")
-    task = same_data_task(compose(*SMALL, "task=forecasting"))
+def test_forecasting_predicts_the_next_value_from_a_csv_file(task_run, tracking_uri, tmp_path):
+    run_id = task_run("forecasting")
+    task = same_data_task(tracking_uri, "forecasting")
     latest = task.values[-30:]
     csv = tmp_path / "latest.csv"
     csv.write_text("time,value\n" + "".join(f"{i},{v}\n" for i, v in enumerate(latest)))
@@ -133,8 +157,8 @@ def test_a_run_records_its_model_datasets_and_system_metrics(compose, tracking_u
 
 
 @pytest.mark.slow
-def test_a_prepared_tfds_set_is_recorded_by_name_and_version(compose, tracking_uri):
-    run_id = trained_run(compose, "task=forecasting")
+def test_a_prepared_tfds_set_is_recorded_by_name_and_version(task_run, tracking_uri):
+    run_id = task_run("forecasting")
     names = {
         d.dataset.name for d in MlflowClient(tracking_uri).get_run(run_id).inputs.dataset_inputs
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 
 import keras
@@ -70,6 +71,28 @@ def test_a_full_lstm_run_learns_sentiment(compose):
     """Not a benchmark: a sanity bound that a broken pipeline (shuffled labels, no mask) misses."""
     metrics = run(compose("task.max_examples=2000", "trainer.epochs=3"))
     assert metrics["test_accuracy"] > 0.62
+
+
+def test_a_process_that_trains_many_models_keeps_only_the_last_ones_graphs(compose):
+    """Sweep workers train hundreds of models: TensorFlow's custom-gradient registry kept
+    every traced graph alive until rnnlab cleared it (fused_rnn.forget_custom_gradients)."""
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    cfg = compose(
+        "task=adding", "task.length=10", "trainer.epochs=1", "cell=gru", "cell.units=4",
+        "probe.enabled=false", "tracking.log_model=false", "tracking.system_metrics=false",
+    )  # fmt: skip
+
+    def live_graphs() -> int:
+        gc.collect()
+        return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+    run(cfg)
+    run(cfg)
+    after_two = live_graphs()
+    for _ in range(3):
+        run(cfg)
+    assert live_graphs() <= after_two
 
 
 def test_mixed_bfloat16_trains_and_the_next_run_is_float32_again(compose, tracking_uri):

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+from tensorflow.python.framework import ops as tf_ops
 
 from rnnlab.native import recurrence_ops
 from rnnlab.threads import parallel_shards
@@ -418,6 +419,24 @@ def native_recurrence(
         return ((history, *final) if all_steps else final), gradient
 
     return _sequence_and_final(run(projected, kernel, *biases, *initial_states), all_steps)
+
+
+def forget_custom_gradients() -> int:
+    """Drop the gradient functions `tf.custom_gradient` registered for earlier runs' graphs.
+
+    Inside a `tf.function` (every Keras train step) each `tf.custom_gradient` call registers
+    its gradient in TensorFlow's global registry under a new name and never removes it; the
+    closure holds the whole traced graph. A sweep worker kept every model it ever trained:
+    11,000 objects and 7.6 MB more a run, and its trials 40% slower after 250 of them
+    (benchmarks/RESULTS.md, sweeps at scale). `train.run` calls this before it builds a
+    model, when the graphs of earlier runs are no longer used. TensorFlow offers no public
+    way: this edits its private registry, and a test checks that it still works.
+    """
+    registry = tf_ops._gradient_registry._registry
+    stale = [name for name in registry if name.startswith("CustomGradient-")]
+    for name in stale:
+        del registry[name]
+    return len(stale)
 
 
 def _sequence_and_final(outputs, all_steps: bool):

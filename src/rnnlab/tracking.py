@@ -119,6 +119,7 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
     run = mlflow.start_run(
         run_name=name,
         parent_run_id=cfg.tracking.parent_run_id,
+        tags=owner_tags(),  # from its first moment: a run killed at once is found as well
         log_system_metrics=cfg.tracking.system_metrics,
     )
     try:
@@ -134,7 +135,7 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
         }
         if cfg.get("experiment_name"):
             identity["rnnlab.experiment"] = cfg.experiment_name
-        mlflow.set_tags({**provenance_tags(), **identity, **owner_tags(), **tags})
+        mlflow.set_tags({**provenance_tags(), **identity, **tags})
         with heartbeat(mlflow.MlflowClient(), run.info.run_id):
             yield run
     except KeyboardInterrupt:

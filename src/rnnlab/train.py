@@ -25,7 +25,7 @@ from rnnlab.callbacks import (
     ReportToOptuna,
     StopOnNonFiniteLoss,
 )
-from rnnlab.fused_rnn import recurrence_tags
+from rnnlab.fused_rnn import forget_custom_gradients, recurrence_tags
 from rnnlab.models import decoder_stack, recurrent_stack
 from rnnlab.probe import GradientProbe, recurrent_layers
 from rnnlab.stored_model import log_stored_model
@@ -158,6 +158,7 @@ def run(
     """
     configure_threads()  # only before TensorFlow's first op in this process
     freeze_long_lived_objects()
+    forget_custom_gradients()  # else each run's traced graphs live as long as the process
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(cfg.trainer.precision)
     seed_everything(cfg.seed, cfg.reproducible)
