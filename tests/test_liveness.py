@@ -127,3 +127,17 @@ def test_the_heartbeat_tags_the_run_while_it_lives(tmp_path, monkeypatch):
         time.sleep(1.2)
         second = float(client.get_run(run_id).data.tags[liveness.HEARTBEAT])
     assert second > first
+
+
+def test_a_process_looks_for_dead_runs_once_a_heartbeat_per_store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("liveness")
+    dead = {**liveness.owner_tags(), liveness.STARTED: "12.00"}  # this pid, another process
+
+    first = owned_run(client, experiment_id, **dead)
+    assert liveness.fail_dead_runs_once_a_beat(uri) == [first]
+    second = owned_run(client, experiment_id, **dead)
+    assert liveness.fail_dead_runs_once_a_beat(uri) == []  # looked a moment ago
+    monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.0)
+    assert liveness.fail_dead_runs_once_a_beat(uri) == [second]

@@ -12,8 +12,8 @@ from scipy import stats
 
 import rnnlab.train
 from rnnlab.callbacks import NonFiniteLossError
-from rnnlab.config import ConfigError
-from rnnlab.experiments import experiment_grid, run_experiment
+from rnnlab.config import ConfigError, compose_config, config_hash, with_experiment_task_overrides
+from rnnlab.experiments import experiment_grid, grid_facts, run_experiment
 from rnnlab.report import Cell, markdown_table, write_report
 from rnnlab.reproduce import ReproduceError, reproduce
 
@@ -24,6 +24,26 @@ def test_smoke_grid_is_tasks_by_cells_by_seeds():
     assert grid[0].overrides == ["experiment=smoke", "task=adding", "cell=simple_rnn", "seed=0"]
     assert grid[-1].axes == ["task=copy_memory", "cell=lstm", "seed=1"]
     assert grid[-1].overrides[-1] == "task.delay=20", "the experiment's own size for copy memory"
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "cells_vs_tasks"])
+def test_rnnlab_train_with_an_experiment_runs_the_configurations_rnnlab_paper_runs(experiment):
+    """`rnnlab train -m experiment=NAME` composes each point from its axes alone, then adds
+    the experiment's overrides for the point's task, as `rnnlab paper` does."""
+    facts = grid_facts(experiment)
+    assert any(point.overrides[-1] not in point.axes for point, _ in facts)  # task overrides
+    for point, point_facts in facts[:: max(1, len(facts) // 12)]:
+        given = [f"experiment={experiment}", *point.axes]
+        cfg = with_experiment_task_overrides(compose_config(given), given)
+        assert config_hash(cfg) == point_facts.config_hash, point.axes
+
+
+def test_a_key_given_on_the_command_line_keeps_its_value_over_the_experiments():
+    given = ["experiment=smoke", "task=copy_memory", "task.delay=30"]
+    cfg = with_experiment_task_overrides(compose_config(given), given)
+    assert cfg.task.delay == 30  # smoke's copy_memory override says 20
+    cfg = with_experiment_task_overrides(compose_config(given[:2]), given[:2])
+    assert cfg.task.delay == 20
 
 
 def test_unknown_experiment_lists_the_known_ones():

@@ -11,10 +11,18 @@ import os
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from rnnlab.config import CONF_DIR, ConfigError, check_overrides, compose_config, validate
+from rnnlab.config import (
+    CONF_DIR,
+    ConfigError,
+    check_overrides,
+    compose_config,
+    validate,
+    with_experiment_task_overrides,
+)
 
 # TensorFlow's C++ start-up notes drown the progress bar; its warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,7 +60,9 @@ examples:
 def train_job(cfg: DictConfig) -> float:
     """Hydra's task function: validate, then train (TensorFlow is imported only now)."""
     logging.getLogger("absl").setLevel(logging.WARNING)  # TFDS reports every file it opens
+    given = list(HydraConfig.get().overrides.task)
     try:
+        cfg = with_experiment_task_overrides(cfg, given)  # as `rnnlab paper` composes it
         validate(cfg)
     except ConfigError as error:
         sys.exit(f"rnnlab: {error}")

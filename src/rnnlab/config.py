@@ -229,6 +229,21 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list] | None:
     return groups, values
 
 
+def with_experiment_task_overrides(cfg: DictConfig, given: list[str]) -> DictConfig:
+    """cfg with its experiment's overrides for its task (`experiment_task_overrides`).
+
+    `rnnlab paper` composes each grid point with them; `rnnlab train experiment=NAME`
+    (and `-m`) applies them here, so both run the same configurations (the same hashes).
+    A key the user `given` on the command line keeps the user's value.
+    """
+    extra = list(cfg.get("experiment_task_overrides", {}).get(cfg.task.name, []))
+    given_keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(given)}
+    for override in OverridesParser.create().parse_overrides(extra):
+        if override.key_or_group not in given_keys:
+            OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+    return cfg
+
+
 def compose_many(override_lists: list[list[str]]) -> list[DictConfig]:
     """compose_config for each list, through Hydra once per distinct set of group choices.
 

@@ -10,6 +10,7 @@ when the process no longer exists, elsewhere when the heartbeat stopped.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -79,6 +80,22 @@ def fail_dead_runs(client: MlflowClient) -> list[str]:
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
             failed.append(run.info.run_id)
     return failed
+
+
+_LAST_CHECK: dict[str, float] = {}  # store URI -> when this process last looked
+
+
+def fail_dead_runs_once_a_beat(uri: str) -> list[str]:
+    """fail_dead_runs, at most once per heartbeat interval for a store in this process.
+
+    A sweep worker or a paper grid opens the store for every run; a death can only be
+    told apart from a missed beat that often anyway, and the query costs each trial.
+    """
+    now = time.monotonic()
+    if now - _LAST_CHECK.get(uri, -math.inf) < HEARTBEAT_SECONDS:
+        return []
+    _LAST_CHECK[uri] = now
+    return fail_dead_runs(MlflowClient(uri))
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
 from rnnlab.config import PROJECT_ROOT, cell_name, config_hash
-from rnnlab.liveness import fail_dead_runs, heartbeat, owner_tags
+from rnnlab.liveness import fail_dead_runs_once_a_beat, heartbeat, owner_tags
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3 rejects longer param values
 # Four lines a run on starting and stopping its system metrics thread, and no GPU here.
@@ -101,7 +101,7 @@ def use_store(uri: str, experiment: str) -> None:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    for run_id in fail_dead_runs(mlflow.MlflowClient()):
+    for run_id in fail_dead_runs_once_a_beat(uri):
         print(f"rnnlab: run {run_id} was RUNNING but its process died; marked FAILED", flush=True)
     current = mlflow.set_experiment(experiment)
     for key, value in EXPERIMENT_KIND.items():
