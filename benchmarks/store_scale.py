@@ -33,7 +33,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from rnnlab.config import PROJECT_ROOT  # noqa: E402
-from rnnlab.experiments import grid_facts  # noqa: E402
+from rnnlab.grids import grid_facts  # noqa: E402
 from rnnlab.run_index import finished_runs  # noqa: E402
 
 EXPERIMENT = "smoke"

@@ -13,7 +13,8 @@ from scipy import stats
 import rnnlab.train
 from rnnlab.callbacks import NonFiniteLossError
 from rnnlab.config import ConfigError, compose_config, config_hash, with_experiment_task_overrides
-from rnnlab.experiments import experiment_grid, grid_facts, run_experiment
+from rnnlab.grids import experiment_grid, grid_facts
+from rnnlab.paper import run_experiment
 from rnnlab.report import Cell, markdown_table, write_report
 from rnnlab.reproduce import ReproduceError, reproduce
 

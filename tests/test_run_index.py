@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-import rnnlab.experiments as experiments
+import rnnlab.grids as grids
 from rnnlab.config import compose_config, compose_many, config_hash
-from rnnlab.experiments import experiment_grid, grid_facts
+from rnnlab.grids import experiment_grid, grid_facts
 from rnnlab.run_index import finished_runs, from_api, from_database
 
 
@@ -89,14 +89,14 @@ def test_grid_facts_are_cached_until_the_config_files_change(tmp_path, monkeypat
     def no_composing(lists):
         raise AssertionError("composed again despite the cache")
 
-    monkeypatch.setattr(experiments, "compose_many", no_composing)
+    monkeypatch.setattr(grids, "compose_many", no_composing)
     assert grid_facts("smoke") == first
     facts = [facts for _, facts in first]
     assert {(f.task, f.cell) for f in facts} == {
         (task, cell) for task in ("adding", "copy_memory") for cell in ("simple_rnn", "lstm")
     }
-    key = experiments.grid_cache_key([["experiment=smoke"]])
-    monkeypatch.setattr(experiments, "CONF_DIR", tmp_path / "conf")
+    key = grids.grid_cache_key([["experiment=smoke"]])
+    monkeypatch.setattr(grids, "CONF_DIR", tmp_path / "conf")
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text("seed: 1\n")
-    assert experiments.grid_cache_key([["experiment=smoke"]]) != key
+    assert grids.grid_cache_key([["experiment=smoke"]]) != key

@@ -112,7 +112,7 @@ def name_and_overrides(arguments: list[str], usage: str) -> tuple[str, list[str]
 
 
 def paper(arguments: list[str]) -> None:
-    from rnnlab.experiments import run_experiment
+    from rnnlab.paper import run_experiment
 
     report_after = "--no-report" not in arguments
     arguments = [argument for argument in arguments if argument != "--no-report"]

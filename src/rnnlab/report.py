@@ -21,7 +21,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from rnnlab.config import PROJECT_ROOT
-from rnnlab.experiments import grid_facts
+from rnnlab.grids import grid_facts
 from rnnlab.plots import curves_figure, gradient_decay_figure, metric_by_setting_figure
 from rnnlab.run_index import finished_runs
 from rnnlab.tracking import use_store

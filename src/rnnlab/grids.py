@@ -1,11 +1,11 @@
-"""Paper experiments: every configuration of a `conf/experiment/` grid, resumably.
+"""An experiment's grid: its points, and each point's config hash, task, metric and cell.
 
-An experiment is a Hydra overlay whose `hydra.sweeper.params` is its grid (so
-`rnnlab train -m experiment=NAME` also runs it), with optional `experiment_task_overrides`
-that size each task for the experiment's budget. `rnnlab paper NAME` runs each point through
-`run`, skipping any whose resolved config already has a FINISHED run in MLflow: a killed
-`make paper` continues where it stopped. Deciding what is left stays fast at thousands of
-runs and points: the points' hashes are cached, the store is read with one query.
+An experiment is a Hydra overlay in `conf/experiment/` whose `hydra.sweeper.params` is its
+grid (so `rnnlab train -m experiment=NAME` also runs it), with optional
+`experiment_task_overrides` that size each task for the experiment's budget. Both the
+paper runner (`paper.py`) and the report need the grid; neither needs the other, and
+nothing here trains. The points' facts are cached, so a grid of thousands of points is
+decided in milliseconds.
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ from rnnlab.config import (
     CONF_DIR,
     ConfigError,
     cell_name,
-    compose_config,
     compose_many,
     config_hash,
     group_choices,
 )
-from rnnlab.run_index import finished_runs
 
 
 @dataclass
@@ -85,7 +83,7 @@ def grid_cache_key(override_lists: list[list[str]]) -> str:
     for path in sorted(CONF_DIR.rglob("*.yaml")):
         digest.update(str(path.relative_to(CONF_DIR)).encode() + b"\0" + path.read_bytes())
     package = Path(rnnlab.__file__).parent
-    for module in ("config.py", "experiments.py", "tracking.py"):
+    for module in ("config.py", "grids.py", "tracking.py"):
         digest.update((package / module).read_bytes())
     return digest.hexdigest()[:24]
 
@@ -128,39 +126,3 @@ def grid_facts(name: str, extra_overrides: list[str] = ()) -> list[tuple[GridPoi
         ]
         cache.write_text(json.dumps(entries))
     return list(zip(grid, facts, strict=True))
-
-
-def finished_hashes(tracking_uri: str, experiment_name: str) -> set[str]:
-    """Config hashes of the experiment's FINISHED runs in the store."""
-    runs = finished_runs(tracking_uri, experiment_name, tags=("rnnlab.config_hash",))
-    return {run.tags.get("rnnlab.config_hash") for run in runs}
-
-
-def run_experiment(name: str, extra_overrides: list[str] = ()) -> dict[str, int]:
-    """Run every missing point of the grid; returns how many ran, were skipped or failed."""
-    points = grid_facts(name, extra_overrides)
-    # Read without opening MLflow: a store not written yet has nothing finished.
-    tracking = compose_config([*points[0][0].overrides, *extra_overrides]).tracking
-    done = finished_hashes(tracking.uri, name)
-    counts = {"ran": 0, "skipped": 0, "failed": 0}
-    for number, (point, facts) in enumerate(points, start=1):
-        label = f"[{number}/{len(points)}] {' '.join(point.axes)}"
-        if facts.config_hash in done:
-            print(f"{label}: finished before, skipped", flush=True)
-            counts["skipped"] += 1
-            continue
-        print(f"{label}: training", flush=True)
-        # Imported only now: TensorFlow takes seconds to load, and a resumed grid with
-        # nothing left to train must decide that without it.
-        from rnnlab.callbacks import NonFiniteLossError
-        from rnnlab.train import run
-
-        try:
-            run(compose_config([*point.overrides, *extra_overrides]))
-        except NonFiniteLossError as error:
-            # Recorded as a FAILED run with its reason; the report shows the cell as missing.
-            print(f"{label}: failed: {error}", flush=True)
-            counts["failed"] += 1
-            continue
-        counts["ran"] += 1
-    return counts
