@@ -78,6 +78,7 @@ bench: ## speed against bare Keras and PyTorch; sweeps, stores and system metric
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q -e ".[bench]" -c constraints.txt \
 		|| echo "PyTorch did not install: its column stays empty"
 	$(PYTHON) benchmarks/recurrence_speed.py
+	$(PYTHON) benchmarks/recurrence_speed.py --cells modern --tasks none
 	$(PYTHON) benchmarks/throughput.py
 	$(PYTHON) benchmarks/sweep_pruning.py
 	$(PYTHON) benchmarks/sweep_early_stopping.py

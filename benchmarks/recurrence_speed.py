@@ -17,7 +17,25 @@ FLOPs of useful work per sample: forward 2·g·(inputs + units)·units per step 
 for SimpleRNN, LSTM, GRU), times 3 for forward and backward. The peak is `cores`
 independent fp32 2048² matmuls at once (rnnlab's threads: one per op, one op per core).
 
+`--cells modern` races rnnlab's own cells (IndRNN, minGRU, minLSTM, LRU: rnnlab.cells)
+against its GRU and LSTM, all built by `recurrent_stack` from the composed config and all
+interleaved in one run, at the reference shape and at T = 1000 (64 × 1000 × 2 → 64; the LRU
+keeps its config's 64 complex state units). For the linear cells (minGRU, minLSTM, LRU) it
+also times their alternatives: the TensorFlow scan that runs where the native ops did not
+build (`rnnlab.linear_scan` traced with them off) and Keras's step loop (`model.fused=false`).
+Their native scan is a pass over memory each way, so its speed is given as bandwidth: per
+step and sample, with W the projected width (2·units for minGRU, 3·units for minLSTM,
+2·state_units for the LRU) and S the state's (units; 2·state_units for the LRU), fp32, the
+projection reads x (inputs) and writes x W + b (W), the forward scan reads that and writes
+the states (W + S), the backward scan reads both and writes their gradient (W + S + W),
+which the kernel's gradient reads with x (W + inputs): 4·T·(2·inputs + 5W + 2S) bytes. Only
+the last output is read (no gradient of every state comes back) and the readout and head
+are left out, so it is a floor on the traffic, over the whole training step's time. The
+copy bandwidth it is held to is `cores` numpy copies of 64 MB at once (buffers reused, so
+no page faults), bytes read plus written, measured in every round like the peak.
+
     make bench   # or: .venv/bin/python benchmarks/recurrence_speed.py --epochs 10 --tasks none
+    .venv/bin/python benchmarks/recurrence_speed.py --cells modern --epochs 10 --tasks none
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ import contextlib
 import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,7 +58,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from rnnlab import fused_rnn  # noqa: E402
+from rnnlab import fused_rnn, linear_scan  # noqa: E402
 from rnnlab.config import compose_config  # noqa: E402
 from rnnlab.models import recurrent_stack  # noqa: E402
 from rnnlab.native import describe, native_status  # noqa: E402
@@ -56,12 +75,28 @@ except ImportError:  # the optional `bench` extra
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 BARE_KERAS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 REFERENCE_SHAPE = (64, 100, 32, 128)  # batch, steps, inputs, units
+LONG_SHAPE = (64, 1000, 2, 64)  # --cells modern: long sequences, where a scan should pay
+MODERN_CELLS = ("gru", "lstm", "indrnn", "mingru", "minlstm", "lru")
+LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru")
+# A linear cell's alternatives to its native scan: extra overrides, native ops on, the route
+# its layer must take (what `ProbedRNN.recurrence_routes` records when the step is traced).
+ALTERNATIVES = {
+    "TF scan": ((), False, "parallel_scan"),
+    "step loop": (("model.fused=false",), True, "keras"),
+}
 BATCHES_PER_EPOCH = 20
 PEAK_SIDE = 2048
+COPY_BYTES = 64 * 2**20
 
 
 def flops_per_sample(cell: str, steps: int, inputs: int, units: int) -> float:
     return 3 * steps * 2 * GATES[cell] * (inputs + units) * units
+
+
+def scan_bytes_per_sample(layer, steps: int, inputs: int) -> float:
+    """The traffic floor of a linear-scan layer (see the docstring), from its built cell."""
+    width, state = layer.cell.kernel.shape[-1], layer.cell.state_size
+    return 4 * steps * (2 * inputs + 5 * width + 2 * state)
 
 
 def task_shape(task_name: str) -> tuple[int, int, int, int]:
@@ -81,26 +116,40 @@ def task_shape(task_name: str) -> tuple[int, int, int, int]:
 
 @contextlib.contextmanager
 def native_ops_off():
-    """While a model is traced, the fused recurrence runs in TensorFlow's graph loop."""
-    original = fused_rnn.recurrence_ops
-    fused_rnn.recurrence_ops = lambda: None
+    """While a model is traced, the fused recurrence runs in TensorFlow's graph loop and a
+    linear cell's scan in TensorFlow's ops."""
+    modules = (fused_rnn, linear_scan)
+    originals = [module.recurrence_ops for module in modules]
+    for module in modules:
+        module.recurrence_ops = lambda: None
     try:
         yield
     finally:
-        fused_rnn.recurrence_ops = original
+        for module, original in zip(modules, originals):
+            module.recurrence_ops = original
 
 
 class KerasContender:
     """One epoch of `fit` over cached batches, timed from the first to the last batch."""
 
-    def __init__(self, recurrent, data: tf.data.Dataset, shape, native: bool = True) -> None:
-        """`recurrent(sequence)` applies the recurrent layer(s) under test."""
+    def __init__(
+        self, recurrent, data: tf.data.Dataset, shape, native: bool = True, route=None
+    ) -> None:
+        """`recurrent(sequence)` applies the recurrent layer(s) under test; `route`, if
+        given, is the one rnnlab's layer must have taken when its training step was traced."""
         _, steps, inputs, _ = shape
-        sequence = keras.Input((steps, inputs))
-        self.model = keras.Model(sequence, layers.Dense(1)(recurrent(sequence)))
+        self.routing = contextlib.nullcontext if native else native_ops_off
+        with self.routing():
+            sequence = keras.Input((steps, inputs))
+            self.model = keras.Model(sequence, layers.Dense(1)(recurrent(sequence)))
         self.model.compile(optimizer="adam", loss="mse")
         self.data = data
-        self.native = native
+        self.route = route
+
+    @property
+    def layer(self):
+        """rnnlab's (first) recurrent layer in the model."""
+        return recurrent_layers(self.model)[0]
 
     def epoch(self) -> float:
         clock = []
@@ -109,8 +158,12 @@ class KerasContender:
             on_epoch_end=lambda *_: clock.append(time.perf_counter()),
         )
         # The first epoch traces the training step: the route is fixed then.
-        with contextlib.nullcontext() if self.native else native_ops_off():
-            self.model.fit(self.data, epochs=1, verbose=0, callbacks=[timer])
+        with self.routing():
+            self.model.fit(self.data, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
+        if self.route is not None:
+            taken = self.layer.recurrence_routes[True][0]
+            if taken != self.route:
+                raise RuntimeError(f"{self.layer.name} ran by {taken}, not {self.route}")
         return clock[1] - clock[0]
 
 
@@ -160,43 +213,98 @@ class MatmulPeak:
         return len(self.matrices) * 2 * PEAK_SIDE**3 / seconds / 1e9
 
 
-def contenders(cell: str, shape) -> dict[str, object]:
-    batch, steps, inputs, units = shape
+class CopyBandwidth:
+    """`cores` numpy copies of 64 MB at once: what the machine's memory can move."""
+
+    def __init__(self) -> None:
+        count = COPY_BYTES // 4
+        self.pairs = [
+            (np.ones(count, np.float32), np.empty(count, np.float32))
+            for _ in range(available_cores())
+        ]
+        self.pool = ThreadPoolExecutor(len(self.pairs))  # numpy lets go of the GIL to copy
+        self.copy()  # every page touched before the first timing
+
+    def copy(self) -> None:
+        list(self.pool.map(lambda pair: np.copyto(pair[1], pair[0]), self.pairs))
+
+    def gbytes(self) -> float:
+        repeats = 5
+        started = time.perf_counter()
+        for _ in range(repeats):
+            self.copy()
+        seconds = (time.perf_counter() - started) / repeats
+        return len(self.pairs) * 2 * COPY_BYTES / seconds / 1e9  # read plus written
+
+
+def training_data(shape, batches: int):
+    """Random inputs and targets (arrays), and the cached dataset of their batches."""
+    batch, steps, inputs, _ = shape
     rng = np.random.default_rng(0)
-    count = batch * BATCHES_PER_EPOCH
-    inputs_array = rng.normal(size=(count, steps, inputs)).astype("float32")
-    targets_array = rng.normal(size=(count, 1)).astype("float32")
+    inputs_array = rng.normal(size=(batch * batches, steps, inputs)).astype("float32")
+    targets_array = rng.normal(size=(batch * batches, 1)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((inputs_array, targets_array)).batch(batch).cache()
-    cfg = compose_config([f"cell={cell}", f"cell.units={units}"])
+    return inputs_array, targets_array, data
+
+
+def rnnlab_contender(cell: str, shape, data, overrides=(), native=True, route=None):
+    """The layer rnnlab's `recurrent_stack` builds from the composed config, in training."""
+    cfg = compose_config([f"cell={cell}", f"cell.units={shape[3]}", *overrides])
+    return KerasContender(recurrent_stack(cfg.cell, cfg.model), data, shape, native, route)
+
+
+def contenders(cell: str, shape, batches: int) -> dict[str, object]:
+    inputs_array, targets_array, data = training_data(shape, batches)
     found = {
-        "rnnlab": KerasContender(recurrent_stack(cfg.cell, cfg.model), data, shape),
-        "rnnlab graph loop": KerasContender(
-            recurrent_stack(cfg.cell, cfg.model), data, shape, native=False
-        ),
-        "bare Keras": KerasContender(BARE_KERAS[cell](units), data, shape),
+        "rnnlab": rnnlab_contender(cell, shape, data),
+        "rnnlab graph loop": rnnlab_contender(cell, shape, data, native=False),
+        "bare Keras": KerasContender(BARE_KERAS[cell](shape[3]), data, shape),
     }
     if torch is not None:
         found["PyTorch"] = TorchContender(cell, inputs_array, targets_array, shape)
     return found
 
 
-def compare(cell: str, shape, epochs: int, peak: MatmulPeak) -> dict[str, list[float]]:
-    """Epoch seconds per contender, and the peak GFLOP/s, from interleaved rounds."""
-    racing = contenders(cell, shape)
-    times: dict[str, list[float]] = {name: [] for name in [*racing, "peak"]}
+def modern_contenders(shape, batches: int) -> dict[str, KerasContender]:
+    """rnnlab's cells by their default routes; the linear ones also by their alternatives."""
+    _, _, data = training_data(shape, batches)
+    found = {}
+    for cell in MODERN_CELLS:
+        found[cell] = rnnlab_contender(cell, shape, data)
+        alternatives = ALTERNATIVES.items() if cell in LINEAR_SCAN_CELLS else ()
+        for alternative, (overrides, native, route) in alternatives:
+            found[f"{cell} {alternative}"] = rnnlab_contender(
+                cell, shape, data, overrides, native, route
+            )
+    return found
+
+
+def race(racing: dict, epochs: int, probes: dict) -> dict[str, list[float]]:
+    """Epoch seconds per contender, and each probe's reading, from interleaved rounds."""
+    times: dict[str, list[float]] = {name: [] for name in [*racing, *probes]}
     for round_index in range(epochs + 1):  # round 0 warms every contender up
         for name, contender in racing.items():
             seconds = contender.epoch()
             if round_index:
                 times[name].append(seconds)
         if round_index:
-            times["peak"].append(peak.gflops())
+            for name, probe in probes.items():
+                times[name].append(probe())
     return times
 
 
-def report_row(label: str, cell: str, shape, times: dict[str, list[float]]) -> str:
-    batch = shape[0]
-    samples = batch * BATCHES_PER_EPOCH
+def speed_text(times: dict[str, list[float]], name: str, samples: int) -> str:
+    """Samples/s as median (fastest)."""
+    if name not in times:
+        return "—"
+    return f"{samples / statistics.median(times[name]):,.0f} ({samples / min(times[name]):,.0f})"
+
+
+def share_text(achieved: float, best: float, digits: int = 0) -> str:
+    return f"{achieved:.{digits}f} / {best:.{digits}f} = {achieved / best:.0%}"
+
+
+def report_row(label: str, cell: str, shape, times: dict[str, list[float]], samples) -> str:
     median = {name: statistics.median(values) for name, values in times.items()}
     speed = {name: samples / median[name] for name in times if name != "peak"}
     gflops = speed["rnnlab"] * flops_per_sample(cell, *shape[1:]) / 1e9
@@ -204,13 +312,37 @@ def report_row(label: str, cell: str, shape, times: dict[str, list[float]]) -> s
         label,
         cell,
         *(
-            f"{speed[name]:,.0f} ({samples / min(times[name]):,.0f})" if name in speed else "—"
+            speed_text(times, name, samples)
             for name in ("rnnlab", "rnnlab graph loop", "bare Keras", "PyTorch")
         ),
         f"{speed['rnnlab'] / speed['bare Keras']:.2f}",
         f"{speed['rnnlab'] / speed['PyTorch']:.2f}" if "PyTorch" in speed else "—",
         f"{speed['rnnlab graph loop'] / speed['bare Keras']:.2f}",
-        f"{gflops:.0f} / {median['peak']:.0f} = {gflops / median['peak']:.0%}",
+        share_text(gflops, median["peak"]),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def modern_row(label: str, cell: str, shape, racing, times, samples) -> str:
+    median = {name: statistics.median(values) for name, values in times.items()}
+    speed = {name: samples / median[name] for name in racing}
+    alternatives = [f"{cell} {alternative}" for alternative in ALTERNATIVES]
+    linear = cell in LINEAR_SCAN_CELLS
+    bandwidth = compute = "—"
+    if linear:
+        gbytes = speed[cell] * scan_bytes_per_sample(racing[cell].layer, *shape[1:3]) / 1e9
+        bandwidth = share_text(gbytes, median["copy"], 1)
+    if cell in GATES:
+        compute = share_text(speed[cell] * flops_per_sample(cell, *shape[1:]) / 1e9, median["peak"])
+    cells = [
+        label,
+        cell,
+        speed_text(times, cell, samples),
+        f"{speed[cell] / speed['gru']:.2f}",
+        *(speed_text(times, name, samples) for name in alternatives),
+        *(f"{speed[cell] / speed[name]:.2f}" if linear else "—" for name in alternatives),
+        bandwidth,
+        compute,
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -218,7 +350,14 @@ def report_row(label: str, cell: str, shape, times: dict[str, list[float]]) -> s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="timed epochs per contender")
-    parser.add_argument("--cells", nargs="+", default=list(GATES))
+    parser.add_argument("--batches", type=int, default=BATCHES_PER_EPOCH, help="per epoch")
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        default=list(GATES),
+        help="cells to race against bare Keras and PyTorch, or 'modern': rnnlab's own cells "
+        "against its GRU and LSTM, also at T = 1000",
+    )
     parser.add_argument(
         "--tasks",
         nargs="+",
@@ -226,26 +365,42 @@ def main() -> None:
         help="tasks whose default shapes to add, or 'none'",
     )
     options = parser.parse_args()
-    shapes = [("reference", REFERENCE_SHAPE)]
+    modern = options.cells == ["modern"]
+    shapes = [("reference", REFERENCE_SHAPE), *([("long", LONG_SHAPE)] if modern else [])]
     shapes += [(task, task_shape(task)) for task in options.tasks if task != "none"]
-    peak = MatmulPeak()
+    probes = {"peak": MatmulPeak().gflops}
+    if modern:
+        probes["copy"] = CopyBandwidth().gbytes
     print(
         f"CPU: {this_cpu().model}; rnnlab {describe(native_status())}\n"
-        f"{options.epochs} timed epochs of {BATCHES_PER_EPOCH} batches per contender after a "
+        f"{options.epochs} timed epochs of {options.batches} batches per contender after a "
         f"warm-up, interleaved; samples/s as median (fastest); TensorFlow threads: "
         f"{tf.config.threading.get_intra_op_parallelism_threads()} per op, "
         f"{tf.config.threading.get_inter_op_parallelism_threads()} ops at once; PyTorch: "
-        f"{torch.get_num_threads() if torch else '—'} threads\n\n"
-        "| shape | cell | rnnlab samples/s | rnnlab graph loop | bare Keras | PyTorch "
-        "| rnnlab / Keras | rnnlab / PyTorch | graph loop / Keras | rnnlab GFLOP/s / peak |\n"
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"{torch.get_num_threads() if torch else '—'} threads\n",
         flush=True,
     )
+    columns = (
+        "rnnlab samples/s | / GRU | TF scan | step loop | scan / TF scan | scan / step loop "
+        "| scan GB/s / copy | GFLOP/s / peak"
+        if modern
+        else "rnnlab samples/s | rnnlab graph loop | bare Keras | PyTorch | rnnlab / Keras "
+        "| rnnlab / PyTorch | graph loop / Keras | rnnlab GFLOP/s / peak"
+    )
+    print(f"| shape | cell | {columns} |\n" + "|---" * 10 + "|", flush=True)
     for label, shape in shapes:
         name = f"{label} {'×'.join(map(str, shape[:3]))}→{shape[3]}"
+        samples = shape[0] * options.batches
+        if modern:  # every contender in one race
+            racing = modern_contenders(shape, options.batches)
+            times = race(racing, options.epochs, probes)
+            for cell in MODERN_CELLS:
+                print(modern_row(name, cell, shape, racing, times, samples), flush=True)
+            keras.backend.clear_session()
+            continue
         for cell in options.cells:
-            times = compare(cell, shape, options.epochs, peak)
-            print(report_row(name, cell, shape, times), flush=True)
+            times = race(contenders(cell, shape, options.batches), options.epochs, probes)
+            print(report_row(name, cell, shape, times, samples), flush=True)
             keras.backend.clear_session()
 
 

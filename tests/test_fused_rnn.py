@@ -11,7 +11,7 @@ from recurrence_checks import count_native_calls, outputs_and_gradients
 
 from rnnlab import fused_rnn
 from rnnlab.fused_rnn import fused_cell_kind
-from rnnlab.probe import ProbedRNN
+from rnnlab.recurrent_layer import ProbedRNN
 
 CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
 # Each way a cell can be computed: rnnlab's native ops, or the recurrence in TensorFlow's graph.

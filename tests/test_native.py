@@ -15,7 +15,7 @@ from keras import layers
 from rnnlab import fused_rnn, native
 from rnnlab.native import build
 from rnnlab.native.build import NativeBuild
-from rnnlab.probe import ProbedRNN
+from rnnlab.recurrent_layer import ProbedRNN
 
 
 @pytest.fixture

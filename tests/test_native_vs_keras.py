@@ -18,7 +18,7 @@ from keras import layers
 from recurrence_checks import count_native_calls, outputs_and_gradients
 
 from rnnlab import fused_rnn
-from rnnlab.probe import ProbedRNN
+from rnnlab.recurrent_layer import ProbedRNN
 
 CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
 FEATURES = 4

@@ -12,7 +12,13 @@ from scipy import stats
 
 import rnnlab.train
 from rnnlab.callbacks import NonFiniteLossError
-from rnnlab.config import ConfigError, compose_config, config_hash, with_experiment_task_overrides
+from rnnlab.config import (
+    ConfigError,
+    compose_config,
+    compose_many,
+    config_hash,
+    with_experiment_task_overrides,
+)
 from rnnlab.grids import experiment_grid
 from rnnlab.paper import run_experiment
 from rnnlab.report import Cell, markdown_table, write_report
@@ -205,3 +211,20 @@ def test_reproducing_a_sweep_trial_makes_a_run_of_its_own(compose, tracking_uri)
     reproduce(trial.info.run_id, tracking_uri)
     again = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
     assert "mlflow.parentRunId" not in again.data.tags
+
+
+def test_a_task_override_may_interpolate_a_grid_axis():
+    """long_range sets task.length (adding) and task.delay (copy memory) from its horizon axis."""
+    points = experiment_grid("long_range")
+    sample = [point for point in points if "cell=gru" in point.axes and "seed=0" in point.axes]
+    configs = compose_many([point.overrides for point in sample])
+    lengths = {
+        (cfg.task.name, cfg.horizon): cfg.task.get("length", cfg.task.get("delay"))
+        for cfg in configs
+    }
+    assert lengths == {
+        ("adding", 100): 100,
+        ("adding", 1000): 1000,
+        ("copy_memory", 100): 100,
+        ("copy_memory", 1000): 1000,
+    }

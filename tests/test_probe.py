@@ -12,7 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from rnnlab.config import ConfigError, compose_config
-from rnnlab.probe import GradientProbe, ProbedRNN, decay_statistics
+from rnnlab.probe import GradientProbe, decay_statistics
+from rnnlab.recurrent_layer import ProbedRNN
 from rnnlab.tasks import get_task
 from rnnlab.train import build_compiled_model, gradient_probe, run, seed_everything
 
@@ -154,12 +155,17 @@ def test_decay_metrics_curves_and_plots_reach_mlflow(compose, tracking_uri):
     ):
         history = client.get_metric_history(run_id, name)
         assert [point.step for point in history] == [0, 1], name
+        assert f"{name}_at_init" in metrics, name  # the probe before the first epoch
     assert metrics["grad_decay_log10_ratio"] == metrics["recurrent_1.grad_decay_log10_ratio"]
 
     artifacts = {item.path for item in client.list_artifacts(run_id, "gradient_decay")}
     assert artifacts == {
         "gradient_decay/all_epochs.png",
-        *(f"gradient_decay/epoch_00{epoch}.{kind}" for epoch in (1, 2) for kind in ("json", "png")),
+        *(
+            f"gradient_decay/epoch_00{epoch}.{kind}"
+            for epoch in (0, 1, 2)
+            for kind in ("json", "png")
+        ),
     }
     curve_file = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="gradient_decay/epoch_002.json", tracking_uri=tracking_uri
@@ -170,6 +176,15 @@ def test_decay_metrics_curves_and_plots_reach_mlflow(compose, tracking_uri):
     assert len(norms["recurrent_1"]["h"]) == 20
     last = decay_statistics(np.array(norms["recurrent_1"]["h"]))["log10_ratio"]
     assert last == pytest.approx(metrics["grad_decay_log10_ratio"])
+    at_init = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="gradient_decay/epoch_000.json", tracking_uri=tracking_uri
+    )
+    with open(at_init) as curves:
+        untrained = json.load(curves)
+    assert untrained["epoch"] == 0
+    first = decay_statistics(np.array(untrained["norms"]["recurrent_1"]["h"]))["log10_ratio"]
+    assert first == pytest.approx(metrics["grad_decay_log10_ratio_at_init"])
+    assert first != pytest.approx(last)  # two epochs of training moved it
 
 
 def test_without_plots_the_curves_still_reach_mlflow(compose, tracking_uri):
@@ -179,7 +194,7 @@ def test_without_plots_the_curves_still_reach_mlflow(compose, tracking_uri):
     artifacts = {
         item.path for item in MlflowClient(tracking_uri).list_artifacts(run_id, "gradient_decay")
     }
-    assert artifacts == {"gradient_decay/epoch_001.json", "gradient_decay/epoch_002.json"}
+    assert artifacts == {f"gradient_decay/epoch_00{epoch}.json" for epoch in (0, 1, 2)}
 
 
 def test_unknown_probe_layer_names_the_recurrent_layers(compose):

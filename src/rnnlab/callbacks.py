@@ -159,25 +159,40 @@ class GradientDecayLogger(keras.callbacks.Callback):
         self.batch = batch
         self.every_n_epochs = every_n_epochs
         self.explode_norm = explode_norm
-        self.results: dict[int, object] = {}  # epoch (from 1) -> ProbeResult
+        self.results: dict[int, object] = {}  # epoch (from 1; 0 at initialisation) -> ProbeResult
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Probe the untrained model once: where each cell starts, before training moves it.
+
+        Its metrics carry the suffix `_at_init`; its curve is `epoch_000.json`.
+        """
+        self._probe(0)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if (epoch + 1) % self.every_n_epochs:
-            return
+        if (epoch + 1) % self.every_n_epochs == 0:
+            self._probe(epoch + 1)
+
+    def _probe(self, epoch: int) -> None:
         result = self.probe.measure(*self.batch)
-        self.results[epoch + 1] = result
-        mlflow.log_metrics(self.metrics(result), step=epoch)
+        self.results[epoch] = result
+        if epoch == 0:
+            mlflow.log_metrics(
+                {f"{name}_at_init": value for name, value in self.metrics(result).items()}
+            )
+        else:
+            mlflow.log_metrics(self.metrics(result), step=epoch - 1)
         curves = {
             layer: {state: norms.tolist() for state, norms in states.items()}
             for layer, states in result.step_norms.items()
         }
         mlflow.log_dict(
-            {"epoch": epoch + 1, "loss": result.loss, "norms": curves},
-            f"gradient_decay/epoch_{epoch + 1:03d}.json",
+            {"epoch": epoch, "loss": result.loss, "norms": curves},
+            f"gradient_decay/epoch_{epoch:03d}.json",
         )
         if result.weight_norms["global"] > self.explode_norm:
+            when = f"epoch {epoch}" if epoch else "initialisation"
             warning = (
-                f"gradient norm {result.weight_norms['global']:.3g} at epoch {epoch + 1} passed "
+                f"gradient norm {result.weight_norms['global']:.3g} at {when} passed "
                 f"probe.explode_norm={self.explode_norm:g}: consider trainer.clipnorm"
             )
             logging.getLogger("rnnlab").warning(warning)
@@ -206,12 +221,13 @@ class GradientDecayLogger(keras.callbacks.Callback):
                 for layer, states in result.step_norms.items()
                 for state, norms in states.items()
             }
-            figure = gradient_decay_figure(curves, f"Gradient decay, epoch {epoch}")
+            when = f"epoch {epoch}" if epoch else "initialisation"
+            figure = gradient_decay_figure(curves, f"Gradient decay, {when}")
             mlflow.log_figure(figure, f"gradient_decay/epoch_{epoch:03d}.png")
         if self.results:
             headline = self.probe.layers[-1].name
             curves = {
-                f"epoch {epoch}": result.step_norms[headline]["h"]
+                (f"epoch {epoch}" if epoch else "at init"): result.step_norms[headline]["h"]
                 for epoch, result in self.results.items()
             }
             title = f"Gradient decay of {headline}, all probes"

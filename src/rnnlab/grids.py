@@ -56,7 +56,9 @@ def experiment_grid(name: str) -> list[GridPoint]:
         [f"{key}={value.strip()}" for value in str(values).split(",")]
         for key, values in params.items()
     ]
-    per_task = cfg.experiment_task_overrides
+    # Unresolved: an override may interpolate a grid axis (long_range's ${horizon}), which
+    # each point sets; resolving here would give every point the experiment's default.
+    per_task = OmegaConf.to_container(cfg.experiment_task_overrides, resolve=False)
     grid = []
     for axes_values in itertools.product(*axes):
         task = next((o.split("=", 1)[1] for o in axes_values if o.startswith("task=")), None)

@@ -15,7 +15,7 @@ from keras import layers
 from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError
-from rnnlab.probe import ProbedRNN
+from rnnlab.recurrent_layer import ProbedRNN
 
 
 def build_cell(cell_cfg: DictConfig) -> keras.Layer:

@@ -11,7 +11,7 @@ it. Training never takes this path and pays nothing for it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -19,80 +19,9 @@ import tensorflow as tf
 from keras import layers, ops
 
 from rnnlab.config import ConfigError
-from rnnlab.fused_rnn import fused_cell_kind, fused_rnn
+from rnnlab.recurrent_layer import ProbedRNN, ProbeSession
 
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-
-
-@dataclass
-class ProbeSession:
-    """What probed layers share during one probe: the tape, and the perturbations made."""
-
-    tape: tf.GradientTape | None = None
-    offsets: dict[str, list[tf.Tensor]] = field(default_factory=dict)  # given, else zeros
-    perturbations: dict[str, list[tf.Tensor]] = field(default_factory=dict)
-
-
-@keras.saving.register_keras_serializable(package="rnnlab")
-class ProbedRNN(layers.RNN):
-    """keras.layers.RNN whose states can be perturbed per step while a probe runs.
-
-    With `fused`, Keras's own cells train through rnnlab's fused recurrence (same maths,
-    faster); the probe and any other cell take Keras's step-by-step loop.
-    """
-
-    probe_session: ProbeSession | None = None
-
-    def __init__(self, cell, fused: bool = True, **kwargs) -> None:
-        super().__init__(cell, **kwargs)
-        self.fused = fused
-        # {training: (route, shards)} of the passes traced so far: see fused_rnn.recurrence_tags.
-        self.recurrence_routes: dict[bool, tuple[str, int]] = {}
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "fused": self.fused}
-
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        session = self.probe_session
-        initial_state = (
-            list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
-        )
-        if session is None:
-            kind = fused_cell_kind(self.cell, training) if self.fused else None
-            if kind is not None:
-                return fused_rnn(self, kind, sequences, initial_state, mask, training)
-            self.recurrence_routes[bool(training)] = ("keras", 1)
-            return super().inner_loop(sequences, initial_state, mask, training=training)
-        steps = sequences.shape[1]
-        perturbations = session.offsets.get(self.name) or [
-            ops.zeros((ops.shape(state)[0], steps, state.shape[-1]), dtype=state.dtype)
-            for state in initial_state
-        ]
-        if session.tape is not None:
-            for perturbation in perturbations:
-                session.tape.watch(perturbation)
-        session.perturbations[self.name] = perturbations
-        cell_kwargs = {"training": training} if self.cell._call_has_training_arg else {}
-
-        def step(inputs, states):
-            output, new_states = self.cell(inputs[0], states, **cell_kwargs)
-            if not isinstance(new_states, list | tuple):
-                new_states = [new_states]
-            shifted = [state + offset for state, offset in zip(new_states, inputs[1:])]
-            # Built-in cells output their first state: the output must carry the shift too.
-            return (shifted[0] if output is new_states[0] else output), shifted
-
-        return keras.src.backend.rnn(
-            step,
-            (sequences, *perturbations),
-            initial_state,
-            go_backwards=self.go_backwards,
-            mask=mask,
-            unroll=self.unroll,
-            input_length=steps,
-            zero_output_for_mask=self.zero_output_for_mask,
-            return_all_outputs=self.return_sequences,
-        )
 
 
 def recurrent_layers(model: keras.Model) -> list[ProbedRNN]:

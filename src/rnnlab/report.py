@@ -212,16 +212,26 @@ def latex_table(table, directions, metrics) -> str:
     return "\n".join(lines) + "\n"
 
 
-def final_decay_curve(client: MlflowClient, run_id: str) -> np.ndarray | None:
-    """The headline h curve of the run's last probe, or None if it was not probed."""
+def decay_curve(client: MlflowClient, run_id: str, at_init: bool = False) -> np.ndarray | None:
+    """The headline h curve of the run's last probe (or its probe at initialisation), or
+    None if it has none: runs made before rnnlab probed at initialisation have no epoch 0."""
     files = [a.path for a in client.list_artifacts(run_id, "gradient_decay")]
     probes = sorted(path for path in files if path.endswith(".json"))
     if not probes:
         return None
     with tempfile.TemporaryDirectory() as scratch:
-        path = client.download_artifacts(run_id, probes[-1], scratch)
-        norms = json.loads(Path(path).read_text())["norms"]
+        path = client.download_artifacts(run_id, probes[0 if at_init else -1], scratch)
+        probe = json.loads(Path(path).read_text())
+    if at_init and probe.get("epoch") != 0:
+        return None
+    norms = probe["norms"]
     return np.asarray(norms[list(norms)[-1]]["h"])
+
+
+def seed_band(curves: list[np.ndarray]):
+    """(geometric mean over seeds, (min, max)): decay curves span many decades."""
+    stacked = np.maximum(np.stack(curves), 1e-38)
+    return 10 ** np.mean(np.log10(stacked), axis=0), (stacked.min(axis=0), stacked.max(axis=0))
 
 
 def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
@@ -229,18 +239,18 @@ def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
     client = MlflowClient(tracking_uri)
     written = []
     for index, (row, cells) in enumerate(table.items()):
-        decay, learning, decay_bands, learning_bands = {}, {}, {}, {}
+        learning, learning_bands = {}, {}
+        decay = {"after training": ({}, {}), "at initialisation": ({}, {})}
         for column, cell in cells.items():
             if column == BASELINE:
                 continue
-            curves = [
-                c for c in (final_decay_curve(client, run) for run in cell.runs) if c is not None
-            ]
-            if curves and len({len(curve) for curve in curves}) == 1:
-                # The geometric mean over seeds: decay curves span many decades.
-                stacked = np.maximum(np.stack(curves), 1e-38)
-                decay[column] = 10 ** np.mean(np.log10(stacked), axis=0)
-                decay_bands[column] = (stacked.min(axis=0), stacked.max(axis=0))
+            for when, (means, bands) in decay.items():
+                curves = [
+                    decay_curve(client, run, when == "at initialisation") for run in cell.runs
+                ]
+                curves = [curve for curve in curves if curve is not None]
+                if curves and len({len(curve) for curve in curves}) == 1:
+                    means[column], bands[column] = seed_band(curves)
             histories = [
                 [m.value for m in client.get_metric_history(run, f"val_{metrics[row]}")]
                 for run in cell.runs
@@ -253,11 +263,13 @@ def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
                 learning[column] = stacked.mean(axis=0)
                 learning_bands[column] = (stacked.min(axis=0), stacked.max(axis=0))
         slug = f"{index:02d}_{row.split(' ')[0]}"
-        if decay:
-            title = f"Gradient decay after training: {row} (band: range over seeds)"
-            figure = gradient_decay_figure(decay, title, decay_bands)
-            figure.savefig(out / f"{slug}_gradient_decay.png", dpi=120)
-            written.append(f"{slug}_gradient_decay.png")
+        for when, (means, bands) in decay.items():
+            if not means:
+                continue
+            title = f"Gradient decay {when}: {row} (band: range over seeds)"
+            name = f"{slug}_gradient_decay{'_at_init' if when == 'at initialisation' else ''}.png"
+            gradient_decay_figure(means, title, bands).savefig(out / name, dpi=120)
+            written.append(name)
         if learning:
             figure = curves_figure(
                 learning,

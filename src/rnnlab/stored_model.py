@@ -46,7 +46,7 @@ class StoredModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        import rnnlab.probe  # noqa: F401 (registers ProbedRNN for loading)
+        import rnnlab.recurrent_layer  # noqa: F401 (registers ProbedRNN and the cells for loading)
         from rnnlab.tasks import get_task
 
         record = json.loads(Path(context.artifacts["inputs"]).read_text())

@@ -407,3 +407,291 @@ REGISTER_KERNEL_BUILDER(Name("RnnlabLstmForward").Device(DEVICE_CPU), rnnlab::Ls
 REGISTER_KERNEL_BUILDER(Name("RnnlabLstmBackward").Device(DEVICE_CPU), rnnlab::LstmBackward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabGruForward").Device(DEVICE_CPU), rnnlab::GruForward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabGruBackward").Device(DEVICE_CPU), rnnlab::GruBackward);
+
+// ---------------------------------------------------------------------------------------
+// Linear recurrences h_t = a_t ⊙ h_{t-1} + b_t whose a_t and b_t come from the step's own
+// inputs (rnnlab.cells: minGRU, minLSTM, LRU), gates and recurrence fused in one pass.
+// No step depends on another through a matmul, so the ops are bound by memory, not by
+// dispatch: each reads the projected inputs once and writes the states once. Batch-major,
+// one row after another:
+//   forward(projected [B,T,W], parameters [Q] or [0], h0 [B,S], keep [B,T] or [0])
+//       -> states [B,T,S]
+//   backward(projected, parameters, states, h0, d_states [B,T,S] or [0], d_final [B,S], keep)
+//       -> d_projected [B,T,W], d_parameters [Q] or [0], d_h0 [B,S]
+// A step whose keep is 0 holds the state. A cell gives W and Q from S, and one step forward
+// and back over `n` lanes (at most kLanes) at pointers already offset to the first lane.
+namespace rnnlab {
+
+constexpr int64_t kLanes = 128;
+using Lanes = Eigen::Array<float, Eigen::Dynamic, 1, Eigen::ColMajor, kLanes, 1>;
+using ConstLanes = Eigen::Map<const Eigen::ArrayXf>;
+using MutableLanes = Eigen::Map<Eigen::ArrayXf>;
+
+// 1 / (1 + e^-x): Eigen's vectorised exp costs about half its tanh.
+template <class E>
+Lanes Sigmoid(const E& x) {
+  return (1.0f + (-x).exp()).inverse();
+}
+
+// The papers' g(x): x + 1/2 for x ≥ 0, else sigmoid(x); positive and continuous.
+void PositiveCandidate(const ConstLanes& x, Lanes* value, Lanes* slope) {
+  const Lanes s = Sigmoid(x);
+  *value = (x >= 0.0f).select(x + 0.5f, s);
+  if (slope) *slope = (x >= 0.0f).select(Lanes::Ones(x.size()), s * (1.0f - s));
+}
+
+// z = σ(x_z), h = (1 - z) h_prev + z g(x_h). W = 2S.
+struct MinGruScan {
+  static int64_t Width(int64_t S) { return 2 * S; }
+  static int64_t Parameters(int64_t) { return 0; }
+  static int64_t Lanes_(int64_t S) { return S; }
+
+  static void Forward(int64_t n, int64_t S, const float* x, const float*, const float* h_prev,
+                      float* h) {
+    const Lanes z = Sigmoid(ConstLanes(x, n));
+    Lanes candidate;
+    PositiveCandidate(ConstLanes(x + S, n), &candidate, nullptr);
+    const ConstLanes previous(h_prev, n);
+    MutableLanes(h, n) = previous + z * (candidate - previous);
+  }
+
+  // g holds dL/dh_t on entry and what reaches h_{t-1} on exit.
+  static void Backward(int64_t n, int64_t S, const float* x, const float*, const float* h_prev,
+                       float* g, float* d_x, float*) {
+    const Lanes z = Sigmoid(ConstLanes(x, n));
+    Lanes candidate, slope;
+    PositiveCandidate(ConstLanes(x + S, n), &candidate, &slope);
+    MutableLanes grad(g, n);
+    MutableLanes(d_x, n) = grad * (candidate - ConstLanes(h_prev, n)) * z * (1.0f - z);
+    MutableLanes(d_x + S, n) = grad * z * slope;
+    grad *= 1.0f - z;
+  }
+};
+
+// f = σ(x_f), i = σ(x_i), h = f/(f+i) h_prev + i/(f+i) g(x_h). W = 3S.
+struct MinLstmScan {
+  static int64_t Width(int64_t S) { return 3 * S; }
+  static int64_t Parameters(int64_t) { return 0; }
+  static int64_t Lanes_(int64_t S) { return S; }
+
+  static void Forward(int64_t n, int64_t S, const float* x, const float*, const float* h_prev,
+                      float* h) {
+    const Lanes f = Sigmoid(ConstLanes(x, n)), i = Sigmoid(ConstLanes(x + S, n));
+    Lanes candidate;
+    PositiveCandidate(ConstLanes(x + 2 * S, n), &candidate, nullptr);
+    MutableLanes(h, n) = (f * ConstLanes(h_prev, n) + i * candidate) / (f + i);
+  }
+
+  static void Backward(int64_t n, int64_t S, const float* x, const float*, const float* h_prev,
+                       float* g, float* d_x, float*) {
+    const Lanes f = Sigmoid(ConstLanes(x, n)), i = Sigmoid(ConstLanes(x + S, n));
+    Lanes candidate, slope;
+    PositiveCandidate(ConstLanes(x + 2 * S, n), &candidate, &slope);
+    const Lanes total = f + i;
+    MutableLanes grad(g, n);
+    // d f' = g h_prev and d i' = g h̃, with f' = f/(f+i) and i' = 1 - f'.
+    const Lanes difference = grad * (ConstLanes(h_prev, n) - candidate) / (total * total);
+    MutableLanes(d_x, n) = difference * i * f * (1.0f - f);
+    MutableLanes(d_x + S, n) = -difference * f * i * (1.0f - i);
+    MutableLanes(d_x + 2 * S, n) = grad * i / total * slope;
+    grad *= f / total;
+  }
+};
+
+// The LRU's complex diagonal recurrence on [Re x | Im x] (S = 2N lanes' worth):
+// x = λ x_prev + γ (Bu), with parameters [Re λ | Im λ | γ] (Q = 3N) and W = 2N.
+struct LruScan {
+  static int64_t Width(int64_t S) { return S; }
+  static int64_t Parameters(int64_t S) { return 3 * S / 2; }
+  static int64_t Lanes_(int64_t S) { return S / 2; }
+
+  static void Forward(int64_t n, int64_t S, const float* x, const float* p, const float* h_prev,
+                      float* h) {
+    const int64_t N = S / 2;
+    const ConstLanes lr(p, n), li(p + N, n), gamma(p + 2 * N, n);
+    const ConstLanes re(h_prev, n), im(h_prev + N, n);
+    MutableLanes(h, n) = lr * re - li * im + gamma * ConstLanes(x, n);
+    MutableLanes(h + N, n) = lr * im + li * re + gamma * ConstLanes(x + N, n);
+  }
+
+  static void Backward(int64_t n, int64_t S, const float* x, const float* p, const float* h_prev,
+                       float* g, float* d_x, float* d_p) {
+    const int64_t N = S / 2;
+    const ConstLanes lr(p, n), li(p + N, n), gamma(p + 2 * N, n);
+    const ConstLanes re(h_prev, n), im(h_prev + N, n);
+    MutableLanes gr(g, n), gi(g + N, n);
+    MutableLanes(d_x, n) = gr * gamma;
+    MutableLanes(d_x + N, n) = gi * gamma;
+    MutableLanes(d_p, n) += gr * re + gi * im;
+    MutableLanes(d_p + N, n) += gi * re - gr * im;
+    MutableLanes(d_p + 2 * N, n) += gr * ConstLanes(x, n) + gi * ConstLanes(x + N, n);
+    const Lanes previous_real = gr * lr + gi * li;
+    gi = gi * lr - gr * li;
+    gr = previous_real;
+  }
+};
+
+// Checks shared by both passes; reads B, T and S.
+template <class Scan>
+absl::Status ReadScanSizes(const Tensor& projected, const Tensor& parameters, const Tensor& h0,
+                           const Tensor& keep, Sizes* sizes) {
+  if (projected.dims() != 3 || h0.dims() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rnnlab scan: expected projected [B, T, W] and h0 [B, S], got ", ShapeText(projected),
+        " and ", ShapeText(h0)));
+  }
+  sizes->rows = projected.dim_size(0);
+  sizes->steps = projected.dim_size(1);
+  sizes->units = h0.dim_size(1);
+  const int64_t B = sizes->rows, T = sizes->steps, S = sizes->units;
+  TF_RETURN_IF_ERROR(Expect(projected, "projected", "[B, T, W]", {B, T, Scan::Width(S)}));
+  TF_RETURN_IF_ERROR(Expect(h0, "h0", "[B, S]", {B, S}));
+  if (Scan::Parameters(S)) {
+    TF_RETURN_IF_ERROR(Expect(parameters, "parameters", "[Q]", {Scan::Parameters(S)}));
+  } else {
+    TF_RETURN_IF_ERROR(Expect(parameters, "parameters", "empty for this cell", {0}));
+  }
+  return ExpectOrEmpty(keep, "keep", "[B, T]", {B, T});
+}
+
+template <class Scan>
+class ScanForward : public OpKernel {
+ public:
+  explicit ScanForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &projected = ctx->input(0), &h0 = ctx->input(2), &keep = ctx->input(3);
+    Sizes s;
+    OP_REQUIRES_OK(ctx, ReadScanSizes<Scan>(projected, ctx->input(1), h0, keep, &s));
+    const int64_t B = s.rows, T = s.steps, S = s.units, W = Scan::Width(S);
+    const int64_t lanes = Scan::Lanes_(S);
+    Tensor* states_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, S}), &states_out));
+    const float* x = projected.flat<float>().data();
+    const float* p = DataOrNull(ctx->input(1));
+    const float* masks = DataOrNull(keep);
+    float* states = states_out->flat<float>().data();
+    for (int64_t b = 0; b < B; ++b) {
+      const float* previous = h0.flat<float>().data() + b * S;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t at = b * T + t;
+        float* h = states + at * S;
+        if (masks != nullptr && masks[at] == 0.0f) {
+          std::copy(previous, previous + S, h);
+        } else {
+          for (int64_t j = 0; j < lanes; j += kLanes) {
+            Scan::Forward(std::min(kLanes, lanes - j), S, x + at * W + j, p ? p + j : nullptr,
+                          previous + j, h + j);
+          }
+        }
+        previous = h;
+      }
+    }
+  }
+};
+
+template <class Scan>
+class ScanBackward : public OpKernel {
+ public:
+  explicit ScanBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &projected = ctx->input(0), &h0 = ctx->input(3), &keep = ctx->input(6);
+    Sizes s;
+    OP_REQUIRES_OK(ctx, ReadScanSizes<Scan>(projected, ctx->input(1), h0, keep, &s));
+    const int64_t B = s.rows, T = s.steps, S = s.units, W = Scan::Width(S);
+    const int64_t lanes = Scan::Lanes_(S), Q = Scan::Parameters(S);
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(2), "states", "[B, T, S]", {B, T, S}));
+    OP_REQUIRES_OK(ctx, ExpectOrEmpty(ctx->input(4), "d_states", "[B, T, S]", {B, T, S}));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(5), "d_final", "[B, S]", {B, S}));
+    Tensor *d_projected_out, *d_parameters_out, *d_h0_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, W}), &d_projected_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({Q}), &d_parameters_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, S}), &d_h0_out));
+    const float* x = projected.flat<float>().data();
+    const float* p = DataOrNull(ctx->input(1));
+    const float* states = ctx->input(2).flat<float>().data();
+    const float* d_states = DataOrNull(ctx->input(4));
+    const float* masks = DataOrNull(keep);
+    float* d_x = d_projected_out->flat<float>().data();
+    float* d_p = Q ? d_parameters_out->flat<float>().data() : nullptr;
+    if (d_p) std::fill(d_p, d_p + Q, 0.0f);
+    float* g_all = d_h0_out->flat<float>().data();  // dL/dh_t, carried back to h_0
+    std::copy_n(ctx->input(5).flat<float>().data(), B * S, g_all);
+    for (int64_t b = 0; b < B; ++b) {
+      float* g = g_all + b * S;
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t at = b * T + t;
+        if (d_states != nullptr) MutableLanes(g, S) += ConstLanes(d_states + at * S, S);
+        if (masks != nullptr && masks[at] == 0.0f) {
+          std::fill(d_x + at * W, d_x + (at + 1) * W, 0.0f);
+          continue;
+        }
+        const float* previous = t > 0 ? states + (at - 1) * S : h0.flat<float>().data() + b * S;
+        for (int64_t j = 0; j < lanes; j += kLanes) {
+          Scan::Backward(std::min(kLanes, lanes - j), S, x + at * W + j, p ? p + j : nullptr,
+                         previous + j, g + j, d_x + at * W + j, d_p ? d_p + j : nullptr);
+        }
+      }
+    }
+  }
+};
+
+absl::Status ScanForwardShapes(InferenceContext* ctx) {
+  ShapeHandle projected, h0;
+  TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(0), 3, &projected));
+  TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(2), 2, &h0));
+  ctx->set_output(0, ctx->MakeShape({ctx->Dim(projected, 0), ctx->Dim(projected, 1),
+                                     ctx->Dim(h0, 1)}));
+  return absl::OkStatus();
+}
+
+absl::Status ScanBackwardShapes(InferenceContext* ctx) {
+  ctx->set_output(0, ctx->input(0));
+  ctx->set_output(1, ctx->input(1));
+  ctx->set_output(2, ctx->input(3));
+  return absl::OkStatus();
+}
+
+}  // namespace rnnlab
+
+#define RNNLAB_SCAN_OPS(Name)                              \
+  REGISTER_OP("Rnnlab" #Name "Forward")                   \
+      .Input("projected: float")                          \
+      .Input("parameters: float")                         \
+      .Input("initial: float")                            \
+      .Input("keep: float")                               \
+      .Output("states: float")                            \
+      .SetShapeFn(rnnlab::ScanForwardShapes);             \
+  REGISTER_OP("Rnnlab" #Name "Backward")                  \
+      .Input("projected: float")                          \
+      .Input("parameters: float")                         \
+      .Input("states: float")                             \
+      .Input("initial: float")                            \
+      .Input("d_states: float")                           \
+      .Input("d_final: float")                            \
+      .Input("keep: float")                               \
+      .Output("d_projected: float")                       \
+      .Output("d_parameters: float")                      \
+      .Output("d_initial: float")                         \
+      .SetShapeFn(rnnlab::ScanBackwardShapes)
+
+RNNLAB_SCAN_OPS(MinGruScan);
+RNNLAB_SCAN_OPS(MinLstmScan);
+RNNLAB_SCAN_OPS(LruScan);
+
+namespace rnnlab {
+using MinGruScanForward = ScanForward<MinGruScan>;
+using MinGruScanBackward = ScanBackward<MinGruScan>;
+using MinLstmScanForward = ScanForward<MinLstmScan>;
+using MinLstmScanBackward = ScanBackward<MinLstmScan>;
+using LruScanForward = ScanForward<LruScan>;
+using LruScanBackward = ScanBackward<LruScan>;
+}  // namespace rnnlab
+
+REGISTER_KERNEL_BUILDER(Name("RnnlabMinGruScanForward").Device(DEVICE_CPU), rnnlab::MinGruScanForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabMinGruScanBackward").Device(DEVICE_CPU), rnnlab::MinGruScanBackward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabMinLstmScanForward").Device(DEVICE_CPU), rnnlab::MinLstmScanForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabMinLstmScanBackward").Device(DEVICE_CPU), rnnlab::MinLstmScanBackward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabLruScanForward").Device(DEVICE_CPU), rnnlab::LruScanForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabLruScanBackward").Device(DEVICE_CPU), rnnlab::LruScanBackward);

@@ -1,0 +1,162 @@
+"""A whole sequence of a linear recurrence at once: h_t = a_t ⊙ h_{t-1} + b_t for every t.
+
+A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM and the LRU
+(rnnlab.cells) the coefficients a_t, b_t depend on the inputs only, so every step's state
+follows from prefix products and sums, which a few large ops compute:
+- rnnlab's native ops (`native_scan`), fastest by far on a CPU: gates and recurrence in one
+  pass over memory each way, one op per core on a share of the rows;
+- where they did not build, `associative_scan`: Keras's associative scan of (a, b) pairs,
+  log2(T) rounds of elementwise ops, for real and complex (the LRU's) coefficients alike.
+The papers' log-space scan (cumulative sum and cumulative log-sum-exp of log a, log b) ran
+no faster here and, in float32, loses the gradient over 1,000 steps: log A_t reaches about
+-1,000, where float32 resolves 1e-4, and the bias gradients came out 10% off.
+`benchmarks/recurrence_speed.py --cells modern` measures the routes against each other and
+against the step loop (benchmarks/RESULTS.md). Masked (padded) steps keep the state:
+a = 1, b = 0.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from rnnlab.cells import LinearRecurrentCell, LRUCell
+from rnnlab.fused_rnn import concat_parts, split_rows, zeros_for_none
+from rnnlab.native import recurrence_ops
+from rnnlab.threads import parallel_shards
+
+
+def scans_in_parallel(cell) -> bool:
+    """True for a linear-recurrence cell that has not asked for its own step loop."""
+    return isinstance(cell, LinearRecurrentCell) and cell.parallel_scan
+
+
+def _combine(earlier, later):
+    """Two steps in one: h ↦ a2 (a1 h + b1) + b2."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a1 * a2, a2 * b1 + b2
+
+
+def associative_scan(a, b, initial):
+    """h_t for all t, along axis 1 (batch, steps, units), real or complex, from h_0 = initial."""
+    b = tf.concat([a[:, :1] * initial[:, None] + b[:, :1], b[:, 1:]], axis=1)
+    _, states = keras.ops.associative_scan(_combine, (a, b), axis=1)
+    return tf.ensure_shape(states, b.shape)  # the scan's slicing loses the static shape
+
+
+def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training):
+    """What `layer.inner_loop` returns, for a `LinearRecurrentCell`, by a parallel scan."""
+    cell = layer.cell
+    keep = None
+    if mask is not None:
+        mask = mask[0] if isinstance(mask, list | tuple) else mask
+        keep = tf.cast(mask, tf.bool)[:, :, None]
+    if layer.go_backwards:  # Keras's loop returns outputs in the order it reads the steps
+        sequences = tf.reverse(sequences, [1])
+        keep = None if keep is None else tf.reverse(keep, [1])
+    inputs = sequences  # what the readout sees, as in the cell's step
+    if training and cell.dropout:
+        # One dropout mask per sequence, the same at every step: as the step loop applies it.
+        sequences = sequences * tf.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), 1)
+    initial = tf.cast(initial_state[0], sequences.dtype)
+    ops = recurrence_ops() if sequences.dtype == tf.float32 else None
+    if ops is not None and cell.native_scan is not None:
+        layer.recurrence_routes[bool(training)] = ("native_scan", parallel_shards())
+        states, final = native_scan(ops, cell, sequences, initial, keep)
+    elif isinstance(cell, LRUCell):
+        states = _complex_states(cell, cell.project(sequences), initial, keep)
+        final = states[:, -1]
+    else:
+        states = _real_states(cell, cell.project(sequences), initial, keep)
+        final = states[:, -1]
+    if not layer.return_sequences and keep is None:  # only the last step's output is read
+        last = cell.readout(final, inputs[:, -1])
+        return last, last[:, None], [final]
+    outputs = cell.readout(states, inputs)
+    if keep is not None:
+        # A masked step repeats the last output, as Keras's loop does (zeros before any).
+        outputs = associative_scan(
+            tf.where(keep, 0.0, 1.0) + tf.zeros_like(outputs),
+            tf.where(keep, outputs, 0.0),
+            tf.zeros_like(outputs[:, 0]),
+        )
+    if keep is not None and layer.zero_output_for_mask:
+        outputs = tf.where(keep, outputs, 0.0)
+    last = outputs[:, -1]
+    if not layer.return_sequences:
+        return last, last[:, None], [final]
+    return last, outputs, [final]
+
+
+def _real_states(cell: LinearRecurrentCell, parts, initial, keep):
+    a, b = cell.coefficients(parts)
+    if keep is not None:
+        a, b = tf.where(keep, a, 1.0), tf.where(keep, b, 0.0)
+    return associative_scan(a, b, initial)
+
+
+def _complex_states(cell: LRUCell, parts, initial, keep):
+    """The LRU's [Re x, Im x] for every step, scanned as complex numbers."""
+    (lambda_real, lambda_imaginary), (b_real, b_imaginary) = cell.coefficients(parts)
+    eigenvalues = tf.complex(lambda_real, lambda_imaginary)
+    b = tf.complex(b_real, b_imaginary)
+    a = tf.broadcast_to(eigenvalues, tf.shape(b))
+    if keep is not None:
+        a = tf.where(keep, a, tf.ones_like(a))
+        b = tf.where(keep, b, tf.zeros_like(b))
+    real, imaginary = tf.split(initial, 2, axis=-1)
+    states = associative_scan(a, b, tf.complex(real, imaginary))
+    return tf.concat([tf.math.real(states), tf.math.imag(states)], axis=-1)
+
+
+def native_scan(ops, cell: LinearRecurrentCell, sequences, initial, keep):
+    """Every step's state by rnnlab's native op for the cell, its gradient by the other."""
+    forward = getattr(ops, f"rnnlab_{cell.native_scan}_forward")
+    backward = getattr(ops, f"rnnlab_{cell.native_scan}_backward")
+    nothing = tf.zeros([0], tf.float32)
+    keep = nothing if keep is None else tf.cast(keep[:, :, 0], tf.float32)
+    shards = parallel_shards()
+
+    @tf.custom_gradient
+    def run(projected, parameters, initial):
+        pieces = list(
+            zip(
+                split_rows(projected, shards, 0),
+                split_rows(initial, shards, 0),
+                split_rows(None if keep.shape.rank == 1 else keep, shards, 0),
+            )
+        )
+        states = [
+            forward(part, parameters, start, nothing if held is None else held)
+            for part, start, held in pieces
+        ]
+        every_step = concat_parts(states, axis=0)
+
+        def gradient(d_states, d_final):
+            # A layer that returns its last output only leaves d_states None: no [B, T, S]
+            # of zeros is made or read.
+            d_parts = split_rows(d_states, shards, 0)
+            d_finals = split_rows(zeros_for_none(d_final, initial), shards, 0)
+            results = [
+                backward(
+                    part,
+                    parameters,
+                    shard_states,
+                    start,
+                    nothing if d_part is None else d_part,
+                    d_last,
+                    nothing if held is None else held,
+                )
+                for (part, start, held), shard_states, d_part, d_last in zip(
+                    pieces, states, d_parts, d_finals
+                )
+            ]
+            d_projected = concat_parts([result[0] for result in results], axis=0)
+            d_parameters = tf.add_n([result[1] for result in results])
+            d_initial = concat_parts([result[2] for result in results], axis=0)
+            return d_projected, d_parameters, d_initial
+
+        return (every_step, every_step[:, -1]), gradient
+
+    return run(cell.projection(sequences), cell.scan_parameters(), initial)

@@ -1,0 +1,411 @@
+"""rnnlab's modern cells (rnnlab.cells) and the parallel scan that runs them (rnnlab.linear_scan).
+
+Each cell's step is held to its paper's equations, recomputed in NumPy from the cell's own
+weights; its gradients to central differences in float64; the parallel scan (rnnlab's native
+ops, and TensorFlow's fallback) to the cell's own step loop run by Keras, outputs and
+gradients, under masks, reversal, initial states and long sequences. Then each cell's conf
+trains a model end to end.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+import tensorflow as tf
+from mlflow import MlflowClient
+
+from rnnlab import linear_scan
+from rnnlab.cells import IndRNNCell, LRUCell, MinGRUCell, MinLSTMCell
+from rnnlab.native import recurrence_ops
+from rnnlab.recurrent_layer import ProbedRNN
+from rnnlab.train import run
+
+erfc = np.vectorize(math.erfc)
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def candidate(x):
+    """The papers' g: x + 1/2 for x ≥ 0, else sigmoid(x)."""
+    return np.where(x >= 0, x + 0.5, sigmoid(x))
+
+
+def gelu(x):
+    """x Φ(x), exact (not tanh's approximation); erfc keeps it accurate for x < 0."""
+    return 0.5 * x * erfc(-x / math.sqrt(2))
+
+
+def randomize(cell, seed=0, scale=0.7):
+    """Random non-zero values in every weight (biases too), so no term of an equation hides."""
+    rng = np.random.default_rng(seed)
+    for variable in cell.weights:
+        variable.assign(rng.normal(size=variable.shape) * scale)
+
+
+def lru_reference(cell, x, state):
+    """The LRU step from the paper: complex λ, γ, B and C, a real readout with skip D."""
+    n = cell.state_units
+    lam = np.exp(-np.exp(cell.nu_log.numpy()) + 1j * np.exp(cell.theta_log.numpy()))
+    gamma = np.exp(cell.gamma_log.numpy())
+    kernel, readout = cell.kernel.numpy(), cell.readout_kernel.numpy()
+    b = kernel[:, :n] + 1j * kernel[:, n:]  # u B, B of shape (inputs, N)
+    c = (readout[:n] + 1j * readout[n:]).T  # C of shape (units, N)
+    new = lam * (state[:, :n] + 1j * state[:, n:]) + gamma * (x @ b)
+    skip = cell.skip.numpy()
+    direct = x * skip if skip.ndim == 1 else x @ skip
+    output = gelu(np.real(new @ c.T) + direct)
+    return output, np.concatenate([new.real, new.imag], axis=-1)
+
+
+def indrnn_reference(cell, x, state):
+    new = np.maximum(x @ cell.kernel.numpy() + cell.bias.numpy() + cell.recurrent_weight * state, 0)
+    return new, new
+
+
+def mingru_reference(cell, x, state):
+    gate, hidden = np.split(x @ cell.kernel.numpy() + cell.bias.numpy(), 2, axis=-1)
+    z = sigmoid(gate)
+    new = (1 - z) * state + z * candidate(hidden)
+    return new, new
+
+
+def minlstm_reference(cell, x, state):
+    forget, remember, hidden = np.split(x @ cell.kernel.numpy() + cell.bias.numpy(), 3, axis=-1)
+    f, i = sigmoid(forget), sigmoid(remember)
+    new = f / (f + i) * state + i / (f + i) * candidate(hidden)
+    return new, new
+
+
+STEP_CASES = {  # name: (make the cell, its input width, the reference step)
+    "indrnn": (lambda: IndRNNCell(4, dtype="float64"), 3, indrnn_reference),
+    "mingru": (lambda: MinGRUCell(4, dtype="float64"), 3, mingru_reference),
+    "minlstm": (lambda: MinLSTMCell(4, dtype="float64"), 3, minlstm_reference),
+    # D is the paper's diagonal where inputs and units have one width, else a matrix.
+    "lru-diagonal-skip": (lambda: LRUCell(4, state_units=3, dtype="float64"), 4, lru_reference),
+    "lru-matrix-skip": (lambda: LRUCell(4, state_units=3, dtype="float64"), 5, lru_reference),
+}
+
+
+@pytest.mark.parametrize("name", STEP_CASES)
+def test_one_step_follows_the_papers_equations(name):
+    make, inputs, reference = STEP_CASES[name]
+    cell = make()
+    cell.build((None, inputs))
+    randomize(cell)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, inputs))
+    state = rng.normal(size=(3, cell.state_size))
+
+    output, (new_state,) = cell(tf.constant(x), [tf.constant(state)])
+
+    expected_output, expected_state = reference(cell, x, state)
+    np.testing.assert_allclose(new_state, expected_state, rtol=1e-12, atol=1e-12)
+    # tf.nn.gelu rounds its 1/√2 to float32 even in float64: ~1e-7 apart from the exact
+    # GELU, 1e-4 from the tanh approximation.
+    np.testing.assert_allclose(output, expected_output, rtol=1e-6, atol=1e-12)
+
+
+def test_lru_eigenvalues_start_in_the_ring_with_the_papers_normalisation():
+    r_min, r_max, max_phase = 0.4, 0.9, math.pi / 4
+    cell = LRUCell(4, state_units=4096, r_min=r_min, r_max=r_max, max_phase=max_phase)
+    cell.build((None, 3))
+    real, imaginary = (np.asarray(part, np.float64) for part in cell.eigenvalues())
+    radius, phase = np.hypot(real, imaginary), np.arctan2(imaginary, real)
+
+    assert r_min - 1e-6 <= radius.min() and radius.max() <= r_max + 1e-6
+    assert phase.min() >= 0 and phase.max() <= max_phase + 1e-6
+    # |λ|² is uniform on [r_min², r_max²] (not |λ|), the phase uniform on [0, max_phase].
+    assert np.mean(radius**2) == pytest.approx((r_min**2 + r_max**2) / 2, abs=0.01)
+    assert np.mean(phase) == pytest.approx(max_phase / 2, abs=0.02)
+    np.testing.assert_allclose(np.exp(cell.gamma_log.numpy()), np.sqrt(1 - radius**2), rtol=1e-4)
+
+
+def test_lru_initialisation_is_reproducible_from_the_seed():
+    def weights(seed, cell_seed=None):
+        keras.utils.set_random_seed(seed)
+        cell = LRUCell(6, state_units=3, seed=cell_seed)
+        cell.build((None, 6))  # B [6, 2·3] and C [2·3, 6]: the same shape
+        return {weight.name: weight.numpy() for weight in cell.weights}
+
+    first, again, other = weights(7), weights(7), weights(8)
+    assert len(first) == 6
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name], err_msg=name)
+        assert not np.array_equal(first[name], other[name]), name
+    # A cell's own seed fixes it whatever the global seed, and draws B and C apart: one seed
+    # for both would make B a multiple of C (their stddevs are 1/√12 and 1/√3).
+    seeded, reseeded = weights(1, cell_seed=3), weights(2, cell_seed=3)
+    for name in seeded:
+        np.testing.assert_array_equal(seeded[name], reseeded[name], err_msg=name)
+    b, c = seeded["kernel"] * math.sqrt(12), seeded["readout_kernel"] * math.sqrt(3)
+    assert not np.allclose(b, c)
+
+
+def test_indrnn_recurrent_weights_start_in_the_unit_interval():
+    cell = IndRNNCell(1000)
+    cell.build((None, 2))
+    start = cell.recurrent_weight.numpy()
+    assert start.min() >= 0 and start.max() <= 1 and start.std() > 0.2
+
+
+def test_indrnn_recurrent_weights_stay_within_their_bound():
+    cell = IndRNNCell(1000, recurrent_max_abs=0.5)
+    cell.build((None, 2))
+    # One optimizer step that pushes every u far out: the constraint clips it to ±0.5.
+    push = np.where(np.arange(1000) % 2 == 0, -10.0, 10.0).astype("float32")
+    keras.optimizers.SGD(1.0).apply_gradients([(tf.constant(push), cell.recurrent_weight)])
+    after = cell.recurrent_weight.numpy()
+    np.testing.assert_array_equal(after, np.where(push < 0, 0.5, -0.5))
+
+    free = IndRNNCell(3, recurrent_max_abs=None)
+    free.build((None, 2))
+    keras.optimizers.SGD(1.0).apply_gradients([(tf.fill((3,), -10.0), free.recurrent_weight)])
+    assert free.recurrent_weight.numpy().min() >= 10
+
+
+# Step loop, float64: tape gradients against central differences ---------------------------
+
+GRADIENT_CELLS = {
+    "indrnn": lambda: IndRNNCell(3, dtype="float64"),
+    "mingru": lambda: MinGRUCell(3, dtype="float64"),
+    "minlstm": lambda: MinLSTMCell(3, dtype="float64"),
+    "lru": lambda: LRUCell(3, state_units=2, dtype="float64"),
+    "lru-matrix-skip": lambda: LRUCell(2, state_units=2, dtype="float64"),
+}
+
+
+@pytest.mark.parametrize("name", GRADIENT_CELLS)
+def test_step_loop_gradients_match_central_differences(name):
+    cell = GRADIENT_CELLS[name]()
+    layer = ProbedRNN(cell, fused=False, return_sequences=True, dtype="float64")
+    rng = np.random.default_rng(2)
+    inputs = tf.Variable(rng.normal(size=(2, 4, 3)))
+    initial = tf.Variable(rng.normal(size=(2, cell.state_size)) * 0.5)
+    layer(inputs, initial_state=[initial])
+    randomize(cell, seed=3, scale=0.5)
+    weighting = tf.constant(rng.normal(size=(2, 4, cell.output_size)))
+
+    @tf.function
+    def loss():
+        return tf.reduce_sum(layer(inputs, initial_state=[initial]) * weighting)
+
+    variables = [inputs, initial, *layer.trainable_variables]
+    with tf.GradientTape() as tape:
+        value = loss()
+    analytic = tape.gradient(value, variables)
+
+    epsilon = 1e-6
+    for variable, gradient in zip(variables, analytic):
+        original = variable.numpy()
+        numeric = np.zeros_like(original)
+        for index in np.ndindex(original.shape):
+            for sign in (1, -1):
+                shifted = original.copy()
+                shifted[index] += sign * epsilon
+                variable.assign(shifted)
+                numeric[index] += sign * loss().numpy() / (2 * epsilon)
+        variable.assign(original)
+        np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-8, err_msg=variable.name)
+
+
+# The parallel scan against the step loop ----------------------------------------------------
+
+SCAN_CELLS = {
+    "mingru": lambda units: MinGRUCell(units),
+    "minlstm": lambda units: MinLSTMCell(units),
+    "lru": lambda units: LRUCell(units, state_units=3),
+}
+BATCH, STEPS, FEATURES, UNITS = 3, 9, 4, 4  # FEATURES == UNITS: the LRU's diagonal skip
+SHARDS = 4
+
+
+@pytest.fixture(params=["native", "tensorflow"])
+def route(request, monkeypatch):
+    """Sends the scan through rnnlab's native ops or through TensorFlow's fallback."""
+    if request.param == "native":
+        request.getfixturevalue("native_ops")  # skips, or fails in CI, without them
+        # More shards than rows, whatever this machine's cores: uneven and empty shards too.
+        monkeypatch.setattr(linear_scan, "parallel_shards", lambda: SHARDS)
+    else:
+        monkeypatch.setattr(linear_scan, "recurrence_ops", lambda: None)
+    return request.param
+
+
+def outputs_and_gradients(layer, inputs, mask=None, initial=None):
+    """All outputs, and the gradients of an uneven weighting of them with respect to the
+    inputs, the initial state and every weight."""
+    watched = [inputs] if initial is None else [inputs, initial]
+    with tf.GradientTape() as tape:
+        tape.watch(watched)
+        outputs = layer(
+            inputs, mask=mask, initial_state=None if initial is None else [initial], training=True
+        )
+        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+        loss = sum(
+            tf.reduce_sum(
+                o * tf.sin(1.0 + tf.reshape(tf.range(tf.size(o), dtype=o.dtype), o.shape))
+            )
+            for o in outputs
+        )
+    gradients = tape.gradient(loss, [*watched, *layer.trainable_variables])
+    return [*outputs, *gradients]
+
+
+def compare_scan_with_step_loop(
+    cell, inputs, mask=None, initial=None, compile_loop=False, **options
+):
+    """Asserts that the scan and Keras's step loop over the same cell agree; returns the
+    route the scan took. `compile_loop` traces the loop (1000 steps in eager take seconds)."""
+    scan = ProbedRNN(cell, fused=True, **options)
+    loop = ProbedRNN(cell, fused=False, **options)  # the same cell: the same weights
+    scan(inputs[:, :1])
+    loop(inputs[:, :1])
+    randomize(cell, seed=4, scale=0.5)
+
+    def run_loop():
+        return outputs_and_gradients(loop, inputs, mask, initial)
+
+    want = (tf.function(run_loop) if compile_loop else run_loop)()
+    got = outputs_and_gradients(scan, inputs, mask, initial)
+    gradients = ["d_inputs", *["d_initial_state"] * (initial is not None)]
+    gradients += [f"d_{variable.name}" for variable in cell.trainable_variables]
+    names = [f"output {index}" for index in range(len(got) - len(gradients))] + gradients
+    for name, a, b in zip(names, got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert loop.recurrence_routes[True] == ("keras", 1)
+    return scan.recurrence_routes[True]
+
+
+def expected_route(route):
+    return ("native_scan", SHARDS) if route == "native" else ("parallel_scan", 1)
+
+
+SCAN_OPTIONS = {  # name: (ProbedRNN options, masked, a nonzero initial state)
+    "masked": ({"return_sequences": True, "return_state": True}, True, False),
+    "masked-last": ({}, True, False),
+    "masked-zero-output": ({"return_sequences": True, "zero_output_for_mask": True}, True, False),
+    "backwards-masked": ({"return_sequences": True, "go_backwards": True}, True, False),
+    "initial-state": ({"return_sequences": True, "return_state": True}, False, True),
+    "initial-state-last": ({}, False, True),
+    "initial-state-masked": ({"return_sequences": True, "return_state": True}, True, True),
+    "initial-state-backwards": ({"return_sequences": True, "go_backwards": True}, False, True),
+    # Reversed post-padded rows start with masked steps: Keras outputs zeros there, not h_0.
+    "initial-state-backwards-masked": (
+        {"return_sequences": True, "return_state": True, "go_backwards": True},
+        True,
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("options", SCAN_OPTIONS)
+@pytest.mark.parametrize("name", SCAN_CELLS)
+def test_parallel_scan_matches_the_step_loop(name, options, route):
+    options, masked, with_initial = SCAN_OPTIONS[options]
+    cell = SCAN_CELLS[name](UNITS)
+    inputs = tf.random.normal((BATCH, STEPS, FEATURES), seed=5)
+    # Post-padded rows of 9, 4 and 1 steps; the padding holds values the scan must ignore.
+    mask = tf.sequence_mask([STEPS, 4, 1], STEPS) if masked else None
+    initial = tf.random.normal((BATCH, cell.state_size), seed=6) if with_initial else None
+    taken = compare_scan_with_step_loop(cell, inputs, mask, initial, **options)
+    assert taken == expected_route(route)
+
+
+@pytest.mark.parametrize("name", SCAN_CELLS)
+def test_parallel_scan_matches_the_step_loop_over_1000_steps(name, route):
+    cell = SCAN_CELLS[name](UNITS)
+    inputs = tf.random.normal((2, 1000, FEATURES), seed=7)
+    initial = tf.random.normal((2, cell.state_size), seed=8)
+    taken = compare_scan_with_step_loop(
+        cell, inputs, initial=initial, compile_loop=True, return_sequences=True
+    )
+    assert taken == expected_route(route)
+
+
+# The native ops check what they are given --------------------------------------------------
+
+NOTHING = tf.zeros([0])
+
+
+@pytest.mark.parametrize(
+    "op, arguments, message",
+    [
+        (
+            "rnnlab_min_gru_scan_forward",
+            (tf.zeros([2, 5, 7]), NOTHING, tf.zeros([2, 4]), NOTHING),
+            r"projected must be \[B, T, W\] = \[2, 5, 8\], got \[2,5,7\]",
+        ),
+        (
+            "rnnlab_min_lstm_scan_forward",
+            (tf.zeros([2, 5, 8]), NOTHING, tf.zeros([2, 4]), NOTHING),
+            r"projected must be \[B, T, W\] = \[2, 5, 12\]",
+        ),
+        (
+            "rnnlab_min_gru_scan_forward",
+            (tf.zeros([2, 5, 8]), tf.zeros([3]), tf.zeros([2, 4]), NOTHING),
+            "parameters must be empty for this cell",
+        ),
+        (
+            "rnnlab_lru_scan_forward",
+            (tf.zeros([2, 5, 4]), tf.zeros([4]), tf.zeros([2, 4]), NOTHING),
+            r"parameters must be \[Q\] = \[6\]",
+        ),
+        (
+            "rnnlab_min_gru_scan_forward",
+            (tf.zeros([2, 5, 8]), NOTHING, tf.zeros([2, 4]), tf.zeros([5, 2])),
+            r"keep must be \[B, T\] or empty = \[2, 5\]",
+        ),
+        (
+            "rnnlab_min_gru_scan_backward",
+            (tf.zeros([2, 5, 8]), NOTHING, tf.zeros([2, 4, 4]), tf.zeros([2, 4]))
+            + (NOTHING, tf.zeros([2, 4]), NOTHING),
+            r"states must be \[B, T, S\] = \[2, 5, 4\]",
+        ),
+    ],
+)
+def test_native_scan_ops_reject_wrong_shapes(native_ops, op, arguments, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        getattr(native_ops, op)(*arguments)
+
+
+# Each cell's conf trains -------------------------------------------------------------------
+
+TRAINED = {
+    "indrnn": ("IndRNNCell", []),
+    "mingru": ("MinGRUCell", []),
+    "minlstm": ("MinLSTMCell", []),
+    "lru": ("LRUCell", ["cell.state_units=8"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", TRAINED)
+def test_each_cells_conf_trains_on_the_adding_task(compose, tracking_uri, cell):
+    class_name, overrides = TRAINED[cell]
+    cfg = compose(
+        "task=adding",
+        "task.length=20",
+        "task.max_examples=64",
+        f"cell={cell}",
+        "cell.units=8",
+        "trainer.epochs=1",
+        "probe.plots=false",
+        *overrides,
+    )
+    metrics = run(cfg)
+    recorded = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
+
+    assert recorded.info.status == "FINISHED"
+    assert recorded.data.params["cell._target_"] == f"rnnlab.cells.{class_name}"
+    assert math.isfinite(metrics["test_loss"])
+    if cell == "indrnn":  # an elementwise but non-linear recurrence: Keras's step loop
+        route = "keras"
+    else:
+        route = "native_scan" if recurrence_ops() is not None else "parallel_scan"
+    assert recorded.data.tags[f"rnnlab.recurrence.{class_name}"] == route
