@@ -23,16 +23,15 @@ interleaved in one run, at the reference shape and at T = 1000 (64 × 1000 × 2 
 keeps its config's 64 complex state units). For the linear cells (minGRU, minLSTM, LRU) it
 also times their alternatives: the TensorFlow scan that runs where the native ops did not
 build (`rnnlab.linear_scan` traced with them off) and Keras's step loop (`model.fused=false`).
-Their native scan is a pass over memory each way, so its speed is given as bandwidth: per
-step and sample, with W the projected width (2·units for minGRU, 3·units for minLSTM,
-2·state_units for the LRU) and S the state's (units; 2·state_units for the LRU), fp32, the
-projection reads x (inputs) and writes x W + b (W), the forward scan reads that and writes
-the states (W + S), the backward scan reads both and writes their gradient (W + S + W),
-which the kernel's gradient reads with x (W + inputs): 4·T·(2·inputs + 5W + 2S) bytes. Only
-the last output is read (no gradient of every state comes back) and the readout and head
-are left out, so it is a floor on the traffic, over the whole training step's time. The
-copy bandwidth it is held to is `cores` numpy copies of 64 MB at once (buffers reused, so
-no page faults), bytes read plus written, measured in every round like the peak.
+Their native scan projects the inputs itself, a block of steps at a time in cache, so per
+step and sample (fp32, S the state's width: units, or 2·state_units for the LRU) the
+forward op reads x (inputs) and writes the state (S), and the backward op reads both and
+writes x's gradient (inputs + S + inputs): 4·T·(3·inputs + 2S) bytes. Only the last output
+is read (no gradient of every state comes back) and the readout and head are left out, so
+it is a floor on the traffic, over the whole training step's time; a small share of the
+bandwidth means the ops are bound by their arithmetic (the gates' exponentials), not memory.
+The copy bandwidth it is held to is `cores` numpy copies of 64 MB at once (buffers reused,
+so no page faults), bytes read plus written, measured in every round like the peak.
 
     make bench   # or: .venv/bin/python benchmarks/recurrence_speed.py --epochs 10 --tasks none
     .venv/bin/python benchmarks/recurrence_speed.py --cells modern --epochs 10 --tasks none
@@ -95,8 +94,7 @@ def flops_per_sample(cell: str, steps: int, inputs: int, units: int) -> float:
 
 def scan_bytes_per_sample(layer, steps: int, inputs: int) -> float:
     """The traffic floor of a linear-scan layer (see the docstring), from its built cell."""
-    width, state = layer.cell.kernel.shape[-1], layer.cell.state_size
-    return 4 * steps * (2 * inputs + 5 * width + 2 * state)
+    return 4 * steps * (3 * inputs + 2 * layer.cell.state_size)
 
 
 def task_shape(task_name: str) -> tuple[int, int, int, int]:

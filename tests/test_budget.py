@@ -46,7 +46,9 @@ def test_the_counts_are_the_models_trainable_weights(compose, tmp_path):
     assert counts == {"n_params": first + second + 8 + 1, "n_params_recurrent": first + second}
 
 
-@pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru", "irnn"])
+@pytest.mark.parametrize(
+    "cell", ["simple_rnn", "lstm", "gru", "irnn", "indrnn", "mingru", "minlstm", "lru"]
+)
 def test_every_cell_gets_the_width_whose_model_is_closest_to_the_budget(compose, cell):
     cfg = compose("task=adding", f"cell={cell}", "model.param_budget=3000")
     task, _ = load_task(cfg.task, cfg.data_dir, 32, 0)

@@ -333,38 +333,46 @@ def test_parallel_scan_matches_the_step_loop_over_1000_steps(name, route):
 NOTHING = tf.zeros([0])
 
 
+X, H0 = tf.zeros([2, 5, 3]), tf.zeros([2, 4])  # inputs [B, T, I] and h0 [B, S]
+
+
 @pytest.mark.parametrize(
     "op, arguments, message",
     [
         (
             "rnnlab_min_gru_scan_forward",
-            (tf.zeros([2, 5, 7]), NOTHING, tf.zeros([2, 4]), NOTHING),
-            r"projected must be \[B, T, W\] = \[2, 5, 8\], got \[2,5,7\]",
+            (X, tf.zeros([3, 7]), NOTHING, NOTHING, H0, NOTHING),
+            r"kernel must be \[I, W\] = \[3, 8\], got \[3,7\]",
         ),
         (
             "rnnlab_min_lstm_scan_forward",
-            (tf.zeros([2, 5, 8]), NOTHING, tf.zeros([2, 4]), NOTHING),
-            r"projected must be \[B, T, W\] = \[2, 5, 12\]",
+            (X, tf.zeros([3, 8]), NOTHING, NOTHING, H0, NOTHING),
+            r"kernel must be \[I, W\] = \[3, 12\]",
         ),
         (
             "rnnlab_min_gru_scan_forward",
-            (tf.zeros([2, 5, 8]), tf.zeros([3]), tf.zeros([2, 4]), NOTHING),
+            (X, tf.zeros([3, 8]), tf.zeros([7]), NOTHING, H0, NOTHING),
+            r"bias must be \[W\] or empty = \[8\]",
+        ),
+        (
+            "rnnlab_min_gru_scan_forward",
+            (X, tf.zeros([3, 8]), NOTHING, tf.zeros([3]), H0, NOTHING),
             "parameters must be empty for this cell",
         ),
         (
             "rnnlab_lru_scan_forward",
-            (tf.zeros([2, 5, 4]), tf.zeros([4]), tf.zeros([2, 4]), NOTHING),
+            (X, tf.zeros([3, 4]), NOTHING, tf.zeros([4]), H0, NOTHING),
             r"parameters must be \[Q\] = \[6\]",
         ),
         (
             "rnnlab_min_gru_scan_forward",
-            (tf.zeros([2, 5, 8]), NOTHING, tf.zeros([2, 4]), tf.zeros([5, 2])),
+            (X, tf.zeros([3, 8]), NOTHING, NOTHING, H0, tf.zeros([5, 2])),
             r"keep must be \[B, T\] or empty = \[2, 5\]",
         ),
         (
             "rnnlab_min_gru_scan_backward",
-            (tf.zeros([2, 5, 8]), NOTHING, tf.zeros([2, 4, 4]), tf.zeros([2, 4]))
-            + (NOTHING, tf.zeros([2, 4]), NOTHING),
+            (X, tf.zeros([3, 8]), NOTHING, NOTHING, tf.zeros([2, 4, 4]), H0)
+            + (NOTHING, H0, NOTHING),
             r"states must be \[B, T, S\] = \[2, 5, 4\]",
         ),
     ],

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import keras
 import pytest
 
 from rnnlab.config import ConfigError, compose_config, group_choices
+from rnnlab.models import build_cell
 
 GROUPS = ["task", "cell", "model", "optimizer", "trainer", "probe", "tracking", "experiment"]
 
@@ -25,14 +27,19 @@ def test_every_group_choice_composes_and_validates(group, choice):
 
 
 def test_the_cells_are_keras_cells():
-    assert group_choices("cell") == ["gru", "irnn", "lstm", "simple_rnn"]
+    assert group_choices("cell") == [
+        *("gru", "indrnn", "irnn", "lru", "lstm", "mingru", "minlstm", "simple_rnn")
+    ]
     for cell in group_choices("cell"):
-        assert compose_config([f"cell={cell}"]).cell._target_.startswith("keras.layers.")
+        built = build_cell(compose_config([f"cell={cell}"]).cell)
+        assert isinstance(built, keras.Layer) and built.state_size, cell
 
 
 def test_unknown_cell_lists_the_allowed_ones():
     with pytest.raises(
-        ConfigError, match="unknown cell 'foo'; choose one of: gru, irnn, lstm, simple_rnn"
+        ConfigError,
+        match="unknown cell 'foo'; choose one of: gru, indrnn, irnn, lru, lstm, mingru, minlstm, "
+        "simple_rnn",
     ):
         compose_config(["cell=foo"])
 
@@ -70,7 +77,11 @@ def test_unknown_key_fails_with_one_line():
 @pytest.mark.parametrize(
     ("argument", "message"),
     [
-        ("cell=foo", "rnnlab: unknown cell 'foo'; choose one of: gru, irnn, lstm, simple_rnn"),
+        (
+            "cell=foo",
+            "rnnlab: unknown cell 'foo'; choose one of: gru, indrnn, irnn, lru, lstm, mingru, "
+            "minlstm, simple_rnn",
+        ),
         ("trainer.epochs=-1", "rnnlab: trainer.epochs must be at least 1, got -1"),
     ],
 )

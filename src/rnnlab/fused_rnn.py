@@ -79,7 +79,7 @@ def simple_rnn_backward(factors, gradients, kernel_parts):
 
 def gates_gradient(records, extra):
     """The input projection and the recurrent term enter the pre-activation alike."""
-    d_z = concat_parts(records, axis=-1)
+    d_z = _concat(records, axis=-1)
     return d_z, d_z
 
 
@@ -231,9 +231,9 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
     )
     shards = []
     for inputs, states, shard_keep in zip(
-        split_rows(time_major, shard_count, axis=1),
-        zip(*(split_rows(tf.cast(s, dtype), shard_count, axis=0) for s in initial_state)),
-        split_rows(keep, shard_count, axis=1),
+        _split_rows(time_major, shard_count, axis=1),
+        zip(*(_split_rows(tf.cast(s, dtype), shard_count, axis=0) for s in initial_state)),
+        _split_rows(keep, shard_count, axis=1),
     ):
         shards.append(
             recurrence(
@@ -247,11 +247,11 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
                 unroll=bool(layer.unroll),
             )
         )
-    final = [concat_parts(parts, axis=0) for parts in zip(*(f for _, f in shards))]
+    final = [_concat(parts, axis=0) for parts in zip(*(f for _, f in shards))]
     if not layer.return_sequences:
         last = final[0] if keep is None or not layer.zero_output_for_mask else final[0] * keep[-1]
         return last, tf.expand_dims(last, 1), final
-    hidden = concat_parts([h for h, _ in shards], axis=1)
+    hidden = _concat([h for h, _ in shards], axis=1)
     if keep is not None and layer.zero_output_for_mask:
         hidden = hidden * keep
     return hidden[-1], tf.transpose(hidden, (1, 0, 2)), final
@@ -300,7 +300,7 @@ def project_inputs(time_major, kernel, bias):
     return tf.reshape(tf.matmul(flat, kernel), (steps, -1, kernel.shape[-1]))
 
 
-def split_rows(rows, shards: int, axis: int) -> list:
+def _split_rows(rows, shards: int, axis: int) -> list:
     """`shards` near-equal slices of `rows` along `axis` (None gives Nones)."""
     if rows is None or shards == 1:
         return [rows] * shards
@@ -309,7 +309,7 @@ def split_rows(rows, shards: int, axis: int) -> list:
     return tf.split(rows, tf.stack(sizes), num=shards, axis=axis)
 
 
-def concat_parts(parts, axis: int):
+def _concat(parts, axis: int):
     return parts[0] if len(parts) == 1 else tf.concat(parts, axis=axis)
 
 

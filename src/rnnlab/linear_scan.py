@@ -3,8 +3,8 @@
 A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM and the LRU
 (rnnlab.cells) the coefficients a_t, b_t depend on the inputs only, so every step's state
 follows from prefix products and sums, which a few large ops compute:
-- rnnlab's native ops (`native_scan`), fastest by far on a CPU: gates and recurrence in one
-  pass over memory each way, one op per core on a share of the rows;
+- rnnlab's native ops (`native_scan`), fastest by far on a CPU: input projection, gates and
+  recurrence fused, in one pass over memory each way, the rows split between the cores;
 - where they did not build, `associative_scan`: Keras's associative scan of (a, b) pairs,
   log2(T) rounds of elementwise ops, for real and complex (the LRU's) coefficients alike.
 The papers' log-space scan (cumulative sum and cumulative log-sum-exp of log a, log b) ran
@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from rnnlab.cells import LinearRecurrentCell, LRUCell
-from rnnlab.fused_rnn import concat_parts, split_rows, zeros_for_none
+from rnnlab.fused_rnn import zeros_for_none
 from rnnlab.native import recurrence_ops
 from rnnlab.threads import parallel_shards
 
@@ -111,7 +111,11 @@ def _complex_states(cell: LRUCell, parts, initial, keep):
 
 
 def native_scan(ops, cell: LinearRecurrentCell, sequences, initial, keep):
-    """Every step's state by rnnlab's native op for the cell, its gradient by the other."""
+    """(every step's state, the last state) by rnnlab's native ops for the cell.
+
+    The ops project the inputs themselves, a few steps at a time, so no [B, T, W] tensor of
+    projected inputs is ever made; they split the rows between this process's cores.
+    """
     forward = getattr(ops, f"rnnlab_{cell.native_scan}_forward")
     backward = getattr(ops, f"rnnlab_{cell.native_scan}_backward")
     nothing = tf.zeros([0], tf.float32)
@@ -119,44 +123,27 @@ def native_scan(ops, cell: LinearRecurrentCell, sequences, initial, keep):
     shards = parallel_shards()
 
     @tf.custom_gradient
-    def run(projected, parameters, initial):
-        pieces = list(
-            zip(
-                split_rows(projected, shards, 0),
-                split_rows(initial, shards, 0),
-                split_rows(None if keep.shape.rank == 1 else keep, shards, 0),
-            )
-        )
-        states = [
-            forward(part, parameters, start, nothing if held is None else held)
-            for part, start, held in pieces
-        ]
-        every_step = concat_parts(states, axis=0)
+    def run(inputs, kernel, bias, parameters, initial):
+        states = forward(inputs, kernel, bias, parameters, initial, keep, shards=shards)
 
         def gradient(d_states, d_final):
             # A layer that returns its last output only leaves d_states None: no [B, T, S]
             # of zeros is made or read.
-            d_parts = split_rows(d_states, shards, 0)
-            d_finals = split_rows(zeros_for_none(d_final, initial), shards, 0)
-            results = [
-                backward(
-                    part,
-                    parameters,
-                    shard_states,
-                    start,
-                    nothing if d_part is None else d_part,
-                    d_last,
-                    nothing if held is None else held,
-                )
-                for (part, start, held), shard_states, d_part, d_last in zip(
-                    pieces, states, d_parts, d_finals
-                )
-            ]
-            d_projected = concat_parts([result[0] for result in results], axis=0)
-            d_parameters = tf.add_n([result[1] for result in results])
-            d_initial = concat_parts([result[2] for result in results], axis=0)
-            return d_projected, d_parameters, d_initial
+            return backward(
+                inputs,
+                kernel,
+                bias,
+                parameters,
+                states,
+                initial,
+                nothing if d_states is None else d_states,
+                zeros_for_none(d_final, initial),
+                keep,
+                shards=shards,
+            )
 
-        return (every_step, every_step[:, -1]), gradient
+        return (states, states[:, -1]), gradient
 
-    return run(cell.projection(sequences), cell.scan_parameters(), initial)
+    bias = nothing if cell.bias is None else tf.convert_to_tensor(cell.bias)
+    parameters = tf.convert_to_tensor(cell.scan_parameters())
+    return run(sequences, tf.convert_to_tensor(cell.kernel), bias, parameters, initial)

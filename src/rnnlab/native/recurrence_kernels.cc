@@ -15,7 +15,10 @@
 // `keep` is 1 where a step counts and 0 where a mask holds the states. `d_inner`, the
 // gradient of h_{t-1} @ kernel + bias, is output only where it differs from d_projected.
 #include <Eigen/Dense>
+#include <algorithm>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -410,14 +413,16 @@ REGISTER_KERNEL_BUILDER(Name("RnnlabGruBackward").Device(DEVICE_CPU), rnnlab::Gr
 
 // ---------------------------------------------------------------------------------------
 // Linear recurrences h_t = a_t ⊙ h_{t-1} + b_t whose a_t and b_t come from the step's own
-// inputs (rnnlab.cells: minGRU, minLSTM, LRU), gates and recurrence fused in one pass.
-// No step depends on another through a matmul, so the ops are bound by memory, not by
-// dispatch: each reads the projected inputs once and writes the states once. Batch-major,
-// one row after another:
-//   forward(projected [B,T,W], parameters [Q] or [0], h0 [B,S], keep [B,T] or [0])
-//       -> states [B,T,S]
-//   backward(projected, parameters, states, h0, d_states [B,T,S] or [0], d_final [B,S], keep)
-//       -> d_projected [B,T,W], d_parameters [Q] or [0], d_h0 [B,S]
+// inputs (rnnlab.cells: minGRU, minLSTM, LRU): input projection, gates and recurrence fused.
+// No step depends on another through a matmul, so what costs is memory: the projection of
+// a block of kBlock steps is computed into a small buffer that stays in cache, never into a
+// [B, T, W] tensor, and the backward pass computes it again. Batch-major; the rows are split
+// between `shards` threads:
+//   forward(inputs [B,T,I], kernel [I,W], bias [W] or [0], parameters [Q] or [0], h0 [B,S],
+//           keep [B,T] or [0]) -> states [B,T,S]
+//   backward(inputs, kernel, bias, parameters, states, h0, d_states [B,T,S] or [0],
+//            d_final [B,S], keep)
+//       -> d_inputs [B,T,I], d_kernel [I,W], d_bias [W] or [0], d_parameters [Q] or [0], d_h0
 // A step whose keep is 0 holds the state. A cell gives W and Q from S, and one step forward
 // and back over `n` lanes (at most kLanes) at pointers already offset to the first lane.
 namespace rnnlab {
@@ -531,125 +536,239 @@ struct LruScan {
   }
 };
 
-// Checks shared by both passes; reads B, T and S.
+// Checks shared by both passes; reads B, T, I and S.
 template <class Scan>
-absl::Status ReadScanSizes(const Tensor& projected, const Tensor& parameters, const Tensor& h0,
-                           const Tensor& keep, Sizes* sizes) {
-  if (projected.dims() != 3 || h0.dims() != 2) {
+absl::Status ReadScanSizes(OpKernelContext* ctx, const Tensor& h0, const Tensor& keep,
+                           Sizes* sizes, int64_t* inputs) {
+  const Tensor &x = ctx->input(0), &kernel = ctx->input(1);
+  if (x.dims() != 3 || h0.dims() != 2 || kernel.dims() != 2) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "rnnlab scan: expected projected [B, T, W] and h0 [B, S], got ", ShapeText(projected),
-        " and ", ShapeText(h0)));
+        "rnnlab scan: expected inputs [B, T, I], kernel [I, W] and h0 [B, S], got ",
+        ShapeText(x), ", ", ShapeText(kernel), " and ", ShapeText(h0)));
   }
-  sizes->rows = projected.dim_size(0);
-  sizes->steps = projected.dim_size(1);
+  sizes->rows = x.dim_size(0);
+  sizes->steps = x.dim_size(1);
   sizes->units = h0.dim_size(1);
-  const int64_t B = sizes->rows, T = sizes->steps, S = sizes->units;
-  TF_RETURN_IF_ERROR(Expect(projected, "projected", "[B, T, W]", {B, T, Scan::Width(S)}));
+  *inputs = x.dim_size(2);
+  const int64_t B = sizes->rows, T = sizes->steps, S = sizes->units, W = Scan::Width(S);
+  TF_RETURN_IF_ERROR(Expect(kernel, "kernel", "[I, W]", {*inputs, W}));
+  TF_RETURN_IF_ERROR(ExpectOrEmpty(ctx->input(2), "bias", "[W]", {W}));
   TF_RETURN_IF_ERROR(Expect(h0, "h0", "[B, S]", {B, S}));
   if (Scan::Parameters(S)) {
-    TF_RETURN_IF_ERROR(Expect(parameters, "parameters", "[Q]", {Scan::Parameters(S)}));
+    TF_RETURN_IF_ERROR(Expect(ctx->input(3), "parameters", "[Q]", {Scan::Parameters(S)}));
   } else {
-    TF_RETURN_IF_ERROR(Expect(parameters, "parameters", "empty for this cell", {0}));
+    TF_RETURN_IF_ERROR(Expect(ctx->input(3), "parameters", "empty for this cell", {0}));
   }
   return ExpectOrEmpty(keep, "keep", "[B, T]", {B, T});
+}
+
+constexpr int64_t kBlock = 64;  // steps projected at once: kBlock × W floats stay in cache
+
+// Runs work(first_row, end_row, shard) on `shards` threads (this one included).
+template <class Work>
+void OverRows(int64_t rows, int64_t shards, Work work) {
+  shards = std::max<int64_t>(1, std::min(shards, rows));
+  std::vector<std::thread> threads;
+  for (int64_t shard = 1; shard < shards; ++shard) {
+    threads.emplace_back(work, rows * shard / shards, rows * (shard + 1) / shards, shard);
+  }
+  work(0, rows / shards, 0);
+  for (auto& thread : threads) thread.join();
+}
+
+constexpr int64_t kNarrowInputs = 8;  // up to this many inputs, row updates beat a GEMM call
+
+// Steps [t0, t0 + n) of one row: inputs [n, I] times the kernel, plus the bias. For a few
+// inputs (the synthetic tasks' 2) as I vectorised row updates per step, where a GEMM call
+// would cost more in packing than the arithmetic; for more, as one small GEMM.
+void ProjectBlock(const float* inputs, int64_t n, int64_t I, const ConstMatrixMap& kernel,
+                  const float* bias, Matrix* projected) {
+  const int64_t W = kernel.cols();
+  projected->resize(n, W);
+  if (I > kNarrowInputs) {
+    projected->noalias() = ConstMatrixMap(inputs, n, I) * kernel;
+  } else {
+    projected->setZero();
+    for (int64_t k = 0; k < n; ++k) {
+      Row row(projected->data() + k * W, W);
+      for (int64_t i = 0; i < I; ++i) {
+        row += inputs[k * I + i] * ConstRow(kernel.data() + i * W, W);
+      }
+    }
+  }
+  if (bias != nullptr) projected->rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias, W);
+}
+
+// The block's share of the weight and input gradients, from its d_projected [n, W].
+void ProjectBlockBackward(const float* inputs, int64_t n, int64_t I,
+                          const ConstMatrixMap& kernel, const Matrix& d_projected,
+                          Matrix* d_kernel, Eigen::ArrayXf* d_bias, float* d_inputs) {
+  const int64_t W = kernel.cols();
+  *d_bias += d_projected.colwise().sum().transpose().array();
+  if (I > kNarrowInputs) {
+    d_kernel->noalias() += ConstMatrixMap(inputs, n, I).transpose() * d_projected;
+    MatrixMap(d_inputs, n, I).noalias() = d_projected * kernel.transpose();
+    return;
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    const ConstRow d_row(d_projected.data() + k * W, W);
+    for (int64_t i = 0; i < I; ++i) {
+      Row(d_kernel->data() + i * W, W) += inputs[k * I + i] * d_row;
+      d_inputs[k * I + i] = (d_row * ConstRow(kernel.data() + i * W, W)).sum();
+    }
+  }
 }
 
 template <class Scan>
 class ScanForward : public OpKernel {
  public:
-  explicit ScanForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit ScanForward(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &projected = ctx->input(0), &h0 = ctx->input(2), &keep = ctx->input(3);
+    const Tensor &h0 = ctx->input(4), &keep = ctx->input(5);
     Sizes s;
-    OP_REQUIRES_OK(ctx, ReadScanSizes<Scan>(projected, ctx->input(1), h0, keep, &s));
-    const int64_t B = s.rows, T = s.steps, S = s.units, W = Scan::Width(S);
-    const int64_t lanes = Scan::Lanes_(S);
+    int64_t I;
+    OP_REQUIRES_OK(ctx, ReadScanSizes<Scan>(ctx, h0, keep, &s, &I));
+    const int64_t T = s.steps, S = s.units, W = Scan::Width(S), lanes = Scan::Lanes_(S);
     Tensor* states_out;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, S}), &states_out));
-    const float* x = projected.flat<float>().data();
-    const float* p = DataOrNull(ctx->input(1));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.rows, T, S}), &states_out));
+    const float* x = ctx->input(0).flat<float>().data();
+    const ConstMatrixMap kernel(ctx->input(1).flat<float>().data(), I, W);
+    const float* bias = DataOrNull(ctx->input(2));
+    const float* p = DataOrNull(ctx->input(3));
     const float* masks = DataOrNull(keep);
     float* states = states_out->flat<float>().data();
-    for (int64_t b = 0; b < B; ++b) {
-      const float* previous = h0.flat<float>().data() + b * S;
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t at = b * T + t;
-        float* h = states + at * S;
-        if (masks != nullptr && masks[at] == 0.0f) {
-          std::copy(previous, previous + S, h);
-        } else {
-          for (int64_t j = 0; j < lanes; j += kLanes) {
-            Scan::Forward(std::min(kLanes, lanes - j), S, x + at * W + j, p ? p + j : nullptr,
-                          previous + j, h + j);
+    OverRows(s.rows, shards_, [&](int64_t first, int64_t end, int64_t) {
+      Matrix projected;
+      for (int64_t b = first; b < end; ++b) {
+        const float* previous = h0.flat<float>().data() + b * S;
+        for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
+          const int64_t n = std::min(kBlock, T - t0);
+          ProjectBlock(x + (b * T + t0) * I, n, I, kernel, bias, &projected);
+          for (int64_t k = 0; k < n; ++k) {
+            const int64_t at = b * T + t0 + k;
+            float* h = states + at * S;
+            if (masks != nullptr && masks[at] == 0.0f) {
+              std::copy(previous, previous + S, h);
+            } else {
+              for (int64_t j = 0; j < lanes; j += kLanes) {
+                Scan::Forward(std::min(kLanes, lanes - j), S, projected.data() + k * W + j,
+                              p ? p + j : nullptr, previous + j, h + j);
+              }
+            }
+            previous = h;
           }
         }
-        previous = h;
       }
-    }
+    });
   }
+
+ private:
+  int64_t shards_;
 };
 
 template <class Scan>
 class ScanBackward : public OpKernel {
  public:
-  explicit ScanBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit ScanBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &projected = ctx->input(0), &h0 = ctx->input(3), &keep = ctx->input(6);
+    const Tensor &h0 = ctx->input(5), &keep = ctx->input(8);
     Sizes s;
-    OP_REQUIRES_OK(ctx, ReadScanSizes<Scan>(projected, ctx->input(1), h0, keep, &s));
+    int64_t I;
+    OP_REQUIRES_OK(ctx, ReadScanSizes<Scan>(ctx, h0, keep, &s, &I));
     const int64_t B = s.rows, T = s.steps, S = s.units, W = Scan::Width(S);
     const int64_t lanes = Scan::Lanes_(S), Q = Scan::Parameters(S);
-    OP_REQUIRES_OK(ctx, Expect(ctx->input(2), "states", "[B, T, S]", {B, T, S}));
-    OP_REQUIRES_OK(ctx, ExpectOrEmpty(ctx->input(4), "d_states", "[B, T, S]", {B, T, S}));
-    OP_REQUIRES_OK(ctx, Expect(ctx->input(5), "d_final", "[B, S]", {B, S}));
-    Tensor *d_projected_out, *d_parameters_out, *d_h0_out;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, W}), &d_projected_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({Q}), &d_parameters_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, S}), &d_h0_out));
-    const float* x = projected.flat<float>().data();
-    const float* p = DataOrNull(ctx->input(1));
-    const float* states = ctx->input(2).flat<float>().data();
-    const float* d_states = DataOrNull(ctx->input(4));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(4), "states", "[B, T, S]", {B, T, S}));
+    OP_REQUIRES_OK(ctx, ExpectOrEmpty(ctx->input(6), "d_states", "[B, T, S]", {B, T, S}));
+    OP_REQUIRES_OK(ctx, Expect(ctx->input(7), "d_final", "[B, S]", {B, S}));
+    const bool has_bias = ctx->input(2).NumElements() > 0;
+    Tensor *d_inputs_out, *d_kernel_out, *d_bias_out, *d_parameters_out, *d_h0_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, I}), &d_inputs_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({I, W}), &d_kernel_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({has_bias ? W : 0}), &d_bias_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({Q}), &d_parameters_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({B, S}), &d_h0_out));
+    const float* x = ctx->input(0).flat<float>().data();
+    const ConstMatrixMap kernel(ctx->input(1).flat<float>().data(), I, W);
+    const float* bias = DataOrNull(ctx->input(2));
+    const float* p = DataOrNull(ctx->input(3));
+    const float* states = ctx->input(4).flat<float>().data();
+    const float* d_states = DataOrNull(ctx->input(6));
     const float* masks = DataOrNull(keep);
-    float* d_x = d_projected_out->flat<float>().data();
-    float* d_p = Q ? d_parameters_out->flat<float>().data() : nullptr;
-    if (d_p) std::fill(d_p, d_p + Q, 0.0f);
+    float* d_x = d_inputs_out->flat<float>().data();
     float* g_all = d_h0_out->flat<float>().data();  // dL/dh_t, carried back to h_0
-    std::copy_n(ctx->input(5).flat<float>().data(), B * S, g_all);
-    for (int64_t b = 0; b < B; ++b) {
-      float* g = g_all + b * S;
-      for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t at = b * T + t;
-        if (d_states != nullptr) MutableLanes(g, S) += ConstLanes(d_states + at * S, S);
-        if (masks != nullptr && masks[at] == 0.0f) {
-          std::fill(d_x + at * W, d_x + (at + 1) * W, 0.0f);
-          continue;
-        }
-        const float* previous = t > 0 ? states + (at - 1) * S : h0.flat<float>().data() + b * S;
-        for (int64_t j = 0; j < lanes; j += kLanes) {
-          Scan::Backward(std::min(kLanes, lanes - j), S, x + at * W + j, p ? p + j : nullptr,
-                         previous + j, g + j, d_x + at * W + j, d_p ? d_p + j : nullptr);
+    std::copy_n(ctx->input(7).flat<float>().data(), B * S, g_all);
+    const int64_t shards = std::max<int64_t>(1, std::min(shards_, B));
+    // Each thread sums its rows' weight gradients apart; they are added up at the end.
+    std::vector<Matrix> d_kernels(shards, Matrix::Zero(I, W));
+    std::vector<Eigen::ArrayXf> d_biases(shards, Eigen::ArrayXf::Zero(W));
+    std::vector<Eigen::ArrayXf> d_parameters(shards, Eigen::ArrayXf::Zero(Q));
+    OverRows(B, shards, [&](int64_t first, int64_t end, int64_t shard) {
+      Matrix projected, d_projected;
+      float* d_p = Q ? d_parameters[shard].data() : nullptr;
+      for (int64_t b = first; b < end; ++b) {
+        float* g = g_all + b * S;
+        const int64_t last_block = (T - 1) / kBlock * kBlock;
+        for (int64_t t0 = last_block; t0 >= 0; t0 -= kBlock) {
+          const int64_t n = std::min(kBlock, T - t0);
+          ProjectBlock(x + (b * T + t0) * I, n, I, kernel, bias, &projected);
+          d_projected.resize(n, W);
+          for (int64_t k = n - 1; k >= 0; --k) {
+            const int64_t at = b * T + t0 + k;
+            if (d_states != nullptr) MutableLanes(g, S) += ConstLanes(d_states + at * S, S);
+            float* d_row = d_projected.data() + k * W;
+            if (masks != nullptr && masks[at] == 0.0f) {
+              std::fill(d_row, d_row + W, 0.0f);
+              continue;
+            }
+            const float* previous = at > b * T ? states + (at - 1) * S : h0.flat<float>().data() + b * S;
+            for (int64_t j = 0; j < lanes; j += kLanes) {
+              Scan::Backward(std::min(kLanes, lanes - j), S, projected.data() + k * W + j,
+                             p ? p + j : nullptr, previous + j, g + j, d_row + j,
+                             d_p ? d_p + j : nullptr);
+            }
+          }
+          ProjectBlockBackward(x + (b * T + t0) * I, n, I, kernel, d_projected,
+                               &d_kernels[shard], &d_biases[shard], d_x + (b * T + t0) * I);
         }
       }
+    });
+    MatrixMap d_kernel(d_kernel_out->flat<float>().data(), I, W);
+    d_kernel.setZero();
+    for (const auto& part : d_kernels) d_kernel += part;
+    if (has_bias) {
+      MutableLanes d_bias(d_bias_out->flat<float>().data(), W);
+      d_bias.setZero();
+      for (const auto& part : d_biases) d_bias += part;
+    }
+    if (Q) {
+      MutableLanes d_p(d_parameters_out->flat<float>().data(), Q);
+      d_p.setZero();
+      for (const auto& part : d_parameters) d_p += part;
     }
   }
+
+ private:
+  int64_t shards_;
 };
 
 absl::Status ScanForwardShapes(InferenceContext* ctx) {
-  ShapeHandle projected, h0;
-  TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(0), 3, &projected));
-  TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(2), 2, &h0));
-  ctx->set_output(0, ctx->MakeShape({ctx->Dim(projected, 0), ctx->Dim(projected, 1),
-                                     ctx->Dim(h0, 1)}));
+  ShapeHandle inputs, h0;
+  TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(0), 3, &inputs));
+  TF_RETURN_IF_ERROR(ctx->WithRank(ctx->input(4), 2, &h0));
+  ctx->set_output(
+      0, ctx->MakeShape({ctx->Dim(inputs, 0), ctx->Dim(inputs, 1), ctx->Dim(h0, 1)}));
   return absl::OkStatus();
 }
 
 absl::Status ScanBackwardShapes(InferenceContext* ctx) {
-  ctx->set_output(0, ctx->input(0));
-  ctx->set_output(1, ctx->input(1));
-  ctx->set_output(2, ctx->input(3));
+  for (int index = 0; index < 4; ++index) ctx->set_output(index, ctx->input(index));
+  ctx->set_output(4, ctx->input(5));
   return absl::OkStatus();
 }
 
@@ -657,21 +776,29 @@ absl::Status ScanBackwardShapes(InferenceContext* ctx) {
 
 #define RNNLAB_SCAN_OPS(Name)                              \
   REGISTER_OP("Rnnlab" #Name "Forward")                   \
-      .Input("projected: float")                          \
+      .Input("inputs: float")                             \
+      .Input("kernel: float")                             \
+      .Input("bias: float")                               \
       .Input("parameters: float")                         \
       .Input("initial: float")                            \
       .Input("keep: float")                               \
+      .Attr("shards: int = 1")                            \
       .Output("states: float")                            \
       .SetShapeFn(rnnlab::ScanForwardShapes);             \
   REGISTER_OP("Rnnlab" #Name "Backward")                  \
-      .Input("projected: float")                          \
+      .Input("inputs: float")                             \
+      .Input("kernel: float")                             \
+      .Input("bias: float")                               \
       .Input("parameters: float")                         \
       .Input("states: float")                             \
       .Input("initial: float")                            \
       .Input("d_states: float")                           \
       .Input("d_final: float")                            \
       .Input("keep: float")                               \
-      .Output("d_projected: float")                       \
+      .Attr("shards: int = 1")                            \
+      .Output("d_inputs: float")                          \
+      .Output("d_kernel: float")                          \
+      .Output("d_bias: float")                            \
       .Output("d_parameters: float")                      \
       .Output("d_initial: float")                         \
       .SetShapeFn(rnnlab::ScanBackwardShapes)
