@@ -217,9 +217,9 @@ def test_step_loop_gradients_match_central_differences(name):
 # The parallel scan against the step loop ----------------------------------------------------
 
 SCAN_CELLS = {
-    "mingru": lambda units: MinGRUCell(units),
-    "minlstm": lambda units: MinLSTMCell(units),
-    "lru": lambda units: LRUCell(units, state_units=3),
+    "mingru": lambda units, **options: MinGRUCell(units, **options),
+    "minlstm": lambda units, **options: MinLSTMCell(units, **options),
+    "lru": lambda units, **options: LRUCell(units, state_units=3, **options),
 }
 BATCH, STEPS, FEATURES, UNITS = 3, 9, 4, 4  # FEATURES == UNITS: the LRU's diagonal skip
 SHARDS = 4
@@ -326,6 +326,23 @@ def test_parallel_scan_matches_the_step_loop_over_1000_steps(name, route):
         cell, inputs, initial=initial, compile_loop=True, return_sequences=True
     )
     assert taken == expected_route(route)
+
+
+@pytest.mark.parametrize("name", SCAN_CELLS)
+def test_the_scan_computes_in_bfloat16_with_a_mask(name):
+    """trainer.precision=mixed_bfloat16: the native ops are float32 only, so the TensorFlow
+    scan runs, and it matches the step loop to bfloat16's precision."""
+    cell = SCAN_CELLS[name](UNITS, dtype="mixed_bfloat16")
+    scan = ProbedRNN(cell, return_sequences=True, dtype="mixed_bfloat16")
+    loop = ProbedRNN(cell, return_sequences=True, fused=False, dtype="mixed_bfloat16")
+    inputs = tf.random.normal((BATCH, STEPS, FEATURES), seed=9)
+    mask = tf.sequence_mask([STEPS, 4, 1], STEPS)
+    got, want = scan(inputs, mask=mask), loop(inputs, mask=mask)
+    assert got.dtype == want.dtype == tf.bfloat16
+    assert scan.recurrence_routes[False] == ("parallel_scan", 1)
+    np.testing.assert_allclose(
+        tf.cast(got, tf.float32), tf.cast(want, tf.float32), rtol=0.05, atol=0.02
+    )
 
 
 # The native ops check what they are given --------------------------------------------------

@@ -76,13 +76,12 @@ def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training
     outputs = cell.readout(states, inputs)
     if keep is not None:
         # A masked step repeats the last output, as Keras's loop does (zeros before any).
+        nothing, once = tf.zeros_like(outputs), tf.ones_like(outputs)
         outputs = associative_scan(
-            tf.where(keep, 0.0, 1.0) + tf.zeros_like(outputs),
-            tf.where(keep, outputs, 0.0),
-            tf.zeros_like(outputs[:, 0]),
+            tf.where(keep, nothing, once), tf.where(keep, outputs, nothing), nothing[:, 0]
         )
     if keep is not None and layer.zero_output_for_mask:
-        outputs = tf.where(keep, outputs, 0.0)
+        outputs = tf.where(keep, outputs, tf.zeros_like(outputs))
     last = outputs[:, -1]
     if not layer.return_sequences:
         return last, last[:, None], [final]
@@ -92,13 +91,19 @@ def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training
 def _real_states(cell: LinearRecurrentCell, parts, initial, keep):
     a, b = cell.coefficients(parts)
     if keep is not None:
-        a, b = tf.where(keep, a, 1.0), tf.where(keep, b, 0.0)
+        a, b = tf.where(keep, a, tf.ones_like(a)), tf.where(keep, b, tf.zeros_like(b))
     return associative_scan(a, b, initial)
 
 
 def _complex_states(cell: LRUCell, parts, initial, keep):
-    """The LRU's [Re x, Im x] for every step, scanned as complex numbers."""
-    (lambda_real, lambda_imaginary), (b_real, b_imaginary) = cell.coefficients(parts)
+    """The LRU's [Re x, Im x] for every step, scanned as complex numbers (complex64 at least:
+    TensorFlow has no bfloat16 complex type)."""
+    dtype = initial.dtype
+    (lambda_real, lambda_imaginary), (b_real, b_imaginary) = (
+        [tf.cast(part, tf.float64 if dtype == tf.float64 else tf.float32) for part in pair]
+        for pair in cell.coefficients(parts)
+    )
+    initial = tf.cast(initial, lambda_real.dtype)
     eigenvalues = tf.complex(lambda_real, lambda_imaginary)
     b = tf.complex(b_real, b_imaginary)
     a = tf.broadcast_to(eigenvalues, tf.shape(b))
@@ -107,7 +112,7 @@ def _complex_states(cell: LRUCell, parts, initial, keep):
         b = tf.where(keep, b, tf.zeros_like(b))
     real, imaginary = tf.split(initial, 2, axis=-1)
     states = associative_scan(a, b, tf.complex(real, imaginary))
-    return tf.concat([tf.math.real(states), tf.math.imag(states)], axis=-1)
+    return tf.cast(tf.concat([tf.math.real(states), tf.math.imag(states)], axis=-1), dtype)
 
 
 def native_scan(ops, cell: LinearRecurrentCell, sequences, initial, keep):
