@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rnnlab.tasks.base import deal
 from rnnlab.tasks.captioning import (
     FEATURE_SIZE,
+    SPLIT_FRACTIONS,
+    SPLIT_SEED,
     CaptioningTask,
+    deal_groups,
     emoji_files,
     image_features,
     image_path,
@@ -22,11 +26,33 @@ def emoji():
     return read_emoji_records(records)
 
 
-def test_every_named_emoji_has_an_image(emoji):
+def test_every_emoji_and_skin_tone_variant_has_an_image(emoji):
     _, images = emoji_files()
-    assert len(emoji) == 1_903
-    assert all(image_path(images, code_points).exists() for code_points, _ in emoji)
-    assert ("1F600", "grinning face") in emoji
+    assert len({one.group for one in emoji}) == 1_903 and len(emoji) == 3_778
+    assert all(image_path(images, one.code_points).exists() for one in emoji)
+    by_points = {one.code_points: one for one in emoji}
+    assert by_points["1F600"].name == "grinning face"
+    waving = by_points["1F44B-1F3FD"]  # waving hand, medium skin tone
+    assert waving.name == "waving hand sign medium skin tone"
+    assert waving.caption("metadata") == "people & body hand fingers open medium skin tone"
+    assert by_points["1F44B"].caption("metadata") == "people & body hand fingers open"
+    assert waving.group == by_points["1F44B"].group
+
+
+def test_a_couple_names_each_tone_in_order_and_a_shared_tone_once(emoji):
+    kiss = [one for one in emoji if one.name.startswith("kiss: man, man")]
+    tones = {one.skin_tones for one in kiss}
+    assert len(kiss) == 26 and {(), ("light",), ("light", "dark"), ("dark", "light")} <= tones
+
+
+def test_variants_share_their_base_emojis_split(emoji):
+    splits = deal_groups(emoji)
+    groups = {name: {emoji[i].group for i in indices} for name, indices in splits.items()}
+    assert not (groups["train"] & groups["test"]) and not (groups["validation"] & groups["test"])
+    assert sum(len(indices) for indices in splits.values()) == len(emoji)
+    # The base emoji of each split are those version 1.0.0 (no variants) dealt to it.
+    legacy = deal(1_903, SPLIT_FRACTIONS, SPLIT_SEED)
+    assert groups["test"] == set(legacy["test"].tolist())
 
 
 def test_image_names_drop_leading_zeros_and_mostly_the_variation_selector():
@@ -45,16 +71,18 @@ def test_features_average_the_image_composited_on_white(tmp_path):
     assert np.allclose(features[1:, 1:], 1.0)  # transparent is white
 
 
-def test_prepared_splits_are_80_10_10(compose):
+def test_prepared_splits_hold_each_base_emoji_with_its_variants(compose):
     task = CaptioningTask(compose("task=captioning").task, "data")
     counts = {name: info.num_examples for name, info in task.builder.info.splits.items()}
-    assert counts == {"train": 1_522, "validation": 190, "test": 191}
+    assert sum(counts.values()) == 3_778
+    assert counts["test"] == len(deal_groups(read_emoji_records(emoji_files()[0]))["test"])
 
 
 def test_a_broken_record_names_file_and_index(tmp_path):
     broken = tmp_path / "emoji.json"
-    broken.write_text('[{"unified": "1F600", "name": "GRINNING FACE"}, {"unified": "1F601"}]')
-    with pytest.raises(ValueError, match=r"emoji.json: record 1: expected 'unified' and 'name'"):
+    good = '{"unified": "1F600", "name": "GRINNING FACE", "category": "c", "subcategory": "s"}'
+    broken.write_text(f'[{good}, {{"unified": "1F601"}}]')
+    with pytest.raises(ValueError, match=r"emoji.json: record 1: expected 'unified', 'name'"):
         read_emoji_records(broken)
 
 

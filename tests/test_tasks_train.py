@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import collections
+
 import mlflow
 import numpy as np
 import pytest
+import sacrebleu
+import tensorflow_datasets as tfds
 from mlflow import MlflowClient
 
 from rnnlab.datasets import DataNotPreparedError
-from rnnlab.tasks import get_task
+from rnnlab.tasks import decoding, get_task
 from rnnlab.tasks.forecasting import ForecastingTask, split_bounds
 from rnnlab.train import run
 
 CELLS = ["simple_rnn", "lstm", "gru"]
 TASKS = ["forecasting", "series_classification", "translation", "captioning"]
 TINY_MODEL = ["cell.units=8", "trainer.epochs=1"]
+
+
+def bleu(hypotheses, references) -> float:
+    """sacrebleu's corpus BLEU on the tasks' tokens (lower case, punctuation split off)."""
+    return sacrebleu.corpus_bleu(
+        decoding.standardized_texts(list(hypotheses)),
+        [decoding.standardized_texts(list(references))],
+    ).score
+
+
+def best_fixed_answer_bleu(train_texts, test_texts) -> float:
+    """The test BLEU of the one text, of the training split's 50 most frequent, that scores
+    best when answered to every training example."""
+    train = decoding.standardized_texts(list(train_texts))
+    frequent = [text for text, _ in collections.Counter(train).most_common(50)]
+    best = max(frequent, key=lambda text: bleu([text] * len(train), train))
+    return bleu([best] * len(test_texts), test_texts)
 
 
 def last_run(tracking_uri):
@@ -76,11 +97,20 @@ def test_translation_logs_bleu_and_decoded_samples(compose, tracking_uri, cell):
     assert metrics["best_val_token_accuracy"] == max(scores)
     samples = mlflow.artifacts.load_text(f"runs:/{recorded.info.run_id}/test_translations.txt")
     assert samples.count("reference: ") == 5
+    # The floors, computed here from the data: the German copied, and one fixed sentence.
+    builder = get_task(cfg.task, cfg.data_dir).builder
+    train, test = (
+        list(tfds.as_numpy(builder.as_dataset(split=name, as_supervised=True).take(256)))
+        for name in ("train", "test")
+    )
+    test_german, test_english = ([text.decode() for text in side] for side in zip(*test))
+    assert metrics["test_copy_bleu"] == pytest.approx(bleu(test_german, test_english))
+    assert metrics["test_baseline_bleu"] == pytest.approx(
+        best_fixed_answer_bleu([en.decode() for _, en in train], test_english)
+    )
 
 
 def test_translation_reads_a_tfds_catalog_set_by_config(compose):
-    import tensorflow_datasets as tfds
-
     cfg = compose("task=translation", "task.source=tfds:ted_hrlr_translate/pt_to_en", *TINY_MODEL)
     with tfds.testing.mock_data(num_examples=64):
         metrics = run(cfg)
@@ -90,17 +120,24 @@ def test_translation_reads_a_tfds_catalog_set_by_config(compose):
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_captioning_logs_bleu_and_sample_captions(compose, tracking_uri, cell):
-    metrics = run(compose("task=captioning", f"cell={cell}", "task.samples=5", *TINY_MODEL))
+    cfg = compose("task=captioning", f"cell={cell}", "task.samples=5", *TINY_MODEL)
+    metrics = run(cfg)
     recorded = last_run(tracking_uri)
     assert 0.0 <= metrics["test_bleu"] <= 100.0
     assert 0.0 <= metrics["test_token_accuracy"] <= 1.0
     samples = mlflow.artifacts.load_text(f"runs:/{recorded.info.run_id}/test_captions.txt")
     assert samples.count("reference: ") == 5
+    # The floor, computed here from the data: one fixed caption for every picture.
+    builder = get_task(cfg.task, cfg.data_dir).builder
+    train, test = (
+        [e["metadata_caption"].decode() for e in tfds.as_numpy(builder.as_dataset(split=name))]
+        for name in ("train", "test")
+    )
+    baseline = best_fixed_answer_bleu(train[:256], test[:256])
+    assert metrics["test_baseline_bleu"] == pytest.approx(baseline) and baseline > 10
 
 
 def test_sentiment_reads_imdb_reviews_from_the_tfds_catalog_by_config(compose):
-    import tensorflow_datasets as tfds
-
     cfg = compose("task.source=tfds:imdb_reviews", *TINY_MODEL)
     with tfds.testing.mock_data(num_examples=64):
         metrics = run(cfg)

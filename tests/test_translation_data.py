@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sacrebleu
 import tensorflow as tf
 
 from rnnlab.datasets import data_root
 from rnnlab.tasks import decoding
+from rnnlab.tasks.base import batches
 from rnnlab.tasks.translation import DICTIONARY, TranslationTask, read_sentence_pairs
 
 DICTIONARY_FILE = data_root("data") / "raw" / "translation" / DICTIONARY
@@ -65,7 +67,8 @@ class ScriptedDecoder:
         _, tokens = inputs
         self.fed.append(tokens.copy())
         probabilities = np.zeros((len(tokens), tokens.shape[1], len(self.vocabulary)))
-        probabilities[:, np.arange(tokens.shape[1]), self.script] = 1.0
+        steps = tokens.shape[1]
+        probabilities[:, np.arange(steps), self.script[:steps]] = 1.0
         return probabilities
 
 
@@ -74,7 +77,7 @@ def test_greedy_decoding_feeds_back_its_own_tokens_and_stops_at_end():
     decoded = decoding.greedy_decode(model, np.zeros((2, 3)), model.vocabulary, target_length=5)
     assert decoded == ["a b", "a b"]
     assert len(model.fed) == 3  # every sentence ended at step 3
-    assert model.fed[-1][0].tolist() == [2, 4, 5, 0, 0]
+    assert model.fed[-1][0].tolist() == [2, 4, 5]  # the tokens so far: the decoder is causal
 
 
 def test_token_accuracy_ignores_padding():
@@ -104,5 +107,37 @@ def test_teacher_forcing_starts_with_start_and_targets_end():
     decoder_tokens, next_tokens = decoding.teacher_forcing(vectorizer, tf.constant("Hello world."))
     vocabulary = vectorizer.get_vocabulary()
     decoder_words = [vocabulary[i] for i in decoder_tokens.numpy()]
-    assert decoder_words == ["[start]", "hello", "world", ".", "[end]"]  # then padding
-    assert [vocabulary[i] for i in next_tokens.numpy()] == ["hello", "world", ".", "[end]", ""]
+    # As long as the text: batches pad to their longest (the vectorizer pads to 6).
+    assert decoder_words == ["[start]", "hello", "world", "."]
+    assert [vocabulary[i] for i in next_tokens.numpy()] == ["hello", "world", ".", "[end]"]
+
+
+def test_the_fixed_answer_baseline_prefers_a_text_with_4_grams_to_the_most_frequent():
+    train = ["Yes!"] * 3 + ["The cat sat on the mat."] * 2 + ["The cat sat on a hat."]
+    test = ["the cat sat on the mat today .", "yes !"]
+    baseline = decoding.best_constant_baseline(train, test)["baseline_bleu"]
+    chosen = sacrebleu.corpus_bleu(["the cat sat on the mat ."] * 2, [test]).score
+    assert baseline == pytest.approx(chosen) and chosen > 0
+    assert sacrebleu.corpus_bleu(["yes !"] * 2, [test]).score == 0.0  # no 4-grams
+
+
+def test_the_copy_floor_scores_the_source_as_the_translation():
+    same = ["Berlin, 1990: Tokio, Paris, Rom."]
+    assert decoding.copy_bleu(same, same)["copy_bleu"] == pytest.approx(100.0)
+    only_the_full_stop = decoding.copy_bleu(["Ich bin müde."], ["I am tired."])["copy_bleu"]
+    assert 0.0 < only_the_full_stop < 10.0
+
+
+def test_batches_by_length_pad_each_batch_to_its_longest_and_keep_every_example():
+    lengths = [3, 15, 4, 16, 3, 15, 5, 2]
+    examples = tf.data.Dataset.from_generator(
+        lambda: ((np.arange(1, n + 1), n) for n in lengths),
+        output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)),
+    )
+    batched = list(batches(examples, 4, length_of=lambda tokens, _: tf.shape(tokens)[0]))
+    seen = sorted(int(n) for _, sizes in batched for n in sizes.numpy())
+    assert seen == sorted(lengths)
+    for tokens, sizes in batched:
+        assert tokens.shape[1] == max(sizes.numpy())  # padded to its own longest, not to 16
+        assert (tokens.numpy() != 0).sum(axis=1).tolist() == sizes.numpy().tolist()
+    assert min(tokens.shape[1] for tokens, _ in batched) < 6  # short ones batched together

@@ -29,6 +29,7 @@ from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.config import ConfigError, cell_name
+from rnnlab.tasks.base import first_examples
 
 KERAS_FILE = "model.keras"
 INPUTS_FILE = "inputs.json"  # the task's config and input state
@@ -67,7 +68,7 @@ class StoredModel(mlflow.pyfunc.PythonModel):
 
 def array_example(model: keras.Model, data, count: int = 2):
     """The first test examples, as the Keras model takes them (by input name if several)."""
-    inputs = next(iter(data.test.unbatch().batch(count)))[0]
+    inputs = first_examples(data.test, count)[0]
     if isinstance(inputs, tuple | list):
         return {layer.name: np.asarray(x) for layer, x in zip(model.inputs, inputs, strict=True)}
     return np.asarray(inputs)

@@ -30,7 +30,7 @@ from rnnlab.models import decoder_stack, recurrent_stack
 from rnnlab.probe import GradientProbe, recurrent_layers
 from rnnlab.stored_model import log_stored_model
 from rnnlab.tasks import load_task
-from rnnlab.tasks.base import Task, TaskData
+from rnnlab.tasks.base import Task, TaskData, first_examples
 from rnnlab.threads import configure_threads
 from rnnlab.tracking import log_datasets, tracked_run
 
@@ -99,7 +99,7 @@ def gradient_probe(
         logging.getLogger("rnnlab").warning("no recurrent layer to probe: gradient decay skipped")
         return []
     probe = GradientProbe(model, task.loss, cfg.probe.layers)
-    batch = next(iter(data.validation.unbatch().batch(cfg.probe.examples)))
+    batch = first_examples(data.validation, cfg.probe.examples)
     probe_cfg = cfg.probe
     return [
         GradientDecayLogger(

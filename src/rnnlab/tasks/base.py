@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -112,6 +112,11 @@ class TaskDefaults:
         return DatasetRecord(builder.info.full_name, str(builder.data_dir))
 
 
+# Bucket boundaries (in steps) for sequences batched by length: most sentences and
+# captions are 4-16 tokens, so a batch pads to its own longest instead of to the longest.
+LENGTH_BOUNDARIES = (6, 8, 10, 12, 14, 17)
+
+
 @dataclass
 class TaskData:
     train: tf.data.Dataset  # shuffled each epoch, batched, prefetched
@@ -123,6 +128,7 @@ class TaskData:
     train_examples: tf.data.Dataset | None = None
     batch_size: int = 0
     seed: int = 0
+    length_of: Callable | None = None  # an example's length, for batching by length
 
     def reshuffled(self) -> TaskData:
         """This data with `train` shuffling as if newly loaded, from the same cached examples.
@@ -130,7 +136,7 @@ class TaskData:
         A shuffle draws a new order for each pass over it, so a second run over the same
         `train` would see other orders than a first one: reuse needs a fresh shuffle.
         """
-        fresh = batches(self.train_examples, self.batch_size, shuffle_seed=self.seed)
+        fresh = batches(self.train_examples, self.batch_size, self.seed, self.length_of)
         return dataclasses.replace(self, train=fresh)
 
 
@@ -151,30 +157,55 @@ def majority_class_baseline(data: TaskData) -> dict[str, float]:
 
 
 def batches(
-    cached: tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None
+    cached: tf.data.Dataset,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    length_of: Callable | None = None,
 ) -> tf.data.Dataset:
-    """Shuffle if training, batch and prefetch."""
+    """Shuffle if training, batch and prefetch.
+
+    Examples of variable length are padded to the longest of their batch. With
+    `length_of`, they are also grouped by it into buckets, so a translation batch's
+    decoder runs about 11 steps, not 20; captions, whose length tells their category, are
+    better mixed (bucketed batches cost their BLEU 4-9 points).
+    """
     if shuffle_seed is not None:
         cached = cached.shuffle(16_384, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return cached.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if length_of is None:
+        batched = cached.padded_batch(batch_size)  # the same as batch() for fixed shapes
+    else:
+        batched = cached.bucket_by_sequence_length(
+            length_of, list(LENGTH_BOUNDARIES), [batch_size] * (len(LENGTH_BOUNDARIES) + 1)
+        )
+    return batched.prefetch(tf.data.AUTOTUNE)
 
 
 def batched_task_data(
-    splits: dict[str, tf.data.Dataset], batch_size: int, seed: int, data_hash: str
+    splits: dict[str, tf.data.Dataset],
+    batch_size: int,
+    seed: int,
+    data_hash: str,
+    length_of: Callable | None = None,
 ) -> TaskData:
     """TaskData from unbatched train/validation/test splits, cached in memory after their
-    first pass; only train is shuffled."""
+    first pass; only train is shuffled. `length_of` batches by length (see `batches`)."""
     cached = {name: split.cache() for name, split in splits.items()}
     return TaskData(
-        train=batches(cached["train"], batch_size, shuffle_seed=seed),
-        validation=batches(cached["validation"], batch_size),
-        test=batches(cached["test"], batch_size),
+        train=batches(cached["train"], batch_size, seed, length_of),
+        validation=batches(cached["validation"], batch_size, length_of=length_of),
+        test=batches(cached["test"], batch_size, length_of=length_of),
         train_size=example_count(splits["train"]),
         data_hash=data_hash,
         train_examples=cached["train"],
         batch_size=batch_size,
         seed=seed,
+        length_of=length_of,
     )
+
+
+def first_examples(split: tf.data.Dataset, count: int):
+    """The first `count` examples of a batched split as one batch, padded to the longest."""
+    return next(iter(split.unbatch().padded_batch(count)))
 
 
 def example_count(split: tf.data.Dataset) -> int:

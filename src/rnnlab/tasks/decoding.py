@@ -4,6 +4,7 @@ a decoder conditioned on a context vector, greedy decoding, token accuracy and B
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 
 import keras
@@ -12,6 +13,7 @@ import sacrebleu
 import tensorflow as tf
 from keras import layers
 
+from rnnlab.config import ConfigError
 from rnnlab.tasks.base import TaskDefaults
 
 START, END = "[start]", "[end]"  # brackets survive `standardize`, so these stay one token
@@ -42,9 +44,18 @@ def with_start_and_end(text: tf.Tensor) -> tf.Tensor:
 def teacher_forcing(
     vectorizer: layers.TextVectorization, text: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """The decoder reads `[start] w1 .. wt` and is trained to predict `w1 .. wt [end]`."""
-    token_ids = vectorizer(with_start_and_end(text))
+    """The decoder reads `[start] w1 .. wt` and is trained to predict `w1 .. wt [end]`.
+
+    Both are as long as the text (batches pad them to their longest, see `batches`).
+    """
+    token_ids = without_padding(vectorizer(with_start_and_end(text)))
     return token_ids[..., :-1], token_ids[..., 1:]
+
+
+def without_padding(token_ids: tf.Tensor) -> tf.Tensor:
+    """One text's token ids up to its last real one (at least one id, so never empty)."""
+    length = tf.maximum(tf.reduce_sum(tf.cast(token_ids != 0, tf.int32)), 1)
+    return token_ids[:length]
 
 
 def masked_crossentropy(y_true, y_pred):
@@ -85,25 +96,85 @@ class TokenAccuracy(keras.metrics.Metric):
         return self.correct / keras.ops.maximum(self.total, 1.0)
 
 
+ATTENTION_KINDS = ("none", "dot", "additive")
+
+
 def conditioned_decoder(
     context: keras.KerasTensor,
-    target_length: int,
     vocabulary_size: int,
     embedding_dim: int,
     decoder: Callable[[keras.KerasTensor], keras.KerasTensor],
+    memory: keras.KerasTensor | None = None,
+    attention: str = "none",
+    attention_units: int = 128,
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Decoder input tokens and next-token probabilities, every step seeing the context.
 
     As in Cho et al. (2014), the context vector is fed to the decoder at each step rather
     than through its initial state, so any cell works, whatever its states look like.
+    With `attention` other than "none", each decoder output also looks back over `memory`
+    (the encoder's outputs, one per source position) before the next token is chosen.
     """
-    tokens = keras.Input(shape=(target_length,), dtype="int64", name="decoder_tokens")
+    # Any number of steps: training batches are as long as their longest text.
+    tokens = keras.Input(shape=(None,), dtype="int64", name="decoder_tokens")
     # Index 0 is padding: the mask keeps it out of the loss.
     embedded = layers.Embedding(vocabulary_size, embedding_dim, mask_zero=True)(tokens)
-    repeated = layers.RepeatVector(target_length, name="context_each_step")(context)
+    repeated = EachStep(name="context_each_step")([context, embedded])
     decoded = decoder(layers.Concatenate(name="token_and_context")([embedded, repeated]))
+    if attention != "none":
+        decoded = attend(decoded, memory, attention, attention_units)
     probabilities = layers.Dense(vocabulary_size, activation="softmax", name="next_token")(decoded)
     return tokens, probabilities
+
+
+@keras.saving.register_keras_serializable(package="rnnlab")
+class EachStep(layers.Layer):
+    """[context, sequence] -> the context repeated at each of the sequence's steps.
+
+    Keras's RepeatVector needs the number of steps when the model is built; here it is
+    known only when a batch arrives.
+    """
+
+    def call(self, inputs):
+        context, sequence = inputs
+        steps = keras.ops.shape(sequence)[1]
+        return keras.ops.repeat(keras.ops.expand_dims(context, 1), steps, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # the decoder's mask comes from its tokens
+
+    def compute_output_shape(self, input_shapes):
+        context, sequence = input_shapes
+        return (context[0], sequence[1], context[-1])
+
+
+def attend(
+    decoded: keras.KerasTensor, memory: keras.KerasTensor, kind: str, units: int
+) -> keras.KerasTensor:
+    """Luong et al. (2015)'s attentional state tanh(W_c [c_t; h_t]) for each decoder output h_t.
+
+    c_t averages the memory (encoder outputs; padding masked out) weighted by a score of
+    h_t against each position: "dot" is Luong's multiplicative score h_t . W k_s, and
+    "additive" is Bahdanau et al. (2015)'s v . tanh(W h_t + U k_s). Attention sits after
+    the decoder's recurrence, not inside it (Bahdanau feed c_t into the cell), so that the
+    recurrence stays the plain cell under comparison, on its fast path; decoding stays
+    causal, since h_t sees only tokens up to t.
+    """
+    if kind not in ATTENTION_KINDS:
+        raise ConfigError(f"attention must be one of {', '.join(ATTENTION_KINDS)}; got {kind!r}")
+    if memory is None:
+        raise ConfigError(f"attention={kind} needs a sequence to attend to; this task has none")
+    if kind == "dot":
+        query = decoded
+        keys = layers.Dense(decoded.shape[-1], use_bias=False, name="attention_keys")(memory)
+        score = layers.Attention(name="attention")
+    else:
+        query = layers.Dense(units, use_bias=False, name="attention_query")(decoded)
+        keys = layers.Dense(units, use_bias=False, name="attention_keys")(memory)
+        score = layers.AdditiveAttention(name="attention")
+    attended = score([query, memory, keys])
+    both = layers.Concatenate(name="attended_and_decoded")([attended, decoded])
+    return layers.Dense(units, activation="tanh", name="attentional_state")(both)
 
 
 def greedy_decode(
@@ -130,8 +201,8 @@ def _greedy_decode_chunk(model, inputs, vocabulary, target_length) -> list[str]:
     finished = np.zeros(len(inputs), dtype=bool)
     decoded = np.zeros((len(inputs), target_length), dtype=np.int64)
     for step in range(target_length):
-        # The decoder is causal: padding after `step` cannot change the prediction at `step`.
-        probabilities = model.predict_on_batch([inputs, tokens])
+        # The decoder is causal, so the tokens so far are all it needs for the next one.
+        probabilities = model.predict_on_batch([inputs, tokens[:, : step + 1]])
         decoded[:, step] = np.where(finished, 0, probabilities[:, step].argmax(axis=-1))
         finished |= decoded[:, step] == end
         if finished.all():
@@ -160,9 +231,37 @@ def score_decodes(
 ) -> tuple[dict[str, float], str]:
     """Corpus BLEU of greedy decodes against standardized references, and a sample table."""
     hypotheses = greedy_decode(model, inputs, vectorizer.get_vocabulary(), target_length)
-    references = [text.decode() for text in standardize(tf.constant(references)).numpy()]
+    references = standardized_texts(references)
     table = samples_table(sources[:samples], references[:samples], hypotheses[:samples])
     return {"bleu": corpus_bleu(hypotheses, references)}, table
+
+
+def best_constant_baseline(
+    train_texts: list[str], references: list[str], candidates: int = 50, judges: int = 1000
+) -> dict[str, float]:
+    """BLEU of answering every test example with one fixed text: of the training split's
+    `candidates` most frequent texts, the one that scores best against its first `judges`.
+
+    It is the floor of a decoder that ignores its input, chosen without the test split.
+    The most frequent text alone is a weaker floor: a short one has no 4-grams and scores 0
+    ("flags country flag" for the emoji, "there you are !" for the Ding pairs).
+    """
+    train = standardized_texts(train_texts)
+    frequent = [text for text, _ in collections.Counter(train).most_common(candidates)]
+    judged = train[:judges]
+    best = max(frequent, key=lambda text: corpus_bleu([text] * len(judged), judged))
+    baseline = corpus_bleu([best] * len(references), standardized_texts(references))
+    return {"baseline_bleu": baseline}
+
+
+def copy_bleu(sources: list[str], references: list[str]) -> dict[str, float]:
+    """BLEU of answering with the source unchanged: names, numbers and punctuation carry
+    over between languages (0.3 on the Ding pairs), a second floor for translation."""
+    return {"copy_bleu": corpus_bleu(standardized_texts(sources), standardized_texts(references))}
+
+
+def standardized_texts(texts: list[str]) -> list[str]:
+    return [text.decode() for text in standardize(tf.constant(texts)).numpy()]
 
 
 def samples_table(sources: list[str], references: list[str], hypotheses: list[str]) -> str:

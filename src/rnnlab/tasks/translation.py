@@ -96,6 +96,12 @@ class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
             yield int(index), {"de": german, "en": english}
 
 
+def longer_side(inputs, _next_tokens) -> tf.Tensor:
+    """A pair's length for batching by length: its longer side, in tokens."""
+    source, decoder_tokens = inputs
+    return tf.maximum(tf.shape(source)[0], tf.shape(decoder_tokens)[0])
+
+
 class TranslationTask(decoding.TextGenerationTask):
     """Encoder–decoder: the encoder's summary of the source conditions every decoder step."""
 
@@ -105,6 +111,7 @@ class TranslationTask(decoding.TextGenerationTask):
         self.builder = DingSentencePairs(data_dir=str(self.root / "tfds"))
         self.source_vectorizer: layers.TextVectorization | None = None
         self.target_vectorizer: layers.TextVectorization | None = None
+        self.train_pairs: tf.data.Dataset | None = None
         self.test_pairs: list[tuple[str, str]] = []
 
     def prepare(self) -> None:
@@ -128,6 +135,7 @@ class TranslationTask(decoding.TextGenerationTask):
             self.cfg.vocabulary_size,
             self.cfg.target_length,
         )
+        self.train_pairs = splits["train"]  # the trivial baseline's candidates
         self.test_pairs = [
             (source.decode(), target.decode()) for source, target in tfds.as_numpy(splits["test"])
         ]
@@ -135,29 +143,38 @@ class TranslationTask(decoding.TextGenerationTask):
             name: split.map(self._vectorize, num_parallel_calls=tf.data.AUTOTUNE)
             for name, split in splits.items()
         }
-        return batched_task_data(vectorized, batch_size, seed, data_hash)
+        return batched_task_data(vectorized, batch_size, seed, data_hash, longer_side)
 
     def _vectorize(self, source: tf.Tensor, target: tf.Tensor):
         decoder_tokens, next_tokens = decoding.teacher_forcing(self.target_vectorizer, target)
-        return (self.source_vectorizer(source), decoder_tokens), next_tokens
+        source_tokens = decoding.without_padding(self.source_vectorizer(source))
+        return (source_tokens, decoder_tokens), next_tokens
 
     def build_model(
         self,
         recurrent: Callable[[keras.KerasTensor], keras.KerasTensor],
         decoder: Callable[[keras.KerasTensor], keras.KerasTensor],
     ) -> keras.Model:
-        source = keras.Input(shape=(self.cfg.source_length,), dtype="int64", name="source")
+        source = keras.Input(shape=(None,), dtype="int64", name="source")  # any length
         # Index 0 is padding: the mask lets the encoder stop at each sentence's last word.
         embedded = layers.Embedding(
             self.source_vectorizer.vocabulary_size(), self.cfg.embedding_dim, mask_zero=True
         )(source)
-        context = recurrent(embedded)
+        if self.cfg.attention == "none":
+            memory, context = None, recurrent(embedded)
+        else:
+            # The decoder attends over every source position; the masked mean of the
+            # encoder's outputs summarises the sentence for it (bidirectional or not).
+            memory = recurrent(embedded, return_sequences=True)
+            context = layers.GlobalAveragePooling1D(name="source_summary")(memory)
         tokens, probabilities = decoding.conditioned_decoder(
             context,
-            self.cfg.target_length,
             self.target_vectorizer.vocabulary_size(),
             self.cfg.embedding_dim,
             decoder,
+            memory=memory,
+            attention=self.cfg.attention,
+            attention_units=self.cfg.attention_units,
         )
         return keras.Model([source, tokens], probabilities, name="translation")
 
@@ -195,15 +212,20 @@ class TranslationTask(decoding.TextGenerationTask):
         return [f"{german}  ->  {english}" for german, english in zip(inputs, answers, strict=True)]
 
     def evaluate_extra(self, model: keras.Model, data: TaskData):
-        """Corpus BLEU of greedy decodes of the whole test split, and a sample of them."""
+        """Corpus BLEU of greedy decodes of the whole test split beside the trivial
+        baseline's (one fixed English sentence) and the German copied, and a sample of decodes."""
         sources = [source for source, _ in self.test_pairs]
+        references = [target for _, target in self.test_pairs]
         metrics, table = decoding.score_decodes(
             model,
             self.source_vectorizer(tf.constant(sources)).numpy(),
             sources,
-            [target for _, target in self.test_pairs],
+            references,
             self.target_vectorizer,
             self.cfg.target_length,
             self.cfg.samples,
         )
+        train_targets = [target.decode() for _, target in tfds.as_numpy(self.train_pairs)]
+        metrics |= decoding.best_constant_baseline(train_targets, references)
+        metrics |= decoding.copy_bleu(sources, references)
         return metrics, {"test_translations.txt": table}

@@ -1,0 +1,102 @@
+"""Attention in the translation model: it changes the model, ignores padding, stays causal
+at decoding, trains every cell, and a bad choice is a one-line error."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rnnlab.config import ConfigError
+from rnnlab.tasks import decoding, get_task
+from rnnlab.train import build_model, run
+
+TINY = ["task=translation", "cell.units=8", "task.embedding_dim=8", "task.attention_units=8"]
+CELLS = ["simple_rnn", "irnn", "lstm", "gru", "indrnn", "mingru", "minlstm", "lru"]
+
+
+@pytest.fixture(scope="module")
+def sentences():
+    return ["Ich habe keine Zeit.", "Das Wetter ist heute schön.", "Wo?"]
+
+
+def translation_model(compose, *overrides: str, seed: int = 0):
+    """A translation task on 200 pairs and its untrained model."""
+    cfg = compose(*TINY, "task.max_examples=200", *overrides)
+    task = get_task(cfg.task, cfg.data_dir)
+    task.load(batch_size=32, seed=0)
+    keras.utils.set_random_seed(seed)
+    return task, build_model(cfg.cell, cfg.model, task)
+
+
+@pytest.mark.parametrize("kind", ["dot", "additive"])
+def test_attention_adds_its_layers_to_the_single_context_model(compose, kind):
+    _, plain = translation_model(compose, "task.attention=none")
+    _, attentive = translation_model(compose, f"task.attention={kind}")
+    names = {layer.name for layer in attentive.layers}
+    assert {"attention", "attention_keys", "attentional_state"} <= names
+    assert "attention" not in {layer.name for layer in plain.layers}
+    assert attentive.count_params() > plain.count_params()
+
+
+@pytest.mark.parametrize("kind", ["dot", "additive"])
+def test_attention_ignores_source_padding(compose, sentences, kind):
+    """The same weights read a sentence padded to 12 or to 30 tokens: the same probabilities,
+    so padded positions get no attention and do not enter the summary."""
+    short_task, short = translation_model(
+        compose, f"task.attention={kind}", "task.source_length=12"
+    )
+    long_task, long = translation_model(compose, f"task.attention={kind}", "task.source_length=30")
+    long.set_weights(short.get_weights())
+    tokens = np.zeros((len(sentences), short_task.cfg.target_length), dtype=np.int64)
+    tokens[:, :3] = [2, 5, 6]
+    short_source, long_source = (
+        task.source_vectorizer(tf.constant(sentences)).numpy() for task in (short_task, long_task)
+    )
+    assert long_source.shape[1] == 30 and not long_source[:, 12:].any()
+    np.testing.assert_allclose(
+        short.predict_on_batch([short_source, tokens]),
+        long.predict_on_batch([long_source, tokens]),
+        rtol=1e-4,  # untrained, every probability is near 1/vocabulary: compare relatively
+    )
+
+
+def test_greedy_decoding_with_attention_matches_teacher_forcing(compose, sentences):
+    """Fed its own greedy output, the model predicts that output again at every step: each
+    step's attention depends only on the tokens before it."""
+    task, model = translation_model(compose, "task.attention=additive", seed=3)
+    vocabulary = task.target_vectorizer.get_vocabulary()
+    # Make [end] unlikely so that the decodes run long enough to test many steps.
+    head = model.get_layer("next_token")
+    kernel, bias = head.get_weights()
+    bias[vocabulary.index(decoding.END)] = -10.0
+    head.set_weights([kernel, bias])
+    source = task.source_vectorizer(tf.constant(sentences)).numpy()
+    length = task.cfg.target_length
+    decoded = decoding.greedy_decode(model, source, vocabulary, length)
+    ids = {word: index for index, word in enumerate(vocabulary)}
+    tokens = np.zeros((len(sentences), length), dtype=np.int64)
+    tokens[:, 0] = ids[decoding.START]
+    for row, text in enumerate(decoded):
+        words = text.split()
+        assert len(words) >= length - 1
+        tokens[row, 1:] = [ids[word] for word in words[: length - 1]]
+    forced = model.predict_on_batch([source, tokens]).argmax(axis=-1)
+    np.testing.assert_array_equal(forced[:, :-1], tokens[:, 1:])
+
+
+def test_an_unknown_attention_is_a_config_error(compose):
+    with pytest.raises(ConfigError, match="must be one of none, dot, additive; got 'soft'"):
+        translation_model(compose, "task.attention=soft")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_trains_with_attention(compose, cell):
+    metrics = run(
+        compose(*TINY, f"cell={cell}", "task.max_examples=64", "task.samples=2", "trainer.epochs=1")
+    )
+    assert np.isfinite(metrics["test_loss"])
+    assert 0.0 <= metrics["test_bleu"] <= 100.0
+    assert metrics["test_baseline_bleu"] >= 0.0
