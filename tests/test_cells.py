@@ -434,3 +434,23 @@ def test_each_cells_conf_trains_on_the_adding_task(compose, tracking_uri, cell):
     else:
         route = "native_scan" if recurrence_ops() is not None else "parallel_scan"
     assert recorded.data.tags[f"rnnlab.recurrence.{class_name}"] == route
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.complex64])
+def test_the_scan_runs_on_sequences_whose_length_is_known_only_at_run_time(dtype):
+    """Text batched by length gives the layers no static length: the scan steps instead."""
+    rng = np.random.default_rng(0)
+    a, b = (
+        tf.cast(rng.uniform(0.5, 1.0, (2, 7, 3)), dtype),
+        tf.cast(rng.normal(size=(2, 7, 3)), dtype),
+    )
+    initial = tf.cast(rng.normal(size=(2, 3)), dtype)
+    sequence, state = tf.TensorSpec([None, None, 3], dtype), tf.TensorSpec([None, 3], dtype)
+    unknown_length = tf.function(
+        linear_scan.associative_scan, input_signature=[sequence, sequence, state]
+    )
+    expected, h = [], initial.numpy()
+    for t in range(7):
+        h = a.numpy()[:, t] * h + b.numpy()[:, t]
+        expected.append(h)
+    np.testing.assert_allclose(unknown_length(a, b, initial), np.stack(expected, 1), rtol=1e-5)

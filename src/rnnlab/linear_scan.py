@@ -41,8 +41,18 @@ def _combine(earlier, later):
 def associative_scan(a, b, initial):
     """h_t for all t, along axis 1 (batch, steps, units), real or complex, from h_0 = initial."""
     b = tf.concat([a[:, :1] * initial[:, None] + b[:, :1], b[:, 1:]], axis=1)
+    if a.shape[1] is None:  # Keras's scan needs the length when the graph is built
+        return _sequential_scan(a, b)
     _, states = keras.ops.associative_scan(_combine, (a, b), axis=1)
     return tf.ensure_shape(states, b.shape)  # the scan's slicing loses the static shape
+
+
+def _sequential_scan(a, b):
+    """The same h_t = a_t h_(t-1) + b_t one step at a time, for sequences whose length is
+    known only when a batch arrives (text batched by length); b_0 already holds h_0."""
+    a, b = (tf.transpose(x, [1, 0, 2]) for x in (a, b))  # time-major for tf.scan
+    states = tf.scan(lambda h, ab: ab[0] * h + ab[1], (a, b), initializer=tf.zeros_like(b[0]))
+    return tf.transpose(states, [1, 0, 2])
 
 
 def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training):
