@@ -14,9 +14,10 @@ STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 DB ?=
 ARTIFACTS ?= mlruns/artifacts
 POSTGRES_DIR ?= /tmp/rnnlab-postgres
+SLURM_DIR ?= /tmp/rnnlab-slurm
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train sweep dashboard postgres server paper report ui test lint style bench lock clean
+.PHONY: help install data train sweep dashboard postgres slurm server paper report ui test lint style bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,13 +49,16 @@ dashboard: ## optuna-dashboard on the sweeps' storage, http://$(HOST):8080
 postgres: ## start a local PostgreSQL on 127.0.0.1 (data in POSTGRES_DIR) and print its URL
 	@scripts/local_postgres.sh start $(POSTGRES_DIR)
 
+slurm: ## start a single-node SLURM cluster on this machine (root; data in SLURM_DIR); export what it prints
+	@echo "export SLURM_CONF=$$(scripts/local_slurm.sh start $(SLURM_DIR))"
+
 server: ## MLflow tracking server on PostgreSQL (DB=postgresql+psycopg://...), artifacts in ARTIFACTS
 	@test -n "$(DB)" || { echo "make server needs DB=postgresql+psycopg://...; make postgres prints one"; exit 2; }
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --backend-store-uri $(DB) \
 		--artifacts-destination $(ARTIFACTS) --host $(HOST) --port $(PORT)
 
-paper: ## run every configuration of experiment EXP (resumable), then write its report
-	$(RNNLAB) paper $(EXP) $(ARGS)
+paper: ## run every configuration of experiment EXP (resumable, WORKERS=2 uses both cores), then report
+	$(RNNLAB) paper $(EXP) --workers $(WORKERS) $(ARGS)
 
 report: ## tables and figures of experiment EXP in reports/EXP/
 	$(RNNLAB) report $(EXP) $(ARGS)
@@ -80,6 +84,7 @@ bench: ## speed against bare Keras and PyTorch; sweeps, stores and system metric
 	$(PYTHON) benchmarks/recurrence_speed.py
 	$(PYTHON) benchmarks/recurrence_speed.py --cells modern --tasks none
 	$(PYTHON) benchmarks/throughput.py
+	$(PYTHON) benchmarks/paper_workers.py
 	$(PYTHON) benchmarks/sweep_pruning.py
 	$(PYTHON) benchmarks/sweep_early_stopping.py
 	$(PYTHON) benchmarks/system_metrics_cost.py

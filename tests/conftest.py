@@ -97,3 +97,21 @@ def postgres_database(postgres_server_url):
     with psycopg.connect(admin_url, autocommit=True) as connection:
         for name in created:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """A SLURM cluster to submit to (`.ci/run` starts scripts/local_slurm.sh); required in CI,
+    skipped elsewhere. Its slurm.conf path."""
+    import shutil
+    import subprocess
+
+    conf = os.environ.get("SLURM_CONF", "")
+    if not shutil.which("sbatch") or not conf:
+        unavailable(
+            "no SLURM cluster: `scripts/local_slurm.sh start /tmp/rnnlab-slurm` starts one "
+            "and prints the path to export as SLURM_CONF"
+        )
+    if subprocess.run(["sinfo", "--noheader"], capture_output=True).returncode != 0:
+        unavailable(f"SLURM_CONF={conf}, but sinfo cannot reach its controller")
+    return conf

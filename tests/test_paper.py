@@ -73,8 +73,18 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         run_experiment("smoke", [f"tracking.uri={uri}"])
     monkeypatch.setattr(rnnlab.train, "run", real_run)
-    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {"ran": 6, "skipped": 2, "failed": 0}
-    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {"ran": 0, "skipped": 8, "failed": 0}
+    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {
+        "ran": 6,
+        "skipped": 2,
+        "failed": 0,
+        "left": 0,
+    }
+    assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {
+        "ran": 0,
+        "skipped": 8,
+        "failed": 0,
+        "left": 0,
+    }
 
     out = write_report("smoke", uri, out_dir=tmp_path / "report")
     table = (out / "table.md").read_text()
@@ -120,7 +130,7 @@ def test_a_diverging_configuration_is_counted_and_the_experiment_goes_on(tmp_pat
 
     monkeypatch.setattr(rnnlab.train, "run", diverging)
     counts = run_experiment("smoke", [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
-    assert counts == {"ran": 0, "skipped": 0, "failed": 8}
+    assert counts == {"ran": 0, "skipped": 0, "failed": 8, "left": 0}
 
 
 def cells(**scores: list[float]) -> dict[str, Cell]:

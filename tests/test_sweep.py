@@ -365,3 +365,20 @@ def test_two_workers_on_postgresql_log_to_a_tracking_server(
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_as_slurm_jobs_set_in_its_file(smoke_file, tmp_path, slurm_cluster):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logs = tmp_path / "slurm-logs"
+    slurm = {"jobs": 2, "time_minutes": 10, "cpus_per_task": 1, "logs": str(logs)}
+    path = smoke_file(n_trials=2, pruner="none", launcher="slurm", slurm=slurm)
+    output = finish(sweep_command(str(path), f"tracking.uri={uri}", cwd=tmp_path))
+    assert output.count("SLURM job ") == 2, output[-3000:]
+
+    spec = load_sweep(path)
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    assert_one_run_per_trial(study, MlflowClient(uri), n_trials=2, workers=2)
+    job_logs = sorted(logs.rglob("*_log.out"))
+    assert len(job_logs) == 2
+    assert any("[job 0] trial" in log.read_text() for log in job_logs), "jobs log their trials"

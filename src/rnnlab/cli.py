@@ -35,8 +35,10 @@ commands:
   prepare [task ...]  fetch and build the embedded datasets (run by `make install`)
   sweep <file> [overrides] [--workers N]
                       an Optuna search (sweeps/<name>.yaml); the same command resumes it
-  paper EXPERIMENT    run every configuration of conf/experiment/EXPERIMENT (resumable), then
-                      report (--no-report: only run)
+  paper EXPERIMENT [overrides] [--workers N] [--storage URL] [--launcher slurm]
+                      run every configuration of conf/experiment/EXPERIMENT (resumable;
+                      workers here, on other machines or SLURM share it), then report
+                      (--no-report: only run)
   report EXPERIMENT   tables (Markdown, LaTeX) and figures in reports/EXPERIMENT/
   reproduce RUN_ID    retrain a recorded run from its records and compare the metrics
   evaluate RUN_ID     rescore a run's stored model on its test split, beside the logged metrics
@@ -51,10 +53,16 @@ examples:
   rnnlab train -m cell=simple_rnn,lstm,gru
   rnnlab train --cfg job       # print the composed config and exit
   rnnlab sweep sweeps/sentiment_cells.yaml --workers 2
-  rnnlab paper smoke
+  rnnlab paper smoke --workers 2
   rnnlab reproduce 3f5e57a6525e4c2ab0b82028167a645b
   rnnlab predict 3f5e57a6525e4c2ab0b82028167a645b "A gripping, funny film."
 """
+
+
+USAGE_PAPER = (
+    "Every configuration of an experiment's grid, resumably; workers on this machine, on "
+    "others sharing --storage, or SLURM jobs (--launcher slurm) share the grid."
+)
 
 
 def train_job(cfg: DictConfig) -> float:
@@ -112,18 +120,36 @@ def name_and_overrides(arguments: list[str], usage: str) -> tuple[str, list[str]
 
 
 def paper(arguments: list[str]) -> None:
+    import argparse
+
+    from rnnlab.launchers import SlurmLauncher, add_launcher_arguments, slurm_options_from
     from rnnlab.paper import run_experiment
 
-    report_after = "--no-report" not in arguments
-    arguments = [argument for argument in arguments if argument != "--no-report"]
-    name, overrides = name_and_overrides(arguments, "paper EXPERIMENT [overrides] [--no-report]")
-    counts = run_experiment(name, overrides)
+    parser = argparse.ArgumentParser(prog="rnnlab paper", description=USAGE_PAPER)
+    parser.add_argument("experiment", help="a name in conf/experiment/")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every point")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (or jobs)")
+    parser.add_argument("--storage", help="database the workers share the grid through")
+    parser.add_argument("--no-report", action="store_true", help="only run the grid")
+    add_launcher_arguments(parser)
+    options = parser.parse_intermixed_args(arguments)
+    name, overrides = name_and_overrides(
+        [options.experiment, *options.overrides], "paper EXPERIMENT [overrides] [--workers N]"
+    )
+    if options.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {options.workers}")
+    launcher = None
+    if options.launcher == "slurm":
+        launcher = SlurmLauncher(slurm_options_from(options), f"paper-{name}")
+    counts = run_experiment(name, overrides, options.workers, options.storage, launcher)
     print(
         f"{counts['ran']} runs trained, {counts['skipped']} finished before and skipped, "
         f"{counts['failed']} failed (see their rnnlab.failure tag)"
     )
-    if report_after:
-        report(arguments)
+    if counts["left"]:
+        sys.exit(f"rnnlab: {counts['left']} point(s) left untrained: rerun the same command")
+    if not options.no_report:
+        report([name, *overrides])
 
 
 def report(arguments: list[str]) -> None:

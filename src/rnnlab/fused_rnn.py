@@ -266,8 +266,8 @@ def recurrence_route(dtype, unroll: bool) -> str:
 
 def recurrence_tags(recurrent_layers) -> dict[str, str]:
     """How each kind of cell was computed, as MLflow tags: numbers from two machines can
-    differ for this reason. `rnnlab.recurrence` is native, graph, native_scan, parallel_scan
-    or keras (joined by `+` where layers differ), `rnnlab.recurrence.<Cell>` says it per cell
+    differ for this reason. `rnnlab.recurrence` is native, graph, native_scan, parallel_scan,
+    cudnn or keras (joined by `+` where layers differ), `rnnlab.recurrence.<Cell>` says it per cell
     class; the training pass's route wins over evaluation's."""
     routes: dict[str, str] = {}
     shards = set()

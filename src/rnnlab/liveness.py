@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psutil
 from mlflow import MlflowClient
@@ -41,27 +41,32 @@ def owner_is_alive(run: Run, now: float) -> bool | None:
     tags = run.data.tags
     if HOST not in tags:
         return None
-    if tags[HOST] == socket.gethostname():
+    # Before its first beat a run counts as beating at its start.
+    last_beat = max(float(tags.get(HEARTBEAT, 0)), run.info.start_time / 1000)
+    return process_is_alive(tags[HOST], tags[PID], tags[STARTED], last_beat, now)
+
+
+def process_is_alive(host: str, pid: str, started: str, last_beat: float, now: float) -> bool:
+    """On this host, whether the process still exists (the same one: pids are reused);
+    elsewhere, whether it beat within the last MISSED_BEATS heartbeats."""
+    if host == socket.gethostname():
         try:
-            process = psutil.Process(int(tags[PID]))
-            return f"{process.create_time():.2f}" == tags[STARTED]
+            process = psutil.Process(int(pid))
+            # A killed child its parent has not waited for yet is a zombie: dead all the same.
+            same = f"{process.create_time():.2f}" == started
+            return same and process.status() != psutil.STATUS_ZOMBIE
         except (psutil.NoSuchProcess, ValueError):
             return False
         except psutil.AccessDenied:  # someone else's live process
             return True
-    # Before its first beat a run counts as beating at its start.
-    last_beat = max(float(tags.get(HEARTBEAT, 0)), run.info.start_time / 1000)
     return now - last_beat < MISSED_BEATS * HEARTBEAT_SECONDS
 
 
-def death_reason(tags: dict[str, str]) -> str:
-    if tags[HOST] == socket.gethostname():
-        return (
-            f"its process (pid {tags[PID]} on {tags[HOST]}) died without ending the run: "
-            "killed, or out of memory"
-        )
+def death_reason(host: str, pid: str) -> str:
+    if host == socket.gethostname():
+        return f"its process (pid {pid} on {host}) died without finishing: killed, or out of memory"
     return (
-        f"its process (pid {tags[PID]} on {tags[HOST]}) sent no heartbeat for "
+        f"its process (pid {pid} on {host}) sent no heartbeat for "
         f"{MISSED_BEATS * HEARTBEAT_SECONDS:.0f} s: killed, or its machine went down"
     )
 
@@ -76,7 +81,11 @@ def fail_dead_runs(client: MlflowClient) -> list[str]:
     failed = []
     for run in running:
         if owner_is_alive(run, now) is False:
-            client.set_tag(run.info.run_id, "rnnlab.failure", death_reason(run.data.tags))
+            client.set_tag(
+                run.info.run_id,
+                "rnnlab.failure",
+                death_reason(run.data.tags[HOST], run.data.tags[PID]),
+            )
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
             failed.append(run.info.run_id)
     return failed
@@ -101,17 +110,24 @@ def fail_dead_runs_once_a_beat(uri: str) -> list[str]:
 @contextlib.contextmanager
 def heartbeat(client: MlflowClient, run_id: str) -> Iterator[None]:
     """Beat every HEARTBEAT_SECONDS while the block runs, so other hosts see the run alive."""
+    with beating(lambda: client.set_tag(run_id, HEARTBEAT, f"{time.time():.1f}")):
+        yield
+
+
+@contextlib.contextmanager
+def beating(beat: Callable[[], object]) -> Iterator[None]:
+    """Call `beat` now and every HEARTBEAT_SECONDS from a thread while the block runs."""
     stop = threading.Event()
 
-    def beat() -> None:
+    def loop() -> None:
         while True:
             # A store hiccup must not end training: the next beat retries.
             with contextlib.suppress(Exception):
-                client.set_tag(run_id, HEARTBEAT, f"{time.time():.1f}")
+                beat()
             if stop.wait(HEARTBEAT_SECONDS):
                 return
 
-    thread = threading.Thread(target=beat, name="rnnlab-heartbeat", daemon=True)
+    thread = threading.Thread(target=loop, name="rnnlab-heartbeat", daemon=True)
     thread.start()
     try:
         yield

@@ -5,17 +5,21 @@
   state after every step (rnnlab.probe measures dL/dh_t through it);
 - for a cell whose recurrence is linear in its state (minGRU, minLSTM, LRU: rnnlab.cells),
   the whole sequence at once by a parallel scan (rnnlab.linear_scan);
+- on a GPU, for Keras's LSTM and GRU cells, cuDNN's kernels (what keras.layers.LSTM and GRU
+  call; `keras.layers.RNN(LSTMCell)` never reaches them), where the cell's settings allow;
 - for Keras's SimpleRNN, LSTM and GRU cells, rnnlab's fused recurrence (rnnlab.fused_rnn);
 - for any other cell, Keras's own loop.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import keras
 import tensorflow as tf
 from keras import layers, ops
+from keras.src import backend  # lstm and gru: the cuDNN kernels Keras's layers use
 
 from rnnlab.fused_rnn import fused_cell_kind, fused_rnn
 from rnnlab.linear_scan import scan_layer, scans_in_parallel
@@ -28,6 +32,49 @@ class ProbeSession:
     tape: tf.GradientTape | None = None
     offsets: dict[str, list[tf.Tensor]] = field(default_factory=dict)  # given, else zeros
     perturbations: dict[str, list[tf.Tensor]] = field(default_factory=dict)
+
+
+@functools.cache
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU (a worker's, through CUDA_VISIBLE_DEVICES)."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def cudnn_recurrence(layer: layers.RNN, sequences, initial_state, mask, training):
+    """The sequence through cuDNN, as keras.layers.LSTM and GRU run it on a GPU; None where
+    cuDNN cannot: another cell, recurrent dropout, or settings cuDNN lacks (Keras's backend
+    says so with NotImplementedError)."""
+    cell = layer.cell
+    if type(cell) not in (layers.LSTMCell, layers.GRUCell) or cell.recurrent_dropout:
+        return None
+    if isinstance(mask, list | tuple):
+        mask = mask[0]
+    if training and cell.dropout:  # one input mask for all steps, as Keras's layers do
+        keep = ops.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), axis=1)
+        sequences = sequences * ops.broadcast_to(keep, ops.shape(sequences))
+    shared = {
+        "kernel": cell.kernel,
+        "recurrent_kernel": cell.recurrent_kernel,
+        "bias": cell.bias,
+        "activation": cell.activation,
+        "recurrent_activation": cell.recurrent_activation,
+        "return_sequences": layer.return_sequences,
+        "go_backwards": layer.go_backwards,
+        "unroll": layer.unroll,
+    }
+    try:
+        if isinstance(cell, layers.LSTMCell):
+            last, outputs, states = backend.lstm(
+                sequences, initial_state[0], initial_state[1], mask, **shared
+            )
+        else:
+            last, outputs, states = backend.gru(
+                sequences, initial_state[0], mask, reset_after=cell.reset_after, **shared
+            )
+    except NotImplementedError:
+        return None
+    layer.supports_jit = False  # cuDNN's ops are not XLA's
+    return last, outputs, list(states) if isinstance(states, list | tuple) else [states]
 
 
 @keras.saving.register_keras_serializable(package="rnnlab")
@@ -58,6 +105,11 @@ class ProbedRNN(layers.RNN):
         if session is None and self.fused and scans_in_parallel(self.cell):
             self.recurrence_routes[bool(training)] = ("parallel_scan", 1)
             return scan_layer(self, sequences, initial_state, mask, training)
+        if session is None and self.fused and gpu_visible():
+            result = cudnn_recurrence(self, sequences, initial_state, mask, training)
+            if result is not None:
+                self.recurrence_routes[bool(training)] = ("cudnn", 1)
+                return result
         if session is None:
             kind = fused_cell_kind(self.cell, training) if self.fused else None
             if kind is not None:

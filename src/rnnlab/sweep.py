@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
 import sys
 import time
 import warnings
@@ -29,9 +28,11 @@ from sqlalchemy.engine import make_url
 
 from rnnlab import search_algorithms
 from rnnlab.config import CONF_DIR, ConfigError, compose_config
+from rnnlab.launchers import SlurmLauncher, add_launcher_arguments, slurm_options_from
 from rnnlab.sweep_file import Param, Sweep
-from rnnlab.threads import available_cores, configure_threads
+from rnnlab.threads import configure_threads
 from rnnlab.tracking import git_state, use_store
+from rnnlab.workers import run_workers
 
 # Heartbeats and retries are "experimental" in Optuna since 2.x; they are what resume relies on.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -254,28 +255,11 @@ def open_parent_run(sweep: Sweep, study: optuna.Study) -> str:
     return run.info.run_id
 
 
-def run_workers(sweep: Sweep, workers: int) -> list[str]:
-    """Start the worker processes and wait; returns a line for each one that died."""
-    threads = max(1, available_cores() // workers)  # N workers together use the cores once
-    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow in each
-    processes = [
-        context.Process(target=work, args=(sweep, worker, threads, f"[worker {worker}] "))
-        for worker in range(workers)
-    ]
-    for worker, process in enumerate(processes):
-        process.start()
-        print(f"worker {worker}: pid {process.pid}, {threads} TensorFlow thread(s)", flush=True)
-    for process in processes:
-        process.join()
-    return [
-        f"worker {worker} (pid {process.pid}) exited with code {process.exitcode}"
-        for worker, process in enumerate(processes)
-        if process.exitcode != 0
-    ]
-
-
-def sweep(sweep: Sweep, workers: int = 1, best_folder: Path | None = None) -> optuna.Study:
-    """Run (or resume) the sweep, then write its report to the parent run.
+def sweep(
+    sweep: Sweep, workers: int = 1, best_folder: Path | None = None, launcher=None
+) -> optuna.Study:
+    """Run (or resume) the sweep on `workers` workers (processes here, or the launcher's
+    jobs), then write its report to the parent run.
 
     The best trial becomes `<best_folder>/<study>_best.yaml`, by default in conf/experiment/.
     """
@@ -293,11 +277,13 @@ def sweep(sweep: Sweep, workers: int = 1, best_folder: Path | None = None) -> op
     )
     status = RunStatus.FAILED
     try:
-        if workers == 1:
+        if launcher is not None:
+            problems = launcher.run(work, (sweep,), workers)
+        elif workers == 1:
             work(sweep)
             problems = []
         else:
-            problems = run_workers(sweep, workers)
+            problems = run_workers(work, (sweep,), workers)
         report(study, sweep, client, parent_run_id, best_folder or CONF_DIR / "experiment")
         if problems:
             client.set_tag(parent_run_id, "rnnlab.failure", "; ".join(problems))
@@ -321,12 +307,16 @@ def main(arguments: list[str]) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every trial")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     parser.add_argument("--storage", help="Optuna storage URL; replaces the sweep file's")
+    add_launcher_arguments(parser)
     options = parser.parse_intermixed_args(arguments)
     if options.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {options.workers}")
     spec = load_sweep(options.file, options.overrides)
     if options.storage:
         spec = dataclasses.replace(spec, storage=options.storage)
-    study = sweep(spec, options.workers)
+    launcher = None
+    if (options.launcher or spec.launcher) == "slurm":
+        launcher = SlurmLauncher(slurm_options_from(options, spec.slurm), f"sweep-{spec.name}")
+    study = sweep(spec, options.workers, launcher=launcher)
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         sys.exit("rnnlab: no trial completed; see the failures above")

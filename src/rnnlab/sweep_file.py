@@ -45,6 +45,8 @@ KEYS = {
     "heartbeat_seconds": "how often a running trial proves it is alive",
     "retries": "how often a trial whose worker died is retried",
     "store_models": "true stores each trial's model with its run (off: a model per trial adds up)",
+    "launcher": "local (worker processes here) or slurm (a SLURM job per worker)",
+    "slurm": "the SLURM jobs' partition, time_minutes, cpus_per_task, gpus_per_task, jobs, logs",
 }
 PARAM_KEYS = ("choices", "low", "high", "log", "step")
 
@@ -95,6 +97,8 @@ class Sweep:
     costs: tuple[str, ...] = ()  # further objectives of a multi-objective sweep (COST_METRICS)
     cost_directions: tuple[str, ...] = ()
     store_models: bool = False
+    launcher: str = "local"
+    slurm: dict[str, Any] = field(default_factory=dict)  # launchers.SlurmOptions' fields
 
     @property
     def objectives(self) -> tuple[str, ...]:
@@ -226,7 +230,20 @@ class SweepFileChecker:
             costs=tuple(metrics[1:]),
             cost_directions=tuple(directions[1:]),
             store_models=self.boolean(data, "store_models", False),
+            launcher=self.choice(data, "launcher", ("local", "slurm"), "local"),
+            slurm=self.slurm_options(data),
         )
+
+    def slurm_options(self, data: dict) -> dict:
+        """The `slurm:` section, checked here so a typo names its line."""
+        from rnnlab.launchers import SlurmOptions
+
+        values = self.mapping(data, "slurm")
+        try:
+            SlurmOptions.from_mapping(values, "slurm")
+        except ConfigError as error:
+            raise self.fail(("slurm",), str(error)) from None
+        return values
 
     def objectives(self, data: dict, task) -> tuple[list[str], list[str]]:
         """The metrics and their directions: the validation score first, then any costs."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import mlflow
 import optuna
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
@@ -84,10 +86,23 @@ def provenance_tags() -> dict[str, str]:
         "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
         "rnnlab.cpu": this_cpu().model,
+        "rnnlab.device": training_device(),
         "rnnlab.native": (
             f"on ({' '.join(native.flags) or 'portable'})" if native.library else "off"
         ),
     }
+
+
+def training_device() -> str:
+    """Where this process trains: the GPU TensorFlow sees first (a worker's own, given
+    through CUDA_VISIBLE_DEVICES), else the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"{gpus[0].name} (CUDA_VISIBLE_DEVICES={visible})" if visible else gpus[0].name
 
 
 # MLflow 3's UI reads this experiment tag: without it an experiment opens in the GenAI
@@ -103,7 +118,12 @@ def use_store(uri: str, experiment: str) -> None:
     mlflow.set_tracking_uri(uri)
     for run_id in fail_dead_runs_once_a_beat(uri):
         print(f"rnnlab: run {run_id} was RUNNING but its process died; marked FAILED", flush=True)
-    current = mlflow.set_experiment(experiment)
+    try:
+        current = mlflow.set_experiment(experiment)
+    except MlflowException as error:  # another worker created it between look and create
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        current = mlflow.set_experiment(experiment)
     for key, value in EXPERIMENT_KIND.items():
         if current.tags.get(key) != value:
             mlflow.MlflowClient().set_experiment_tag(current.experiment_id, key, value)

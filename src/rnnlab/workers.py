@@ -1,0 +1,79 @@
+"""Worker processes on this machine: the cores split between them, and a GPU each.
+
+Sweeps and paper grids start their workers here. Each worker is a fresh process (spawned,
+so each loads its own TensorFlow) with its share of the cores as TensorFlow threads, and,
+where the machine has GPUs, one GPU given round-robin through CUDA_VISIBLE_DEVICES before
+TensorFlow starts. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+
+from rnnlab.threads import available_cores
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this machine offers its workers: CUDA_VISIBLE_DEVICES where it is set (a
+    SLURM job's share, or the user's choice), else every GPU `nvidia-smi` lists."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [device.strip() for device in given.split(",") if device.strip() not in ("", "-1")]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listing.splitlines() if line.strip().isdigit()]
+
+
+def gpu_for(worker: int, gpus: Sequence[str]) -> str | None:
+    """Round-robin: worker i gets GPU i mod n; more workers than GPUs share them."""
+    return gpus[worker % len(gpus)] if gpus else None
+
+
+def enter_worker(target: Callable, args: tuple, worker: int, threads: int, gpu: str | None):
+    """In the new process, before TensorFlow loads: its GPU, then the worker's loop."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    device = f", GPU {gpu}" if gpu is not None else ""
+    target(*args, worker=worker, threads=threads, label=f"[worker {worker}{device}] ")
+
+
+def run_workers(target: Callable, args: tuple, workers: int) -> list[str]:
+    """Run `target(*args, worker=, threads=, label=)` in `workers` processes and wait;
+    returns a line for each one that died."""
+    threads = max(1, available_cores() // workers)  # N workers together use the cores once
+    gpus = visible_gpus()
+    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow in each
+    processes = []
+    for worker in range(workers):
+        gpu = gpu_for(worker, gpus)
+        process = context.Process(
+            target=enter_worker, args=(target, args, worker, threads, gpu), daemon=False
+        )
+        process.start()
+        processes.append(process)
+        device = f", GPU {gpu}" if gpu is not None else ""
+        print(
+            f"worker {worker}: pid {process.pid}, {threads} TensorFlow thread(s){device}",
+            flush=True,
+        )
+    for process in processes:
+        process.join()
+    return [
+        f"worker {worker} (pid {process.pid}) exited with code {process.exitcode}"
+        for worker, process in enumerate(processes)
+        if process.exitcode != 0
+    ]

@@ -1,0 +1,106 @@
+"""Paper grids on several workers: a real kill -9 of a worker (local processes on SQLite,
+SLURM jobs on PostgreSQL), and nothing lost, run twice or left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from rnnlab.grid_claims import RUNNING, GridClaims, grid_key
+from rnnlab.grids import grid_facts
+
+# Plumbing, not learning: each point without the probe and the stored model.
+LEAN = ["probe.enabled=false", "tracking.log_model=false", "tracking.system_metrics=false"]
+
+
+def paper_command(*arguments: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnlab.cli", "paper", "smoke", "--no-report", *arguments, *LEAN],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def kill_a_training_worker(process: subprocess.Popen, claims: GridClaims, uri: str) -> int:
+    """SIGKILL the worker of the first point whose MLflow run is training; its pid."""
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        owners = {
+            claim.point: int(claim.pid)
+            for claim in claims.claims().values()
+            if claim.state == RUNNING
+        }
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        running = client.search_runs(experiments, "attributes.status = 'RUNNING'")
+        for run in running:
+            point = run.data.tags.get("rnnlab.config_hash")
+            if point in owners and "rnnlab.seed" in run.data.tags:  # past its set-up
+                os.kill(owners[point], signal.SIGKILL)
+                return owners[point]
+        time.sleep(0.2)
+    raise AssertionError("no worker started training")
+
+
+def assert_grid_complete_once(uri: str, killed_pid: int) -> None:
+    """Every point FINISHED exactly once, the killed worker's run FAILED with the reason,
+    and nothing RUNNING."""
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, "tags.`rnnlab.experiment` = 'smoke'")
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    expected = sorted(facts.config_hash for _, facts in grid_facts("smoke", LEAN))
+    assert sorted(run.data.tags["rnnlab.config_hash"] for run in finished) == expected
+    [failed] = [run for run in runs if run.info.status != "FINISHED"]
+    assert failed.info.status == "FAILED"
+    reason = failed.data.tags["rnnlab.failure"]
+    assert f"its process (pid {killed_pid} on " in reason and "died" in reason
+    assert {run.data.tags["rnnlab.device"] for run in finished} == {"CPU"}
+
+
+@pytest.mark.slow
+def test_a_grid_on_two_workers_survives_a_kill_9_of_one(tmp_path):
+    uri, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/claims.db"
+    process = paper_command(
+        "--workers", "2", "--storage", storage, f"tracking.uri={uri}", cwd=tmp_path
+    )
+    killed = kill_a_training_worker(process, GridClaims(storage, grid_key("smoke", uri)), uri)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    assert f"(pid {killed}) exited with code -9" in output
+    assert "died without finishing" in output, "the survivor says why it trains the point again"
+    assert "8 runs trained, 0 finished before" in output
+    assert_grid_complete_once(uri, killed)
+
+
+@pytest.mark.slow
+def test_a_grid_as_slurm_jobs_on_postgresql_survives_a_killed_job(
+    tmp_path, postgres_database, slurm_cluster
+):
+    uri, storage = postgres_database(), postgres_database()
+    logs = tmp_path / "slurm-logs"
+    process = paper_command(
+        "--launcher", "slurm", "--workers", "2", "--storage", storage, "--logs", str(logs),
+        f"tracking.uri={uri}", cwd=tmp_path,
+    )  # fmt: skip
+    killed = kill_a_training_worker(process, GridClaims(storage, grid_key("smoke", uri)), uri)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    assert output.count("SLURM job ") >= 2
+    assert "ended without a result (cancelled, preempted or out of time)" in output
+    assert_grid_complete_once(uri, killed)
+    job_logs = list(logs.rglob("*_log.out"))
+    assert len(job_logs) == 2
+    trained = "".join(log.read_text() for log in job_logs)
+    assert trained.count(": training") == 9, "8 points, one of them twice"

@@ -1,0 +1,166 @@
+"""Workers on one machine: cores split, GPUs dealt round-robin (with a faked device list:
+this machine has no GPU), and LSTM and GRU routed to cuDNN where a GPU is seen."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from rnnlab import recurrent_layer, workers
+from rnnlab.fused_rnn import recurrence_tags
+from rnnlab.launchers import SlurmOptions, job_problem
+from rnnlab.recurrent_layer import ProbedRNN
+
+
+def test_visible_gpus_come_from_cuda_visible_devices_else_nvidia_smi(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
+    assert workers.visible_gpus() == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert workers.visible_gpus() == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nprintf '0\\n1\\n2\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert workers.visible_gpus() == ["0", "1", "2"]
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert workers.visible_gpus() == []
+
+
+class FakeProcess:
+    """Records what run_workers asks of a process instead of starting one."""
+
+    started: list[tuple] = []
+
+    def __init__(self, target, args, daemon) -> None:
+        self.target, self.args, self.pid, self.exitcode = target, args, 1000, 0
+
+    def start(self) -> None:
+        FakeProcess.started.append(self.args)
+
+    def join(self) -> None:
+        pass
+
+
+class FakeContext:
+    Process = FakeProcess
+
+
+def test_workers_get_the_gpus_round_robin_and_a_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr(workers, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(workers, "available_cores", lambda: 8)
+    monkeypatch.setattr(workers.multiprocessing, "get_context", lambda method: FakeContext)
+    FakeProcess.started = []
+    assert workers.run_workers(print, ("job",), 3) == []
+    assert [(worker, threads, gpu) for _, _, worker, threads, gpu in FakeProcess.started] == [
+        (0, 2, "0"),
+        (1, 2, "1"),
+        (2, 2, "0"),
+    ]
+    monkeypatch.setattr(workers, "visible_gpus", lambda: [])
+    FakeProcess.started = []
+    workers.run_workers(print, ("job",), 2)
+    assert [gpu for *_, gpu in FakeProcess.started] == [None, None]
+
+
+def test_a_worker_sees_only_its_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    seen = {}
+
+    def target(job, worker, threads, label):
+        seen.update(job=job, worker=worker, label=label, gpu=os.environ["CUDA_VISIBLE_DEVICES"])
+
+    workers.enter_worker(target, ("job",), 1, 4, "1")
+    assert seen == {"job": "job", "worker": 1, "label": "[worker 1, GPU 1] ", "gpu": "1"}
+
+
+def recorded_backend_call(calls: list, kind: str):
+    """A stand-in for Keras's cuDNN call that records it and returns zeros of its shapes."""
+
+    def fake(inputs, *states_and_mask, kernel, **options):
+        calls.append((kind, kernel, options))
+        batch, steps = inputs.shape[0], inputs.shape[1]
+        units = kernel.shape[1] // (4 if kind == "lstm" else 3)
+        zeros = np.zeros((batch, units), "float32")
+        outputs = np.zeros((batch, steps if options["return_sequences"] else 1, units), "float32")
+        return zeros, outputs, [zeros] * (2 if kind == "lstm" else 1)
+
+    return fake
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(recurrent_layer, "gpu_visible", lambda: True)
+    monkeypatch.setattr(recurrent_layer.backend, "lstm", recorded_backend_call(calls, "lstm"))
+    monkeypatch.setattr(recurrent_layer.backend, "gru", recorded_backend_call(calls, "gru"))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("cell", "route"),
+    [
+        (layers.LSTMCell(3), "cudnn"),
+        (layers.GRUCell(3), "cudnn"),
+        # Neither cuDNN nor the fused recurrence has recurrent dropout: Keras's loop.
+        (layers.LSTMCell(3, recurrent_dropout=0.1), "keras"),
+        (layers.SimpleRNNCell(3), "native"),  # cuDNN has no plain RNN in Keras
+    ],
+)
+def test_on_a_gpu_lstm_and_gru_take_cudnn(fake_gpu, native_ops, cell, route):
+    layer = ProbedRNN(cell, return_sequences=True)
+    layer(np.ones((2, 5, 4), "float32"), training=True)
+    assert recurrence_tags([layer])["rnnlab.recurrence"] == route
+    assert len(fake_gpu) == (route == "cudnn")
+    if route == "cudnn":
+        kind, kernel, options = fake_gpu[0]
+        assert kernel is cell.kernel and options["return_sequences"] is True
+
+
+def test_without_a_gpu_nothing_asks_for_cudnn(monkeypatch, native_ops):
+    monkeypatch.setattr(recurrent_layer, "gpu_visible", lambda: False)
+    called = []
+    monkeypatch.setattr(recurrent_layer.backend, "lstm", lambda *a, **k: called.append(1))
+    layer = ProbedRNN(layers.LSTMCell(3))
+    layer(np.ones((2, 5, 4), "float32"))
+    assert not called and recurrence_tags([layer])["rnnlab.recurrence"] == "native"
+    assert keras.backend.backend() == "tensorflow"
+
+
+def test_bad_slurm_options_are_one_line_errors():
+    from rnnlab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown slurm option.*partitoin"):
+        SlurmOptions.from_mapping({"partitoin": "gpu"}, "sweeps/x.yaml")
+    with pytest.raises(ConfigError, match="time_minutes must be a positive integer"):
+        SlurmOptions.from_mapping({"time_minutes": 0}, "command line")
+
+
+class Paths:
+    def __init__(self, folder) -> None:
+        self.result_pickle = folder / "result.pkl"
+        self.stderr = folder / "log.err"
+
+
+class EndedJob:
+    job_id = "17"
+
+    def __init__(self, folder, error: Exception | None = None) -> None:
+        self.paths, self.error = Paths(folder), error
+
+    def result(self):
+        if self.error:
+            raise self.error
+        return None
+
+
+def test_a_job_without_a_result_was_cancelled_preempted_or_out_of_time(tmp_path):
+    assert "job 17 ended without a result (cancelled" in job_problem(EndedJob(tmp_path))
+    (tmp_path / "result.pkl").write_bytes(b"")
+    assert job_problem(EndedJob(tmp_path)) is None
+    failed = EndedJob(tmp_path, RuntimeError("Traceback\n...\nValueError: bad"))
+    assert job_problem(failed) == "SLURM job 17 failed: ValueError: bad"
