@@ -19,8 +19,10 @@ export PATH="$PATH:/usr/sbin"
 export SLURM_CONF="$dir/slurm.conf"
 
 stop_daemon() {  # pid file
-    if [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null; then
-        for _ in $(seq 50); do kill -0 "$(cat "$1")" 2>/dev/null || break; sleep 0.1; done
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 0
+    if kill "$pid" 2>/dev/null; then
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
     rm -f "$1"
 }
@@ -32,6 +34,7 @@ start)
         exit 1
     fi
     mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
+    chmod 755 "$dir"  # munged runs as `munge`, and must reach its folder inside
     chown munge: "$dir/munge" && chmod 755 "$dir/munge"  # clients reach the socket
     if [ ! -f "$dir/munge/munge.key" ]; then
         runuser -u munge -- mungekey --create --keyfile="$dir/munge/munge.key"
