@@ -310,10 +310,11 @@ def wait_until_serving(server: subprocess.Popen, url: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_workers_on_postgresql_log_to_a_tracking_server(
-    smoke_file, tmp_path, postgres_database
+def test_two_slurm_jobs_on_postgresql_log_to_a_tracking_server(
+    smoke_file, tmp_path, postgres_database, slurm_cluster
 ):
-    """The scale-out set-up on loopback: study in PostgreSQL, runs over HTTP to `mlflow server`."""
+    """The scale-out set-up on one node: 2 SLURM jobs (asked for in the sweep file) share a
+    study in PostgreSQL and log over HTTP to `mlflow server`."""
     study_storage, mlflow_store = postgres_database(), postgres_database()
     url = f"http://127.0.0.1:{free_port()}"
     server = subprocess.Popen(
@@ -340,19 +341,19 @@ def test_two_workers_on_postgresql_log_to_a_tracking_server(
     )
     try:
         wait_until_serving(server, url)
-        path = smoke_file(n_trials=4)
+        logs = tmp_path / "slurm-logs"
+        slurm = {"jobs": 2, "time_minutes": 10, "cpus_per_task": 1, "logs": str(logs)}
+        path = smoke_file(n_trials=4, launcher="slurm", slurm=slurm)
         spec = load_sweep(path)
         process = sweep_command(
-            str(path),
-            f"tracking.uri={url}",
-            "--workers",
-            "2",
-            "--storage",
-            study_storage,
-            cwd=tmp_path,
+            str(path), f"tracking.uri={url}", "--storage", study_storage, cwd=tmp_path
         )
         output = finish(process)
-        assert output.count("[worker 0] trial") >= 1 and output.count("[worker 1] trial") >= 1
+        assert output.count("SLURM job ") == 2, output[-3000:]
+        job_logs = sorted(logs.rglob("*_log.out"))
+        assert len(job_logs) == 2
+        trials = "".join(log.read_text() for log in job_logs)
+        assert trials.count("] trial ") >= 4, "the jobs log their trials"
 
         study = optuna.load_study(study_name=spec.name, storage=study_storage)
         client = MlflowClient(url)
@@ -365,20 +366,3 @@ def test_two_workers_on_postgresql_log_to_a_tracking_server(
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-
-
-@pytest.mark.slow
-def test_a_sweep_runs_as_slurm_jobs_set_in_its_file(smoke_file, tmp_path, slurm_cluster):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    logs = tmp_path / "slurm-logs"
-    slurm = {"jobs": 2, "time_minutes": 10, "cpus_per_task": 1, "logs": str(logs)}
-    path = smoke_file(n_trials=2, pruner="none", launcher="slurm", slurm=slurm)
-    output = finish(sweep_command(str(path), f"tracking.uri={uri}", cwd=tmp_path))
-    assert output.count("SLURM job ") == 2, output[-3000:]
-
-    spec = load_sweep(path)
-    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
-    assert_one_run_per_trial(study, MlflowClient(uri), n_trials=2, workers=2)
-    job_logs = sorted(logs.rglob("*_log.out"))
-    assert len(job_logs) == 2
-    assert any("[job 0] trial" in log.read_text() for log in job_logs), "jobs log their trials"
