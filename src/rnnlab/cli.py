@@ -33,7 +33,7 @@ USAGE = """usage: rnnlab <command> [options]
 commands:
   train [overrides]   train one run; `-m` sweeps comma lists (e.g. -m cell=lstm,gru)
   prepare [task ...]  fetch and build the embedded datasets (run by `make install`)
-  sweep <file> [overrides] [--workers N]
+  sweep <file> [overrides] [--workers N] [--storage URL] [--launcher slurm]
                       an Optuna search (sweeps/<name>.yaml); the same command resumes it
   paper EXPERIMENT [overrides] [--workers N] [--storage URL] [--launcher slurm]
                       run every configuration of conf/experiment/EXPERIMENT (resumable;
