@@ -328,6 +328,25 @@ def test_parallel_scan_matches_the_step_loop_over_1000_steps(name, route):
     assert taken == expected_route(route)
 
 
+# The native ops' routes: inputs up to 4 wide are projected inside the step loop, wider ones
+# by a GEMM per block of 64 steps; lanes go by whole SIMD packets (8 or 16) and a partial
+# last one. 19 lanes take both kinds of packet, and 70 steps two blocks.
+WIDE_SHAPES = {"narrow-inputs": 2, "wide-inputs": 7}
+
+
+@pytest.mark.parametrize("features", WIDE_SHAPES.values(), ids=WIDE_SHAPES.keys())
+@pytest.mark.parametrize("name", SCAN_CELLS)
+def test_native_scan_matches_the_step_loop_on_whole_packets_and_blocks(name, features, native_ops):
+    cell = {"lru": lambda: LRUCell(5, state_units=19)}.get(name, lambda: SCAN_CELLS[name](19))()
+    inputs = tf.random.normal((3, 70, features), seed=10)
+    mask = tf.sequence_mask([70, 66, 3], 70)
+    initial = tf.random.normal((3, cell.state_size), seed=11)
+    taken = compare_scan_with_step_loop(
+        cell, inputs, mask, initial, compile_loop=True, return_sequences=True
+    )
+    assert taken[0] == "native_scan"
+
+
 @pytest.mark.parametrize("name", SCAN_CELLS)
 def test_the_scan_computes_in_bfloat16_with_a_mask(name):
     """trainer.precision=mixed_bfloat16: the native ops are float32 only, so the TensorFlow

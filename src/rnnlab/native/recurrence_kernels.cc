@@ -16,6 +16,8 @@
 // gradient of h_{t-1} @ kernel + bias, is output only where it differs from d_projected.
 #include <Eigen/Dense>
 #include <algorithm>
+#include <array>
+#include <type_traits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -414,126 +416,187 @@ REGISTER_KERNEL_BUILDER(Name("RnnlabGruBackward").Device(DEVICE_CPU), rnnlab::Gr
 // ---------------------------------------------------------------------------------------
 // Linear recurrences h_t = a_t ⊙ h_{t-1} + b_t whose a_t and b_t come from the step's own
 // inputs (rnnlab.cells: minGRU, minLSTM, LRU): input projection, gates and recurrence fused.
-// No step depends on another through a matmul, so what costs is memory: the projection of
-// a block of kBlock steps is computed into a small buffer that stays in cache, never into a
-// [B, T, W] tensor, and the backward pass computes it again. Batch-major; the rows are split
-// between `shards` threads:
+// No step depends on another through a matmul, so the work is elementwise: every lane of
+// every step is a few exps and multiply-adds, written here on whole SIMD packets (Eigen's
+// packet functions: AVX2 or AVX-512, whatever the library was built for) with every
+// intermediate in registers. With a few inputs (the synthetic tasks' 2) the projection is
+// folded into the same loop; with more, a block of kBlock steps is projected by one GEMM
+// into a buffer that stays in cache. The backward pass computes the gates again rather
+// than reading them from memory. Batch-major; the rows are split between `shards` threads:
 //   forward(inputs [B,T,I], kernel [I,W], bias [W] or [0], parameters [Q] or [0], h0 [B,S],
 //           keep [B,T] or [0]) -> states [B,T,S]
 //   backward(inputs, kernel, bias, parameters, states, h0, d_states [B,T,S] or [0],
 //            d_final [B,S], keep)
 //       -> d_inputs [B,T,I], d_kernel [I,W], d_bias [W] or [0], d_parameters [Q] or [0], d_h0
-// A step whose keep is 0 holds the state. A cell gives W and Q from S, and one step forward
-// and back over `n` lanes (at most kLanes) at pointers already offset to the first lane.
+// A step whose keep is 0 holds the state. A cell has N lanes (S / kStates), kGates
+// pre-activations per lane (W = kGates·N, laid out gate by gate), kStates states and
+// kParameters parameters per lane, and one step forward and back on a packet of lanes.
 namespace rnnlab {
 
-constexpr int64_t kLanes = 128;
-using Lanes = Eigen::Array<float, Eigen::Dynamic, 1, Eigen::ColMajor, kLanes, 1>;
-using ConstLanes = Eigen::Map<const Eigen::ArrayXf>;
-using MutableLanes = Eigen::Map<Eigen::ArrayXf>;
+namespace packet = Eigen::internal;
+using Packet = packet::packet_traits<float>::type;
+constexpr int64_t kWidth = packet::unpacket_traits<Packet>::size;
 
-// 1 / (1 + e^-x): Eigen's vectorised exp costs about half its tanh.
-template <class E>
-Lanes Sigmoid(const E& x) {
-  return (1.0f + (-x).exp()).inverse();
+// Lanes [0, count) of a row, count ≤ kWidth; a last, partial packet goes through a
+// zero-padded copy, so its unused lanes compute on zeros and store nothing.
+template <bool kFull = false>
+inline Packet Load(const float* from, int64_t count) {
+  if (kFull || count == kWidth) return packet::ploadu<Packet>(from);
+  alignas(64) float padded[kWidth] = {};
+  std::copy_n(from, count, padded);
+  return packet::pload<Packet>(padded);
 }
 
-// The papers' g(x): x + 1/2 for x ≥ 0, else sigmoid(x); positive and continuous.
-void PositiveCandidate(const ConstLanes& x, Lanes* value, Lanes* slope) {
-  const Lanes s = Sigmoid(x);
-  *value = (x >= 0.0f).select(x + 0.5f, s);
-  if (slope) *slope = (x >= 0.0f).select(Lanes::Ones(x.size()), s * (1.0f - s));
+template <bool kFull = false>
+inline void Store(float* to, const Packet& value, int64_t count) {
+  if (kFull || count == kWidth) return packet::pstoreu(to, value);
+  alignas(64) float padded[kWidth];
+  packet::pstore(padded, value);
+  std::copy_n(padded, count, to);
 }
 
-// z = σ(x_z), h = (1 - z) h_prev + z g(x_h). W = 2S.
+inline Packet Constant(float value) { return packet::pset1<Packet>(value); }
+
+// e^x for x clamped to [-87, 88], where 2^n stays a normal float: e^x = 2^n e^r with
+// n = round(x / ln 2) and |r| ≤ ln(2)/2, r by Cody and Waite's two-part ln 2 and e^r by a
+// degree-6 polynomial (Eigen's coefficients): within 0.9 ulp of e^x on [-87, 88), measured
+// against double precision. Eigen's own pexp also handles the ends of the range, at about
+// twice the instructions.
+inline Packet Exp(const Packet& x) {
+  const Packet clamped = packet::pmin(packet::pmax(x, Constant(-87.0f)), Constant(88.0f));
+  const Packet n = packet::print(packet::pmul(clamped, Constant(1.44269504088896341f)));
+  Packet r = packet::pmadd(n, Constant(-0.693359375f), clamped);
+  r = packet::pmadd(n, Constant(2.12194440e-4f), r);
+  Packet y = Constant(1.37449637986719608306884765625e-3f);
+  y = packet::pmadd(y, r, Constant(8.36894474923610687255859375e-3f));
+  y = packet::pmadd(y, r, Constant(4.166965186595916748046875e-2f));
+  y = packet::pmadd(y, r, Constant(0.16666518151760101318359375f));
+  y = packet::pmadd(y, r, Constant(0.49999988079071044921875f));
+  y = packet::pmadd(y, r, Constant(1.0f));
+  y = packet::pmadd(y, r, Constant(1.0f));
+  // 2^n: n + 127 in a float's exponent bits.
+  using Integers = packet::unpacket_traits<Packet>::integer_packet;
+  const Integers biased = packet::pcast<Packet, Integers>(packet::padd(n, Constant(127.0f)));
+  return packet::pmul(y, packet::preinterpret<Packet>(packet::plogical_shift_left<23>(biased)));
+}
+
+// 1 / (1 + e^-x); 0 to float precision below x = -88.
+inline Packet Sigmoid(const Packet& x) {
+  const Packet one = Constant(1.0f);
+  return packet::pdiv(one, packet::padd(one, Exp(packet::pnegate(x))));
+}
+
+// The papers' g(x): x + 1/2 for x ≥ 0, else sigmoid(x) = e^x / (1 + e^x); positive and
+// continuous. `slope`, if given, receives g'(x).
+inline Packet PositiveCandidate(const Packet& x, Packet* slope) {
+  const Packet one = Constant(1.0f);
+  const Packet e = Exp(packet::pmin(x, packet::pzero(x)));
+  const Packet s = packet::pdiv(e, packet::padd(one, e));
+  const Packet positive = packet::pcmp_le(packet::pzero(x), x);
+  if (slope) *slope = packet::pselect(positive, one, packet::pmul(s, packet::psub(one, s)));
+  return packet::pselect(positive, packet::padd(x, Constant(0.5f)), s);
+}
+
+// z = σ(x_z), h = (1 - z) h_prev + z g(x_h).
 struct MinGruScan {
-  static int64_t Width(int64_t S) { return 2 * S; }
-  static int64_t Parameters(int64_t) { return 0; }
-  static int64_t Lanes_(int64_t S) { return S; }
+  static constexpr int kGates = 2, kStates = 1, kParameters = 0;
 
-  static void Forward(int64_t n, int64_t S, const float* x, const float*, const float* h_prev,
-                      float* h) {
-    const Lanes z = Sigmoid(ConstLanes(x, n));
-    Lanes candidate;
-    PositiveCandidate(ConstLanes(x + S, n), &candidate, nullptr);
-    const ConstLanes previous(h_prev, n);
-    MutableLanes(h, n) = previous + z * (candidate - previous);
+  static void Forward(const Packet* x, const Packet*, const Packet* previous, Packet* state) {
+    const Packet z = Sigmoid(x[0]);
+    const Packet candidate = PositiveCandidate(x[1], nullptr);
+    state[0] = packet::pmadd(z, packet::psub(candidate, previous[0]), previous[0]);
   }
 
-  // g holds dL/dh_t on entry and what reaches h_{t-1} on exit.
-  static void Backward(int64_t n, int64_t S, const float* x, const float*, const float* h_prev,
-                       float* g, float* d_x, float*) {
-    const Lanes z = Sigmoid(ConstLanes(x, n));
-    Lanes candidate, slope;
-    PositiveCandidate(ConstLanes(x + S, n), &candidate, &slope);
-    MutableLanes grad(g, n);
-    MutableLanes(d_x, n) = grad * (candidate - ConstLanes(h_prev, n)) * z * (1.0f - z);
-    MutableLanes(d_x + S, n) = grad * z * slope;
-    grad *= 1.0f - z;
+  // grad holds dL/dh_t on entry and what reaches h_{t-1} on exit.
+  static void Backward(const Packet* x, const Packet*, const Packet* previous, Packet* grad,
+                       Packet* d_x, Packet*) {
+    const Packet one = Constant(1.0f);
+    const Packet z = Sigmoid(x[0]), keep = packet::psub(one, z);
+    Packet slope;
+    const Packet candidate = PositiveCandidate(x[1], &slope);
+    const Packet difference = packet::pmul(grad[0], packet::psub(candidate, previous[0]));
+    d_x[0] = packet::pmul(difference, packet::pmul(z, keep));
+    d_x[1] = packet::pmul(grad[0], packet::pmul(z, slope));
+    grad[0] = packet::pmul(grad[0], keep);
   }
 };
 
-// f = σ(x_f), i = σ(x_i), h = f/(f+i) h_prev + i/(f+i) g(x_h). W = 3S.
+// f = σ(x_f), i = σ(x_i), h = f/(f+i) h_prev + i/(f+i) g(x_h). With a = e^-x_f and
+// c = e^-x_i, f/(f+i) = (1+c)/(2+a+c): two exps and one division for both gates. The
+// pre-activations are clamped to ±40, where the gates are 0 or 1 to float precision and
+// (2+a+c)² still fits in a float.
 struct MinLstmScan {
-  static int64_t Width(int64_t S) { return 3 * S; }
-  static int64_t Parameters(int64_t) { return 0; }
-  static int64_t Lanes_(int64_t S) { return S; }
+  static constexpr int kGates = 3, kStates = 1, kParameters = 0;
 
-  static void Forward(int64_t n, int64_t S, const float* x, const float*, const float* h_prev,
-                      float* h) {
-    const Lanes f = Sigmoid(ConstLanes(x, n)), i = Sigmoid(ConstLanes(x + S, n));
-    Lanes candidate;
-    PositiveCandidate(ConstLanes(x + 2 * S, n), &candidate, nullptr);
-    MutableLanes(h, n) = (f * ConstLanes(h_prev, n) + i * candidate) / (f + i);
+  struct Gates {
+    Packet a, c, total, forget;  // forget = f/(f+i), the share of h_prev
+  };
+
+  static Gates Shares(const Packet* x) {
+    const Packet limit = Constant(40.0f), one = Constant(1.0f);
+    Gates gates;
+    gates.a = Exp(packet::pnegate(packet::pmax(packet::pmin(x[0], limit), packet::pnegate(limit))));
+    gates.c = Exp(packet::pnegate(packet::pmax(packet::pmin(x[1], limit), packet::pnegate(limit))));
+    gates.total = packet::padd(packet::padd(Constant(2.0f), gates.a), gates.c);
+    gates.forget = packet::pdiv(packet::padd(one, gates.c), gates.total);
+    return gates;
   }
 
-  static void Backward(int64_t n, int64_t S, const float* x, const float*, const float* h_prev,
-                       float* g, float* d_x, float*) {
-    const Lanes f = Sigmoid(ConstLanes(x, n)), i = Sigmoid(ConstLanes(x + S, n));
-    Lanes candidate, slope;
-    PositiveCandidate(ConstLanes(x + 2 * S, n), &candidate, &slope);
-    const Lanes total = f + i;
-    MutableLanes grad(g, n);
-    // d f' = g h_prev and d i' = g h̃, with f' = f/(f+i) and i' = 1 - f'.
-    const Lanes difference = grad * (ConstLanes(h_prev, n) - candidate) / (total * total);
-    MutableLanes(d_x, n) = difference * i * f * (1.0f - f);
-    MutableLanes(d_x + S, n) = -difference * f * i * (1.0f - i);
-    MutableLanes(d_x + 2 * S, n) = grad * i / total * slope;
-    grad *= f / total;
+  static void Forward(const Packet* x, const Packet*, const Packet* previous, Packet* state) {
+    const Gates gates = Shares(x);
+    const Packet candidate = PositiveCandidate(x[2], nullptr);
+    state[0] =
+        packet::pmadd(gates.forget, packet::psub(previous[0], candidate), candidate);
+  }
+
+  static void Backward(const Packet* x, const Packet*, const Packet* previous, Packet* grad,
+                       Packet* d_x, Packet*) {
+    const Packet one = Constant(1.0f);
+    const Gates gates = Shares(x);
+    Packet slope;
+    const Packet candidate = PositiveCandidate(x[2], &slope);
+    // d forget/d x_f = a(1+c)/total², d forget/d x_i = -c(1+a)/total².
+    const Packet scale = packet::pdiv(
+        packet::pmul(grad[0], packet::psub(previous[0], candidate)),
+        packet::pmul(gates.total, gates.total));
+    d_x[0] = packet::pmul(scale, packet::pmul(gates.a, packet::padd(one, gates.c)));
+    d_x[1] = packet::pnegate(packet::pmul(scale, packet::pmul(gates.c, packet::padd(one, gates.a))));
+    d_x[2] = packet::pmul(grad[0], packet::pmul(packet::psub(one, gates.forget), slope));
+    grad[0] = packet::pmul(grad[0], gates.forget);
   }
 };
 
-// The LRU's complex diagonal recurrence on [Re x | Im x] (S = 2N lanes' worth):
-// x = λ x_prev + γ (Bu), with parameters [Re λ | Im λ | γ] (Q = 3N) and W = 2N.
+// The LRU's complex diagonal recurrence, states [Re x | Im x]: x = λ x_prev + γ (Bu), with
+// parameters [Re λ | Im λ | γ] and pre-activations [Re Bu | Im Bu].
 struct LruScan {
-  static int64_t Width(int64_t S) { return S; }
-  static int64_t Parameters(int64_t S) { return 3 * S / 2; }
-  static int64_t Lanes_(int64_t S) { return S / 2; }
+  static constexpr int kGates = 2, kStates = 2, kParameters = 3;
 
-  static void Forward(int64_t n, int64_t S, const float* x, const float* p, const float* h_prev,
-                      float* h) {
-    const int64_t N = S / 2;
-    const ConstLanes lr(p, n), li(p + N, n), gamma(p + 2 * N, n);
-    const ConstLanes re(h_prev, n), im(h_prev + N, n);
-    MutableLanes(h, n) = lr * re - li * im + gamma * ConstLanes(x, n);
-    MutableLanes(h + N, n) = lr * im + li * re + gamma * ConstLanes(x + N, n);
+  static void Forward(const Packet* x, const Packet* p, const Packet* previous, Packet* state) {
+    const Packet real = previous[0], imaginary = previous[1];
+    state[0] = packet::pmadd(p[0], real, packet::pmadd(p[2], x[0], packet::pmul(p[1], packet::pnegate(imaginary))));
+    state[1] = packet::pmadd(p[0], imaginary, packet::pmadd(p[1], real, packet::pmul(p[2], x[1])));
   }
 
-  static void Backward(int64_t n, int64_t S, const float* x, const float* p, const float* h_prev,
-                       float* g, float* d_x, float* d_p) {
-    const int64_t N = S / 2;
-    const ConstLanes lr(p, n), li(p + N, n), gamma(p + 2 * N, n);
-    const ConstLanes re(h_prev, n), im(h_prev + N, n);
-    MutableLanes gr(g, n), gi(g + N, n);
-    MutableLanes(d_x, n) = gr * gamma;
-    MutableLanes(d_x + N, n) = gi * gamma;
-    MutableLanes(d_p, n) += gr * re + gi * im;
-    MutableLanes(d_p + N, n) += gi * re - gr * im;
-    MutableLanes(d_p + 2 * N, n) += gr * ConstLanes(x, n) + gi * ConstLanes(x + N, n);
-    const Lanes previous_real = gr * lr + gi * li;
-    gi = gi * lr - gr * li;
-    gr = previous_real;
+  // d_p accumulates over the steps.
+  static void Backward(const Packet* x, const Packet* p, const Packet* previous, Packet* grad,
+                       Packet* d_x, Packet* d_p) {
+    const Packet &real = previous[0], &imaginary = previous[1];
+    const Packet gr = grad[0], gi = grad[1];
+    d_x[0] = packet::pmul(gr, p[2]);
+    d_x[1] = packet::pmul(gi, p[2]);
+    d_p[0] = packet::padd(d_p[0], packet::pmadd(gr, real, packet::pmul(gi, imaginary)));
+    d_p[1] = packet::padd(d_p[1], packet::psub(packet::pmul(gi, real), packet::pmul(gr, imaginary)));
+    d_p[2] = packet::padd(d_p[2], packet::pmadd(gr, x[0], packet::pmul(gi, x[1])));
+    grad[0] = packet::pmadd(gr, p[0], packet::pmul(gi, p[1]));
+    grad[1] = packet::psub(packet::pmul(gi, p[0]), packet::pmul(gr, p[1]));
   }
+};
+
+template <class Scan>
+struct ScanShape {
+  static int64_t Lanes(int64_t S) { return S / Scan::kStates; }
+  static int64_t Width(int64_t S) { return Scan::kGates * Lanes(S); }
+  static int64_t Parameters(int64_t S) { return Scan::kParameters * Lanes(S); }
 };
 
 // Checks shared by both passes; reads B, T, I and S.
@@ -550,12 +613,17 @@ absl::Status ReadScanSizes(OpKernelContext* ctx, const Tensor& h0, const Tensor&
   sizes->steps = x.dim_size(1);
   sizes->units = h0.dim_size(1);
   *inputs = x.dim_size(2);
-  const int64_t B = sizes->rows, T = sizes->steps, S = sizes->units, W = Scan::Width(S);
+  const int64_t B = sizes->rows, T = sizes->steps, S = sizes->units;
+  const int64_t W = ScanShape<Scan>::Width(S), Q = ScanShape<Scan>::Parameters(S);
+  if (S % Scan::kStates != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rnnlab scan: h0's width ", S, " is not a multiple of ", Scan::kStates));
+  }
   TF_RETURN_IF_ERROR(Expect(kernel, "kernel", "[I, W]", {*inputs, W}));
   TF_RETURN_IF_ERROR(ExpectOrEmpty(ctx->input(2), "bias", "[W]", {W}));
   TF_RETURN_IF_ERROR(Expect(h0, "h0", "[B, S]", {B, S}));
-  if (Scan::Parameters(S)) {
-    TF_RETURN_IF_ERROR(Expect(ctx->input(3), "parameters", "[Q]", {Scan::Parameters(S)}));
+  if (Q) {
+    TF_RETURN_IF_ERROR(Expect(ctx->input(3), "parameters", "[Q]", {Q}));
   } else {
     TF_RETURN_IF_ERROR(Expect(ctx->input(3), "parameters", "empty for this cell", {0}));
   }
@@ -576,46 +644,243 @@ void OverRows(int64_t rows, int64_t shards, Work work) {
   for (auto& thread : threads) thread.join();
 }
 
-constexpr int64_t kNarrowInputs = 8;  // up to this many inputs, row updates beat a GEMM call
+// Up to this many inputs, the projection is kInputs multiply-adds per lane inside the step
+// loop, with the kernel's packets in registers; beyond, one GEMM per block of steps.
+constexpr int64_t kNarrowInputs = 4;
 
-// Steps [t0, t0 + n) of one row: inputs [n, I] times the kernel, plus the bias. For a few
-// inputs (the synthetic tasks' 2) as I vectorised row updates per step, where a GEMM call
-// would cost more in packing than the arithmetic; for more, as one small GEMM.
-void ProjectBlock(const float* inputs, int64_t n, int64_t I, const ConstMatrixMap& kernel,
-                  const float* bias, Matrix* projected) {
-  const int64_t W = kernel.cols();
-  projected->resize(n, W);
-  if (I > kNarrowInputs) {
-    projected->noalias() = ConstMatrixMap(inputs, n, I) * kernel;
-  } else {
-    projected->setZero();
-    for (int64_t k = 0; k < n; ++k) {
-      Row row(projected->data() + k * W, W);
-      for (int64_t i = 0; i < I; ++i) {
-        row += inputs[k * I + i] * ConstRow(kernel.data() + i * W, W);
-      }
+// What both passes read.
+struct ScanData {
+  int64_t T, I, N, W, S;
+  const float* inputs;  // [B, T, I]
+  const float* kernel;  // [I, W]
+  const float* bias;    // [W] or null
+  const float* parameters;
+  const float* keep;  // [B, T] or null
+  const float* h0;    // [B, S]
+
+  // Steps [t0, t0 + n) of row b as one GEMM plus the bias (the wide-input route).
+  void ProjectBlock(int64_t b, int64_t t0, int64_t n, Matrix* projected) const {
+    projected->resize(n, W);
+    projected->noalias() =
+        ConstMatrixMap(inputs + (b * T + t0) * I, n, I) * ConstMatrixMap(kernel, I, W);
+    if (bias) projected->rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias, W);
+  }
+};
+
+// A few packets that the compiler keeps in registers (zero-length arrays are not C++).
+template <int Count>
+struct Packets {
+  Packet at[Count > 0 ? Count : 1];
+  Packet* data() { return at; }
+  const Packet* data() const { return at; }
+  Packet& operator[](int index) { return at[index]; }
+  const Packet& operator[](int index) const { return at[index]; }
+};
+
+// Where a packet of lanes gets its pre-activations. kInputs > 0: computed from the step's
+// inputs and the kernel's packets, loaded once per packet of lanes; 0: read from the
+// block's GEMM.
+template <int kGates, int kInputs>
+struct PreActivations {
+  Packet kernel[kInputs > 0 ? kInputs : 1][kGates], bias[kGates];
+
+  PreActivations(const ScanData& d, int64_t j, int64_t count) {
+    for (int g = 0; g < kGates; ++g) {
+      bias[g] = d.bias ? Load(d.bias + g * d.N + j, count) : packet::pset1<Packet>(0.0f);
+      for (int i = 0; i < kInputs; ++i) kernel[i][g] = Load(d.kernel + i * d.W + g * d.N + j, count);
     }
   }
-  if (bias != nullptr) projected->rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias, W);
+
+  // Step `at`; `block_row` is its row of the block's GEMM, used when kInputs is 0.
+  template <bool kFull>
+  void Compute(const ScanData& d, int64_t at, const float* block_row, int64_t j,
+               int64_t count, Packet* x) const {
+    if (kInputs == 0) {
+      for (int g = 0; g < kGates; ++g) x[g] = Load<kFull>(block_row + g * d.N + j, count);
+      return;
+    }
+    for (int g = 0; g < kGates; ++g) x[g] = bias[g];
+    for (int i = 0; i < kInputs; ++i) {
+      const Packet input = packet::pset1<Packet>(d.inputs[at * kInputs + i]);
+      for (int g = 0; g < kGates; ++g) x[g] = packet::pmadd(input, kernel[i][g], x[g]);
+    }
+  }
+};
+
+// Lanes [j, j + kWidth) of steps [t0, t0 + n) of row b forward, the state in registers;
+// `block` is the steps' GEMM (wide inputs) or null.
+template <class Scan, int kInputs, bool kFull>
+void ForwardSteps(const ScanData d, int64_t b, int64_t j, int64_t t0, int64_t n,
+                  const float* block, float* states) {
+  const int64_t N = d.N, S = d.S, count = std::min(kWidth, N - j);
+  const PreActivations<Scan::kGates, kInputs> pre(d, j, count);
+  Packets<Scan::kParameters> p;
+  for (int q = 0; q < Scan::kParameters; ++q) p[q] = Load<kFull>(d.parameters + q * N + j, count);
+  const float* before = t0 == 0 ? d.h0 + b * S : states + (b * d.T + t0 - 1) * S;
+  Packets<Scan::kStates> h;
+  for (int r = 0; r < Scan::kStates; ++r) h[r] = Load<kFull>(before + r * N + j, count);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t at = b * d.T + t0 + k;
+    if (d.keep == nullptr || d.keep[at] != 0.0f) {  // else the state holds
+      Packets<Scan::kGates> x;
+      pre.template Compute<kFull>(d, at, block ? block + k * d.W : nullptr, j, count, x.data());
+      Scan::Forward(x.data(), p.data(), h.data(), h.data());  // in place
+    }
+    for (int r = 0; r < Scan::kStates; ++r) Store<kFull>(states + at * S + r * N + j, h[r], count);
+  }
 }
 
-// The block's share of the weight and input gradients, from its d_projected [n, W].
-void ProjectBlockBackward(const float* inputs, int64_t n, int64_t I,
-                          const ConstMatrixMap& kernel, const Matrix& d_projected,
-                          Matrix* d_kernel, Eigen::ArrayXf* d_bias, float* d_inputs) {
-  const int64_t W = kernel.cols();
-  *d_bias += d_projected.colwise().sum().transpose().array();
-  if (I > kNarrowInputs) {
-    d_kernel->noalias() += ConstMatrixMap(inputs, n, I).transpose() * d_projected;
-    MatrixMap(d_inputs, n, I).noalias() = d_projected * kernel.transpose();
-    return;
-  }
-  for (int64_t k = 0; k < n; ++k) {
-    const ConstRow d_row(d_projected.data() + k * W, W);
-    for (int64_t i = 0; i < I; ++i) {
-      Row(d_kernel->data() + i * W, W) += inputs[k * I + i] * d_row;
-      d_inputs[k * I + i] = (d_row * ConstRow(kernel.data() + i * W, W)).sum();
+// One row forward, block by block of steps, packet by packet of lanes.
+template <class Scan, int kInputs>
+__attribute__((noinline)) void ScanForwardRow(const ScanData& d, int64_t b, float* states,
+                                              Matrix* projected) {
+  for (int64_t t0 = 0; t0 < d.T; t0 += kBlock) {
+    const int64_t n = std::min(kBlock, d.T - t0);
+    if (kInputs == 0) d.ProjectBlock(b, t0, n, projected);
+    const float* block = kInputs == 0 ? projected->data() : nullptr;
+    int64_t j = 0;
+    for (; j + kWidth <= d.N; j += kWidth) {
+      ForwardSteps<Scan, kInputs, true>(d, b, j, t0, n, block, states);
     }
+    if (j < d.N) ForwardSteps<Scan, kInputs, false>(d, b, j, t0, n, block, states);
+  }
+}
+
+// What one thread sums over its rows; the threads' sums are added up at the end.
+struct ScanGradientSums {
+  Matrix d_kernel;  // [I, W]
+  Eigen::ArrayXf d_bias, d_parameters;
+};
+
+// Where the backward pass reads the forward states and writes the gradients.
+struct ScanGradients {
+  const float* states;    // [B, T, S]
+  const float* d_states;  // [B, T, S] or null
+  float* d_inputs;        // [B, T, I]
+  float* carried;         // [B, S]: dL/dh_t, carried back to h_0
+};
+
+template <bool kFull>
+inline void AddTo(float* to, const Packet& value, int64_t count) {
+  Store<kFull>(to, packet::padd(Load<kFull>(to, count), value), count);
+}
+
+// Lanes [j, j + kWidth) of steps [t0, t0 + n) of row b backward, last first. Wide inputs
+// (kInputs 0): the pre-activations' gradients go to `d_block`, [n, W]. Narrow: the kernel's
+// and bias's gradients are summed in registers, and each step's input gradient, a sum over
+// all lanes, is summed by packet into `input_sums`, [n, kInputs].
+template <class Scan, int kInputs, bool kFull>
+void BackwardSteps(const ScanData d, const ScanGradients out, int64_t b, int64_t j,
+                   int64_t t0, int64_t n, const float* block, float* d_block,
+                   Packet* input_sums, ScanGradientSums* sum) {
+  constexpr int G = Scan::kGates;
+  const int64_t N = d.N, S = d.S, count = std::min(kWidth, N - j);
+  const PreActivations<G, kInputs> pre(d, j, count);
+  Packets<Scan::kParameters> p, d_p;
+  for (int q = 0; q < Scan::kParameters; ++q) {
+    p[q] = Load<kFull>(d.parameters + q * N + j, count);
+    d_p[q] = packet::pset1<Packet>(0.0f);
+  }
+  Packet d_kernel[kInputs > 0 ? kInputs : 1][G], d_bias[G];
+  for (int g = 0; g < G; ++g) {
+    d_bias[g] = packet::pset1<Packet>(0.0f);
+    for (int i = 0; i < kInputs; ++i) d_kernel[i][g] = packet::pset1<Packet>(0.0f);
+  }
+  float* carried = out.carried + b * S;
+  Packets<Scan::kStates> grad;
+  for (int r = 0; r < Scan::kStates; ++r) grad[r] = Load<kFull>(carried + r * N + j, count);
+  for (int64_t k = n - 1; k >= 0; --k) {
+    const int64_t at = b * d.T + t0 + k;
+    if (out.d_states) {
+      for (int r = 0; r < Scan::kStates; ++r) {
+        grad[r] = packet::padd(grad[r], Load<kFull>(out.d_states + at * S + r * N + j, count));
+      }
+    }
+    Packets<G> d_x;
+    if (d.keep != nullptr && d.keep[at] == 0.0f) {  // h_t = h_{t-1}: the gradient passes
+      if (kInputs > 0) continue;
+      for (int g = 0; g < G; ++g) d_x[g] = packet::pset1<Packet>(0.0f);
+    } else {
+      Packets<G> x;
+      pre.template Compute<kFull>(d, at, block ? block + k * d.W : nullptr, j, count, x.data());
+      const float* previous = at > b * d.T ? out.states + (at - 1) * S : d.h0 + b * S;
+      Packets<Scan::kStates> before;
+      for (int r = 0; r < Scan::kStates; ++r) before[r] = Load<kFull>(previous + r * N + j, count);
+      Scan::Backward(x.data(), p.data(), before.data(), grad.data(), d_x.data(), d_p.data());
+    }
+    if (kInputs == 0) {
+      for (int g = 0; g < G; ++g) Store<kFull>(d_block + k * d.W + g * N + j, d_x[g], count);
+      continue;
+    }
+    for (int i = 0; i < kInputs; ++i) {
+      const Packet input = packet::pset1<Packet>(d.inputs[at * kInputs + i]);
+      Packet through = input_sums[k * kInputs + i];
+      for (int g = 0; g < G; ++g) {
+        d_kernel[i][g] = packet::pmadd(input, d_x[g], d_kernel[i][g]);
+        through = packet::pmadd(d_x[g], pre.kernel[i][g], through);
+      }
+      input_sums[k * kInputs + i] = through;
+    }
+    for (int g = 0; g < G; ++g) d_bias[g] = packet::padd(d_bias[g], d_x[g]);
+  }
+  for (int r = 0; r < Scan::kStates; ++r) Store<kFull>(carried + r * N + j, grad[r], count);
+  for (int q = 0; q < Scan::kParameters; ++q) {
+    AddTo<kFull>(sum->d_parameters.data() + q * N + j, d_p[q], count);
+  }
+  for (int g = 0; g < G; ++g) {
+    if (kInputs > 0 && d.bias) AddTo<kFull>(sum->d_bias.data() + g * N + j, d_bias[g], count);
+    for (int i = 0; i < kInputs; ++i) {
+      AddTo<kFull>(sum->d_kernel.data() + i * d.W + g * N + j, d_kernel[i][g], count);
+    }
+  }
+}
+
+// One row backward, block by block from the last, packet by packet of lanes.
+template <class Scan, int kInputs>
+__attribute__((noinline)) void ScanBackwardRow(const ScanData& d, const ScanGradients& out,
+                                               int64_t b, Matrix* projected,
+                                               Matrix* d_projected, ScanGradientSums* sum) {
+  const int64_t I = d.I, W = d.W;
+  Packet input_sums[kBlock * (kInputs > 0 ? kInputs : 1)];
+  const int64_t last_block = (d.T - 1) / kBlock * kBlock;
+  for (int64_t t0 = last_block; t0 >= 0; t0 -= kBlock) {
+    const int64_t n = std::min(kBlock, d.T - t0);
+    if (kInputs == 0) {
+      d.ProjectBlock(b, t0, n, projected);
+      d_projected->resize(n, W);
+    } else {
+      std::fill_n(input_sums, n * kInputs, packet::pset1<Packet>(0.0f));
+    }
+    const float* block = kInputs == 0 ? projected->data() : nullptr;
+    float* d_block = kInputs == 0 ? d_projected->data() : nullptr;
+    int64_t j = 0;
+    for (; j + kWidth <= d.N; j += kWidth) {
+      BackwardSteps<Scan, kInputs, true>(d, out, b, j, t0, n, block, d_block, input_sums, sum);
+    }
+    if (j < d.N) {
+      BackwardSteps<Scan, kInputs, false>(d, out, b, j, t0, n, block, d_block, input_sums, sum);
+    }
+    float* d_inputs = out.d_inputs + (b * d.T + t0) * I;
+    if (kInputs > 0) {
+      for (int64_t k = 0; k < n * kInputs; ++k) d_inputs[k] = packet::predux(input_sums[k]);
+      continue;
+    }
+    const ConstMatrixMap block_inputs(d.inputs + (b * d.T + t0) * I, n, I);
+    if (d.bias) sum->d_bias += d_projected->colwise().sum().transpose().array();
+    sum->d_kernel.noalias() += block_inputs.transpose() * *d_projected;
+    MatrixMap(d_inputs, n, I).noalias() = *d_projected * ConstMatrixMap(d.kernel, I, W).transpose();
+  }
+}
+
+// Calls row<kInputs>() with the narrow route for inputs up to kNarrowInputs, else 0.
+template <class Call>
+void WithInputs(int64_t inputs, Call call) {
+  switch (inputs) {
+    case 1: return call(std::integral_constant<int, 1>());
+    case 2: return call(std::integral_constant<int, 2>());
+    case 3: return call(std::integral_constant<int, 3>());
+    case 4: return call(std::integral_constant<int, 4>());
+    default: return call(std::integral_constant<int, 0>());
   }
 }
 
@@ -631,37 +896,28 @@ class ScanForward : public OpKernel {
     Sizes s;
     int64_t I;
     OP_REQUIRES_OK(ctx, ReadScanSizes<Scan>(ctx, h0, keep, &s, &I));
-    const int64_t T = s.steps, S = s.units, W = Scan::Width(S), lanes = Scan::Lanes_(S);
+    const int64_t T = s.steps, S = s.units;
     Tensor* states_out;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.rows, T, S}), &states_out));
-    const float* x = ctx->input(0).flat<float>().data();
-    const ConstMatrixMap kernel(ctx->input(1).flat<float>().data(), I, W);
-    const float* bias = DataOrNull(ctx->input(2));
-    const float* p = DataOrNull(ctx->input(3));
-    const float* masks = DataOrNull(keep);
+    const ScanData data{T,
+                        I,
+                        ScanShape<Scan>::Lanes(S),
+                        ScanShape<Scan>::Width(S),
+                        S,
+                        ctx->input(0).flat<float>().data(),
+                        ctx->input(1).flat<float>().data(),
+                        DataOrNull(ctx->input(2)),
+                        DataOrNull(ctx->input(3)),
+                        DataOrNull(keep),
+                        h0.flat<float>().data()};
     float* states = states_out->flat<float>().data();
     OverRows(s.rows, shards_, [&](int64_t first, int64_t end, int64_t) {
       Matrix projected;
-      for (int64_t b = first; b < end; ++b) {
-        const float* previous = h0.flat<float>().data() + b * S;
-        for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
-          const int64_t n = std::min(kBlock, T - t0);
-          ProjectBlock(x + (b * T + t0) * I, n, I, kernel, bias, &projected);
-          for (int64_t k = 0; k < n; ++k) {
-            const int64_t at = b * T + t0 + k;
-            float* h = states + at * S;
-            if (masks != nullptr && masks[at] == 0.0f) {
-              std::copy(previous, previous + S, h);
-            } else {
-              for (int64_t j = 0; j < lanes; j += kLanes) {
-                Scan::Forward(std::min(kLanes, lanes - j), S, projected.data() + k * W + j,
-                              p ? p + j : nullptr, previous + j, h + j);
-              }
-            }
-            previous = h;
-          }
+      WithInputs(I, [&](auto inputs) {
+        for (int64_t b = first; b < end; ++b) {
+          ScanForwardRow<Scan, decltype(inputs)::value>(data, b, states, &projected);
         }
-      }
+      });
     });
   }
 
@@ -681,8 +937,8 @@ class ScanBackward : public OpKernel {
     Sizes s;
     int64_t I;
     OP_REQUIRES_OK(ctx, ReadScanSizes<Scan>(ctx, h0, keep, &s, &I));
-    const int64_t B = s.rows, T = s.steps, S = s.units, W = Scan::Width(S);
-    const int64_t lanes = Scan::Lanes_(S), Q = Scan::Parameters(S);
+    const int64_t B = s.rows, T = s.steps, S = s.units;
+    const int64_t W = ScanShape<Scan>::Width(S), Q = ScanShape<Scan>::Parameters(S);
     OP_REQUIRES_OK(ctx, Expect(ctx->input(4), "states", "[B, T, S]", {B, T, S}));
     OP_REQUIRES_OK(ctx, ExpectOrEmpty(ctx->input(6), "d_states", "[B, T, S]", {B, T, S}));
     OP_REQUIRES_OK(ctx, Expect(ctx->input(7), "d_final", "[B, S]", {B, S}));
@@ -693,63 +949,47 @@ class ScanBackward : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({has_bias ? W : 0}), &d_bias_out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({Q}), &d_parameters_out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({B, S}), &d_h0_out));
-    const float* x = ctx->input(0).flat<float>().data();
-    const ConstMatrixMap kernel(ctx->input(1).flat<float>().data(), I, W);
-    const float* bias = DataOrNull(ctx->input(2));
-    const float* p = DataOrNull(ctx->input(3));
-    const float* states = ctx->input(4).flat<float>().data();
-    const float* d_states = DataOrNull(ctx->input(6));
-    const float* masks = DataOrNull(keep);
-    float* d_x = d_inputs_out->flat<float>().data();
-    float* g_all = d_h0_out->flat<float>().data();  // dL/dh_t, carried back to h_0
-    std::copy_n(ctx->input(7).flat<float>().data(), B * S, g_all);
+    const ScanData data{T,
+                        I,
+                        ScanShape<Scan>::Lanes(S),
+                        W,
+                        S,
+                        ctx->input(0).flat<float>().data(),
+                        ctx->input(1).flat<float>().data(),
+                        DataOrNull(ctx->input(2)),
+                        DataOrNull(ctx->input(3)),
+                        DataOrNull(keep),
+                        h0.flat<float>().data()};
+    const ScanGradients out{ctx->input(4).flat<float>().data(), DataOrNull(ctx->input(6)),
+                        d_inputs_out->flat<float>().data(), d_h0_out->flat<float>().data()};
+    std::copy_n(ctx->input(7).flat<float>().data(), B * S, out.carried);
     const int64_t shards = std::max<int64_t>(1, std::min(shards_, B));
-    // Each thread sums its rows' weight gradients apart; they are added up at the end.
-    std::vector<Matrix> d_kernels(shards, Matrix::Zero(I, W));
-    std::vector<Eigen::ArrayXf> d_biases(shards, Eigen::ArrayXf::Zero(W));
-    std::vector<Eigen::ArrayXf> d_parameters(shards, Eigen::ArrayXf::Zero(Q));
+    std::vector<ScanGradientSums> sums(shards);
     OverRows(B, shards, [&](int64_t first, int64_t end, int64_t shard) {
+      ScanGradientSums& sum = sums[shard];
+      sum.d_kernel = Matrix::Zero(I, W);
+      sum.d_bias = Eigen::ArrayXf::Zero(W);
+      sum.d_parameters = Eigen::ArrayXf::Zero(Q);
       Matrix projected, d_projected;
-      float* d_p = Q ? d_parameters[shard].data() : nullptr;
-      for (int64_t b = first; b < end; ++b) {
-        float* g = g_all + b * S;
-        const int64_t last_block = (T - 1) / kBlock * kBlock;
-        for (int64_t t0 = last_block; t0 >= 0; t0 -= kBlock) {
-          const int64_t n = std::min(kBlock, T - t0);
-          ProjectBlock(x + (b * T + t0) * I, n, I, kernel, bias, &projected);
-          d_projected.resize(n, W);
-          for (int64_t k = n - 1; k >= 0; --k) {
-            const int64_t at = b * T + t0 + k;
-            if (d_states != nullptr) MutableLanes(g, S) += ConstLanes(d_states + at * S, S);
-            float* d_row = d_projected.data() + k * W;
-            if (masks != nullptr && masks[at] == 0.0f) {
-              std::fill(d_row, d_row + W, 0.0f);
-              continue;
-            }
-            const float* previous = at > b * T ? states + (at - 1) * S : h0.flat<float>().data() + b * S;
-            for (int64_t j = 0; j < lanes; j += kLanes) {
-              Scan::Backward(std::min(kLanes, lanes - j), S, projected.data() + k * W + j,
-                             p ? p + j : nullptr, previous + j, g + j, d_row + j,
-                             d_p ? d_p + j : nullptr);
-            }
-          }
-          ProjectBlockBackward(x + (b * T + t0) * I, n, I, kernel, d_projected,
-                               &d_kernels[shard], &d_biases[shard], d_x + (b * T + t0) * I);
+      WithInputs(I, [&](auto inputs) {
+        for (int64_t b = first; b < end; ++b) {
+          ScanBackwardRow<Scan, decltype(inputs)::value>(data, out, b, &projected,
+                                                         &d_projected, &sum);
         }
-      }
+      });
     });
     MatrixMap d_kernel(d_kernel_out->flat<float>().data(), I, W);
     d_kernel.setZero();
-    for (const auto& part : d_kernels) d_kernel += part;
+    for (const auto& part : sums) d_kernel += part.d_kernel;
     if (has_bias) {
-      MutableLanes d_bias(d_bias_out->flat<float>().data(), W);
+      Row d_bias(d_bias_out->flat<float>().data(), W);
       d_bias.setZero();
-      for (const auto& part : d_biases) d_bias += part;
+      for (const auto& part : sums) d_bias += part.d_bias;
     }
     if (Q) {
-      MutableLanes d_p(d_parameters_out->flat<float>().data(), Q);
+      Row d_p(d_parameters_out->flat<float>().data(), Q);
       d_p.setZero();
-      for (const auto& part : d_parameters) d_p += part;
+      for (const auto& part : sums) d_p += part.d_parameters;
     }
   }
 
