@@ -83,6 +83,8 @@ bench: ## speed against bare Keras and PyTorch; sweeps, stores and system metric
 		|| echo "PyTorch did not install: its column stays empty"
 	$(PYTHON) benchmarks/recurrence_speed.py
 	$(PYTHON) benchmarks/recurrence_speed.py --cells modern --tasks none
+	command -v valgrind >/dev/null && $(PYTHON) benchmarks/scan_instructions.py \
+		|| echo "valgrind is not installed (apt-get install valgrind): scan_instructions skipped"
 	$(PYTHON) benchmarks/throughput.py
 	$(PYTHON) benchmarks/paper_workers.py
 	$(PYTHON) benchmarks/sweep_pruning.py

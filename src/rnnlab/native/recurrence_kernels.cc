@@ -529,7 +529,7 @@ struct MinLstmScan {
   static constexpr int kGates = 3, kStates = 1, kParameters = 0;
 
   struct Gates {
-    Packet a, c, total, forget;  // forget = f/(f+i), the share of h_prev
+    Packet a, c, inverse, forget;  // inverse = 1/(2+a+c); forget = f/(f+i), h_prev's share
   };
 
   static Gates Shares(const Packet* x) {
@@ -537,8 +537,8 @@ struct MinLstmScan {
     Gates gates;
     gates.a = Exp(packet::pnegate(packet::pmax(packet::pmin(x[0], limit), packet::pnegate(limit))));
     gates.c = Exp(packet::pnegate(packet::pmax(packet::pmin(x[1], limit), packet::pnegate(limit))));
-    gates.total = packet::padd(packet::padd(Constant(2.0f), gates.a), gates.c);
-    gates.forget = packet::pdiv(packet::padd(one, gates.c), gates.total);
+    gates.inverse = packet::pdiv(one, packet::padd(packet::padd(Constant(2.0f), gates.a), gates.c));
+    gates.forget = packet::pmul(packet::padd(one, gates.c), gates.inverse);
     return gates;
   }
 
@@ -555,10 +555,9 @@ struct MinLstmScan {
     const Gates gates = Shares(x);
     Packet slope;
     const Packet candidate = PositiveCandidate(x[2], &slope);
-    // d forget/d x_f = a(1+c)/total², d forget/d x_i = -c(1+a)/total².
-    const Packet scale = packet::pdiv(
-        packet::pmul(grad[0], packet::psub(previous[0], candidate)),
-        packet::pmul(gates.total, gates.total));
+    // d forget/d x_f = a(1+c)/(2+a+c)², d forget/d x_i = -c(1+a)/(2+a+c)².
+    const Packet scale = packet::pmul(packet::pmul(grad[0], packet::psub(previous[0], candidate)),
+                                      packet::pmul(gates.inverse, gates.inverse));
     d_x[0] = packet::pmul(scale, packet::pmul(gates.a, packet::padd(one, gates.c)));
     d_x[1] = packet::pnegate(packet::pmul(scale, packet::pmul(gates.c, packet::padd(one, gates.a))));
     d_x[2] = packet::pmul(grad[0], packet::pmul(packet::psub(one, gates.forget), slope));
