@@ -923,6 +923,23 @@ void WithInputs(int64_t inputs, Call call) {
   }
 }
 
+// What both ops read: inputs, kernel, bias and parameters (their inputs 0-3), h0 and keep.
+template <class Scan>
+ScanData ReadScanData(OpKernelContext* ctx, const Sizes& s, int64_t inputs, const Tensor& h0,
+                      const Tensor& keep) {
+  return ScanData{s.steps,
+                  inputs,
+                  ScanShape<Scan>::Lanes(s.units),
+                  ScanShape<Scan>::Width(s.units),
+                  s.units,
+                  ctx->input(0).flat<float>().data(),
+                  ctx->input(1).flat<float>().data(),
+                  DataOrNull(ctx->input(2)),
+                  DataOrNull(ctx->input(3)),
+                  DataOrNull(keep),
+                  h0.flat<float>().data()};
+}
+
 template <class Scan>
 class ScanForward : public OpKernel {
  public:
@@ -938,17 +955,7 @@ class ScanForward : public OpKernel {
     const int64_t T = s.steps, S = s.units;
     Tensor* states_out;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({s.rows, T, S}), &states_out));
-    const ScanData data{T,
-                        I,
-                        ScanShape<Scan>::Lanes(S),
-                        ScanShape<Scan>::Width(S),
-                        S,
-                        ctx->input(0).flat<float>().data(),
-                        ctx->input(1).flat<float>().data(),
-                        DataOrNull(ctx->input(2)),
-                        DataOrNull(ctx->input(3)),
-                        DataOrNull(keep),
-                        h0.flat<float>().data()};
+    const ScanData data = ReadScanData<Scan>(ctx, s, I, h0, keep);
     float* states = states_out->flat<float>().data();
     OverRows(ctx, s.rows, shards_, [&](int64_t first, int64_t end, int64_t) {
       Matrix projected;
@@ -988,17 +995,7 @@ class ScanBackward : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({has_bias ? W : 0}), &d_bias_out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({Q}), &d_parameters_out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({B, S}), &d_h0_out));
-    const ScanData data{T,
-                        I,
-                        ScanShape<Scan>::Lanes(S),
-                        W,
-                        S,
-                        ctx->input(0).flat<float>().data(),
-                        ctx->input(1).flat<float>().data(),
-                        DataOrNull(ctx->input(2)),
-                        DataOrNull(ctx->input(3)),
-                        DataOrNull(keep),
-                        h0.flat<float>().data()};
+    const ScanData data = ReadScanData<Scan>(ctx, s, I, h0, keep);
     const ScanGradients out{ctx->input(4).flat<float>().data(), DataOrNull(ctx->input(6)),
                         d_inputs_out->flat<float>().data(), d_h0_out->flat<float>().data()};
     std::copy_n(ctx->input(7).flat<float>().data(), B * S, out.carried);
