@@ -6,11 +6,19 @@ import numpy as np
 import pytest
 import sacrebleu
 import tensorflow as tf
+from omegaconf import OmegaConf
 
+from rnnlab.config import ConfigError
 from rnnlab.datasets import data_root
 from rnnlab.tasks import decoding
 from rnnlab.tasks.base import batches
-from rnnlab.tasks.translation import DICTIONARY, TranslationTask, read_sentence_pairs
+from rnnlab.tasks.translation import (
+    DICTIONARY,
+    STORED_BEFORE,
+    TranslationTask,
+    read_sentence_pairs,
+)
+from rnnlab.train import build_model
 
 DICTIONARY_FILE = data_root("data") / "raw" / "translation" / DICTIONARY
 
@@ -80,6 +88,28 @@ def test_greedy_decoding_feeds_back_its_own_tokens_and_stops_at_end():
     assert model.fed[-1][0].tolist() == [2, 4, 5]  # the tokens so far: the decoder is causal
 
 
+class UnknownFirst:
+    """Stands in for a model that likes `[UNK]` best, then `a`, at the first step."""
+
+    vocabulary = ["", "[UNK]", "[start]", "[end]", "a"]
+
+    def predict_on_batch(self, inputs):
+        _, tokens = inputs
+        probabilities = np.zeros((len(tokens), tokens.shape[1], len(self.vocabulary)))
+        probabilities[:, 0, [1, 4]] = [0.6, 0.4]
+        probabilities[:, 1:, 3] = 1.0
+        return probabilities
+
+
+@pytest.mark.parametrize(("decode_unknown", "expected"), [(True, "[UNK]"), (False, "a")])
+def test_greedy_decoding_can_leave_out_unknown_words(decode_unknown, expected):
+    model = UnknownFirst()
+    decoded = decoding.greedy_decode(
+        model, np.zeros((1, 3)), model.vocabulary, target_length=4, decode_unknown=decode_unknown
+    )
+    assert decoded == [expected]
+
+
 def test_token_accuracy_ignores_padding():
     metric = decoding.TokenAccuracy()
     y_true = np.array([[4, 5, 0, 0]])
@@ -92,6 +122,49 @@ def test_masked_crossentropy_ignores_padding():
     y_true = np.array([[4, 0]])
     confident = np.array([[[0.0, 0, 0, 0, 1, 0], [0.0, 0, 0, 0, 1, 0]]])
     assert float(decoding.masked_crossentropy(y_true, confident)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_label_smoothing_spreads_the_target_over_the_vocabulary_and_ignores_padding():
+    y_true = np.array([[1, 0]])
+    y_pred = np.array([[[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]]])  # the second step is padding
+    smoothed = float(decoding.masked_crossentropy(y_true, y_pred, label_smoothing=0.1))
+    spread = -np.log([0.5, 0.25, 0.25]).mean()
+    assert smoothed == pytest.approx(0.9 * -np.log(0.25) + 0.1 * spread, rel=1e-5)
+    assert decoding.smoothed_crossentropy(0.0) is decoding.masked_crossentropy
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        decoding.smoothed_crossentropy(1.0)
+
+
+def test_translation_regularisation_and_source_vocabulary_are_set_by_config(compose):
+    cfg = compose(
+        "task=translation",
+        "task.max_examples=64",
+        "task.vocabulary_size=20",
+        "task.source_vocabulary_size=50",
+        "task.embedding_dropout=0.2",
+        "task.label_smoothing=0.1",
+        "cell=gru",
+        "cell.units=8",
+    )
+    task = TranslationTask(cfg.task, "data")
+    task.load(batch_size=32, seed=0)
+    assert task.source_vectorizer.vocabulary_size() == 50  # 64 sentences have more words
+    assert task.target_vectorizer.vocabulary_size() == 20
+    model = build_model(cfg.cell, cfg.model, task)
+    names = {layer.name for layer in model.layers}
+    assert {"source_embedding_dropout", "decoder_embedding_dropout"} <= names
+    y_true, y_pred = np.array([[1]]), np.array([[[0.5, 0.25, 0.25]]])
+    assert float(task.loss(y_true, y_pred)) == pytest.approx(
+        float(decoding.masked_crossentropy(y_true, y_pred, label_smoothing=0.1))
+    )
+
+
+def test_a_config_stored_before_the_newer_keys_means_what_its_run_did(compose):
+    stored = OmegaConf.to_container(compose("task=translation").task)
+    old = OmegaConf.create({k: v for k, v in stored.items() if k not in STORED_BEFORE})
+    task = TranslationTask(old, "data")
+    assert {key: task.option(key) for key in STORED_BEFORE} == STORED_BEFORE
+    assert task.loss is decoding.masked_crossentropy
 
 
 def test_bleu_is_100_for_a_perfect_decode_and_low_for_a_wrong_one():

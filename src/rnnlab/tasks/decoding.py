@@ -17,6 +17,7 @@ from rnnlab.config import ConfigError
 from rnnlab.tasks.base import TaskDefaults
 
 START, END = "[start]", "[end]"  # brackets survive `standardize`, so these stay one token
+UNKNOWN = "[UNK]"  # TextVectorization's token for words outside the vocabulary
 
 
 def standardize(text: tf.Tensor) -> tf.Tensor:
@@ -58,11 +59,33 @@ def without_padding(token_ids: tf.Tensor) -> tf.Tensor:
     return token_ids[:length]
 
 
-def masked_crossentropy(y_true, y_pred):
-    """Cross-entropy of the next token, averaged over real tokens: padding is not learned."""
+def masked_crossentropy(y_true, y_pred, label_smoothing: float = 0.0):
+    """Cross-entropy of the next token, averaged over real tokens: padding is not learned.
+
+    With `label_smoothing` ε the target is (1 - ε) on the right token and ε spread evenly
+    over the vocabulary (Szegedy et al. 2016): the model is not pushed to certainty on a
+    small training set, which Sennrich & Zhang (2019) found to help low-resource NMT.
+    """
     losses = keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+    if label_smoothing:
+        log_probabilities = keras.ops.log(keras.ops.clip(y_pred, 1e-7, 1.0))
+        uniform = -keras.ops.mean(log_probabilities, axis=-1)
+        losses = (1.0 - label_smoothing) * losses + label_smoothing * uniform
     real = keras.ops.cast(y_true != 0, losses.dtype)
     return keras.ops.sum(losses * real) / keras.ops.maximum(keras.ops.sum(real), 1.0)
+
+
+def smoothed_crossentropy(label_smoothing: float) -> Callable:
+    """`masked_crossentropy` with its label smoothing fixed, for `model.compile`."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
+    if not label_smoothing:
+        return masked_crossentropy
+
+    def loss(y_true, y_pred):
+        return masked_crossentropy(y_true, y_pred, label_smoothing)
+
+    return loss
 
 
 class TextGenerationTask(TaskDefaults):
@@ -107,6 +130,7 @@ def conditioned_decoder(
     memory: keras.KerasTensor | None = None,
     attention: str = "none",
     attention_units: int = 128,
+    embedding_dropout: float = 0.0,
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Decoder input tokens and next-token probabilities, every step seeing the context.
 
@@ -114,11 +138,15 @@ def conditioned_decoder(
     than through its initial state, so any cell works, whatever its states look like.
     With `attention` other than "none", each decoder output also looks back over `memory`
     (the encoder's outputs, one per source position) before the next token is chosen.
+    `embedding_dropout` drops parts of the input tokens' embeddings in training: the
+    decoder learns not to lean on its own previous words alone.
     """
     # Any number of steps: training batches are as long as their longest text.
     tokens = keras.Input(shape=(None,), dtype="int64", name="decoder_tokens")
     # Index 0 is padding: the mask keeps it out of the loss.
     embedded = layers.Embedding(vocabulary_size, embedding_dim, mask_zero=True)(tokens)
+    if embedding_dropout:
+        embedded = layers.Dropout(embedding_dropout, name="decoder_embedding_dropout")(embedded)
     repeated = EachStep(name="context_each_step")([context, embedded])
     decoded = decoder(layers.Concatenate(name="token_and_context")([embedded, repeated]))
     if attention != "none":
@@ -183,18 +211,24 @@ def greedy_decode(
     vocabulary: list[str],
     target_length: int,
     chunk_size: int = 256,
+    decode_unknown: bool = True,
 ) -> list[str]:
-    """Feed the model its own most likely token, one step at a time, until `[end]`."""
+    """Feed the model its own most likely token, one step at a time, until `[end]`.
+
+    With `decode_unknown` false, `[UNK]` is never chosen: it can never match a reference
+    word, while the most likely real word sometimes does.
+    """
+    banned = None if decode_unknown or UNKNOWN not in vocabulary else vocabulary.index(UNKNOWN)
     return [
         text
         for start in range(0, len(inputs), chunk_size)
         for text in _greedy_decode_chunk(
-            model, inputs[start : start + chunk_size], vocabulary, target_length
+            model, inputs[start : start + chunk_size], vocabulary, target_length, banned
         )
     ]
 
 
-def _greedy_decode_chunk(model, inputs, vocabulary, target_length) -> list[str]:
+def _greedy_decode_chunk(model, inputs, vocabulary, target_length, banned) -> list[str]:
     start, end = vocabulary.index(START), vocabulary.index(END)
     tokens = np.zeros((len(inputs), target_length), dtype=np.int64)
     tokens[:, 0] = start
@@ -202,8 +236,10 @@ def _greedy_decode_chunk(model, inputs, vocabulary, target_length) -> list[str]:
     decoded = np.zeros((len(inputs), target_length), dtype=np.int64)
     for step in range(target_length):
         # The decoder is causal, so the tokens so far are all it needs for the next one.
-        probabilities = model.predict_on_batch([inputs, tokens[:, : step + 1]])
-        decoded[:, step] = np.where(finished, 0, probabilities[:, step].argmax(axis=-1))
+        probabilities = np.array(model.predict_on_batch([inputs, tokens[:, : step + 1]])[:, step])
+        if banned is not None:
+            probabilities[:, banned] = -1.0
+        decoded[:, step] = np.where(finished, 0, probabilities.argmax(axis=-1))
         finished |= decoded[:, step] == end
         if finished.all():
             break
@@ -228,9 +264,16 @@ def score_decodes(
     vectorizer: layers.TextVectorization,
     target_length: int,
     samples: int,
+    decode_unknown: bool = True,
 ) -> tuple[dict[str, float], str]:
     """Corpus BLEU of greedy decodes against standardized references, and a sample table."""
-    hypotheses = greedy_decode(model, inputs, vectorizer.get_vocabulary(), target_length)
+    hypotheses = greedy_decode(
+        model,
+        inputs,
+        vectorizer.get_vocabulary(),
+        target_length,
+        decode_unknown=decode_unknown,
+    )
     references = standardized_texts(references)
     table = samples_table(sources[:samples], references[:samples], hypotheses[:samples])
     return {"bleu": corpus_bleu(hypotheses, references)}, table

@@ -32,6 +32,14 @@ SPLIT_SEED = 19950101  # fixed forever: changing it changes the test set of ever
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 ANNOTATION = re.compile(r"\{[^}]*\}|\[[^\]]*\]|<[^>]*>")  # {m}, [coll.], <Abk.>
 SENTENCE_END = (".", "!", "?")
+# Keys newer than some stored runs; a config without them (`rnnlab evaluate`, `predict`,
+# `reproduce` of such a run) means what those runs did.
+STORED_BEFORE = {
+    "source_vocabulary_size": None,
+    "embedding_dropout": 0.0,
+    "label_smoothing": 0.0,
+    "decode_unknown": True,
+}
 
 
 def read_sentence_pairs(path: Path) -> list[tuple[str, str]]:
@@ -119,13 +127,18 @@ class TranslationTask(decoding.TextGenerationTask):
         datasets.fetch_debian_package(SOURCE_PACKAGE, raw)
         datasets.prepare(self.builder, raw)
 
+    def option(self, key: str):
+        """`task.<key>` of a key in STORED_BEFORE, or what runs made before it did."""
+        return self.cfg.get(key, STORED_BEFORE[key])
+
     def load(self, batch_size: int, seed: int) -> TaskData:
         catalog = {name: name for name in SPLIT_FRACTIONS}  # ted_hrlr_translate's are ours
         splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
         splits = take_each(splits, self.cfg.max_examples)
         # Vocabularies come from the training split only: test words stay unseen.
+        # The source vocabulary costs only embedding rows, the target's a wider softmax.
         self.source_vectorizer = layers.TextVectorization(
-            max_tokens=self.cfg.vocabulary_size,
+            max_tokens=self.option("source_vocabulary_size") or self.cfg.vocabulary_size,
             standardize=decoding.standardize,
             output_sequence_length=self.cfg.source_length,
         )
@@ -160,6 +173,10 @@ class TranslationTask(decoding.TextGenerationTask):
         embedded = layers.Embedding(
             self.source_vectorizer.vocabulary_size(), self.cfg.embedding_dim, mask_zero=True
         )(source)
+        if self.option("embedding_dropout"):
+            embedded = layers.Dropout(
+                self.option("embedding_dropout"), name="source_embedding_dropout"
+            )(embedded)
         if self.cfg.attention == "none":
             memory, context = None, recurrent(embedded)
         else:
@@ -175,8 +192,13 @@ class TranslationTask(decoding.TextGenerationTask):
             memory=memory,
             attention=self.cfg.attention,
             attention_units=self.cfg.attention_units,
+            embedding_dropout=self.option("embedding_dropout"),
         )
         return keras.Model([source, tokens], probabilities, name="translation")
+
+    @property
+    def loss(self) -> Callable:
+        return decoding.smoothed_crossentropy(self.option("label_smoothing"))
 
     def input_state(self) -> dict:
         return {
@@ -203,6 +225,7 @@ class TranslationTask(decoding.TextGenerationTask):
             self.source_vectorizer(tf.constant(inputs)).numpy(),
             self.target_vectorizer.get_vocabulary(),
             self.cfg.target_length,
+            decode_unknown=self.option("decode_unknown"),
         )
 
     def predict_example(self) -> list[str]:
@@ -224,6 +247,7 @@ class TranslationTask(decoding.TextGenerationTask):
             self.target_vectorizer,
             self.cfg.target_length,
             self.cfg.samples,
+            decode_unknown=self.option("decode_unknown"),
         )
         train_targets = [target.decode() for _, target in tfds.as_numpy(self.train_pairs)]
         metrics |= decoding.best_constant_baseline(train_targets, references)
