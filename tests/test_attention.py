@@ -74,7 +74,7 @@ def test_greedy_decoding_with_attention_matches_teacher_forcing(compose, sentenc
     head.set_weights([kernel, bias])
     source = task.source_vectorizer(tf.constant(sentences)).numpy()
     length = task.cfg.target_length
-    decoded = decoding.greedy_decode(model, source, vocabulary, length)
+    decoded = decoding.decode(model, source, vocabulary, length)
     ids = {word: index for index, word in enumerate(vocabulary)}
     tokens = np.zeros((len(sentences), length), dtype=np.int64)
     tokens[:, 0] = ids[decoding.START]

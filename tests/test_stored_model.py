@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from rnnlab.evaluate import evaluate, predict
 from rnnlab.stored_model import NoStoredModelError, load_stored_model
 from rnnlab.tasks import TASK_MODULES, get_task, load_task
 from rnnlab.tasks.base import NoPredictError, Task
-from rnnlab.tasks.decoding import greedy_decode
+from rnnlab.tasks.decoding import decode
 from rnnlab.train import run
 
 SMALL = ["cell.units=8", "trainer.epochs=1"]
@@ -104,7 +106,7 @@ def test_translation_predicts_english_as_greedy_decoding_of_the_trained_model(
 
     task = same_data_task(tracking_uri, "translation")
     stored = load_stored_model(MlflowClient(tracking_uri), run_id)
-    english = greedy_decode(
+    english = decode(
         stored.keras_model,
         task.source_vectorizer(german).numpy(),
         task.target_vectorizer.get_vocabulary(),
@@ -185,3 +187,22 @@ def test_predict_and_evaluate_fail_in_one_line(compose, tracking_uri, capsys):
             cli.main([*arguments, f"tracking.uri={tracking_uri}"])
         [line] = str(exit_.value.code).splitlines()
         assert line.startswith("rnnlab: ") and message in line, line
+
+
+def test_a_sqlite_store_keeps_its_artifacts_beside_its_database(tmp_path, monkeypatch):
+    """MLflow's default artifact root is ./mlruns of the working directory: a store
+    elsewhere filed its runs' files in whatever project the command ran from."""
+    from rnnlab.tracking import use_store
+
+    working = tmp_path / "project"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    database = tmp_path / "store" / "runs.db"
+    use_store(f"sqlite:///{database}", "a/b experiment")
+    with mlflow.start_run() as run:
+        mlflow.log_text("hello", "note.txt")
+    stored = Path(MlflowClient().get_run(run.info.run_id).info.artifact_uri.removeprefix("file://"))
+    assert stored.is_relative_to(database.parent) and (stored / "note.txt").read_text() == "hello"
+    assert not (working / "mlruns").exists()
+    use_store(f"sqlite:///{database}", "a/b experiment")  # found again, not created twice
+    assert len(MlflowClient().search_experiments()) == 2  # with MLflow's Default

@@ -82,7 +82,7 @@ class ScriptedDecoder:
 
 def test_greedy_decoding_feeds_back_its_own_tokens_and_stops_at_end():
     model = ScriptedDecoder()
-    decoded = decoding.greedy_decode(model, np.zeros((2, 3)), model.vocabulary, target_length=5)
+    decoded = decoding.decode(model, np.zeros((2, 3)), model.vocabulary, target_length=5)
     assert decoded == ["a b", "a b"]
     assert len(model.fed) == 3  # every sentence ended at step 3
     assert model.fed[-1][0].tolist() == [2, 4, 5]  # the tokens so far: the decoder is causal
@@ -104,7 +104,7 @@ class UnknownFirst:
 @pytest.mark.parametrize(("decode_unknown", "expected"), [(True, "[UNK]"), (False, "a")])
 def test_greedy_decoding_can_leave_out_unknown_words(decode_unknown, expected):
     model = UnknownFirst()
-    decoded = decoding.greedy_decode(
+    decoded = decoding.decode(
         model, np.zeros((1, 3)), model.vocabulary, target_length=4, decode_unknown=decode_unknown
     )
     assert decoded == [expected]
@@ -214,3 +214,41 @@ def test_batches_by_length_pad_each_batch_to_its_longest_and_keep_every_example(
         assert tokens.shape[1] == max(sizes.numpy())  # padded to its own longest, not to 16
         assert (tokens.numpy() != 0).sum(axis=1).tolist() == sizes.numpy().tolist()
     assert min(tokens.shape[1] for tokens, _ in batched) < 6  # short ones batched together
+
+
+class TwoRoads:
+    """Stands in for a model whose likeliest first word leads nowhere: `a` (0.6) is followed
+    by `a`, `b` or `[end]` (a third each), `b` (0.4) by `[end]` (0.9). Greedy writes `a`
+    and wanders; the likeliest sentence is `b`, at 0.36 against 0.2 for `a`."""
+
+    vocabulary = ["", "[UNK]", "[start]", "[end]", "a", "b"]
+
+    def predict_on_batch(self, inputs):
+        _, tokens = inputs
+        probabilities = np.zeros((len(tokens), tokens.shape[1], len(self.vocabulary)))
+        probabilities[:, 0, [4, 5]] = [0.6, 0.4]
+        for row, prefix in enumerate(tokens):
+            for step in range(1, len(prefix)):
+                if prefix[1] == 5:
+                    probabilities[row, step, [3, 4]] = [0.9, 0.1]
+                else:
+                    probabilities[row, step, [3, 4, 5]] = [0.33, 0.34, 0.33]
+        return probabilities
+
+
+def test_beam_search_finds_the_likelier_sentence_that_greedy_decoding_misses():
+    model = TwoRoads()
+    greedy = decoding.decode(model, np.zeros((3, 2)), model.vocabulary, target_length=4)
+    beam = decoding.decode(model, np.zeros((3, 2)), model.vocabulary, 4, beam_size=3)
+    assert greedy == ["a a a a"] * 3
+    assert beam == ["b"] * 3
+
+
+def test_a_beam_on_a_certain_model_agrees_with_greedy_and_a_bad_beam_is_a_config_error(compose):
+    model = ScriptedDecoder()
+    assert decoding.decode(model, np.zeros((2, 3)), model.vocabulary, 5, beam_size=2) == [
+        "a b",
+        "a b",
+    ]
+    with pytest.raises(ConfigError, match="task.beam_size must be a whole number ≥ 1; got 0"):
+        TranslationTask(compose("task=translation", "task.beam_size=0").task, "data")

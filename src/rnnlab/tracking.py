@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -118,15 +119,31 @@ def use_store(uri: str, experiment: str) -> None:
     mlflow.set_tracking_uri(uri)
     for run_id in fail_dead_runs_once_a_beat(uri):
         print(f"rnnlab: run {run_id} was RUNNING but its process died; marked FAILED", flush=True)
-    try:
-        current = mlflow.set_experiment(experiment)
-    except MlflowException as error:  # another worker created it between look and create
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        current = mlflow.set_experiment(experiment)
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(experiment) is None:
+        try:
+            client.create_experiment(
+                experiment, artifact_location=artifacts_beside(uri, experiment)
+            )
+        except MlflowException as error:  # another worker created it between look and create
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    current = mlflow.set_experiment(experiment)
     for key, value in EXPERIMENT_KIND.items():
         if current.tags.get(key) != value:
-            mlflow.MlflowClient().set_experiment_tag(current.experiment_id, key, value)
+            client.set_experiment_tag(current.experiment_id, key, value)
+
+
+def artifacts_beside(uri: str, experiment: str) -> str | None:
+    """Where a new experiment in a SQLite store keeps its artifacts: in the database's
+    folder. MLflow's default is ./mlruns of whatever directory the process started in, so
+    a store at /tmp/x.db filed its runs' files in the project's mlruns/. Other stores keep
+    their server's default (None). Runs have folders of their own, so two names that
+    make the same folder name share it harmlessly."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
+    return str(folder / "artifacts" / re.sub(r"[^\w.-]+", "_", experiment))
 
 
 @contextlib.contextmanager

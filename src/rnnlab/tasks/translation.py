@@ -23,6 +23,7 @@ from keras import layers
 from omegaconf import DictConfig
 
 from rnnlab import datasets
+from rnnlab.config import ConfigError
 from rnnlab.tasks import decoding
 from rnnlab.tasks.base import TaskData, batched_task_data, deal, supervised_splits, take_each
 
@@ -39,6 +40,7 @@ STORED_BEFORE = {
     "embedding_dropout": 0.0,
     "label_smoothing": 0.0,
     "decode_unknown": True,
+    "beam_size": 1,
 }
 
 
@@ -121,6 +123,9 @@ class TranslationTask(decoding.TextGenerationTask):
         self.target_vectorizer: layers.TextVectorization | None = None
         self.train_pairs: tf.data.Dataset | None = None
         self.test_pairs: list[tuple[str, str]] = []
+        beam_size = self.option("beam_size")
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+            raise ConfigError(f"task.beam_size must be a whole number ≥ 1; got {beam_size}")
 
     def prepare(self) -> None:
         raw = self.root / "raw" / "translation"
@@ -219,13 +224,14 @@ class TranslationTask(decoding.TextGenerationTask):
         )
 
     def predict(self, model: keras.Model, inputs: list[str]) -> list[str]:
-        """English for each German sentence, decoded greedily as at test."""
-        return decoding.greedy_decode(
+        """English for each German sentence, decoded as at test."""
+        return decoding.decode(
             model,
             self.source_vectorizer(tf.constant(inputs)).numpy(),
             self.target_vectorizer.get_vocabulary(),
             self.cfg.target_length,
             decode_unknown=self.option("decode_unknown"),
+            beam_size=self.option("beam_size"),
         )
 
     def predict_example(self) -> list[str]:
@@ -235,7 +241,7 @@ class TranslationTask(decoding.TextGenerationTask):
         return [f"{german}  ->  {english}" for german, english in zip(inputs, answers, strict=True)]
 
     def evaluate_extra(self, model: keras.Model, data: TaskData):
-        """Corpus BLEU of greedy decodes of the whole test split beside the trivial
+        """Corpus BLEU of the decodes of the whole test split beside the trivial
         baseline's (one fixed English sentence) and the German copied, and a sample of decodes."""
         sources = [source for source, _ in self.test_pairs]
         references = [target for _, target in self.test_pairs]
@@ -248,6 +254,7 @@ class TranslationTask(decoding.TextGenerationTask):
             self.cfg.target_length,
             self.cfg.samples,
             decode_unknown=self.option("decode_unknown"),
+            beam_size=self.option("beam_size"),
         )
         train_targets = [target.decode() for _, target in tfds.as_numpy(self.train_pairs)]
         metrics |= decoding.best_constant_baseline(train_targets, references)
