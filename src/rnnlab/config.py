@@ -7,6 +7,7 @@ exists (with the allowed ones named on one line) and that values have the right 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,6 +245,19 @@ def with_experiment_task_overrides(cfg: DictConfig, given: list[str]) -> DictCon
     return cfg
 
 
+def config_files_fingerprint() -> tuple[tuple[str, int], ...]:
+    """The config files' paths and modification times: what a cached composition read."""
+    return tuple(sorted((str(path), path.stat().st_mtime_ns) for path in CONF_DIR.rglob("*.yaml")))
+
+
+@functools.lru_cache(maxsize=64)
+def composed_groups(groups: tuple[str, ...], fingerprint: tuple) -> DictConfig:
+    """compose_unresolved(groups), kept for this process while the files are unchanged
+    (`fingerprint`): a sweep file's checks, a grid and its report compose the same few sets
+    of group choices again and again. Callers copy it before changing it."""
+    return compose_unresolved(list(groups))
+
+
 def compose_many(override_lists: list[list[str]]) -> list[DictConfig]:
     """compose_config for each list, through Hydra once per distinct set of group choices.
 
@@ -253,7 +267,7 @@ def compose_many(override_lists: list[list[str]]) -> list[DictConfig]:
     Hydra applies command-line overrides (after every config file), then validated; a list
     with anything else is composed by Hydra itself.
     """
-    composed: dict[tuple[str, ...], DictConfig] = {}
+    fingerprint = config_files_fingerprint()
     configs = []
     for overrides in override_lists:
         split = split_overrides(list(overrides))
@@ -261,10 +275,7 @@ def compose_many(override_lists: list[list[str]]) -> list[DictConfig]:
             configs.append(compose_config(overrides))
             continue
         groups, values = split
-        key = tuple(groups)
-        if key not in composed:
-            composed[key] = compose_unresolved(groups)
-        cfg = copy.deepcopy(composed[key])
+        cfg = copy.deepcopy(composed_groups(tuple(groups), fingerprint))
         for override in values:
             if OmegaConf.select(cfg, override.key_or_group, default=KeyError) is KeyError:
                 cfg = compose_config(overrides)  # Hydra's own error for an unknown key

@@ -15,7 +15,14 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from rnnlab.config import CONF_DIR, PROJECT_ROOT, ConfigError, compose_config, group_choices
+from rnnlab.config import (
+    CONF_DIR,
+    PROJECT_ROOT,
+    ConfigError,
+    compose_config,
+    compose_many,
+    group_choices,
+)
 from rnnlab.search_algorithms import PRUNERS, SAMPLERS, missing_requirement
 
 # What a run logs once, after training, that a multi-objective sweep may trade against its
@@ -324,10 +331,14 @@ class SweepFileChecker:
             missing = OmegaConf.select(cfg, param.path, default=KeyError) is KeyError
             if param not in groups and missing:
                 raise self.fail(("space", param.path), f"unknown parameter path '{param.path}'")
+        checks = []
         for param in space:
             others = [f"{p.path}={sample_values(p)[0]}" for p in space if p is not param]
             for value in sample_values(param):
-                self.compose(("space", param.path), [*overrides, *others, f"{param.path}={value}"])
+                checks.append(
+                    (("space", param.path), [*overrides, *others, f"{param.path}={value}"])
+                )
+        self.compose_all(checks)
 
     def overrides(self, data: dict, extra: list[str], space: tuple[Param, ...]) -> list[str]:
         listed = data.get("overrides") or []
@@ -340,6 +351,17 @@ class SweepFileChecker:
             return without_searched([*listed, *extra], space)
         except ConfigError as error:
             raise self.fail(("overrides",), str(error)) from None
+
+    def compose_all(self, checks: list[tuple[tuple[str, ...], list[str]]]) -> None:
+        """Compose every (where, overrides) check: through Hydra once per set of group
+        choices (`compose_many`: 0.3 s a file, not 2 s), and one by one only if one fails,
+        to name the line of the first that does."""
+        try:
+            compose_many([overrides for _, overrides in checks])
+        except Exception:
+            for where, overrides in checks:
+                self.compose(where, overrides)
+            raise
 
     def compose(self, where: tuple[str, ...], overrides: list[str]):
         try:
