@@ -108,3 +108,22 @@ def test_cli_unknown_command_names_the_commands():
     assert result.returncode == 1
     commands = "train, prepare, sweep, paper, report, reproduce, evaluate, predict, native, info"
     assert result.stderr.strip() == f"rnnlab: unknown command 'trian'; choose one of: {commands}"
+
+
+def test_compose_many_matches_hydra_and_notices_a_changed_config_file(tmp_path, monkeypatch):
+    """compose_many keeps composed group choices for the process; an edited file (a new
+    `*_best.yaml` from a sweep, a changed default) must be read again."""
+    import shutil
+
+    from rnnlab import config
+
+    conf = tmp_path / "conf"
+    shutil.copytree(config.CONF_DIR, conf)
+    monkeypatch.setattr(config, "CONF_DIR", conf)
+    given = [["task=adding", "seed=3"], ["task=adding", "task.length=7"], ["cell=lstm"]]
+    for many, single in zip(config.compose_many(given), map(compose_config, given), strict=True):
+        assert many == single
+    adding = conf / "task" / "adding.yaml"
+    adding.write_text(adding.read_text().replace("length: 100 ", "length: 123 ", 1))
+    [cfg] = config.compose_many([["task=adding", "seed=4"]])
+    assert cfg.task.length == 123
