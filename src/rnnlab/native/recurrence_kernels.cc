@@ -466,7 +466,7 @@ inline Packet Constant(float value) { return packet::pset1<Packet>(value); }
 // Cody and Waite's two-part ln 2, and e^r a degree-5 polynomial fitted for least relative
 // error (for e^-x it is taken at -r, odd terms negated, so no negation is spent). Within 2.2
 // ulp of e^y over the range, measured against double precision on a dense grid: enough for
-// gates, at 10 instructions (Eigen's pexp, which also handles the range's ends, takes 20).
+// gates, at 11 vector instructions, against 16 for the degree-6 version before it.
 template <bool kNegated = false>
 inline Packet ExpInRange(const Packet& x) {
   constexpr float kSign = kNegated ? -1.0f : 1.0f;
