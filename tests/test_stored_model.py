@@ -116,6 +116,32 @@ def test_translation_predicts_english_as_greedy_decoding_of_the_trained_model(
 
 
 @pytest.mark.slow
+def test_a_subword_translation_is_rescored_and_predicts_words_from_its_stored_pieces(
+    compose, tracking_uri
+):
+    subwords = ["task.tokens=subwords", "task.vocabulary_size=300", "task.target_length=12"]
+    run_id = trained_run(compose, "task=translation", "task.samples=3", *subwords)
+    for name, before, after in evaluate(run_id, tracking_uri):
+        assert after == pytest.approx(before, rel=1e-5, abs=1e-6), name
+
+    german = ["Ich habe keine Zeit.", "Das ist gut."]
+    lines = predict(run_id, tracking_uri, german)
+    cfg = compose("task=translation", *subwords)
+    task = load_task(cfg.task, cfg.data_dir, cfg.trainer.batch_size, cfg.seed)[0]
+    stored = load_stored_model(MlflowClient(tracking_uri), run_id)
+    pieces = decode(
+        stored.keras_model,
+        task.source_ids(german),
+        task.target_vectorizer.get_vocabulary(),
+        task.cfg.target_length,
+        decode_unknown=False,
+    )
+    english = [task.target_codec.join(decoded) for decoded in pieces]
+    assert lines == [f"{g}  ->  {e}" for g, e in zip(german, english, strict=True)]
+    assert not any("▁" in line for line in lines)
+
+
+@pytest.mark.slow
 def test_forecasting_predicts_the_next_value_from_a_csv_file(task_run, tracking_uri, tmp_path):
     run_id = task_run("forecasting")
     task = same_data_task(tracking_uri, "forecasting")

@@ -12,10 +12,12 @@ from rnnlab.config import ConfigError
 from rnnlab.datasets import data_root
 from rnnlab.tasks import decoding
 from rnnlab.tasks.base import batches
+from rnnlab.tasks.subwords import SubwordCodec
 from rnnlab.tasks.translation import (
     DICTIONARY,
     STORED_BEFORE,
     TranslationTask,
+    read_phrase_pairs,
     read_sentence_pairs,
 )
 from rnnlab.train import build_model
@@ -55,6 +57,76 @@ def test_a_file_without_sentences_is_an_error(tmp_path):
     words.write_text("Haus {n} :: house\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no sentence pairs"):
         read_sentence_pairs(words)
+
+
+def test_phrases_are_long_enough_word_groups_from_lines_without_a_held_out_sentence(tmp_path):
+    dictionary = tmp_path / "de-en"
+    dictionary.write_text(
+        "# header\n"
+        "in den Alpen {pl} :: in the Alps\n"
+        "bekehren | jdn. zu etw. bekehren | Sie bekehrt ihn. :: to convert | to convert "
+        "sb. to sth. | She converts him.\n"
+        "Haus {n}; Gebäude {n} | ein großes Haus :: house; building | a big house\n"
+        "Geh! | geh weg von hier :: Go! | go away from here\n"
+        "in den Alpen :: in the Alps\n",
+        encoding="utf-8",
+    )
+    held_out = {("Sie bekehrt ihn.", "She converts him.")}
+    assert read_phrase_pairs(dictionary, held_out, min_words=2) == [
+        ("in den Alpen", "in the Alps"),  # once, though the file has it twice
+        ("ein großes Haus", "a big house"),
+        ("geh weg von hier", "go away from here"),  # "Geh! :: Go!" is a sentence, not a phrase
+    ]
+    assert read_phrase_pairs(dictionary, held_out, min_words=4) == [
+        ("geh weg von hier", "go away from here")
+    ]
+    assert read_phrase_pairs(dictionary, set(), min_words=3)[1] == (
+        "jdn. zu etw. bekehren",
+        "to convert sb. to sth.",
+    )
+
+
+def test_phrases_join_the_training_split_only_and_keep_the_baseline_on_sentences(compose):
+    cfg = compose("task=translation", "task.max_examples=64", "task.dictionary_phrases=5")
+    task = TranslationTask(cfg.task, "data")
+    data = task.load(batch_size=32, seed=0)
+    assert data.train_size > 1_000  # 64 sentences and the phrases of 5 words or more
+    assert sum(1 for _ in task.train_pairs) == 64  # the fixed-answer baseline's candidates
+    assert sum(1 for _ in data.validation.unbatch()) == 64
+    assert data.data_hash.endswith("+phrases5")
+    task.cfg.source = "tfds:ted_hrlr_translate/pt_to_en"
+    with pytest.raises(ConfigError, match="dictionary_phrases needs task.source=embedded"):
+        task._with_phrases(task.train_pairs, task.train_pairs, seed=0)
+
+
+def test_subwords_spell_unseen_words_from_pieces_and_join_back_to_the_text(pairs):
+    english = decoding.standardized_texts([en for _, en in pairs[:2000]])
+    codec = SubwordCodec.learn(english, vocabulary_size=500)
+    assert len({piece for text in codec.segment(english) for piece in text.split()}) <= 500
+    unseen = "the unconvertible houses ' roofs were repainted ."
+    assert not any(unseen.split()[1] in text.split() for text in english)
+    [segmented] = codec.segment([unseen])
+    assert len(segmented.split()) > len(unseen.split())  # the rare words come in pieces
+    assert codec.join(segmented) == unseen
+    assert [codec.join(text) for text in codec.segment(english[:50])] == english[:50]
+    restored = SubwordCodec.from_state(codec.to_state())
+    assert restored.segment(english[:50]) == codec.segment(english[:50])
+    assert SubwordCodec.learn(english, 500).model_proto == codec.model_proto  # deterministic
+
+
+def test_subword_translation_reads_every_split_as_pieces_learnt_on_training(compose):
+    cfg = compose("task=translation", "task.tokens=subwords", "task.vocabulary_size=300")
+    task = TranslationTask(cfg.task, "data")
+    data = task.load(batch_size=32, seed=0)
+    assert task.target_vectorizer.vocabulary_size() <= 300 + 4  # pad, [UNK], [start], [end]
+    (source, decoder_tokens), next_tokens = next(iter(data.test))
+    unknown = 1
+    # 300 pieces of 256 sentences still spell every word of a test sentence they cover.
+    assert np.mean(source.numpy() == unknown) < 0.01
+    assert np.mean(next_tokens.numpy() == unknown) < 0.01
+    assert task.test_pairs[0][1][0].isupper()  # scored against the text, not its pieces
+    with pytest.raises(ConfigError, match="task.tokens must be one of words, subwords"):
+        TranslationTask(compose("task=translation", "task.tokens=letters").task, "data")
 
 
 def test_standardize_lowercases_and_splits_punctuation_but_keeps_markers():

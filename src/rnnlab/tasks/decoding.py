@@ -28,9 +28,14 @@ def standardize(text: tf.Tensor) -> tf.Tensor:
 
 
 def target_vectorizer(
-    texts: tf.data.Dataset, vocabulary_size: int, length: int
+    texts: tf.data.Dataset,
+    vocabulary_size: int | None,
+    length: int,
+    standardize: Callable | None = standardize,
 ) -> layers.TextVectorization:
-    """Token ids of `[start] text [end]`, `length + 1` long: decoder input and target overlap."""
+    """Token ids of `[start] text [end]`, `length + 1` long: decoder input and target overlap.
+
+    `standardize=None` takes the text's space-separated tokens as they are (subwords)."""
     vectorizer = layers.TextVectorization(
         max_tokens=vocabulary_size, standardize=standardize, output_sequence_length=length + 1
     )
@@ -320,8 +325,11 @@ def score_decodes(
     samples: int,
     decode_unknown: bool = True,
     beam_size: int = 1,
+    join: Callable[[str], str] | None = None,
 ) -> tuple[dict[str, float], str]:
-    """Corpus BLEU of greedy decodes against standardized references, and a sample table."""
+    """Corpus BLEU of greedy decodes against standardized references, and a sample table.
+
+    `join` turns a decode's tokens into words first (subwords: `SubwordCodec.join`)."""
     hypotheses = decode(
         model,
         inputs,
@@ -330,6 +338,8 @@ def score_decodes(
         decode_unknown=decode_unknown,
         beam_size=beam_size,
     )
+    if join is not None:
+        hypotheses = [join(hypothesis) for hypothesis in hypotheses]
     references = standardized_texts(references)
     table = samples_table(sources[:samples], references[:samples], hypotheses[:samples])
     return {"bleu": corpus_bleu(hypotheses, references)}, table

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from keras import layers
@@ -26,6 +27,7 @@ from rnnlab import datasets
 from rnnlab.config import ConfigError
 from rnnlab.tasks import decoding
 from rnnlab.tasks.base import TaskData, batched_task_data, deal, supervised_splits, take_each
+from rnnlab.tasks.subwords import SubwordCodec
 
 SOURCE_PACKAGE = "trans-de-en"
 DICTIONARY = "usr/share/trans/de-en"
@@ -41,16 +43,49 @@ STORED_BEFORE = {
     "label_smoothing": 0.0,
     "decode_unknown": True,
     "beam_size": 1,
+    "dictionary_phrases": 0,
+    "tokens": "words",
 }
+TOKENS = ("words", "subwords")
 
 
 def read_sentence_pairs(path: Path) -> list[tuple[str, str]]:
-    """Example sentences of `DE :: EN` entries, in file order, without duplicates.
+    """Example sentences of `DE :: EN` entries, in file order, without duplicates: the
+    first synonym of both sides of an aligned sub-entry, when both end a sentence."""
+    pairs: dict[tuple[str, str], None] = {}
+    for line_pairs in aligned_entries(path):
+        for pair in line_pairs:
+            if is_sentence(pair):
+                pairs[pair] = None
+    if not pairs:
+        raise ValueError(f"{path}: no sentence pairs in the file")
+    return list(pairs)
+
+
+def read_phrase_pairs(
+    path: Path, held_out: set[tuple[str, str]], min_words: int
+) -> list[tuple[str, str]]:
+    """The dictionary's word-group entries ("in den Alpen :: in the Alps") of at least
+    `min_words` words on both sides, for extra training pairs, without duplicates.
+
+    Lines that hold a held-out sentence pair give nothing: their entries were written
+    around that sentence, so they could teach a test sentence's rare words."""
+    pairs: dict[tuple[str, str], None] = {}
+    for line_pairs in aligned_entries(path):
+        if any(pair in held_out for pair in line_pairs):
+            continue
+        for pair in line_pairs:
+            long_enough = all(len(side.split()) >= min_words for side in pair)
+            if long_enough and not is_sentence(pair):
+                pairs[pair] = None
+    return list(pairs)
+
+
+def aligned_entries(path: Path) -> Iterator[list[tuple[str, str]]]:
+    """Per `DE :: EN` line, its aligned sub-entries as (German, English) first synonyms.
 
     Each side splits on ` | ` into aligned sub-entries and each of those on `; ` into
-    synonyms; a pair is the first synonym of both sides when both end a sentence.
-    """
-    pairs: dict[tuple[str, str], None] = {}
+    synonyms."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             line = line.rstrip("\n")
@@ -63,13 +98,14 @@ def read_sentence_pairs(path: Path) -> list[tuple[str, str]]:
                     f"{path}:{number}: expected 'DE | ... :: EN | ...' with as many "
                     f"sub-entries on each side, got {line[:60]!r}"
                 )
-            for german_part, english_part in zip(german_parts, english_parts, strict=True):
-                pair = (first_synonym(german_part), first_synonym(english_part))
-                if all(side.endswith(SENTENCE_END) for side in pair):
-                    pairs[pair] = None
-    if not pairs:
-        raise ValueError(f"{path}: no sentence pairs in the file")
-    return list(pairs)
+            yield [
+                (first_synonym(german_part), first_synonym(english_part))
+                for german_part, english_part in zip(german_parts, english_parts, strict=True)
+            ]
+
+
+def is_sentence(pair: tuple[str, str]) -> bool:
+    return all(side.endswith(SENTENCE_END) for side in pair)
 
 
 def first_synonym(entry: str) -> str:
@@ -106,6 +142,10 @@ class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
             yield int(index), {"de": german, "en": english}
 
 
+def decoded_pairs(split: tf.data.Dataset) -> list[tuple[str, str]]:
+    return [(german.decode(), english.decode()) for german, english in tfds.as_numpy(split)]
+
+
 def longer_side(inputs, _next_tokens) -> tf.Tensor:
     """A pair's length for batching by length: its longer side, in tokens."""
     source, decoder_tokens = inputs
@@ -123,6 +163,12 @@ class TranslationTask(decoding.TextGenerationTask):
         self.target_vectorizer: layers.TextVectorization | None = None
         self.train_pairs: tf.data.Dataset | None = None
         self.test_pairs: list[tuple[str, str]] = []
+        self.source_codec: SubwordCodec | None = None  # with task.tokens=subwords
+        self.target_codec: SubwordCodec | None = None
+        if self.option("tokens") not in TOKENS:
+            raise ConfigError(
+                f"task.tokens must be one of {', '.join(TOKENS)}; got {self.option('tokens')!r}"
+            )
         beam_size = self.option("beam_size")
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ConfigError(f"task.beam_size must be a whole number ≥ 1; got {beam_size}")
@@ -139,29 +185,93 @@ class TranslationTask(decoding.TextGenerationTask):
     def load(self, batch_size: int, seed: int) -> TaskData:
         catalog = {name: name for name in SPLIT_FRACTIONS}  # ted_hrlr_translate's are ours
         splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
+        held_out = splits["validation"].concatenate(splits["test"])
         splits = take_each(splits, self.cfg.max_examples)
+        self.train_pairs = splits["train"]  # the trivial baseline's candidates
+        if self.option("dictionary_phrases"):
+            splits["train"] = self._with_phrases(splits["train"], held_out, seed)
+            data_hash += f"+phrases{self.option('dictionary_phrases')}"
+        self.test_pairs = decoded_pairs(splits["test"])  # scored as text, never as pieces
+        if self.option("tokens") == "subwords":
+            splits = self._segmented(splits)
         # Vocabularies come from the training split only: test words stay unseen.
         # The source vocabulary costs only embedding rows, the target's a wider softmax.
+        # Subwords: the pieces' own vocabularies, learnt to those sizes, are taken whole.
         self.source_vectorizer = layers.TextVectorization(
-            max_tokens=self.option("source_vocabulary_size") or self.cfg.vocabulary_size,
-            standardize=decoding.standardize,
+            max_tokens=None if self.source_codec else self.source_vocabulary_size,
+            standardize=self.standardize,
             output_sequence_length=self.cfg.source_length,
         )
         self.source_vectorizer.adapt(splits["train"].map(lambda source, _: source).batch(1024))
         self.target_vectorizer = decoding.target_vectorizer(
             splits["train"].map(lambda _, target: target),
-            self.cfg.vocabulary_size,
+            None if self.target_codec else self.cfg.vocabulary_size,
             self.cfg.target_length,
+            standardize=self.standardize,
         )
-        self.train_pairs = splits["train"]  # the trivial baseline's candidates
-        self.test_pairs = [
-            (source.decode(), target.decode()) for source, target in tfds.as_numpy(splits["test"])
-        ]
         vectorized = {
             name: split.map(self._vectorize, num_parallel_calls=tf.data.AUTOTUNE)
             for name, split in splits.items()
         }
         return batched_task_data(vectorized, batch_size, seed, data_hash, longer_side)
+
+    def _with_phrases(
+        self, sentences: tf.data.Dataset, held_out: tf.data.Dataset, seed: int
+    ) -> tf.data.Dataset:
+        """The training sentences and the dictionary's word groups, shuffled together once:
+        the batches' shuffle buffer is smaller than both, so appended phrases would
+        otherwise fill the end of every epoch."""
+        if self.cfg.source != "embedded":
+            raise ConfigError("task.dictionary_phrases needs task.source=embedded (Ding)")
+        path = self.root / "raw" / "translation" / DICTIONARY
+        held = set(decoded_pairs(held_out))
+        pairs = decoded_pairs(sentences) + read_phrase_pairs(
+            path, held, self.option("dictionary_phrases")
+        )
+        order = np.random.default_rng(seed).permutation(len(pairs))
+        german, english = zip(*(pairs[index] for index in order), strict=True)
+        return tf.data.Dataset.from_tensor_slices((list(german), list(english)))
+
+    @property
+    def source_vocabulary_size(self) -> int:
+        return self.option("source_vocabulary_size") or self.cfg.vocabulary_size
+
+    @property
+    def standardize(self) -> Callable | None:
+        """Words are standardized by the vectorizers; pieces were, before segmenting."""
+        return None if self.source_codec else decoding.standardize
+
+    def _segmented(self, splits: dict[str, tf.data.Dataset]) -> dict[str, tf.data.Dataset]:
+        """Every split as standardized pieces, of codecs learnt on the training split."""
+        texts = {
+            name: tuple(map(list, zip(*decoded_pairs(split), strict=True)))
+            for name, split in splits.items()
+        }
+        german, english = texts["train"]
+        self.source_codec = SubwordCodec.learn(
+            decoding.standardized_texts(german), self.source_vocabulary_size
+        )
+        self.target_codec = SubwordCodec.learn(
+            decoding.standardized_texts(english), self.cfg.vocabulary_size
+        )
+        return {
+            name: tf.data.Dataset.from_tensor_slices(
+                (
+                    self.segmented_sources(german),
+                    self.target_codec.segment(decoding.standardized_texts(english)),
+                )
+            )
+            for name, (german, english) in texts.items()
+        }
+
+    def segmented_sources(self, texts: list[str]) -> list[str]:
+        return self.source_codec.segment(decoding.standardized_texts(texts))
+
+    def source_ids(self, texts: list[str]) -> np.ndarray:
+        """Token ids of German sentences, as the encoder reads them."""
+        if self.source_codec:
+            texts = self.segmented_sources(texts)
+        return self.source_vectorizer(tf.constant(texts)).numpy()
 
     def _vectorize(self, source: tf.Tensor, target: tf.Tensor):
         decoder_tokens, next_tokens = decoding.teacher_forcing(self.target_vectorizer, target)
@@ -206,33 +316,46 @@ class TranslationTask(decoding.TextGenerationTask):
         return decoding.smoothed_crossentropy(self.option("label_smoothing"))
 
     def input_state(self) -> dict:
-        return {
+        state = {
             "source_vocabulary": self.source_vectorizer.get_vocabulary(),
             "target_vocabulary": self.target_vectorizer.get_vocabulary(),
         }
+        if self.source_codec:
+            state["source_subwords"] = self.source_codec.to_state()
+            state["target_subwords"] = self.target_codec.to_state()
+        return state
 
     def restore_inputs(self, state: dict) -> None:
+        if "source_subwords" in state:
+            self.source_codec = SubwordCodec.from_state(state["source_subwords"])
+            self.target_codec = SubwordCodec.from_state(state["target_subwords"])
         self.source_vectorizer = layers.TextVectorization(
             vocabulary=state["source_vocabulary"],
-            standardize=decoding.standardize,
+            standardize=self.standardize,
             output_sequence_length=self.cfg.source_length,
         )
         self.target_vectorizer = layers.TextVectorization(
             vocabulary=state["target_vocabulary"],
-            standardize=decoding.standardize,
+            standardize=self.standardize,
             output_sequence_length=self.cfg.target_length + 1,
         )
 
+    @property
+    def join(self) -> Callable[[str], str] | None:
+        """What turns a decode's tokens into words: pieces are joined, words stay."""
+        return self.target_codec.join if self.target_codec else None
+
     def predict(self, model: keras.Model, inputs: list[str]) -> list[str]:
         """English for each German sentence, decoded as at test."""
-        return decoding.decode(
+        decodes = decoding.decode(
             model,
-            self.source_vectorizer(tf.constant(inputs)).numpy(),
+            self.source_ids(inputs),
             self.target_vectorizer.get_vocabulary(),
             self.cfg.target_length,
             decode_unknown=self.option("decode_unknown"),
             beam_size=self.option("beam_size"),
         )
+        return [self.join(decode) for decode in decodes] if self.join else decodes
 
     def predict_example(self) -> list[str]:
         return ["Ich habe keine Zeit.", "Das Wetter ist heute schön."]
@@ -247,7 +370,7 @@ class TranslationTask(decoding.TextGenerationTask):
         references = [target for _, target in self.test_pairs]
         metrics, table = decoding.score_decodes(
             model,
-            self.source_vectorizer(tf.constant(sources)).numpy(),
+            self.source_ids(sources),
             sources,
             references,
             self.target_vectorizer,
@@ -255,6 +378,7 @@ class TranslationTask(decoding.TextGenerationTask):
             self.cfg.samples,
             decode_unknown=self.option("decode_unknown"),
             beam_size=self.option("beam_size"),
+            join=self.join,
         )
         train_targets = [target.decode() for _, target in tfds.as_numpy(self.train_pairs)]
         metrics |= decoding.best_constant_baseline(train_targets, references)
