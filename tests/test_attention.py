@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from rnnlab.config import ConfigError
-from rnnlab.tasks import decoding, get_task
+from rnnlab.tasks import decoding, get_task, unknown_words
 from rnnlab.train import build_model
 
 TINY = ["task=translation", "cell.units=8", "task.embedding_dim=8", "task.attention_units=8"]
@@ -32,7 +32,7 @@ def translation_model(compose, *overrides: str, seed: int = 0):
 
 @pytest.mark.parametrize("kind", ["dot", "additive"])
 def test_attention_adds_its_layers_to_the_single_context_model(compose, kind):
-    _, plain = translation_model(compose, "task.attention=none")
+    _, plain = translation_model(compose, "task.attention=none", "task.translate_unknown=false")
     _, attentive = translation_model(compose, f"task.attention={kind}")
     names = {layer.name for layer in attentive.layers}
     assert {"attention", "attention_keys", "attentional_state"} <= names
@@ -114,3 +114,29 @@ def test_every_cell_trains_with_attention(compose, bucketed_pairs, cell):
     assert np.isfinite(history.history["loss"][0])
     [decoded] = task.predict(model, ["Ich habe keine Zeit."])
     assert isinstance(decoded, str)
+
+
+@pytest.mark.parametrize("kind", ["dot", "additive"])
+def test_unknown_words_are_aligned_by_the_attention_layers_own_scores(compose, sentences, kind):
+    """The source position each decoded word attended to most, recomputed from the layer's
+    query and keys, is the argmax of the scores Keras's own layer returns."""
+    task, model = translation_model(compose, f"task.attention={kind}", seed=1)
+    vocabulary = task.target_vectorizer.get_vocabulary()
+    source = task.source_vectorizer(tf.constant(sentences)).numpy()
+    decodes = ["i have no [UNK] .", "[UNK]", "the [UNK] is [UNK] today !"]
+    positions = unknown_words.attended_positions(model, source, decodes, vocabulary)
+
+    layer = model.get_layer("attention")
+    query, value, keys = layer.input
+    inputs = keras.Model(model.inputs, [query, value, keys])
+    ids = {word: index for index, word in enumerate(vocabulary)}
+    for row, decode in enumerate(decodes):
+        words = [decoding.START, *decode.split()]
+        tokens = np.array([[ids.get(word, ids[decoding.UNKNOWN]) for word in words]])
+        q, v, k = inputs.predict_on_batch([source[row : row + 1], tokens])
+        _, scores = layer(
+            [q, v, k], mask=[None, source[row : row + 1] != 0], return_attention_scores=True
+        )
+        expected = np.asarray(scores)[0].argmax(axis=-1)[: len(words) - 1]
+        assert positions[row] == list(expected)
+        assert max(positions[row]) < (source[row] != 0).sum()  # never a padded position

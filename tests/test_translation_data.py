@@ -10,13 +10,14 @@ from omegaconf import OmegaConf
 
 from rnnlab.config import ConfigError
 from rnnlab.datasets import data_root
-from rnnlab.tasks import decoding
+from rnnlab.tasks import decoding, unknown_words
 from rnnlab.tasks.base import batches
 from rnnlab.tasks.subwords import SubwordCodec
 from rnnlab.tasks.translation import (
     DICTIONARY,
     STORED_BEFORE,
     TranslationTask,
+    read_lexicon,
     read_phrase_pairs,
     read_sentence_pairs,
 )
@@ -86,6 +87,59 @@ def test_phrases_are_long_enough_word_groups_from_lines_without_a_held_out_sente
     )
 
 
+def test_the_lexicon_takes_one_word_entries_outside_held_out_lines(tmp_path):
+    dictionary = tmp_path / "de-en"
+    dictionary.write_text(
+        "bekehren | Sie bekehrt ihn. :: to convert | She converts him.\n"
+        "Denkungsart {f} :: way of thinking\n"
+        "Haus {n}; Gebäude {n} | Häuser {pl} :: house; building | houses\n"
+        "Haus {n} :: home\n"
+        "Haus {n} :: house\n"
+        "E-Mail {f} :: e-mail\n"
+        "ein großes Haus :: a big house\n",
+        encoding="utf-8",
+    )
+    held_out = {("Sie bekehrt ihn.", "She converts him.")}
+    assert read_lexicon(dictionary, held_out) == {
+        "denkungsart": "way of thinking",
+        "haus": "house",  # twice against once for "home"
+        "häuser": "houses",
+        # "e-mail" standardizes to three tokens: no source word to attend to
+    }
+    assert read_lexicon(dictionary, set())["bekehren"] == "convert"  # "to " dropped
+
+
+def test_unknown_words_take_the_attended_words_translation_or_are_left_out():
+    decodes = ["she tries to [UNK] me to her [UNK] .", "[UNK] !", "no unknown here"]
+    positions = [[0, 1, 4, 8, 3, 4, 5, 6, 9], [1, 2], [0, 1, 2]]
+    words = [
+        ["sie", "versucht", ",", "mich", "zu", "ihrer", "denkungsart", "zu", "bekehren", "."],
+        ["schieß", "los", "!"],
+        ["x"],
+    ]
+    lexicon = {"denkungsart": "way of thinking", "bekehren": "convert", "schieß": "shoot"}
+    assert unknown_words.replace_unknown(decodes, positions, words, lexicon, False) == [
+        "she tries to convert me to her way of thinking .",
+        "!",  # "los" has no entry
+        "no unknown here",
+    ]
+    kept = unknown_words.replace_unknown(decodes, positions, words, lexicon, True)
+    assert kept[1] == "[UNK] !"
+
+
+@pytest.mark.parametrize(
+    ("override", "need"),
+    [
+        ("task.attention=none", "task.attention=additive or dot"),
+        ("task.source=tfds:ted_hrlr_translate/pt_to_en", "task.source=embedded"),
+        ("task.tokens=subwords", "task.tokens=words"),
+    ],
+)
+def test_translating_unknown_words_needs_attention_ding_and_words(compose, override, need):
+    with pytest.raises(ConfigError, match=f"translate_unknown needs {need}.*=false"):
+        TranslationTask(compose("task=translation", override).task, "data")
+
+
 def test_phrases_join_the_training_split_only_and_keep_the_baseline_on_sentences(compose):
     cfg = compose("task=translation", "task.max_examples=64", "task.dictionary_phrases=5")
     task = TranslationTask(cfg.task, "data")
@@ -115,7 +169,13 @@ def test_subwords_spell_unseen_words_from_pieces_and_join_back_to_the_text(pairs
 
 
 def test_subword_translation_reads_every_split_as_pieces_learnt_on_training(compose):
-    cfg = compose("task=translation", "task.tokens=subwords", "task.vocabulary_size=300")
+    cfg = compose(
+        "task=translation",
+        "task.tokens=subwords",
+        "task.vocabulary_size=300",
+        "task.source_vocabulary_size=null",  # 300 German pieces too
+        "task.translate_unknown=false",
+    )
     task = TranslationTask(cfg.task, "data")
     data = task.load(batch_size=32, seed=0)
     assert task.target_vectorizer.vocabulary_size() <= 300 + 4  # pad, [UNK], [start], [end]

@@ -273,14 +273,13 @@ class CaptioningTask(decoding.TextGenerationTask):
         """Corpus BLEU of greedy captions of the whole test split beside the trivial
         baseline's (one fixed caption, the best of the frequent training ones), and a sample."""
         references = [caption for _, caption, _ in self.test_examples]
-        metrics, table = decoding.score_decodes(
+        hypotheses = decoding.decode(
             model,
             np.stack([features for features, _, _ in self.test_examples]),
-            [f"emoji {code_points}" for _, _, code_points in self.test_examples],
-            references,
-            self.vectorizer,
+            self.vectorizer.get_vocabulary(),
             self.cfg.target_length,
-            self.cfg.samples,
         )
+        names = [f"emoji {code_points}" for _, _, code_points in self.test_examples]
+        metrics, table = decoding.score_decodes(hypotheses, names, references, self.cfg.samples)
         metrics |= decoding.best_constant_baseline(self.train_captions, references)
         return metrics, {"test_captions.txt": table}

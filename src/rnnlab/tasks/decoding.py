@@ -316,30 +316,10 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
 
 
 def score_decodes(
-    model: keras.Model,
-    inputs: np.ndarray,
-    sources: list[str],
-    references: list[str],
-    vectorizer: layers.TextVectorization,
-    target_length: int,
-    samples: int,
-    decode_unknown: bool = True,
-    beam_size: int = 1,
-    join: Callable[[str], str] | None = None,
+    hypotheses: list[str], sources: list[str], references: list[str], samples: int
 ) -> tuple[dict[str, float], str]:
-    """Corpus BLEU of greedy decodes against standardized references, and a sample table.
-
-    `join` turns a decode's tokens into words first (subwords: `SubwordCodec.join`)."""
-    hypotheses = decode(
-        model,
-        inputs,
-        vectorizer.get_vocabulary(),
-        target_length,
-        decode_unknown=decode_unknown,
-        beam_size=beam_size,
-    )
-    if join is not None:
-        hypotheses = [join(hypothesis) for hypothesis in hypotheses]
+    """Corpus BLEU of decodes against standardized references, and a table of the first
+    `samples`."""
     references = standardized_texts(references)
     table = samples_table(sources[:samples], references[:samples], hypotheses[:samples])
     return {"bleu": corpus_bleu(hypotheses, references)}, table

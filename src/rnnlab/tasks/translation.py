@@ -12,6 +12,7 @@ decoding at test, scored with token accuracy and sacrebleu's corpus BLEU.
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.config import ConfigError
-from rnnlab.tasks import decoding
+from rnnlab.tasks import decoding, unknown_words
 from rnnlab.tasks.base import TaskData, batched_task_data, deal, supervised_splits, take_each
 from rnnlab.tasks.subwords import SubwordCodec
 
@@ -35,6 +36,7 @@ SPLIT_SEED = 19950101  # fixed forever: changing it changes the test set of ever
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 ANNOTATION = re.compile(r"\{[^}]*\}|\[[^\]]*\]|<[^>]*>")  # {m}, [coll.], <Abk.>
 SENTENCE_END = (".", "!", "?")
+ONE_WORD = re.compile(r"\w+")  # a German entry that standardizes to a single token
 # Keys newer than some stored runs; a config without them (`rnnlab evaluate`, `predict`,
 # `reproduce` of such a run) means what those runs did.
 STORED_BEFORE = {
@@ -45,6 +47,7 @@ STORED_BEFORE = {
     "beam_size": 1,
     "dictionary_phrases": 0,
     "tokens": "words",
+    "translate_unknown": False,
 }
 TOKENS = ("words", "subwords")
 
@@ -79,6 +82,30 @@ def read_phrase_pairs(
             if long_enough and not is_sentence(pair):
                 pairs[pair] = None
     return list(pairs)
+
+
+def read_lexicon(path: Path, held_out: set[tuple[str, str]]) -> dict[str, str]:
+    """German word -> its most frequent English translation among the dictionary's
+    one-word German entries ("Denkungsart :: way of thinking"; "to " dropped from verbs),
+    both standardized as the decoder's words are.
+
+    As for phrases, lines that hold a held-out sentence pair give nothing."""
+    translations: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for line_pairs in aligned_entries(path):
+        if any(pair in held_out for pair in line_pairs):
+            continue
+        for german, english in line_pairs:
+            if len(german.split()) == 1 and english and not is_sentence((german, english)):
+                translations[german.lower()][english.removeprefix("to ")] += 1
+    germans = list(translations)
+    englishes = decoding.standardized_texts(
+        [translations[german].most_common(1)[0][0] for german in germans]
+    )
+    return {
+        german: english
+        for german, english in zip(germans, englishes, strict=True)
+        if ONE_WORD.fullmatch(german) and english
+    }
 
 
 def aligned_entries(path: Path) -> Iterator[list[tuple[str, str]]]:
@@ -169,6 +196,17 @@ class TranslationTask(decoding.TextGenerationTask):
             raise ConfigError(
                 f"task.tokens must be one of {', '.join(TOKENS)}; got {self.option('tokens')!r}"
             )
+        self.lexicon: dict[str, str] | None = None  # with task.translate_unknown, on first use
+        if self.option("translate_unknown"):
+            needs = {
+                "task.attention=additive or dot": cfg.attention == "none",
+                "task.source=embedded (Ding)": cfg.source != "embedded",
+                "task.tokens=words": self.option("tokens") != "words",
+            }
+            for need in (need for need, missing in needs.items() if missing):
+                raise ConfigError(
+                    f"task.translate_unknown needs {need}; or set task.translate_unknown=false"
+                )
         beam_size = self.option("beam_size")
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ConfigError(f"task.beam_size must be a whole number ≥ 1; got {beam_size}")
@@ -347,15 +385,36 @@ class TranslationTask(decoding.TextGenerationTask):
 
     def predict(self, model: keras.Model, inputs: list[str]) -> list[str]:
         """English for each German sentence, decoded as at test."""
+        source_ids = self.source_ids(inputs)
         decodes = decoding.decode(
             model,
-            self.source_ids(inputs),
+            source_ids,
             self.target_vectorizer.get_vocabulary(),
             self.cfg.target_length,
-            decode_unknown=self.option("decode_unknown"),
+            # [UNK] is written first when the dictionary is to translate it
+            decode_unknown=self.option("decode_unknown") or self.option("translate_unknown"),
             beam_size=self.option("beam_size"),
         )
+        if self.option("translate_unknown"):
+            decodes = unknown_words.translate_unknown(
+                model,
+                source_ids,
+                decodes,
+                self.target_vectorizer.get_vocabulary(),
+                [words.split() for words in decoding.standardized_texts(inputs)],
+                self.dictionary_lexicon(),
+                keep_unknown=self.option("decode_unknown"),
+            )
         return [self.join(decode) for decode in decodes] if self.join else decodes
+
+    def dictionary_lexicon(self) -> dict[str, str]:
+        """`read_lexicon` of the Ding file, without the lines of held-out sentences."""
+        if self.lexicon is None:
+            catalog = {name: name for name in SPLIT_FRACTIONS}
+            splits, _ = supervised_splits(self.builder, self.cfg.source, catalog)
+            held = set(decoded_pairs(splits["validation"].concatenate(splits["test"])))
+            self.lexicon = read_lexicon(self.root / "raw" / "translation" / DICTIONARY, held)
+        return self.lexicon
 
     def predict_example(self) -> list[str]:
         return ["Ich habe keine Zeit.", "Das Wetter ist heute schön."]
@@ -369,16 +428,7 @@ class TranslationTask(decoding.TextGenerationTask):
         sources = [source for source, _ in self.test_pairs]
         references = [target for _, target in self.test_pairs]
         metrics, table = decoding.score_decodes(
-            model,
-            self.source_ids(sources),
-            sources,
-            references,
-            self.target_vectorizer,
-            self.cfg.target_length,
-            self.cfg.samples,
-            decode_unknown=self.option("decode_unknown"),
-            beam_size=self.option("beam_size"),
-            join=self.join,
+            self.predict(model, sources), sources, references, self.cfg.samples
         )
         train_targets = [target.decode() for _, target in tfds.as_numpy(self.train_pairs)]
         metrics |= decoding.best_constant_baseline(train_targets, references)
