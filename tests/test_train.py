@@ -256,3 +256,45 @@ def test_without_restoring_the_last_epoch_is_tested_and_early_stopping_watches_t
         )
     )
     assert stopped["epochs_trained"] == stopped["best_epoch"] + 1 < 6  # patience 1
+
+
+def test_a_dataset_another_run_created_at_the_same_moment_is_linked_not_fatal(
+    tracking_uri, monkeypatch
+):
+    """Two workers logging the same new dataset at once: the store refuses the second
+    insert (PostgreSQL's words below); rnnlab tries again and the run gets its inputs.
+    Any other refusal still fails the run."""
+    from mlflow.exceptions import MlflowException
+
+    from rnnlab.tasks.base import DatasetRecord
+    from rnnlab.tracking import log_datasets
+
+    real_log_input = mlflow.log_input
+    refused = []
+
+    def racing_log_input(dataset, context=None):
+        if not refused:
+            real_log_input(dataset, context=context)  # the other worker's insert...
+            refused.append(dataset.name)
+            raise MlflowException(
+                "BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates "
+                'unique constraint "dataset_pk"'
+            )
+        real_log_input(dataset, context=context)
+
+    mlflow.set_tracking_uri(tracking_uri)
+    monkeypatch.setattr(mlflow, "log_input", racing_log_input)
+    with mlflow.start_run() as run:
+        log_datasets(DatasetRecord(name="raced", location=None), data_hash="abc")
+    logged = MlflowClient(tracking_uri).get_run(run.info.run_id).inputs.dataset_inputs
+    assert refused == ["raced [train]"]
+    assert sorted(d.dataset.name for d in logged) == [
+        f"raced [{s}]" for s in ("test", "train", "validation")
+    ]
+
+    def refusing_log_input(dataset, context=None):
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: no such experiment")
+
+    monkeypatch.setattr(mlflow, "log_input", refusing_log_input)
+    with mlflow.start_run(), pytest.raises(MlflowException, match="no such experiment"):
+        log_datasets(DatasetRecord(name="raced", location=None), data_hash="abc")

@@ -210,4 +210,24 @@ def log_datasets(record, data_hash: str) -> None:
         source = CodeDatasetSource({"generator": record.name})
     for split, context in SPLIT_CONTEXTS.items():
         dataset = MetaDataset(source, name=f"{record.name} [{split}]", digest=data_hash)
+        log_input_past_a_race(dataset, context)
+
+
+# What a store says when a row it was about to insert has just been inserted by another
+# client: PostgreSQL, SQLite, MySQL.
+DUPLICATE_KEY = ("duplicate key value", "UNIQUE constraint failed", "Duplicate entry")
+
+
+def log_input_past_a_race(dataset, context: str) -> None:
+    """`mlflow.log_input`, tried again once if another run created the same dataset at the
+    same moment.
+
+    MLflow looks a dataset up and inserts it when absent, in two steps: two workers starting
+    on the same data at once can both insert, and the second fails its unique key (seen with
+    two SLURM jobs on PostgreSQL). By then the dataset exists, so a second try links it."""
+    try:
+        mlflow.log_input(dataset, context=context)
+    except MlflowException as error:
+        if not any(text in str(error) for text in DUPLICATE_KEY):
+            raise
         mlflow.log_input(dataset, context=context)
