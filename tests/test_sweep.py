@@ -5,6 +5,7 @@ Every check reads what Optuna's storage and MLflow recorded, as a user would aft
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import math
 import os
@@ -29,7 +30,13 @@ from optuna.trial import TrialState
 from test_config import test_every_group_choice_composes_and_validates
 
 from rnnlab.config import CONF_DIR, PROJECT_ROOT, compose_config
-from rnnlab.sweep import PARENT_RUN_ATTR, STALE_REASON, sweep, trials_counted
+from rnnlab.sweep import (
+    PARENT_RUN_ATTR,
+    STALE_REASON,
+    stale_check_lock,
+    sweep,
+    trials_counted,
+)
 from rnnlab.sweep_file import load_sweep
 from rnnlab.tasks.sentiment import SentimentTask
 from rnnlab.train import run
@@ -245,6 +252,18 @@ def test_nan_losses_fail_their_trials_with_the_reason_and_the_sweep_goes_on(
     parent = client.get_run(study.user_attrs[PARENT_RUN_ATTR])
     assert parent.data.metrics["trials_fail"] == 2
     assert "best_val_accuracy" not in parent.data.metrics
+
+
+def test_on_sqlite_one_worker_at_a_time_fails_dead_trials(smoke_file):
+    """Two workers failing the same dead trial would both queue a retry of it: on SQLite
+    the check is under a file lock that a second worker waits for."""
+    spec = load_sweep(smoke_file())
+    lock_file = Path(spec.storage.removeprefix("sqlite:///") + ".stale-check.lock")
+    with stale_check_lock(spec), lock_file.open("a") as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with lock_file.open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released once the check is done
+        fcntl.flock(other, fcntl.LOCK_UN)
 
 
 @pytest.mark.slow

@@ -10,10 +10,13 @@ worker to ask for a trial fails it (in Optuna and MLflow) and retries its parame
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -61,6 +64,25 @@ def storage_for(sweep: Sweep) -> RDBStorage:
         heartbeat_interval=sweep.heartbeat_seconds,
         heartbeat_stale_trial_callback=StaleTrialHandler(sweep),
     )
+
+
+@contextlib.contextmanager
+def stale_check_lock(sweep: Sweep) -> Iterator[None]:
+    """One worker at a time fails a dead worker's trial, on SQLite.
+
+    Optuna reads a trial's state, then writes FAIL. PostgreSQL locks the row in between;
+    SQLite does not, so two workers could both fail the same trial and both queue a retry.
+    Workers sharing a SQLite file share its host, so a file lock beside it serializes them."""
+    if not sweep.storage.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(sweep.storage.removeprefix("sqlite:///") + ".stale-check.lock")
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class StaleTrialHandler:
@@ -204,7 +226,8 @@ def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str =
     objective = Objective(sweep, study.user_attrs[PARENT_RUN_ATTR])
     progress = ProgressLine(started, label)
     while True:
-        optuna.storages.fail_stale_trials(study)  # before counting: a dead trial is retried
+        with stale_check_lock(sweep):  # before counting: a dead trial is retried
+            optuna.storages.fail_stale_trials(study)
         # A waiting trial (the retry of a dead one) is already counted, and must still run.
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if sweep.n_trials is not None and trials_counted(study) >= sweep.n_trials and not waiting:
