@@ -7,6 +7,7 @@ import sys
 
 import keras
 import pytest
+from omegaconf import OmegaConf
 
 from rnnlab.config import ConfigError, compose_config, group_choices
 from rnnlab.models import build_cell
@@ -127,3 +128,27 @@ def test_compose_many_matches_hydra_and_notices_a_changed_config_file(tmp_path, 
     adding.write_text(adding.read_text().replace("length: 100 ", "length: 123 ", 1))
     [cfg] = config.compose_many([["task=adding", "seed=4"]])
     assert cfg.task.length == 123
+
+
+# Each setting a task may name for itself (conf/task/*.yaml), and where it lands.
+TASK_SETTINGS = {
+    "epochs": "trainer.epochs",
+    "units": "cell.units",
+    "learning_rate": "optimizer.learning_rate",
+    "clipnorm": "trainer.clipnorm",
+    "dropout": "model.dropout",
+}
+
+
+def test_a_task_names_its_own_settings_and_the_command_line_still_wins():
+    translation = compose_config(["task=translation", "cell=gru"])
+    sentiment = compose_config(["task=sentiment", "cell=gru"])
+    for key, target in TASK_SETTINGS.items():
+        named = translation.task[key]
+        assert OmegaConf.select(translation, target) == named, key
+        assert OmegaConf.select(sentiment, target) != named, f"{key} leaked into sentiment"
+    overridden = compose_config(
+        ["task=translation", "cell=gru", "optimizer.learning_rate=0.01", "model.dropout=0.1"]
+    )
+    assert overridden.optimizer.learning_rate == 0.01 and overridden.model.dropout == 0.1
+    assert overridden.trainer.clipnorm == translation.task.clipnorm, "the others keep the task's"

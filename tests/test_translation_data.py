@@ -348,6 +348,19 @@ def test_batches_by_length_pad_each_batch_to_its_longest_and_keep_every_example(
     assert min(tokens.shape[1] for tokens, _ in batched) < 6  # short ones batched together
 
 
+def test_batches_by_length_tell_keras_their_number_whatever_the_shuffle():
+    lengths = [3, 15, 4, 16, 3, 15, 5, 2, 9, 9, 1]
+    examples = tf.data.Dataset.from_generator(
+        lambda: ((np.arange(1, n + 1), n) for n in lengths),
+        output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)),
+    ).cache()
+    shuffled = batches(examples, 2, shuffle_seed=0, length_of=lambda tokens, _: tf.shape(tokens)[0])
+    known = int(shuffled.cardinality())
+    assert known > 0, "unknown, Keras warns that its input ran out of data every epoch"
+    for _ in range(3):  # each pass is a new order, of as many batches
+        assert sum(1 for _ in shuffled) == known
+
+
 class TwoRoads:
     """Stands in for a model whose likeliest first word leads nowhere: `a` (0.6) is followed
     by `a`, `b` or `[end]` (a third each), `b` (0.4) by `[end]` (0.9). Greedy writes `a`
