@@ -194,6 +194,17 @@ def test_standardize_lowercases_and_splits_punctuation_but_keeps_markers():
     assert text == "[start] go , now ! [end]"
 
 
+def test_translation_words_keep_their_umlauts_and_older_runs_read_as_they_did(compose):
+    """RE2's `\\w` is ASCII: the first standardizer cut "schön" into three tokens. Runs
+    stored before `task.unicode_words` must still read German that way, or their
+    vocabularies no longer match."""
+    text = ["Schön, ÄRGER in der Straße!"]
+    words = TranslationTask(compose("task=translation").task, "data")
+    assert words.standardized(text) == ["schön , ärger in der straße !"]
+    older = TranslationTask(compose("task=translation", "task.unicode_words=false").task, "data")
+    assert older.standardized(text) == ["sch ö n , Ä rger in der stra ß e !"]
+
+
 class ScriptedDecoder:
     """Stands in for a model: predicts `a`, `b`, `[end]`, and records what it was fed."""
 

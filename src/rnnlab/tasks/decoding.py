@@ -21,9 +21,19 @@ UNKNOWN = "[UNK]"  # TextVectorization's token for words outside the vocabulary
 
 
 def standardize(text: tf.Tensor) -> tf.Tensor:
-    """Lower-case and split punctuation off words: `Go!` becomes `go !`."""
+    """Lower-case and split punctuation off words: `Go!` becomes `go !`.
+
+    ASCII only: RE2's `\\w` is [0-9A-Za-z_], so "schön" becomes "sch ö n". Runs stored
+    before `standardize_unicode` read their text this way; captions are English names."""
     text = tf.strings.lower(text)
     text = tf.strings.regex_replace(text, r"([^\w\s\[\]])", r" \1 ")
+    return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
+
+
+def standardize_unicode(text: tf.Tensor) -> tf.Tensor:
+    """`standardize` for any alphabet: "Schön!" becomes "schön !", a word of its own."""
+    text = tf.strings.lower(text, encoding="utf-8")
+    text = tf.strings.regex_replace(text, r"([^\pL\pM\pN_\s\[\]])", r" \1 ")
     return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
 
 
@@ -136,6 +146,7 @@ def conditioned_decoder(
     attention: str = "none",
     attention_units: int = 128,
     embedding_dropout: float = 0.0,
+    output_from_attention: Callable | None = None,
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Decoder input tokens and next-token probabilities, every step seeing the context.
 
@@ -145,6 +156,8 @@ def conditioned_decoder(
     (the encoder's outputs, one per source position) before the next token is chosen.
     `embedding_dropout` drops parts of the input tokens' embeddings in training: the
     decoder learns not to lean on its own previous words alone.
+    `output_from_attention(scores, attention weights)`, if given, turns the next-token
+    scores into probabilities instead of a plain softmax (`lexicon_bias.LexiconBias`).
     """
     # Any number of steps: training batches are as long as their longest text.
     tokens = keras.Input(shape=(None,), dtype="int64", name="decoder_tokens")
@@ -154,8 +167,15 @@ def conditioned_decoder(
         embedded = layers.Dropout(embedding_dropout, name="decoder_embedding_dropout")(embedded)
     repeated = EachStep(name="context_each_step")([context, embedded])
     decoded = decoder(layers.Concatenate(name="token_and_context")([embedded, repeated]))
-    if attention != "none":
-        decoded = attend(decoded, memory, attention, attention_units)
+    if attention == "none":
+        if output_from_attention:
+            raise ConfigError("an output that reads the attention needs attention")
+        weights = None
+    else:
+        decoded, weights = attend(decoded, memory, attention, attention_units)
+    if output_from_attention:
+        scores = layers.Dense(vocabulary_size, name="next_token")(decoded)
+        return tokens, output_from_attention(scores, weights)
     probabilities = layers.Dense(vocabulary_size, activation="softmax", name="next_token")(decoded)
     return tokens, probabilities
 
@@ -183,8 +203,9 @@ class EachStep(layers.Layer):
 
 def attend(
     decoded: keras.KerasTensor, memory: keras.KerasTensor, kind: str, units: int
-) -> keras.KerasTensor:
-    """Luong et al. (2015)'s attentional state tanh(W_c [c_t; h_t]) for each decoder output h_t.
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Luong et al. (2015)'s attentional state tanh(W_c [c_t; h_t]) for each decoder output
+    h_t, and the attention's weights [batch, target step, source position].
 
     c_t averages the memory (encoder outputs; padding masked out) weighted by a score of
     h_t against each position: "dot" is Luong's multiplicative score h_t . W k_s, and
@@ -205,9 +226,9 @@ def attend(
         query = layers.Dense(units, use_bias=False, name="attention_query")(decoded)
         keys = layers.Dense(units, use_bias=False, name="attention_keys")(memory)
         score = layers.AdditiveAttention(name="attention")
-    attended = score([query, memory, keys])
+    attended, weights = score([query, memory, keys], return_attention_scores=True)
     both = layers.Concatenate(name="attended_and_decoded")([attended, decoded])
-    return layers.Dense(units, activation="tanh", name="attentional_state")(both)
+    return layers.Dense(units, activation="tanh", name="attentional_state")(both), weights
 
 
 def decode(
@@ -316,17 +337,25 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
 
 
 def score_decodes(
-    hypotheses: list[str], sources: list[str], references: list[str], samples: int
+    hypotheses: list[str],
+    sources: list[str],
+    references: list[str],
+    samples: int,
+    standardize: Callable = standardize,
 ) -> tuple[dict[str, float], str]:
-    """Corpus BLEU of decodes against standardized references, and a table of the first
-    `samples`."""
-    references = standardized_texts(references)
+    """Corpus BLEU of decodes against references standardized as the decoder's words
+    were, and a table of the first `samples`."""
+    references = standardized_texts(references, standardize)
     table = samples_table(sources[:samples], references[:samples], hypotheses[:samples])
     return {"bleu": corpus_bleu(hypotheses, references)}, table
 
 
 def best_constant_baseline(
-    train_texts: list[str], references: list[str], candidates: int = 50, judges: int = 1000
+    train_texts: list[str],
+    references: list[str],
+    candidates: int = 50,
+    judges: int = 1000,
+    standardize: Callable = standardize,
 ) -> dict[str, float]:
     """BLEU of answering every test example with one fixed text: of the training split's
     `candidates` most frequent texts, the one that scores best against its first `judges`.
@@ -335,21 +364,24 @@ def best_constant_baseline(
     The most frequent text alone is a weaker floor: a short one has no 4-grams and scores 0
     ("flags country flag" for the emoji, "there you are !" for the Ding pairs).
     """
-    train = standardized_texts(train_texts)
+    train = standardized_texts(train_texts, standardize)
     frequent = [text for text, _ in collections.Counter(train).most_common(candidates)]
     judged = train[:judges]
     best = max(frequent, key=lambda text: corpus_bleu([text] * len(judged), judged))
-    baseline = corpus_bleu([best] * len(references), standardized_texts(references))
+    baseline = corpus_bleu([best] * len(references), standardized_texts(references, standardize))
     return {"baseline_bleu": baseline}
 
 
-def copy_bleu(sources: list[str], references: list[str]) -> dict[str, float]:
+def copy_bleu(
+    sources: list[str], references: list[str], standardize: Callable = standardize
+) -> dict[str, float]:
     """BLEU of answering with the source unchanged: names, numbers and punctuation carry
     over between languages (0.3 on the Ding pairs), a second floor for translation."""
-    return {"copy_bleu": corpus_bleu(standardized_texts(sources), standardized_texts(references))}
+    sources, references = (standardized_texts(t, standardize) for t in (sources, references))
+    return {"copy_bleu": corpus_bleu(sources, references)}
 
 
-def standardized_texts(texts: list[str]) -> list[str]:
+def standardized_texts(texts: list[str], standardize: Callable = standardize) -> list[str]:
     return [text.decode() for text in standardize(tf.constant(texts)).numpy()]
 
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from rnnlab import datasets
 from rnnlab.config import ConfigError
-from rnnlab.tasks import decoding, unknown_words
+from rnnlab.tasks import decoding, lexicon_bias, unknown_words
 from rnnlab.tasks.base import TaskData, batched_task_data, deal, supervised_splits, take_each
 from rnnlab.tasks.subwords import SubwordCodec
 
@@ -48,7 +48,11 @@ STORED_BEFORE = {
     "dictionary_phrases": 0,
     "tokens": "words",
     "translate_unknown": False,
+    "lexicon_bias": 0,
+    "unicode_words": False,
+    "lexicon_sources": ["dictionary", "training"],
 }
+LEXICON_SOURCES = ("dictionary", "training")
 TOKENS = ("words", "subwords")
 
 
@@ -74,9 +78,7 @@ def read_phrase_pairs(
     Lines that hold a held-out sentence pair give nothing: their entries were written
     around that sentence, so they could teach a test sentence's rare words."""
     pairs: dict[tuple[str, str], None] = {}
-    for line_pairs in aligned_entries(path):
-        if any(pair in held_out for pair in line_pairs):
-            continue
+    for line_pairs in entries_outside(path, held_out):
         for pair in line_pairs:
             long_enough = all(len(side.split()) >= min_words for side in pair)
             if long_enough and not is_sentence(pair):
@@ -84,22 +86,22 @@ def read_phrase_pairs(
     return list(pairs)
 
 
-def read_lexicon(path: Path, held_out: set[tuple[str, str]]) -> dict[str, str]:
+def read_lexicon(
+    path: Path, held_out: set[tuple[str, str]], standardize: Callable = decoding.standardize
+) -> dict[str, str]:
     """German word -> its most frequent English translation among the dictionary's
     one-word German entries ("Denkungsart :: way of thinking"; "to " dropped from verbs),
     both standardized as the decoder's words are.
 
     As for phrases, lines that hold a held-out sentence pair give nothing."""
     translations: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for line_pairs in aligned_entries(path):
-        if any(pair in held_out for pair in line_pairs):
-            continue
+    for line_pairs in entries_outside(path, held_out):
         for german, english in line_pairs:
             if len(german.split()) == 1 and english and not is_sentence((german, english)):
                 translations[german.lower()][english.removeprefix("to ")] += 1
     germans = list(translations)
     englishes = decoding.standardized_texts(
-        [translations[german].most_common(1)[0][0] for german in germans]
+        [translations[german].most_common(1)[0][0] for german in germans], standardize
     )
     return {
         german: english
@@ -109,7 +111,30 @@ def read_lexicon(path: Path, held_out: set[tuple[str, str]]) -> dict[str, str]:
 
 
 def aligned_entries(path: Path) -> Iterator[list[tuple[str, str]]]:
-    """Per `DE :: EN` line, its aligned sub-entries as (German, English) first synonyms.
+    """Per `DE :: EN` line, its aligned sub-entries as (German, English) first synonyms."""
+    for line in aligned_synonyms(path):
+        yield [(german[0], english[0]) for german, english in line]
+
+
+def entries_outside(path: Path, held_out: set[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
+    """`aligned_entries` of the lines that hold no held-out sentence pair."""
+    for line in synonyms_outside(path, held_out):
+        yield [(german[0], english[0]) for german, english in line]
+
+
+def synonyms_outside(
+    path: Path, held_out: set[tuple[str, str]]
+) -> Iterator[list[tuple[list[str], list[str]]]]:
+    """`aligned_synonyms` of the lines that hold no held-out sentence pair: their entries
+    were written around that sentence, so they could teach a test sentence's rare words."""
+    for line in aligned_synonyms(path):
+        if not any((german[0], english[0]) in held_out for german, english in line):
+            yield line
+
+
+def aligned_synonyms(path: Path) -> Iterator[list[tuple[list[str], list[str]]]]:
+    """Per `DE :: EN` line, its aligned sub-entries as (German synonyms, English synonyms),
+    annotations removed.
 
     Each side splits on ` | ` into aligned sub-entries and each of those on `; ` into
     synonyms."""
@@ -126,7 +151,7 @@ def aligned_entries(path: Path) -> Iterator[list[tuple[str, str]]]:
                     f"sub-entries on each side, got {line[:60]!r}"
                 )
             yield [
-                (first_synonym(german_part), first_synonym(english_part))
+                (synonyms(german_part), synonyms(english_part))
                 for german_part, english_part in zip(german_parts, english_parts, strict=True)
             ]
 
@@ -135,8 +160,8 @@ def is_sentence(pair: tuple[str, str]) -> bool:
     return all(side.endswith(SENTENCE_END) for side in pair)
 
 
-def first_synonym(entry: str) -> str:
-    return " ".join(ANNOTATION.sub(" ", entry.split("; ")[0]).split())
+def synonyms(entry: str) -> list[str]:
+    return [" ".join(ANNOTATION.sub(" ", synonym).split()) for synonym in entry.split("; ")]
 
 
 class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
@@ -197,19 +222,31 @@ class TranslationTask(decoding.TextGenerationTask):
                 f"task.tokens must be one of {', '.join(TOKENS)}; got {self.option('tokens')!r}"
             )
         self.lexicon: dict[str, str] | None = None  # with task.translate_unknown, on first use
-        if self.option("translate_unknown"):
-            needs = {
-                "task.attention=additive or dot": cfg.attention == "none",
-                "task.source=embedded (Ding)": cfg.source != "embedded",
-                "task.tokens=words": self.option("tokens") != "words",
-            }
-            for need in (need for need, missing in needs.items() if missing):
-                raise ConfigError(
-                    f"task.translate_unknown needs {need}; or set task.translate_unknown=false"
-                )
+        for option, off in (("translate_unknown", "false"), ("lexicon_bias", "0")):
+            if self.option(option):
+                self._check_dictionary_needs(option, off)
+        unknown_sources = set(self.option("lexicon_sources")) - set(LEXICON_SOURCES)
+        if unknown_sources or not self.option("lexicon_sources"):
+            raise ConfigError(
+                f"task.lexicon_sources must list some of {', '.join(LEXICON_SOURCES)}; "
+                f"got {list(self.option('lexicon_sources'))}"
+            )
+        lexicon_bias = self.option("lexicon_bias")
+        if isinstance(lexicon_bias, bool) or not isinstance(lexicon_bias, int) or lexicon_bias < 0:
+            raise ConfigError(f"task.lexicon_bias must be a whole number ≥ 0; got {lexicon_bias}")
         beam_size = self.option("beam_size")
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ConfigError(f"task.beam_size must be a whole number ≥ 1; got {beam_size}")
+
+    def _check_dictionary_needs(self, option: str, off: str) -> None:
+        """The options that read the Ding dictionary through the attention need both."""
+        needs = {
+            "task.attention=additive or dot": self.cfg.attention == "none",
+            "task.source=embedded (Ding)": self.cfg.source != "embedded",
+            "task.tokens=words": self.option("tokens") != "words",
+        }
+        for need in (need for need, missing in needs.items() if missing):
+            raise ConfigError(f"task.{option} needs {need}; or set task.{option}={off}")
 
     def prepare(self) -> None:
         raw = self.root / "raw" / "translation"
@@ -261,7 +298,7 @@ class TranslationTask(decoding.TextGenerationTask):
         otherwise fill the end of every epoch."""
         if self.cfg.source != "embedded":
             raise ConfigError("task.dictionary_phrases needs task.source=embedded (Ding)")
-        path = self.root / "raw" / "translation" / DICTIONARY
+        path = self.dictionary_path
         held = set(decoded_pairs(held_out))
         pairs = decoded_pairs(sentences) + read_phrase_pairs(
             path, held, self.option("dictionary_phrases")
@@ -277,7 +314,18 @@ class TranslationTask(decoding.TextGenerationTask):
     @property
     def standardize(self) -> Callable | None:
         """Words are standardized by the vectorizers; pieces were, before segmenting."""
-        return None if self.source_codec else decoding.standardize
+        return None if self.source_codec else self.word_standardize
+
+    @property
+    def word_standardize(self) -> Callable:
+        """With `task.unicode_words`, "schön" is one word; runs stored before it read
+        "sch ö n" (`decoding.standardize` knows only ASCII letters)."""
+        if self.option("unicode_words"):
+            return decoding.standardize_unicode
+        return decoding.standardize
+
+    def standardized(self, texts: list[str]) -> list[str]:
+        return decoding.standardized_texts(texts, self.word_standardize)
 
     def _segmented(self, splits: dict[str, tf.data.Dataset]) -> dict[str, tf.data.Dataset]:
         """Every split as standardized pieces, of codecs learnt on the training split."""
@@ -287,23 +335,21 @@ class TranslationTask(decoding.TextGenerationTask):
         }
         german, english = texts["train"]
         self.source_codec = SubwordCodec.learn(
-            decoding.standardized_texts(german), self.source_vocabulary_size
+            self.standardized(german), self.source_vocabulary_size
         )
-        self.target_codec = SubwordCodec.learn(
-            decoding.standardized_texts(english), self.cfg.vocabulary_size
-        )
+        self.target_codec = SubwordCodec.learn(self.standardized(english), self.cfg.vocabulary_size)
         return {
             name: tf.data.Dataset.from_tensor_slices(
                 (
                     self.segmented_sources(german),
-                    self.target_codec.segment(decoding.standardized_texts(english)),
+                    self.target_codec.segment(self.standardized(english)),
                 )
             )
             for name, (german, english) in texts.items()
         }
 
     def segmented_sources(self, texts: list[str]) -> list[str]:
-        return self.source_codec.segment(decoding.standardized_texts(texts))
+        return self.source_codec.segment(self.standardized(texts))
 
     def source_ids(self, texts: list[str]) -> np.ndarray:
         """Token ids of German sentences, as the encoder reads them."""
@@ -346,8 +392,44 @@ class TranslationTask(decoding.TextGenerationTask):
             attention=self.cfg.attention,
             attention_units=self.cfg.attention_units,
             embedding_dropout=self.option("embedding_dropout"),
+            output_from_attention=self._lexicon_bias(source),
         )
         return keras.Model([source, tokens], probabilities, name="translation")
+
+    def _lexicon_bias(self, source: keras.KerasTensor) -> Callable | None:
+        """Scores and attention weights -> probabilities biased by the translations of the
+        attended German words (`task.lexicon_bias`) from the `task.lexicon_sources`: the
+        Ding dictionary, and IBM Model 1 on the training pairs. None without the option."""
+        if not self.option("lexicon_bias"):
+            return None
+        source_vocabulary = self.source_vectorizer.get_vocabulary()
+        target_vocabulary = self.target_vectorizer.get_vocabulary()
+        lexicons = []
+        if "dictionary" in self.option("lexicon_sources"):
+            counts = self.dictionary_translations()
+            lexicons.append(
+                lexicon_bias.counts_matrix(counts, source_vocabulary, target_vocabulary)
+            )
+        if "training" in self.option("lexicon_sources"):
+            lexicons.append(self.training_lexicon())
+        specials = [0] + [
+            target_vocabulary.index(token)
+            for token in (decoding.UNKNOWN, decoding.START, decoding.END)
+            if token in target_vocabulary
+        ]
+        ids, probabilities = lexicon_bias.lexicon_table(
+            lexicons, specials, self.option("lexicon_bias")
+        )
+        layer = lexicon_bias.LexiconBias(
+            len(source_vocabulary), self.option("lexicon_bias"), name="lexicon_bias"
+        )
+
+        def biased(scores, weights):
+            output = layer([scores, weights, source])
+            layer.set_table(ids, probabilities)
+            return output
+
+        return biased
 
     @property
     def loss(self) -> Callable:
@@ -401,7 +483,7 @@ class TranslationTask(decoding.TextGenerationTask):
                 source_ids,
                 decodes,
                 self.target_vectorizer.get_vocabulary(),
-                [words.split() for words in decoding.standardized_texts(inputs)],
+                [words.split() for words in self.standardized(inputs)],
                 self.dictionary_lexicon(),
                 keep_unknown=self.option("decode_unknown"),
             )
@@ -410,11 +492,38 @@ class TranslationTask(decoding.TextGenerationTask):
     def dictionary_lexicon(self) -> dict[str, str]:
         """`read_lexicon` of the Ding file, without the lines of held-out sentences."""
         if self.lexicon is None:
-            catalog = {name: name for name in SPLIT_FRACTIONS}
-            splits, _ = supervised_splits(self.builder, self.cfg.source, catalog)
-            held = set(decoded_pairs(splits["validation"].concatenate(splits["test"])))
-            self.lexicon = read_lexicon(self.root / "raw" / "translation" / DICTIONARY, held)
+            self.lexicon = read_lexicon(
+                self.dictionary_path, self.held_out_pairs(), self.word_standardize
+            )
         return self.lexicon
+
+    def dictionary_translations(self) -> dict[str, collections.Counter]:
+        """Every one-word translation of each German word in the Ding file, counted,
+        without the lines of held-out sentences."""
+        lines = synonyms_outside(self.dictionary_path, self.held_out_pairs())
+        return lexicon_bias.word_translation_counts(lines, self.word_standardize)
+
+    def training_lexicon(self):
+        """IBM Model 1's p(e | f) over the training pairs' token ids (phrases not included)."""
+        pairs = decoded_pairs(self.train_pairs)
+        sources = self.source_ids([german for german, _ in pairs])
+        targets = self.target_vectorizer(tf.constant([english for _, english in pairs])).numpy()
+        shape = (
+            self.source_vectorizer.vocabulary_size(),
+            self.target_vectorizer.vocabulary_size(),
+        )
+        return lexicon_bias.ibm_model1(
+            [row[row > 0] for row in sources], [row[row > 0] for row in targets], shape
+        )
+
+    @property
+    def dictionary_path(self) -> Path:
+        return self.root / "raw" / "translation" / DICTIONARY
+
+    def held_out_pairs(self) -> set[tuple[str, str]]:
+        catalog = {name: name for name in SPLIT_FRACTIONS}
+        splits, _ = supervised_splits(self.builder, self.cfg.source, catalog)
+        return set(decoded_pairs(splits["validation"].concatenate(splits["test"])))
 
     def predict_example(self) -> list[str]:
         return ["Ich habe keine Zeit.", "Das Wetter ist heute schön."]
@@ -428,9 +537,15 @@ class TranslationTask(decoding.TextGenerationTask):
         sources = [source for source, _ in self.test_pairs]
         references = [target for _, target in self.test_pairs]
         metrics, table = decoding.score_decodes(
-            self.predict(model, sources), sources, references, self.cfg.samples
+            self.predict(model, sources),
+            sources,
+            references,
+            self.cfg.samples,
+            self.word_standardize,
         )
         train_targets = [target.decode() for _, target in tfds.as_numpy(self.train_pairs)]
-        metrics |= decoding.best_constant_baseline(train_targets, references)
-        metrics |= decoding.copy_bleu(sources, references)
+        metrics |= decoding.best_constant_baseline(
+            train_targets, references, standardize=self.word_standardize
+        )
+        metrics |= decoding.copy_bleu(sources, references, self.word_standardize)
         return metrics, {"test_translations.txt": table}
