@@ -13,6 +13,7 @@ from rnnlab.tasks import decoding, get_task, unknown_words
 from rnnlab.train import build_model
 
 TINY = ["task=translation", "cell.units=8", "task.embedding_dim=8", "task.attention_units=8"]
+NO_DICTIONARY = ["task.translate_unknown=false", "task.lexicon_bias=0"]  # they need attention
 CELLS = ["simple_rnn", "irnn", "lstm", "gru", "indrnn", "mingru", "minlstm", "lru"]
 
 
@@ -32,7 +33,7 @@ def translation_model(compose, *overrides: str, seed: int = 0):
 
 @pytest.mark.parametrize("kind", ["dot", "additive"])
 def test_attention_adds_its_layers_to_the_single_context_model(compose, kind):
-    _, plain = translation_model(compose, "task.attention=none", "task.translate_unknown=false")
+    _, plain = translation_model(compose, "task.attention=none", *NO_DICTIONARY)
     _, attentive = translation_model(compose, f"task.attention={kind}")
     names = {layer.name for layer in attentive.layers}
     assert {"attention", "attention_keys", "attentional_state"} <= names

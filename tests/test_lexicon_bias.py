@@ -23,6 +23,7 @@ def test_dictionary_counts_pair_every_one_word_synonym_on_both_sides(tmp_path):
         "bekehren {vt} :: to convert\n"
         "ein großes Haus :: a big house\n"
         "E-Mail {f} :: e-mail\n"
+        "Lila {n} :: purple (colloquial term for a shade)\n"
         "bekehren | Sie bekehrt ihn. :: to proselytize | She converts him.\n",
         encoding="utf-8",
     )
@@ -33,6 +34,7 @@ def test_dictionary_counts_pair_every_one_word_synonym_on_both_sides(tmp_path):
         "gebäude": {"house": 1, "building": 1},
         "häuser": {"houses": 1},
         "bekehren": {"convert": 1},  # "to " dropped from verbs
+        "lila": {"purple": 1},  # the gloss dropped
         # word groups and "e-mail" (three tokens once standardized) give nothing
     }
 
@@ -105,16 +107,25 @@ def test_the_layer_adds_the_attended_words_translations_to_the_scores():
     np.testing.assert_allclose(actual, expected, rtol=1e-5)
 
 
-def biased_model(compose, *overrides: str):
-    cfg = compose(*TINY, "task.max_examples=64", "task.lexicon_bias=4", *overrides)
+@pytest.fixture(scope="module")
+def biased_task():
+    """A translation task on 64 pairs with a lexicon bias of 4 (the dictionary is read
+    once: models built from it share its counts)."""
+    from rnnlab.config import compose_config
+
+    cfg = compose_config([*TINY, "task.max_examples=64", "task.lexicon_bias=4"])
     task = get_task(cfg.task, cfg.data_dir)
-    data = task.load(batch_size=16, seed=0)
+    return cfg, task, task.load(batch_size=16, seed=0)
+
+
+def biased_model(biased_task):
+    cfg, task, data = biased_task
     keras.utils.set_random_seed(0)
     return task, data, build_model(cfg.cell, cfg.model, task)
 
 
-def test_a_biased_model_trains_decodes_causally_and_stores_its_table(compose, tmp_path):
-    task, data, model = biased_model(compose)
+def test_a_biased_model_trains_decodes_causally_and_stores_its_table(biased_task, tmp_path):
+    task, data, model = biased_model(biased_task)
     table = model.get_layer("lexicon_bias")
     assert np.asarray(table.probabilities).sum() > 0  # the table was filled
     model.compile(optimizer="adam", loss=task.loss, metrics=list(task.metrics))
@@ -145,8 +156,8 @@ def test_a_biased_model_trains_decodes_causally_and_stores_its_table(compose, tm
     )
 
 
-def test_an_empty_table_leaves_the_plain_softmax_and_a_full_one_moves_it(compose):
-    task, _, model = biased_model(compose)
+def test_an_empty_table_leaves_the_plain_softmax_and_a_full_one_moves_it(biased_task):
+    task, _, model = biased_model(biased_task)
     source = task.source_ids(["Ich habe keine Zeit.", "Das Wetter ist heute schön."])
     start = task.target_vectorizer.get_vocabulary().index(decoding.START)
     tokens = np.full((2, 1), start)

@@ -129,6 +129,7 @@ def test_a_subword_translation_is_rescored_and_predicts_words_from_its_stored_pi
         "task.source_vocabulary_size=null",
         "task.target_length=12",
         "task.translate_unknown=false",
+        "task.lexicon_bias=0",
     ]
     run_id = trained_run(compose, "task=translation", "task.samples=3", *subwords)
     for name, before, after in evaluate(run_id, tracking_uri):

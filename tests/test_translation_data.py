@@ -109,6 +109,13 @@ def test_the_lexicon_takes_one_word_entries_outside_held_out_lines(tmp_path):
     assert read_lexicon(dictionary, set())["bekehren"] == "convert"  # "to " dropped
 
 
+def test_the_lexicon_can_drop_the_dictionarys_glosses(tmp_path):
+    dictionary = tmp_path / "de-en"
+    dictionary.write_text("Orange {f} (Frucht) :: orange (fruit)\n", encoding="utf-8")
+    assert read_lexicon(dictionary, set()) == {}  # "orange (frucht)" is no single word
+    assert read_lexicon(dictionary, set(), glosses=False) == {"orange": "orange"}
+
+
 def test_unknown_words_take_the_attended_words_translation_or_are_left_out():
     decodes = ["she tries to [UNK] me to her [UNK] .", "[UNK] !", "no unknown here"]
     positions = [[0, 1, 4, 8, 3, 4, 5, 6, 9], [1, 2], [0, 1, 2]]
@@ -135,9 +142,14 @@ def test_unknown_words_take_the_attended_words_translation_or_are_left_out():
         ("task.tokens=subwords", "task.tokens=words"),
     ],
 )
-def test_translating_unknown_words_needs_attention_ding_and_words(compose, override, need):
-    with pytest.raises(ConfigError, match=f"translate_unknown needs {need}.*=false"):
-        TranslationTask(compose("task=translation", override).task, "data")
+def test_the_dictionary_options_need_attention_ding_and_words(compose, override, need):
+    alone = compose("task=translation", "task.lexicon_bias=0", override)
+    with pytest.raises(ConfigError, match=f"translate_unknown needs {need}.*=false$"):
+        TranslationTask(alone.task, "data")
+    both = compose("task=translation", override)
+    fix = "task.translate_unknown=false task.lexicon_bias=0"
+    with pytest.raises(ConfigError, match=f"and task.lexicon_bias need {need}.*; or set {fix}$"):
+        TranslationTask(both.task, "data")
 
 
 def test_phrases_join_the_training_split_only_and_keep_the_baseline_on_sentences(compose):
@@ -175,6 +187,7 @@ def test_subword_translation_reads_every_split_as_pieces_learnt_on_training(comp
         "task.vocabulary_size=300",
         "task.source_vocabulary_size=null",  # 300 German pieces too
         "task.translate_unknown=false",
+        "task.lexicon_bias=0",
     )
     task = TranslationTask(cfg.task, "data")
     data = task.load(batch_size=32, seed=0)

@@ -382,6 +382,8 @@ def copy_bleu(
 
 
 def standardized_texts(texts: list[str], standardize: Callable = standardize) -> list[str]:
+    if not texts:
+        return []  # tf.constant([]) would be a float tensor
     return [text.decode() for text in standardize(tf.constant(texts)).numpy()]
 
 

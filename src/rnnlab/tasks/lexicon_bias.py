@@ -12,6 +12,7 @@ dictionary: large scores of its own outweigh the bias.
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Callable, Iterable
 
 import keras
@@ -24,6 +25,7 @@ from rnnlab.tasks import decoding
 EPSILON = 1e-3
 
 SubEntry = tuple[list[str], list[str]]  # (German synonyms, English synonyms)
+GLOSS = re.compile(r"\([^)]*\)")  # "orange (fruit)": kept in sentences, not in translations
 
 
 def word_translation_counts(
@@ -32,19 +34,21 @@ def word_translation_counts(
     """German word -> how often each English word translates it, over every pair of
     one-word synonyms of the dictionary's aligned sub-entries ("Haus {n}; Zuhause {n} ::
     home" counts haus -> home and zuhause -> home), both sides standardized as the
-    vectorizers do and "to " dropped from verbs."""
-    pairs = [
+    vectorizers do, parenthesised glosses dropped ("orange (fruit)" is "orange") and "to "
+    dropped from verbs."""
+    words = [
         (german, english.removeprefix("to "))
         for line in lines
         for germans, englishes in line
-        for german in germans
-        for english in englishes
-        if german and english
+        for german in map(without_glosses, germans)
+        for english in map(without_glosses, englishes)
+        # standardizing only splits words: a synonym with a space stays more than one
+        if german and english and " " not in german and " " not in english.removeprefix("to ")
     ]
-    if not pairs:
+    if not words:
         return {}
-    germans = decoding.standardized_texts([german for german, _ in pairs], standardize)
-    englishes = decoding.standardized_texts([english for _, english in pairs], standardize)
+    germans = decoding.standardized_texts([german for german, _ in words], standardize)
+    englishes = decoding.standardized_texts([english for _, english in words], standardize)
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for german, english in zip(germans, englishes, strict=True):
         if german and english and " " not in german and " " not in english:
@@ -105,6 +109,10 @@ def ibm_model1(
         totals = np.bincount(source_of, weights=expected, minlength=shape[0])
         probability = expected / totals[source_of]
     return sparse.csr_matrix((probability, (source_of, pairs % shape[1])), shape=shape)
+
+
+def without_glosses(entry: str) -> str:
+    return " ".join(GLOSS.sub(" ", entry).split())
 
 
 def lexicon_table(

@@ -13,6 +13,7 @@ decoding at test, scored with token accuracy and sacrebleu's corpus BLEU.
 from __future__ import annotations
 
 import collections
+import functools
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,6 +51,7 @@ STORED_BEFORE = {
     "translate_unknown": False,
     "lexicon_bias": 0,
     "unicode_words": False,
+    "dictionary_glosses": True,
     "lexicon_sources": ["dictionary", "training"],
 }
 LEXICON_SOURCES = ("dictionary", "training")
@@ -87,16 +89,22 @@ def read_phrase_pairs(
 
 
 def read_lexicon(
-    path: Path, held_out: set[tuple[str, str]], standardize: Callable = decoding.standardize
+    path: Path,
+    held_out: set[tuple[str, str]],
+    standardize: Callable = decoding.standardize,
+    glosses: bool = True,
 ) -> dict[str, str]:
     """German word -> its most frequent English translation among the dictionary's
     one-word German entries ("Denkungsart :: way of thinking"; "to " dropped from verbs),
-    both standardized as the decoder's words are.
+    both standardized as the decoder's words are. With `glosses` false, parenthesised
+    glosses are dropped first: "Orange (Frucht) :: orange (fruit)" translates to "orange".
 
     As for phrases, lines that hold a held-out sentence pair give nothing."""
     translations: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for line_pairs in entries_outside(path, held_out):
         for german, english in line_pairs:
+            if not glosses:
+                german, english = (lexicon_bias.without_glosses(side) for side in (german, english))
             if len(german.split()) == 1 and english and not is_sentence((german, english)):
                 translations[german.lower()][english.removeprefix("to ")] += 1
     germans = list(translations)
@@ -164,6 +172,16 @@ def synonyms(entry: str) -> list[str]:
     return [" ".join(ANNOTATION.sub(" ", synonym).split()) for synonym in entry.split("; ")]
 
 
+@functools.cache
+def ding_translations(
+    path: Path, held_out: frozenset[tuple[str, str]], standardize: Callable
+) -> dict[str, collections.Counter]:
+    """Every one-word translation of each German word in the Ding file, counted, without
+    the lines of held-out sentences. Read once a process (about 7 s): every model built
+    with a lexicon bias reads it. Callers must not change it."""
+    return lexicon_bias.word_translation_counts(synonyms_outside(path, held_out), standardize)
+
+
 class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
     """TFDS builder over the dictionary file unpacked by `rnnlab prepare`."""
 
@@ -222,9 +240,7 @@ class TranslationTask(decoding.TextGenerationTask):
                 f"task.tokens must be one of {', '.join(TOKENS)}; got {self.option('tokens')!r}"
             )
         self.lexicon: dict[str, str] | None = None  # with task.translate_unknown, on first use
-        for option, off in (("translate_unknown", "false"), ("lexicon_bias", "0")):
-            if self.option(option):
-                self._check_dictionary_needs(option, off)
+        self._check_dictionary_needs()
         unknown_sources = set(self.option("lexicon_sources")) - set(LEXICON_SOURCES)
         if unknown_sources or not self.option("lexicon_sources"):
             raise ConfigError(
@@ -238,15 +254,21 @@ class TranslationTask(decoding.TextGenerationTask):
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ConfigError(f"task.beam_size must be a whole number ≥ 1; got {beam_size}")
 
-    def _check_dictionary_needs(self, option: str, off: str) -> None:
-        """The options that read the Ding dictionary through the attention need both."""
+    def _check_dictionary_needs(self) -> None:
+        """The options that read the Ding dictionary through the attention need both:
+        one error names every such option that is on."""
+        offs = {"translate_unknown": "false", "lexicon_bias": "0"}
+        on = [option for option in offs if self.option(option)]
         needs = {
             "task.attention=additive or dot": self.cfg.attention == "none",
             "task.source=embedded (Ding)": self.cfg.source != "embedded",
             "task.tokens=words": self.option("tokens") != "words",
         }
-        for need in (need for need, missing in needs.items() if missing):
-            raise ConfigError(f"task.{option} needs {need}; or set task.{option}={off}")
+        for need in (need for need, missing in needs.items() if missing and on):
+            options = " and ".join(f"task.{option}" for option in on)
+            fixes = " ".join(f"task.{option}={offs[option]}" for option in on)
+            verb = "needs" if len(on) == 1 else "need"
+            raise ConfigError(f"{options} {verb} {need}; or set {fixes}")
 
     def prepare(self) -> None:
         raw = self.root / "raw" / "translation"
@@ -493,15 +515,17 @@ class TranslationTask(decoding.TextGenerationTask):
         """`read_lexicon` of the Ding file, without the lines of held-out sentences."""
         if self.lexicon is None:
             self.lexicon = read_lexicon(
-                self.dictionary_path, self.held_out_pairs(), self.word_standardize
+                self.dictionary_path,
+                self.held_out_pairs(),
+                self.word_standardize,
+                glosses=self.option("dictionary_glosses"),
             )
         return self.lexicon
 
     def dictionary_translations(self) -> dict[str, collections.Counter]:
-        """Every one-word translation of each German word in the Ding file, counted,
-        without the lines of held-out sentences."""
-        lines = synonyms_outside(self.dictionary_path, self.held_out_pairs())
-        return lexicon_bias.word_translation_counts(lines, self.word_standardize)
+        """`ding_translations` of this task's dictionary, held-out lines left out."""
+        held = frozenset(self.held_out_pairs())
+        return ding_translations(self.dictionary_path, held, self.word_standardize)
 
     def training_lexicon(self):
         """IBM Model 1's p(e | f) over the training pairs' token ids (phrases not included)."""
