@@ -6,6 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from decoding_checks import assert_decodes_match_teacher_forcing
 
 from rnnlab.config import ConfigError
 from rnnlab.tasks import decoding, get_task, lexicon_bias
@@ -137,18 +138,12 @@ def test_a_biased_model_trains_decodes_causally_and_stores_its_table(biased_task
     vocabulary = task.target_vectorizer.get_vocabulary()
     length = task.cfg.target_length
     decoded = decoding.decode(model, source, vocabulary, length)
-    ids = {word: index for index, word in enumerate(vocabulary)}
-    tokens = np.zeros((len(sentences), length), dtype=np.int64)
-    tokens[:, 0] = ids[decoding.START]
-    for row, text in enumerate(decoded):
-        words = [ids[word] for word in text.split()][: length - 1]
-        tokens[row, 1 : 1 + len(words)] = words
-        forced = model.predict_on_batch([source[row : row + 1], tokens[row : row + 1]])
-        assert forced[0].argmax(axis=-1)[: len(words)].tolist() == words
+    assert_decodes_match_teacher_forcing(model, source, decoded, vocabulary, length)
 
     path = tmp_path / "biased.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, compile=False)
+    tokens = np.array([[vocabulary.index(decoding.START), 5, 6, 7]] * len(sentences))
     np.testing.assert_allclose(
         loaded.predict_on_batch([source, tokens]),
         model.predict_on_batch([source, tokens]),
