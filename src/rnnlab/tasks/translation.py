@@ -247,9 +247,9 @@ class TranslationTask(decoding.TextGenerationTask):
                 f"task.lexicon_sources must list some of {', '.join(LEXICON_SOURCES)}; "
                 f"got {list(self.option('lexicon_sources'))}"
             )
-        lexicon_bias = self.option("lexicon_bias")
-        if isinstance(lexicon_bias, bool) or not isinstance(lexicon_bias, int) or lexicon_bias < 0:
-            raise ConfigError(f"task.lexicon_bias must be a whole number ≥ 0; got {lexicon_bias}")
+        translations = self.option("lexicon_bias")
+        if isinstance(translations, bool) or not isinstance(translations, int) or translations < 0:
+            raise ConfigError(f"task.lexicon_bias must be a whole number ≥ 0; got {translations}")
         beam_size = self.option("beam_size")
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ConfigError(f"task.beam_size must be a whole number ≥ 1; got {beam_size}")
