@@ -79,10 +79,11 @@ def test_series_classification_trains_on_variable_length_series(compose, cell):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cell", CELLS)
-def test_translation_logs_bleu_and_decoded_samples(compose, tracking_uri, cell):
+def test_translation_logs_bleu_and_decoded_samples(compose, tracking_uri):
+    """What a translation run logs does not depend on the cell (one cell here; every cell
+    trains with attention and the lexicon bias in test_attention)."""
     cfg = compose(
-        "task=translation", f"cell={cell}", "task.samples=5", "task.target_length=10", *TINY_MODEL
+        "task=translation", "cell=gru", "task.samples=5", "task.target_length=10", *TINY_MODEL
     )
     metrics = run(cfg)
     recorded = last_run(tracking_uri)
