@@ -17,6 +17,8 @@ from rnnlab.tasks.translation import (
     DICTIONARY,
     STORED_BEFORE,
     TranslationTask,
+    aligned_synonyms,
+    ding_translations,
     read_lexicon,
     read_phrase_pairs,
     read_sentence_pairs,
@@ -116,6 +118,33 @@ def test_the_lexicon_can_drop_the_dictionarys_glosses(tmp_path):
     assert read_lexicon(dictionary, set(), glosses=False) == {"orange": "orange"}
 
 
+def test_whole_annotations_keep_irregular_verbs_and_glosses_with_a_semicolon(tmp_path):
+    dictionary = tmp_path / "de-en"
+    dictionary.write_text(
+        "gehen {vi}; laufen {vi} | Geh! :: to go {went; gone}; to walk | Go!\n"
+        "Aufwand {m} (Geld; Zeit) :: effort (money; time)\n",
+        encoding="utf-8",
+    )
+    split = read_lexicon(dictionary, set(), glosses=False)
+    whole = read_lexicon(dictionary, set(), glosses=False, whole_annotations=True)
+    assert split["gehen"] == "go { went"  # what the decoder wrote for "gehen" before
+    assert whole == {"gehen": "go", "aufwand": "effort"}  # first synonyms only
+    assert read_sentence_pairs(dictionary) == [("Geh!", "Go!")]
+    translations = ding_translations(dictionary, frozenset(), decoding.standardize_unicode, True)
+    assert translations["gehen"] == {"go": 1, "walk": 1}
+
+
+def test_whole_annotations_find_the_same_sentences_in_the_shipped_dictionary(pairs):
+    """Sentences are read with the split at every "; ", so the fixed split never moves;
+    the lexicons' way must still recognise each held-out sentence's line."""
+    whole = {
+        (german[0], english[0])
+        for line in aligned_synonyms(DICTIONARY_FILE, whole_annotations=True)
+        for german, english in line
+    }
+    assert set(pairs) <= whole
+
+
 def test_unknown_words_take_the_attended_words_translation_or_are_left_out():
     decodes = ["she tries to [UNK] me to her [UNK] .", "[UNK] !", "no unknown here"]
     positions = [[0, 1, 4, 8, 3, 4, 5, 6, 9], [1, 2], [0, 1, 2]]
@@ -132,6 +161,15 @@ def test_unknown_words_take_the_attended_words_translation_or_are_left_out():
     ]
     kept = unknown_words.replace_unknown(decodes, positions, words, lexicon, True)
     assert kept[1] == "[UNK] !"
+    stutter = ["she tries to [UNK] [UNK] me [UNK] ."]
+    twice = unknown_words.replace_unknown(
+        stutter, [[0, 1, 4, 8, 8, 3, 6, 9]], words[:1], lexicon, False
+    )
+    assert twice == ["she tries to convert convert me way of thinking ."]
+    once = unknown_words.replace_unknown(
+        stutter, [[0, 1, 4, 8, 8, 3, 6, 9]], words[:1], lexicon, False, once=True
+    )
+    assert once == ["she tries to convert me way of thinking ."]
 
 
 @pytest.mark.parametrize(
@@ -264,6 +302,46 @@ def test_greedy_decoding_can_leave_out_unknown_words(decode_unknown, expected):
         model, np.zeros((1, 3)), model.vocabulary, target_length=4, decode_unknown=decode_unknown
     )
     assert decoded == [expected]
+
+
+class Stutterer:
+    """Stands in for a model that likes `first` best (0.5), then `b` (0.3), then `[end]`
+    (0.2), at every step: greedy decoding writes `first` until it runs out of steps."""
+
+    vocabulary = ["", "[UNK]", "[start]", "[end]", "a", "b"]
+
+    def __init__(self, first: int = 4):
+        self.first = first
+
+    def predict_on_batch(self, inputs):
+        _, tokens = inputs
+        probabilities = np.zeros((len(tokens), tokens.shape[1], len(self.vocabulary)))
+        probabilities[:, :, [self.first, 5, 3]] = [0.5, 0.3, 0.2]
+        return probabilities
+
+
+@pytest.mark.parametrize(
+    ("no_repeat_ngram", "expected"),
+    [(0, "a a a a a"), (1, "a b"), (2, "a a b a"), (3, "a a a b a")],
+)
+def test_no_word_sequence_is_written_twice(no_repeat_ngram, expected):
+    model = Stutterer()
+    decoded = decoding.decode(
+        model, np.zeros((2, 3)), model.vocabulary, 5, no_repeat_ngram=no_repeat_ngram
+    )
+    assert decoded == [expected] * 2
+    beam = decoding.decode(
+        model, np.zeros((2, 3)), model.vocabulary, 5, beam_size=3, no_repeat_ngram=no_repeat_ngram
+    )
+    for words in (text.split() for text in beam):
+        ngrams = [tuple(words[i : i + no_repeat_ngram]) for i in range(len(words))]
+        assert not no_repeat_ngram or len(set(ngrams)) == len(ngrams)
+
+
+def test_unknown_words_may_repeat_since_each_stands_for_another_word():
+    model = Stutterer(first=1)
+    decoded = decoding.decode(model, np.zeros((1, 3)), model.vocabulary, 3, no_repeat_ngram=1)
+    assert decoded == ["[UNK] [UNK] [UNK]"]
 
 
 def test_token_accuracy_ignores_padding():
@@ -421,3 +499,5 @@ def test_a_beam_on_a_certain_model_agrees_with_greedy_and_a_bad_beam_is_a_config
     ]
     with pytest.raises(ConfigError, match="task.beam_size must be a whole number ≥ 1; got 0"):
         TranslationTask(compose("task=translation", "task.beam_size=0").task, "data")
+    with pytest.raises(ConfigError, match="task.no_repeat_ngram must be a whole number ≥ 0"):
+        TranslationTask(compose("task=translation", "task.no_repeat_ngram=-1").task, "data")

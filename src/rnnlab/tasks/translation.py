@@ -37,6 +37,8 @@ SPLIT_SEED = 19950101  # fixed forever: changing it changes the test set of ever
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 ANNOTATION = re.compile(r"\{[^}]*\}|\[[^\]]*\]|<[^>]*>")  # {m}, [coll.], <Abk.>
 SENTENCE_END = (".", "!", "?")
+# "; " between synonyms, not inside a gloss: "waste of time (money; energy)" is one
+SYNONYM_SEPARATOR = re.compile(r"; (?![^()]*\))")
 ONE_WORD = re.compile(r"\w+")  # a German entry that standardizes to a single token
 # Keys newer than some stored runs; a config without them (`rnnlab evaluate`, `predict`,
 # `reproduce` of such a run) means what those runs did.
@@ -53,6 +55,8 @@ STORED_BEFORE = {
     "unicode_words": False,
     "dictionary_glosses": True,
     "lexicon_sources": ["dictionary", "training"],
+    "whole_annotations": False,
+    "no_repeat_ngram": 0,
 }
 LEXICON_SOURCES = ("dictionary", "training")
 TOKENS = ("words", "subwords")
@@ -72,7 +76,7 @@ def read_sentence_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def read_phrase_pairs(
-    path: Path, held_out: set[tuple[str, str]], min_words: int
+    path: Path, held_out: set[tuple[str, str]], min_words: int, whole_annotations: bool = False
 ) -> list[tuple[str, str]]:
     """The dictionary's word-group entries ("in den Alpen :: in the Alps") of at least
     `min_words` words on both sides, for extra training pairs, without duplicates.
@@ -80,7 +84,7 @@ def read_phrase_pairs(
     Lines that hold a held-out sentence pair give nothing: their entries were written
     around that sentence, so they could teach a test sentence's rare words."""
     pairs: dict[tuple[str, str], None] = {}
-    for line_pairs in entries_outside(path, held_out):
+    for line_pairs in entries_outside(path, held_out, whole_annotations):
         for pair in line_pairs:
             long_enough = all(len(side.split()) >= min_words for side in pair)
             if long_enough and not is_sentence(pair):
@@ -93,6 +97,7 @@ def read_lexicon(
     held_out: set[tuple[str, str]],
     standardize: Callable = decoding.standardize,
     glosses: bool = True,
+    whole_annotations: bool = False,
 ) -> dict[str, str]:
     """German word -> its most frequent English translation among the dictionary's
     one-word German entries ("Denkungsart :: way of thinking"; "to " dropped from verbs),
@@ -101,7 +106,7 @@ def read_lexicon(
 
     As for phrases, lines that hold a held-out sentence pair give nothing."""
     translations: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for line_pairs in entries_outside(path, held_out):
+    for line_pairs in entries_outside(path, held_out, whole_annotations):
         for german, english in line_pairs:
             if not glosses:
                 german, english = (lexicon_bias.without_glosses(side) for side in (german, english))
@@ -124,28 +129,35 @@ def aligned_entries(path: Path) -> Iterator[list[tuple[str, str]]]:
         yield [(german[0], english[0]) for german, english in line]
 
 
-def entries_outside(path: Path, held_out: set[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
+def entries_outside(
+    path: Path, held_out: set[tuple[str, str]], whole_annotations: bool = False
+) -> Iterator[list[tuple[str, str]]]:
     """`aligned_entries` of the lines that hold no held-out sentence pair."""
-    for line in synonyms_outside(path, held_out):
+    for line in synonyms_outside(path, held_out, whole_annotations):
         yield [(german[0], english[0]) for german, english in line]
 
 
 def synonyms_outside(
-    path: Path, held_out: set[tuple[str, str]]
+    path: Path, held_out: set[tuple[str, str]], whole_annotations: bool = False
 ) -> Iterator[list[tuple[list[str], list[str]]]]:
     """`aligned_synonyms` of the lines that hold no held-out sentence pair: their entries
-    were written around that sentence, so they could teach a test sentence's rare words."""
-    for line in aligned_synonyms(path):
+    were written around that sentence, so they could teach a test sentence's rare words.
+    Either way of splitting finds the same sentences (checked on trans-de-en 1.9)."""
+    for line in aligned_synonyms(path, whole_annotations):
         if not any((german[0], english[0]) in held_out for german, english in line):
             yield line
 
 
-def aligned_synonyms(path: Path) -> Iterator[list[tuple[list[str], list[str]]]]:
+def aligned_synonyms(
+    path: Path, whole_annotations: bool = False
+) -> Iterator[list[tuple[list[str], list[str]]]]:
     """Per `DE :: EN` line, its aligned sub-entries as (German synonyms, English synonyms),
     annotations removed.
 
     Each side splits on ` | ` into aligned sub-entries and each of those on `; ` into
-    synonyms."""
+    synonyms. `whole_annotations` removes annotations before that split and keeps glosses
+    whole, so "to go {went; gone}" is "to go"; without it (how the sentence pairs are
+    read, so that the split never moves) it gives "to go {went" and "gone}"."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             line = line.rstrip("\n")
@@ -159,7 +171,10 @@ def aligned_synonyms(path: Path) -> Iterator[list[tuple[list[str], list[str]]]]:
                     f"sub-entries on each side, got {line[:60]!r}"
                 )
             yield [
-                (synonyms(german_part), synonyms(english_part))
+                (
+                    synonyms(german_part, whole_annotations),
+                    synonyms(english_part, whole_annotations),
+                )
                 for german_part, english_part in zip(german_parts, english_parts, strict=True)
             ]
 
@@ -168,18 +183,28 @@ def is_sentence(pair: tuple[str, str]) -> bool:
     return all(side.endswith(SENTENCE_END) for side in pair)
 
 
-def synonyms(entry: str) -> list[str]:
+def synonyms(entry: str, whole_annotations: bool = False) -> list[str]:
+    if whole_annotations:
+        return [
+            " ".join(synonym.split())
+            for synonym in SYNONYM_SEPARATOR.split(ANNOTATION.sub(" ", entry))
+        ]
     return [" ".join(ANNOTATION.sub(" ", synonym).split()) for synonym in entry.split("; ")]
 
 
 @functools.cache
 def ding_translations(
-    path: Path, held_out: frozenset[tuple[str, str]], standardize: Callable
+    path: Path,
+    held_out: frozenset[tuple[str, str]],
+    standardize: Callable,
+    whole_annotations: bool = False,
 ) -> dict[str, collections.Counter]:
     """Every one-word translation of each German word in the Ding file, counted, without
     the lines of held-out sentences. Read once a process (about 7 s): every model built
     with a lexicon bias reads it. Callers must not change it."""
-    return lexicon_bias.word_translation_counts(synonyms_outside(path, held_out), standardize)
+    return lexicon_bias.word_translation_counts(
+        synonyms_outside(path, held_out, whole_annotations), standardize
+    )
 
 
 class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
@@ -247,12 +272,10 @@ class TranslationTask(decoding.TextGenerationTask):
                 f"task.lexicon_sources must list some of {', '.join(LEXICON_SOURCES)}; "
                 f"got {list(self.option('lexicon_sources'))}"
             )
-        translations = self.option("lexicon_bias")
-        if isinstance(translations, bool) or not isinstance(translations, int) or translations < 0:
-            raise ConfigError(f"task.lexicon_bias must be a whole number ≥ 0; got {translations}")
-        beam_size = self.option("beam_size")
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-            raise ConfigError(f"task.beam_size must be a whole number ≥ 1; got {beam_size}")
+        for key, least in (("lexicon_bias", 0), ("beam_size", 1), ("no_repeat_ngram", 0)):
+            value = self.option(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"task.{key} must be a whole number ≥ {least}; got {value}")
 
     def _check_dictionary_needs(self) -> None:
         """The options that read the Ding dictionary through the attention need both:
@@ -323,7 +346,7 @@ class TranslationTask(decoding.TextGenerationTask):
         path = self.dictionary_path
         held = set(decoded_pairs(held_out))
         pairs = decoded_pairs(sentences) + read_phrase_pairs(
-            path, held, self.option("dictionary_phrases")
+            path, held, self.option("dictionary_phrases"), self.option("whole_annotations")
         )
         order = np.random.default_rng(seed).permutation(len(pairs))
         german, english = zip(*(pairs[index] for index in order), strict=True)
@@ -498,6 +521,7 @@ class TranslationTask(decoding.TextGenerationTask):
             # [UNK] is written first when the dictionary is to translate it
             decode_unknown=self.option("decode_unknown") or self.option("translate_unknown"),
             beam_size=self.option("beam_size"),
+            no_repeat_ngram=self.option("no_repeat_ngram"),
         )
         if self.option("translate_unknown"):
             decodes = unknown_words.translate_unknown(
@@ -508,6 +532,7 @@ class TranslationTask(decoding.TextGenerationTask):
                 [words.split() for words in self.standardized(inputs)],
                 self.dictionary_lexicon(),
                 keep_unknown=self.option("decode_unknown"),
+                once=self.option("no_repeat_ngram") > 0,
             )
         return [self.join(decode) for decode in decodes] if self.join else decodes
 
@@ -519,13 +544,16 @@ class TranslationTask(decoding.TextGenerationTask):
                 self.held_out_pairs(),
                 self.word_standardize,
                 glosses=self.option("dictionary_glosses"),
+                whole_annotations=self.option("whole_annotations"),
             )
         return self.lexicon
 
     def dictionary_translations(self) -> dict[str, collections.Counter]:
         """`ding_translations` of this task's dictionary, held-out lines left out."""
         held = frozenset(self.held_out_pairs())
-        return ding_translations(self.dictionary_path, held, self.word_standardize)
+        return ding_translations(
+            self.dictionary_path, held, self.word_standardize, self.option("whole_annotations")
+        )
 
     def training_lexicon(self):
         """IBM Model 1's p(e | f) over the training pairs' token ids (phrases not included)."""
