@@ -161,15 +161,6 @@ def test_unknown_words_take_the_attended_words_translation_or_are_left_out():
     ]
     kept = unknown_words.replace_unknown(decodes, positions, words, lexicon, True)
     assert kept[1] == "[UNK] !"
-    stutter = ["she tries to [UNK] [UNK] me [UNK] ."]
-    twice = unknown_words.replace_unknown(
-        stutter, [[0, 1, 4, 8, 8, 3, 6, 9]], words[:1], lexicon, False
-    )
-    assert twice == ["she tries to convert convert me way of thinking ."]
-    once = unknown_words.replace_unknown(
-        stutter, [[0, 1, 4, 8, 8, 3, 6, 9]], words[:1], lexicon, False, once=True
-    )
-    assert once == ["she tries to convert me way of thinking ."]
 
 
 @pytest.mark.parametrize(
@@ -302,46 +293,6 @@ def test_greedy_decoding_can_leave_out_unknown_words(decode_unknown, expected):
         model, np.zeros((1, 3)), model.vocabulary, target_length=4, decode_unknown=decode_unknown
     )
     assert decoded == [expected]
-
-
-class Stutterer:
-    """Stands in for a model that likes `first` best (0.5), then `b` (0.3), then `[end]`
-    (0.2), at every step: greedy decoding writes `first` until it runs out of steps."""
-
-    vocabulary = ["", "[UNK]", "[start]", "[end]", "a", "b"]
-
-    def __init__(self, first: int = 4):
-        self.first = first
-
-    def predict_on_batch(self, inputs):
-        _, tokens = inputs
-        probabilities = np.zeros((len(tokens), tokens.shape[1], len(self.vocabulary)))
-        probabilities[:, :, [self.first, 5, 3]] = [0.5, 0.3, 0.2]
-        return probabilities
-
-
-@pytest.mark.parametrize(
-    ("no_repeat_ngram", "expected"),
-    [(0, "a a a a a"), (1, "a b"), (2, "a a b a"), (3, "a a a b a")],
-)
-def test_no_word_sequence_is_written_twice(no_repeat_ngram, expected):
-    model = Stutterer()
-    decoded = decoding.decode(
-        model, np.zeros((2, 3)), model.vocabulary, 5, no_repeat_ngram=no_repeat_ngram
-    )
-    assert decoded == [expected] * 2
-    beam = decoding.decode(
-        model, np.zeros((2, 3)), model.vocabulary, 5, beam_size=3, no_repeat_ngram=no_repeat_ngram
-    )
-    for words in (text.split() for text in beam):
-        ngrams = [tuple(words[i : i + no_repeat_ngram]) for i in range(len(words))]
-        assert not no_repeat_ngram or len(set(ngrams)) == len(ngrams)
-
-
-def test_unknown_words_may_repeat_since_each_stands_for_another_word():
-    model = Stutterer(first=1)
-    decoded = decoding.decode(model, np.zeros((1, 3)), model.vocabulary, 3, no_repeat_ngram=1)
-    assert decoded == ["[UNK] [UNK] [UNK]"]
 
 
 def test_token_accuracy_ignores_padding():
@@ -499,5 +450,3 @@ def test_a_beam_on_a_certain_model_agrees_with_greedy_and_a_bad_beam_is_a_config
     ]
     with pytest.raises(ConfigError, match="task.beam_size must be a whole number ≥ 1; got 0"):
         TranslationTask(compose("task=translation", "task.beam_size=0").task, "data")
-    with pytest.raises(ConfigError, match="task.no_repeat_ngram must be a whole number ≥ 0"):
-        TranslationTask(compose("task=translation", "task.no_repeat_ngram=-1").task, "data")

@@ -239,56 +239,26 @@ def decode(
     chunk_size: int = 256,
     decode_unknown: bool = True,
     beam_size: int = 1,
-    no_repeat_ngram: int = 0,
 ) -> list[str]:
     """Feed the model its own most likely token, one step at a time, until `[end]`; with
     `beam_size` > 1, keep that many best partial sentences instead (`beam_decode`).
 
     With `decode_unknown` false, `[UNK]` is never chosen: it can never match a reference
-    word, while the most likely real word sometimes does. With `no_repeat_ngram` n > 0, no
-    n words are written twice in a sentence (fairseq's `--no-repeat-ngram-size`): an
-    attention that dwells on one source word otherwise writes "for my part for my part".
+    word, while the most likely real word sometimes does.
     """
     banned = None if decode_unknown or UNKNOWN not in vocabulary else vocabulary.index(UNKNOWN)
-    repeats = RepeatBan(no_repeat_ngram, vocabulary.index(UNKNOWN) if UNKNOWN in vocabulary else -1)
     rows = max(1, chunk_size // beam_size)  # the model sees rows × beams at once
     texts = []
     for start in range(0, len(inputs), rows):
         chunk = inputs[start : start + rows]
         if beam_size == 1:
-            texts += _greedy_decode_chunk(model, chunk, vocabulary, target_length, banned, repeats)
+            texts += _greedy_decode_chunk(model, chunk, vocabulary, target_length, banned)
         else:
-            texts += beam_decode(
-                model, chunk, vocabulary, target_length, banned, beam_size, repeats
-            )
+            texts += beam_decode(model, chunk, vocabulary, target_length, banned, beam_size)
     return texts
 
 
-class RepeatBan:
-    """Which next words would repeat an n-gram of each prefix (n = 0: none)."""
-
-    def __init__(self, n: int, unknown: int) -> None:
-        self.n, self.unknown = n, unknown
-
-    def __call__(self, prefixes: np.ndarray) -> tuple[list[int], list[int]]:
-        """(rows, words) to ban for prefixes [rows, steps so far]. `[UNK]` stands for many
-        words, so it is never banned; padding after `[end]` bans nothing that matters."""
-        rows, words = [], []
-        if not self.n or prefixes.shape[1] < self.n - 1:
-            return rows, words
-        context = self.n - 1
-        for row, prefix in enumerate(prefixes):
-            last = tuple(prefix[len(prefix) - context :])
-            for start in range(len(prefix) - context):
-                if tuple(prefix[start : start + context]) == last:
-                    word = prefix[start + context]
-                    if word != self.unknown:
-                        rows.append(row)
-                        words.append(word)
-        return rows, words
-
-
-def _greedy_decode_chunk(model, inputs, vocabulary, target_length, banned, repeats) -> list[str]:
+def _greedy_decode_chunk(model, inputs, vocabulary, target_length, banned) -> list[str]:
     start, end = vocabulary.index(START), vocabulary.index(END)
     tokens = np.zeros((len(inputs), target_length), dtype=np.int64)
     tokens[:, 0] = start
@@ -299,7 +269,6 @@ def _greedy_decode_chunk(model, inputs, vocabulary, target_length, banned, repea
         probabilities = np.array(model.predict_on_batch([inputs, tokens[:, : step + 1]])[:, step])
         if banned is not None:
             probabilities[:, banned] = -1.0
-        probabilities[repeats(tokens[:, : step + 1])] = -1.0
         decoded[:, step] = np.where(finished, 0, probabilities.argmax(axis=-1))
         finished |= decoded[:, step] == end
         if finished.all():
@@ -314,9 +283,7 @@ def _greedy_decode_chunk(model, inputs, vocabulary, target_length, banned, repea
 LENGTH_PENALTY = 0.6
 
 
-def beam_decode(
-    model, inputs, vocabulary, target_length, banned, beam_size, repeats=None
-) -> list[str]:
+def beam_decode(model, inputs, vocabulary, target_length, banned, beam_size) -> list[str]:
     """Beam search: every step extends each of the `beam_size` best partial sentences of a
     source by every word and keeps the `beam_size` best by total log-probability. A
     sentence that wrote `[end]` stays in its beam, extended by padding at no cost; at the
@@ -338,9 +305,6 @@ def beam_decode(
         words[:, :, 0] = -np.inf  # padding is not a word
         if banned is not None:
             words[:, :, banned] = -np.inf
-        if repeats is not None:
-            flat = words.reshape(rows * beams, -1)
-            flat[repeats(prefixes)] = -np.inf
         words[finished] = np.where(np.arange(words.shape[-1]) == 0, 0.0, -np.inf)
         candidates = (scores[:, :, None] + words).reshape(rows, -1)
         best = np.argsort(-candidates, axis=1, kind="stable")[:, :beams]

@@ -56,7 +56,6 @@ STORED_BEFORE = {
     "dictionary_glosses": True,
     "lexicon_sources": ["dictionary", "training"],
     "whole_annotations": False,
-    "no_repeat_ngram": 0,
 }
 LEXICON_SOURCES = ("dictionary", "training")
 TOKENS = ("words", "subwords")
@@ -272,7 +271,7 @@ class TranslationTask(decoding.TextGenerationTask):
                 f"task.lexicon_sources must list some of {', '.join(LEXICON_SOURCES)}; "
                 f"got {list(self.option('lexicon_sources'))}"
             )
-        for key, least in (("lexicon_bias", 0), ("beam_size", 1), ("no_repeat_ngram", 0)):
+        for key, least in (("lexicon_bias", 0), ("beam_size", 1)):
             value = self.option(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"task.{key} must be a whole number ≥ {least}; got {value}")
@@ -521,7 +520,6 @@ class TranslationTask(decoding.TextGenerationTask):
             # [UNK] is written first when the dictionary is to translate it
             decode_unknown=self.option("decode_unknown") or self.option("translate_unknown"),
             beam_size=self.option("beam_size"),
-            no_repeat_ngram=self.option("no_repeat_ngram"),
         )
         if self.option("translate_unknown"):
             decodes = unknown_words.translate_unknown(
@@ -532,7 +530,6 @@ class TranslationTask(decoding.TextGenerationTask):
                 [words.split() for words in self.standardized(inputs)],
                 self.dictionary_lexicon(),
                 keep_unknown=self.option("decode_unknown"),
-                once=self.option("no_repeat_ngram") > 0,
             )
         return [self.join(decode) for decode in decodes] if self.join else decodes
 

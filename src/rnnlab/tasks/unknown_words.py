@@ -23,7 +23,6 @@ def translate_unknown(
     source_words: list[list[str]],
     lexicon: dict[str, str],
     keep_unknown: bool,
-    once: bool = False,
 ) -> list[str]:
     """The decodes with their `[UNK]`s translated (`replace_unknown`); only decodes that
     hold one are fed through the model again."""
@@ -33,7 +32,7 @@ def translate_unknown(
     picked = [decodes[row] for row in rows]
     positions = attended_positions(model, sources[rows], picked, vocabulary)
     replaced = replace_unknown(
-        picked, positions, [source_words[row] for row in rows], lexicon, keep_unknown, once
+        picked, positions, [source_words[row] for row in rows], lexicon, keep_unknown
     )
     result = list(decodes)
     for row, text in zip(rows, replaced, strict=True):
@@ -87,24 +86,18 @@ def replace_unknown(
     source_words: list[list[str]],
     lexicon: dict[str, str],
     keep_unknown: bool,
-    once: bool = False,
 ) -> list[str]:
     """Each decode with its `[UNK]`s translated from the attended source word; one the
-    lexicon lacks stays `[UNK]` with `keep_unknown`, else is left out. With `once`, an
-    `[UNK]` that attends to a source word already translated is left out: an attention
-    that dwells on one word otherwise writes its translation again and again."""
+    lexicon lacks stays `[UNK]` with `keep_unknown`, else is left out."""
     replaced = []
     for decode, attended, words in zip(decodes, positions, source_words, strict=True):
-        out, translated = [], set()
+        out = []
         for word, position in zip(decode.split(), attended, strict=True):
             if word != UNKNOWN:
                 out.append(word)
                 continue
             source_word = words[position] if position < len(words) else None
-            if once and position in translated:
-                continue
             if source_word in lexicon:
-                translated.add(position)
                 out.append(lexicon[source_word])
             elif keep_unknown:
                 out.append(word)
