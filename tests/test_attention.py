@@ -89,10 +89,11 @@ def test_an_unknown_attention_is_a_config_error(compose):
 @pytest.fixture(scope="module")
 def bucketed_pairs(tmp_path_factory):
     """64 translation pairs batched by length, as training sees them: each batch is as long
-    as its longest sentence, a length known only when the batch arrives."""
+    as its longest sentence, a length known only when the batch arrives. Whole words are
+    dropped too, so every cell trains with word dropout on."""
     from rnnlab.config import compose_config
 
-    cfg = compose_config([*TINY, "task.max_examples=64"])
+    cfg = compose_config([*TINY, "task.max_examples=64", "task.word_dropout=0.2"])
     task = get_task(cfg.task, cfg.data_dir)
     return task, task.load(batch_size=16, seed=0)
 

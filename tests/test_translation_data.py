@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import sacrebleu
@@ -450,3 +451,15 @@ def test_a_beam_on_a_certain_model_agrees_with_greedy_and_a_bad_beam_is_a_config
     ]
     with pytest.raises(ConfigError, match="task.beam_size must be a whole number ≥ 1; got 0"):
         TranslationTask(compose("task=translation", "task.beam_size=0").task, "data")
+
+
+def test_word_dropout_drops_whole_tokens_and_only_in_training():
+    inputs = keras.Input(shape=(None, 8))
+    model = keras.Model(inputs, decoding.embedding_dropouts(inputs, 0.0, 0.5, "source"))
+    ones = np.ones((4, 100, 8), dtype="float32")
+    dropped = np.asarray(model(ones, training=True))
+    per_token = dropped.min(axis=-1), dropped.max(axis=-1)
+    assert np.array_equal(per_token[0], per_token[1])  # all of a token's entries, or none
+    assert set(np.unique(dropped)) == {0.0, 2.0}  # the rest scaled by 1 / (1 - 0.5)
+    assert 0.35 < (per_token[0] == 0).mean() < 0.65
+    assert np.array_equal(np.asarray(model(ones, training=False)), ones)

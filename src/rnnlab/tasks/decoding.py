@@ -147,6 +147,7 @@ def conditioned_decoder(
     attention_units: int = 128,
     embedding_dropout: float = 0.0,
     output_from_attention: Callable | None = None,
+    word_dropout: float = 0.0,
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Decoder input tokens and next-token probabilities, every step seeing the context.
 
@@ -154,8 +155,9 @@ def conditioned_decoder(
     than through its initial state, so any cell works, whatever its states look like.
     With `attention` other than "none", each decoder output also looks back over `memory`
     (the encoder's outputs, one per source position) before the next token is chosen.
-    `embedding_dropout` drops parts of the input tokens' embeddings in training: the
-    decoder learns not to lean on its own previous words alone.
+    `embedding_dropout` and `word_dropout` drop parts of the input tokens' embeddings and
+    whole input tokens in training (`embedding_dropouts`): the decoder learns not to lean
+    on its own previous words alone.
     `output_from_attention(scores, attention weights)`, if given, turns the next-token
     scores into probabilities instead of a plain softmax (`lexicon_bias.LexiconBias`).
     """
@@ -163,8 +165,7 @@ def conditioned_decoder(
     tokens = keras.Input(shape=(None,), dtype="int64", name="decoder_tokens")
     # Index 0 is padding: the mask keeps it out of the loss.
     embedded = layers.Embedding(vocabulary_size, embedding_dim, mask_zero=True)(tokens)
-    if embedding_dropout:
-        embedded = layers.Dropout(embedding_dropout, name="decoder_embedding_dropout")(embedded)
+    embedded = embedding_dropouts(embedded, embedding_dropout, word_dropout, "decoder")
     repeated = EachStep(name="context_each_step")([context, embedded])
     decoded = decoder(layers.Concatenate(name="token_and_context")([embedded, repeated]))
     if attention == "none":
@@ -178,6 +179,23 @@ def conditioned_decoder(
         return tokens, output_from_attention(scores, weights)
     probabilities = layers.Dense(vocabulary_size, activation="softmax", name="next_token")(decoded)
     return tokens, probabilities
+
+
+def embedding_dropouts(
+    embedded: keras.KerasTensor, parts: float, words: float, side: str
+) -> keras.KerasTensor:
+    """Embeddings with a fraction `parts` of their entries and a fraction `words` of whole
+    tokens dropped in training. Dropping whole words (Gal & Ghahramani 2016; Sennrich &
+    Zhang 2019 for small data) hides a word entirely, where dropping entries leaves a
+    noisy trace of every word."""
+    if parts:
+        embedded = layers.Dropout(parts, name=f"{side}_embedding_dropout")(embedded)
+    if words:
+        # One draw per token, shared by all its embedding's entries.
+        embedded = layers.Dropout(words, noise_shape=(None, None, 1), name=f"{side}_word_dropout")(
+            embedded
+        )
+    return embedded
 
 
 @keras.saving.register_keras_serializable(package="rnnlab")

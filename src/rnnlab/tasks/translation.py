@@ -56,6 +56,7 @@ STORED_BEFORE = {
     "dictionary_glosses": True,
     "lexicon_sources": ["dictionary", "training"],
     "whole_annotations": False,
+    "word_dropout": 0.0,
 }
 LEXICON_SOURCES = ("dictionary", "training")
 TOKENS = ("words", "subwords")
@@ -416,10 +417,9 @@ class TranslationTask(decoding.TextGenerationTask):
         embedded = layers.Embedding(
             self.source_vectorizer.vocabulary_size(), self.cfg.embedding_dim, mask_zero=True
         )(source)
-        if self.option("embedding_dropout"):
-            embedded = layers.Dropout(
-                self.option("embedding_dropout"), name="source_embedding_dropout"
-            )(embedded)
+        embedded = decoding.embedding_dropouts(
+            embedded, self.option("embedding_dropout"), self.option("word_dropout"), "source"
+        )
         if self.cfg.attention == "none":
             memory, context = None, recurrent(embedded)
         else:
@@ -437,6 +437,7 @@ class TranslationTask(decoding.TextGenerationTask):
             attention_units=self.cfg.attention_units,
             embedding_dropout=self.option("embedding_dropout"),
             output_from_attention=self._lexicon_bias(source),
+            word_dropout=self.option("word_dropout"),
         )
         return keras.Model([source, tokens], probabilities, name="translation")
 
