@@ -121,6 +121,7 @@ def test_translation_reads_a_tfds_catalog_set_by_config(compose):
         "task.source=tfds:ted_hrlr_translate/pt_to_en",
         "task.translate_unknown=false",  # the Ding dictionary translates German only
         "task.lexicon_bias=0",
+        "task.dictionary_phrases=0",
         *TINY_MODEL,
     )
     with tfds.testing.mock_data(num_examples=64):

@@ -173,26 +173,34 @@ def test_unknown_words_take_the_attended_words_translation_or_are_left_out():
     ],
 )
 def test_the_dictionary_options_need_attention_ding_and_words(compose, override, need):
-    alone = compose("task=translation", "task.lexicon_bias=0", override)
+    no_phrases = "task.dictionary_phrases=0"  # the phrases need only the Ding source
+    alone = compose("task=translation", "task.lexicon_bias=0", no_phrases, override)
     with pytest.raises(ConfigError, match=f"translate_unknown needs {need}.*=false$"):
         TranslationTask(alone.task, "data")
-    both = compose("task=translation", override)
+    both = compose("task=translation", no_phrases, override)
     fix = "task.translate_unknown=false task.lexicon_bias=0"
     with pytest.raises(ConfigError, match=f"and task.lexicon_bias need {need}.*; or set {fix}$"):
         TranslationTask(both.task, "data")
+
+
+def test_the_defaults_on_another_source_name_all_three_dictionary_options(compose):
+    other = compose("task=translation", "task.source=tfds:ted_hrlr_translate/pt_to_en")
+    fix = "task.translate_unknown=false task.lexicon_bias=0 task.dictionary_phrases=0"
+    with pytest.raises(ConfigError, match=f"and task.dictionary_phrases need .*; or set {fix}$"):
+        TranslationTask(other.task, "data")
+    subwords = compose("task=translation", "task.tokens=subwords", "task.lexicon_bias=0")
+    with pytest.raises(ConfigError, match="^task.translate_unknown needs task.tokens=words"):
+        TranslationTask(subwords.task, "data")  # the phrases feed subwords as well
 
 
 def test_phrases_join_the_training_split_only_and_keep_the_baseline_on_sentences(compose):
     cfg = compose("task=translation", "task.max_examples=64", "task.dictionary_phrases=5")
     task = TranslationTask(cfg.task, "data")
     data = task.load(batch_size=32, seed=0)
-    assert data.train_size > 1_000  # 64 sentences and the phrases of 5 words or more
+    assert data.train_size == 128  # 64 sentences and 64 phrases: max_examples caps both
     assert sum(1 for _ in task.train_pairs) == 64  # the fixed-answer baseline's candidates
     assert sum(1 for _ in data.validation.unbatch()) == 64
     assert data.data_hash.endswith("+phrases5")
-    task.cfg.source = "tfds:ted_hrlr_translate/pt_to_en"
-    with pytest.raises(ConfigError, match="dictionary_phrases needs task.source=embedded"):
-        task._with_phrases(task.train_pairs, task.train_pairs, seed=0)
 
 
 def test_subwords_spell_unseen_words_from_pieces_and_join_back_to_the_text(pairs):

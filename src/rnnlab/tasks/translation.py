@@ -207,6 +207,15 @@ def ding_translations(
     )
 
 
+@functools.cache
+def dictionary_phrases(
+    path: Path, held_out: frozenset[tuple[str, str]], min_words: int, whole_annotations: bool
+) -> list[tuple[str, str]]:
+    """`read_phrase_pairs`, read once a process (about 5 s): every load of the task with
+    `task.dictionary_phrases` needs them. Callers must not change the list."""
+    return read_phrase_pairs(path, set(held_out), min_words, whole_annotations)
+
+
 class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
     """TFDS builder over the dictionary file unpacked by `rnnlab prepare`."""
 
@@ -278,20 +287,32 @@ class TranslationTask(decoding.TextGenerationTask):
                 raise ConfigError(f"task.{key} must be a whole number ≥ {least}; got {value}")
 
     def _check_dictionary_needs(self) -> None:
-        """The options that read the Ding dictionary through the attention need both:
-        one error names every such option that is on."""
-        offs = {"translate_unknown": "false", "lexicon_bias": "0"}
-        on = [option for option in offs if self.option(option)]
-        needs = {
-            "task.attention=additive or dot": self.cfg.attention == "none",
-            "task.source=embedded (Ding)": self.cfg.source != "embedded",
-            "task.tokens=words": self.option("tokens") != "words",
+        """The options that read the Ding dictionary need it, and those that read it through
+        the attention need both: one error names every option on that lacks a need."""
+        attention, ding, words = (
+            "task.attention=additive or dot",
+            "task.source=embedded (Ding)",
+            "task.tokens=words",
+        )
+        missing = {
+            attention: self.cfg.attention == "none",
+            ding: self.cfg.source != "embedded",
+            words: self.option("tokens") != "words",
         }
-        for need in (need for need, missing in needs.items() if missing and on):
-            options = " and ".join(f"task.{option}" for option in on)
-            fixes = " ".join(f"task.{option}={offs[option]}" for option in on)
-            verb = "needs" if len(on) == 1 else "need"
-            raise ConfigError(f"{options} {verb} {need}; or set {fixes}")
+        needs = {  # option: (its value when off, what it needs)
+            "translate_unknown": ("false", (attention, ding, words)),
+            "lexicon_bias": ("0", (attention, ding, words)),
+            "dictionary_phrases": ("0", (ding,)),
+        }
+        for need in (need for need, lacking in missing.items() if lacking):
+            on = [
+                option for option, (_, its) in needs.items() if need in its and self.option(option)
+            ]
+            if on:
+                options = " and ".join(f"task.{option}" for option in on)
+                fixes = " ".join(f"task.{option}={needs[option][0]}" for option in on)
+                verb = "needs" if len(on) == 1 else "need"
+                raise ConfigError(f"{options} {verb} {need}; or set {fixes}")
 
     def prepare(self) -> None:
         raw = self.root / "raw" / "translation"
@@ -305,11 +326,10 @@ class TranslationTask(decoding.TextGenerationTask):
     def load(self, batch_size: int, seed: int) -> TaskData:
         catalog = {name: name for name in SPLIT_FRACTIONS}  # ted_hrlr_translate's are ours
         splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
-        held_out = splits["validation"].concatenate(splits["test"])
         splits = take_each(splits, self.cfg.max_examples)
         self.train_pairs = splits["train"]  # the trivial baseline's candidates
         if self.option("dictionary_phrases"):
-            splits["train"] = self._with_phrases(splits["train"], held_out, seed)
+            splits["train"] = self._with_phrases(splits["train"], seed)
             data_hash += f"+phrases{self.option('dictionary_phrases')}"
         self.test_pairs = decoded_pairs(splits["test"])  # scored as text, never as pieces
         if self.option("tokens") == "subwords":
@@ -335,19 +355,17 @@ class TranslationTask(decoding.TextGenerationTask):
         }
         return batched_task_data(vectorized, batch_size, seed, data_hash, longer_side)
 
-    def _with_phrases(
-        self, sentences: tf.data.Dataset, held_out: tf.data.Dataset, seed: int
-    ) -> tf.data.Dataset:
+    def _with_phrases(self, sentences: tf.data.Dataset, seed: int) -> tf.data.Dataset:
         """The training sentences and the dictionary's word groups, shuffled together once:
         the batches' shuffle buffer is smaller than both, so appended phrases would
-        otherwise fill the end of every epoch."""
-        if self.cfg.source != "embedded":
-            raise ConfigError("task.dictionary_phrases needs task.source=embedded (Ding)")
-        path = self.dictionary_path
-        held = set(decoded_pairs(held_out))
-        pairs = decoded_pairs(sentences) + read_phrase_pairs(
-            path, held, self.option("dictionary_phrases"), self.option("whole_annotations")
+        otherwise fill the end of every epoch. `task.max_examples` caps the phrases too."""
+        phrases = dictionary_phrases(
+            self.dictionary_path,
+            frozenset(self.held_out_pairs()),
+            self.option("dictionary_phrases"),
+            self.option("whole_annotations"),
         )
+        pairs = decoded_pairs(sentences) + phrases[: self.cfg.max_examples]
         order = np.random.default_rng(seed).permutation(len(pairs))
         german, english = zip(*(pairs[index] for index in order), strict=True)
         return tf.data.Dataset.from_tensor_slices((list(german), list(english)))
