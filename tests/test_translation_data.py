@@ -451,6 +451,16 @@ def test_beam_search_finds_the_likelier_sentence_that_greedy_decoding_misses():
     assert beam == ["b"] * 3
 
 
+def test_a_larger_length_penalty_lets_the_beam_prefer_longer_sentences():
+    model = TwoRoads()
+    usual = decoding.decode(model, np.zeros((1, 2)), model.vocabulary, 4, beam_size=3)
+    longer = decoding.decode(
+        model, np.zeros((1, 2)), model.vocabulary, 4, beam_size=3, length_penalty=10.0
+    )
+    assert usual == ["b"]
+    assert len(longer[0].split()) > 1 and longer[0].startswith("a")
+
+
 def test_a_beam_on_a_certain_model_agrees_with_greedy_and_a_bad_beam_is_a_config_error(compose):
     model = ScriptedDecoder()
     assert decoding.decode(model, np.zeros((2, 3)), model.vocabulary, 5, beam_size=2) == [
@@ -459,6 +469,8 @@ def test_a_beam_on_a_certain_model_agrees_with_greedy_and_a_bad_beam_is_a_config
     ]
     with pytest.raises(ConfigError, match="task.beam_size must be a whole number ≥ 1; got 0"):
         TranslationTask(compose("task=translation", "task.beam_size=0").task, "data")
+    with pytest.raises(ConfigError, match="task.length_penalty must be a number ≥ 0; got -1"):
+        TranslationTask(compose("task=translation", "task.length_penalty=-1").task, "data")
 
 
 def test_word_dropout_drops_whole_tokens_and_only_in_training():

@@ -257,6 +257,7 @@ def decode(
     chunk_size: int = 256,
     decode_unknown: bool = True,
     beam_size: int = 1,
+    length_penalty: float = 0.6,
 ) -> list[str]:
     """Feed the model its own most likely token, one step at a time, until `[end]`; with
     `beam_size` > 1, keep that many best partial sentences instead (`beam_decode`).
@@ -272,7 +273,9 @@ def decode(
         if beam_size == 1:
             texts += _greedy_decode_chunk(model, chunk, vocabulary, target_length, banned)
         else:
-            texts += beam_decode(model, chunk, vocabulary, target_length, banned, beam_size)
+            texts += beam_decode(
+                model, chunk, vocabulary, target_length, banned, beam_size, length_penalty
+            )
     return texts
 
 
@@ -296,16 +299,17 @@ def _greedy_decode_chunk(model, inputs, vocabulary, target_length, banned) -> li
     return texts_of(decoded, vocabulary)
 
 
-# GNMT's length penalty (Wu et al. 2016): a sum of log-probabilities favours short
-# sentences, so finished ones are compared by it divided by ((5 + length) / 6) ** 0.6.
-LENGTH_PENALTY = 0.6
-
-
-def beam_decode(model, inputs, vocabulary, target_length, banned, beam_size) -> list[str]:
+def beam_decode(
+    model, inputs, vocabulary, target_length, banned, beam_size, length_penalty=0.6
+) -> list[str]:
     """Beam search: every step extends each of the `beam_size` best partial sentences of a
     source by every word and keeps the `beam_size` best by total log-probability. A
     sentence that wrote `[end]` stays in its beam, extended by padding at no cost; at the
-    end the best by length-penalised score is written out."""
+    end the best by length-penalised score is written out.
+
+    GNMT's length penalty (Wu et al. 2016): a sum of log-probabilities favours short
+    sentences, so finished ones are compared by it divided by ((5 + length) / 6) ** α,
+    α = `length_penalty` (GNMT's 0.6; larger favours longer sentences)."""
     start, end = vocabulary.index(START), vocabulary.index(END)
     rows, beams = len(inputs), beam_size
     tokens = np.zeros((rows, beams, target_length + 1), dtype=np.int64)
@@ -336,7 +340,7 @@ def beam_decode(model, inputs, vocabulary, target_length, banned, beam_size) -> 
         finished |= word == end
         if finished.all():
             break
-    penalised = scores / ((5 + lengths) / 6) ** LENGTH_PENALTY
+    penalised = scores / ((5 + lengths) / 6) ** length_penalty
     return texts_of(tokens[np.arange(rows), penalised.argmax(axis=1), 1:], vocabulary)
 
 

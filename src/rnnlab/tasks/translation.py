@@ -57,6 +57,7 @@ STORED_BEFORE = {
     "lexicon_sources": ["dictionary", "training"],
     "whole_annotations": False,
     "word_dropout": 0.0,
+    "length_penalty": 0.6,
 }
 LEXICON_SOURCES = ("dictionary", "training")
 TOKENS = ("words", "subwords")
@@ -285,6 +286,9 @@ class TranslationTask(decoding.TextGenerationTask):
             value = self.option(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"task.{key} must be a whole number ≥ {least}; got {value}")
+        penalty = self.option("length_penalty")
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
+            raise ConfigError(f"task.length_penalty must be a number ≥ 0; got {penalty}")
 
     def _check_dictionary_needs(self) -> None:
         """The options that read the Ding dictionary need it, and those that read it through
@@ -539,6 +543,7 @@ class TranslationTask(decoding.TextGenerationTask):
             # [UNK] is written first when the dictionary is to translate it
             decode_unknown=self.option("decode_unknown") or self.option("translate_unknown"),
             beam_size=self.option("beam_size"),
+            length_penalty=self.option("length_penalty"),
         )
         if self.option("translate_unknown"):
             decodes = unknown_words.translate_unknown(
