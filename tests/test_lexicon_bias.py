@@ -10,7 +10,8 @@ from decoding_checks import assert_decodes_match_teacher_forcing
 
 from rnnlab.config import ConfigError
 from rnnlab.tasks import decoding, get_task, lexicon_bias
-from rnnlab.tasks.translation import TranslationTask, synonyms_outside
+from rnnlab.tasks.ding import synonyms_outside
+from rnnlab.tasks.translation import TranslationTask
 from rnnlab.train import build_model
 
 TINY = ["task=translation", "cell.units=8", "task.embedding_dim=8", "task.attention_units=8"]

@@ -13,17 +13,16 @@ from rnnlab.config import ConfigError
 from rnnlab.datasets import data_root
 from rnnlab.tasks import decoding, unknown_words
 from rnnlab.tasks.base import batches
-from rnnlab.tasks.subwords import SubwordCodec
-from rnnlab.tasks.translation import (
+from rnnlab.tasks.ding import (
     DICTIONARY,
-    STORED_BEFORE,
-    TranslationTask,
     aligned_synonyms,
     ding_translations,
     read_lexicon,
     read_phrase_pairs,
     read_sentence_pairs,
 )
+from rnnlab.tasks.subwords import SubwordCodec
+from rnnlab.tasks.translation import STORED_BEFORE, TranslationTask
 from rnnlab.train import build_model
 
 DICTIONARY_FILE = data_root("data") / "raw" / "translation" / DICTIONARY
