@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -34,6 +35,7 @@ from rnnlab.sweep import (
     PARENT_RUN_ATTR,
     STALE_REASON,
     stale_check_lock,
+    storage_for,
     sweep,
     trials_counted,
 )
@@ -264,6 +266,31 @@ def test_on_sqlite_one_worker_at_a_time_fails_dead_trials(smoke_file):
     with lock_file.open("a") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released once the check is done
         fcntl.flock(other, fcntl.LOCK_UN)
+
+
+def test_on_sqlite_a_waiting_trial_is_claimed_by_one_worker_only(smoke_file):
+    """A retry waits for the first worker free; two that ask at once must not both train it
+    (without the claim's lock, SQLite let both win in 9 of 10 tries)."""
+    spec = load_sweep(smoke_file())
+    for _ in range(5):
+        study = optuna.create_study(storage=storage_for(spec), study_name=str(uuid.uuid4()))
+        study.enqueue_trial({"x": 1.0})
+        trial_id = study.get_trials()[0]._trial_id
+        workers = [storage_for(spec) for _ in range(2)]
+        for storage in workers:
+            storage.get_trial(trial_id)  # connected before the race starts
+        together, claims = threading.Barrier(len(workers)), []
+
+        def claim(storage):
+            together.wait()
+            claims.append(storage.set_trial_state_values(trial_id, TrialState.RUNNING))
+
+        threads = [threading.Thread(target=claim, args=(storage,)) for storage in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(claims) == [False, True]
 
 
 @pytest.mark.slow

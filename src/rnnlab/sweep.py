@@ -16,7 +16,7 @@ import fcntl
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -58,7 +58,7 @@ def storage_for(sweep: Sweep) -> RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    return RDBStorage(
+    return ClaimOnceStorage(
         url,
         engine_kwargs=engine_kwargs,
         heartbeat_interval=sweep.heartbeat_seconds,
@@ -67,22 +67,45 @@ def storage_for(sweep: Sweep) -> RDBStorage:
 
 
 @contextlib.contextmanager
-def stale_check_lock(sweep: Sweep) -> Iterator[None]:
-    """One worker at a time fails a dead worker's trial, on SQLite.
+def sqlite_file_lock(storage_url: str, purpose: str) -> Iterator[None]:
+    """Serialize a read-then-write of the study's rows among workers, on SQLite.
 
-    Optuna reads a trial's state, then writes FAIL. PostgreSQL locks the row in between;
-    SQLite does not, so two workers could both fail the same trial and both queue a retry.
-    Workers sharing a SQLite file share its host, so a file lock beside it serializes them."""
-    if not sweep.storage.startswith("sqlite:///"):
+    PostgreSQL locks a row that Optuna reads for update; SQLite does not, so two workers
+    can both read a state and both act on it. Workers sharing a SQLite file share its host,
+    so a file lock beside it serializes them. Elsewhere this does nothing.
+    """
+    if not storage_url.startswith("sqlite:///"):
         yield
         return
-    lock_path = Path(sweep.storage.removeprefix("sqlite:///") + ".stale-check.lock")
+    lock_path = Path(f"{storage_url.removeprefix('sqlite:///')}.{purpose}.lock")
     with lock_path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def stale_check_lock(sweep: Sweep) -> contextlib.AbstractContextManager[None]:
+    """One worker at a time fails a dead worker's trial: two could both queue a retry."""
+    return sqlite_file_lock(sweep.storage, "stale-check")
+
+
+class ClaimOnceStorage(RDBStorage):
+    """Optuna's database storage, where a waiting trial (a retry) starts in one worker only.
+
+    A worker claims a waiting trial by reading that it is WAITING and writing RUNNING. On
+    SQLite two workers could both read WAITING and both train the trial, each in an MLflow
+    run of its own; the claim is therefore made under a file lock.
+    """
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state != TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        with sqlite_file_lock(self.url, "claim"):
+            return super().set_trial_state_values(trial_id, state, values)
 
 
 class StaleTrialHandler:
