@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import pytest
 
-from rnnlab.callbacks import BestEpoch, ReportToOptuna
+from rnnlab.callbacks import AveragedWeights, AveragesOutlastStopping, BestEpoch, ReportToOptuna
 
 
 def trial_with(pruner: optuna.pruners.BasePruner) -> optuna.Trial:
@@ -101,3 +101,48 @@ def test_best_epoch_follows_the_direction_and_can_leave_the_last_weights():
     kept = BestEpoch("val_accuracy", "maximize", restore=False)
     assert epochs_of_weights(kept, [0.5, 0.9, 0.7]).get_weights()[0][0, 0] == 3
     assert kept.best_epoch == 2 and kept.tested_epoch() == 3
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Early stopping's effect, at a chosen epoch."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.stop_training = epoch + 1 >= self.epochs
+
+
+@pytest.mark.parametrize(
+    ("stop_after", "direction", "tested_epoch"),
+    [
+        (6, "minimize", 6),  # every planned epoch: the loss falls, so the last is best
+        (3, "minimize", 3),  # stopped early on its best epoch, which is the last
+        (3, "maximize", 1),  # choosing the highest loss restores the first epoch
+    ],
+)
+def test_the_tested_model_is_the_average_that_validation_chose(stop_after, direction, tested_epoch):
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(256, 4)).astype("float32")
+    targets = inputs.sum(axis=1, keepdims=True)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.9), loss="mse")
+    averaged = AveragedWeights()
+    best = BestEpoch("val_loss", direction)
+    callbacks = [averaged, best, StopAfter(stop_after), AveragesOutlastStopping(averaged)]
+    history = model.fit(
+        inputs,
+        targets,
+        batch_size=32,
+        epochs=6,
+        verbose=0,
+        validation_data=(inputs, targets),
+        callbacks=callbacks,
+    )
+    val_losses = history.history["val_loss"]
+    assert best.tested_epoch() == tested_epoch and len(val_losses) == stop_after
+    assert len(set(val_losses)) == len(val_losses), "every epoch's average must differ"
+    tested_loss = model.evaluate(inputs, targets, verbose=0)
+    assert tested_loss == pytest.approx(val_losses[tested_epoch - 1], rel=1e-5)

@@ -9,8 +9,9 @@ import keras
 import pytest
 from omegaconf import OmegaConf
 
-from rnnlab.config import ConfigError, compose_config, group_choices
+from rnnlab.config import ConfigError, compose_config, config_hash, group_choices, validate
 from rnnlab.models import build_cell
+from rnnlab.train import weight_averaging
 
 GROUPS = ["task", "cell", "model", "optimizer", "trainer", "probe", "tracking", "experiment"]
 
@@ -56,6 +57,7 @@ def test_unknown_choice_inside_a_multirun_list_is_caught():
         ("trainer.epochs=-1", "trainer.epochs must be at least 1, got -1"),
         ("trainer.batch_size=0", "trainer.batch_size must be at least 1"),
         ("trainer.clipnorm=-2", "trainer.clipnorm must be null or > 0"),
+        ("trainer.ema_momentum=1", r"trainer.ema_momentum must be null or in \(0, 1\)"),
         ("trainer.epochs=abc", "trainer.epochs: Value 'abc' of type 'str' could not be converted"),
         ("model.dropout=1.5", r"model.dropout must be in \[0, 1\)"),
         ("cell.units=0", "cell.units must be a positive integer"),
@@ -152,3 +154,18 @@ def test_a_task_names_its_own_settings_and_the_command_line_still_wins():
     )
     assert overridden.optimizer.learning_rate == 0.01 and overridden.model.dropout == 0.1
     assert overridden.trainer.clipnorm == translation.task.clipnorm, "the others keep the task's"
+
+
+def test_a_key_added_later_leaves_stored_runs_identified_and_runnable_until_set():
+    """A config stored before `trainer.ema_momentum` existed hashes as today's default and
+    still validates; setting the key makes another grid point."""
+    today = compose_config(["cell=gru"])
+    stored = OmegaConf.to_container(today)
+    del stored["trainer"]["ema_momentum"]
+    stored = OmegaConf.create(stored)
+    validate(stored)
+    assert weight_averaging(stored.trainer) == weight_averaging(today.trainer) == {}
+    assert config_hash(stored) == config_hash(today)
+    averaged = compose_config(["cell=gru", "trainer.ema_momentum=0.99"])
+    assert config_hash(averaged) != config_hash(today)
+    assert weight_averaging(averaged.trainer) == {"use_ema": True, "ema_momentum": 0.99}

@@ -258,6 +258,18 @@ def test_without_restoring_the_last_epoch_is_tested_and_early_stopping_watches_t
     assert stopped["epochs_trained"] == stopped["best_epoch"] + 1 < 6  # patience 1
 
 
+def test_averaged_weights_are_what_is_validated_and_tested(compose, tracking_uri):
+    """A momentum near 0 averages nothing: the raw run's scores. A real one changes them,
+    and the run records the momentum it averaged with."""
+    settings = ("cell=gru", "trainer.epochs=2", "optimizer.learning_rate=0.01", "reproducible=true")
+    raw = run(compose(*settings))
+    nearly_raw = run(compose(*settings, "trainer.ema_momentum=1e-9"))
+    assert nearly_raw["test_loss"] == pytest.approx(raw["test_loss"], rel=1e-5)
+    averaged = run(compose(*settings, "trainer.ema_momentum=0.9"))
+    assert averaged["test_loss"] != pytest.approx(raw["test_loss"], rel=1e-3)
+    assert last_run(tracking_uri).data.params["trainer.ema_momentum"] == "0.9"
+
+
 def test_a_dataset_another_run_created_at_the_same_moment_is_linked_not_fatal(
     tracking_uri, monkeypatch
 ):

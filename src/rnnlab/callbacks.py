@@ -103,6 +103,37 @@ class BestEpoch(keras.callbacks.Callback):
         return self.epochs_trained
 
 
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Validate, keep and test the optimizer's moving average of the weights (Polyak).
+
+    Swapped in at each epoch's end, so that callbacks after this one (BestEpoch first)
+    see the average: the epoch that validation chooses is an averaged model, and so is
+    the model that is tested. Needs an optimizer compiled with `use_ema=True`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(swap_on_epoch=True)
+
+
+class AveragesOutlastStopping(keras.callbacks.Callback):
+    """Keep the averaged weights in the model when a run stops before its last epoch.
+
+    `fit` ends by copying the optimizer's average slots into the model. After
+    AveragedWeights' swap those slots hold the raw weights, and Keras makes them hold the
+    average again only after the last planned epoch: a run that early stopping ends would
+    be tested on its raw weights. Placed after every callback that may stop training,
+    this makes the slots hold the average when one has.
+    """
+
+    def __init__(self, averaged: AveragedWeights) -> None:
+        super().__init__()
+        self.averaged = averaged
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.model.stop_training:
+            self.averaged._finalize_ema_values()
+
+
 class ReportToOptuna(keras.callbacks.Callback):
     """Report the best `monitor` so far to a sweep's trial after every epoch; prune when told.
 

@@ -64,6 +64,7 @@ class TrainerSchema:
     clipnorm: float | None
     verbose: Any
     precision: str
+    ema_momentum: float | None = None  # absent from runs stored before it: no averaging
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"trainer.epochs must be at least 1, got {self.epochs}")
@@ -78,6 +79,10 @@ class TrainerSchema:
         _require(
             self.clipnorm is None or self.clipnorm > 0,
             f"trainer.clipnorm must be null or > 0, got {self.clipnorm}",
+        )
+        _require(
+            self.ema_momentum is None or 0 < self.ema_momentum < 1,
+            f"trainer.ema_momentum must be null or in (0, 1), got {self.ema_momentum}",
         )
         _require(
             self.verbose in ("auto", 0, 1, 2),
@@ -185,6 +190,9 @@ def cell_name(cell_cfg: DictConfig) -> str:
 
 # Keys that say where a run is recorded or how it prints, not what it computes.
 NOT_HASHED = ("tracking", "data_dir", "experiment_task_overrides")
+# Keys added after runs were stored, with the value that computes what those runs did:
+# hashed only when set to something else, so the finished grid points stay finished.
+HASHED_WHEN_SET = {("trainer", "ema_momentum"): None}
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -193,6 +201,9 @@ def config_hash(cfg: DictConfig) -> str:
     for key in NOT_HASHED:
         content.pop(key, None)
     content.get("trainer", {}).pop("verbose", None)
+    for (group, key), old_behaviour in HASHED_WHEN_SET.items():
+        if content.get(group, {}).get(key, old_behaviour) == old_behaviour:
+            content.get(group, {}).pop(key, None)
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(content)).encode()).hexdigest()[:16]
 
 

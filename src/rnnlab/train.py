@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.budget import parameter_counts, units_for_budget
 from rnnlab.callbacks import (
+    AveragedWeights,
+    AveragesOutlastStopping,
     BestEpoch,
     GradientDecayLogger,
     MlflowEpochLogger,
@@ -82,9 +84,17 @@ def budgeted_cell(cfg: DictConfig, task) -> DictConfig:
     return with_units(cfg.cell, units)
 
 
+def weight_averaging(trainer_cfg: DictConfig) -> dict:
+    """The optimizer's arguments for `trainer.ema_momentum`: none when it is null or absent
+    (runs stored before the key reproduce without averaging)."""
+    momentum = trainer_cfg.get("ema_momentum")
+    return {} if momentum is None else {"use_ema": True, "ema_momentum": momentum}
+
+
 def build_compiled_model(cfg: DictConfig, task, cell_cfg: DictConfig | None = None):
     model = build_model(cfg.cell if cell_cfg is None else cell_cfg, cfg.model, task)
-    optimizer = instantiate(cfg.optimizer, clipnorm=cfg.trainer.clipnorm)
+    averaging = weight_averaging(cfg.trainer)
+    optimizer = instantiate(cfg.optimizer, clipnorm=cfg.trainer.clipnorm, **averaging)
     model.compile(optimizer=optimizer, loss=task.loss, metrics=list(task.metrics))
     return model
 
@@ -125,7 +135,14 @@ def training_callbacks(
     """
     monitor = f"val_{selection_metric(cfg.task)}"
     best_epoch = BestEpoch(monitor, cfg.task.direction, cfg.trainer.restore_best_weights)
-    callbacks = [StopOnNonFiniteLoss(), *gradient_probe(cfg, model, task, data), best_epoch]
+    # First, so that every other callback sees the averaged weights, as validation did.
+    averaged = [AveragedWeights()] if weight_averaging(cfg.trainer) else []
+    callbacks = [
+        *averaged,
+        StopOnNonFiniteLoss(),
+        *gradient_probe(cfg, model, task, data),
+        best_epoch,
+    ]
     if cfg.trainer.early_stopping_patience is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -134,6 +151,7 @@ def training_callbacks(
                 patience=cfg.trainer.early_stopping_patience,
             )
         )
+    callbacks += [AveragesOutlastStopping(weights) for weights in averaged]
     # Last, so that the epoch time it logs includes every other callback's work.
     epoch_logger = MlflowEpochLogger()
     return [*callbacks, epoch_logger], epoch_logger, best_epoch
