@@ -138,6 +138,7 @@ TASK_SETTINGS = {
     "units": "cell.units",
     "learning_rate": "optimizer.learning_rate",
     "clipnorm": "trainer.clipnorm",
+    "ema_momentum": "trainer.ema_momentum",
     "dropout": "model.dropout",
 }
 
