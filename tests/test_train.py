@@ -13,13 +13,19 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from rnnlab import tasks
-from rnnlab.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from rnnlab.callbacks import (
+    AveragedWeights,
+    AveragesOutlastStopping,
+    NonFiniteLossError,
+    StopOnNonFiniteLoss,
+)
 from rnnlab.config import ConfigError
 from rnnlab.native import recurrence_ops
 from rnnlab.native.build import this_cpu
+from rnnlab.tasks import load_task
 from rnnlab.tasks.sentiment import SentimentTask
 from rnnlab.threads import parallel_shards
-from rnnlab.train import run
+from rnnlab.train import build_compiled_model, run, training_callbacks
 
 EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
 
@@ -268,6 +274,22 @@ def test_averaged_weights_are_what_is_validated_and_tested(compose, tracking_uri
     averaged = run(compose(*settings, "trainer.ema_momentum=0.9"))
     assert averaged["test_loss"] != pytest.approx(raw["test_loss"], rel=1e-3)
     assert last_run(tracking_uri).data.params["trainer.ema_momentum"] == "0.9"
+
+
+def test_the_average_is_swapped_in_before_any_callback_and_kept_after_any_stop(compose):
+    """Every callback must see the averaged weights, as validation did, and the average must
+    be restored after whichever callback may stop training."""
+    cfg = compose("cell=gru", "trainer.ema_momentum=0.99", "trainer.early_stopping_patience=1")
+    task, data = load_task(cfg.task, cfg.data_dir, cfg.trainer.batch_size, cfg.seed)
+    model = build_compiled_model(cfg, task)
+    callbacks, *_ = training_callbacks(cfg, model, task, data)
+    kinds = [type(callback) for callback in callbacks]
+    assert kinds[0] is AveragedWeights
+    assert kinds.index(keras.callbacks.EarlyStopping) < kinds.index(AveragesOutlastStopping)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.99
+    plain = compose("cell=gru")
+    callbacks, *_ = training_callbacks(plain, build_compiled_model(plain, task), task, data)
+    assert not {AveragedWeights, AveragesOutlastStopping} & {type(c) for c in callbacks}
 
 
 def test_a_dataset_another_run_created_at_the_same_moment_is_linked_not_fatal(
