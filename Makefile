@@ -86,7 +86,7 @@ bench: ## speed against bare Keras and PyTorch; sweeps, stores and system metric
 	command -v valgrind >/dev/null && $(PYTHON) benchmarks/scan_instructions.py \
 		|| echo "valgrind is not installed (apt-get install valgrind): scan_instructions skipped"
 	$(PYTHON) benchmarks/throughput.py
-	$(PYTHON) benchmarks/averaging_cost.py
+	$(PYTHON) benchmarks/translation_step_cost.py
 	$(PYTHON) benchmarks/paper_workers.py
 	$(PYTHON) benchmarks/sweep_pruning.py
 	$(PYTHON) benchmarks/sweep_early_stopping.py

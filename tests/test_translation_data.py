@@ -317,6 +317,40 @@ def test_masked_crossentropy_ignores_padding():
     assert float(decoding.masked_crossentropy(y_true, confident)) == pytest.approx(0.0, abs=1e-5)
 
 
+def reference_crossentropy(y_true, scores, label_smoothing=0.0):
+    """The masked, smoothed cross-entropy computed in float64 numpy from the scores."""
+    log_p = scores - np.log(np.exp(scores).sum(-1, keepdims=True))
+    picked = np.take_along_axis(log_p, y_true[..., None], -1)[..., 0]
+    losses = -(1 - label_smoothing) * picked - label_smoothing * log_p.mean(-1)
+    real = y_true != 0
+    return (losses * real).sum() / real.sum()
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_in_a_graph_the_loss_reads_the_softmax_scores_even_where_probabilities_underflow(
+    label_smoothing,
+):
+    y_true = np.array([[3, 1, 0], [2, 0, 0]])
+    scores = np.random.default_rng(0).normal(size=(2, 3, 5)) * 3
+    scores[0, 0, 3] = -150.0  # exp(-150) underflows float32: p = 0, and log p would be -inf
+
+    @tf.function
+    def loss_and_gradient(scores):
+        with tf.GradientTape() as tape:
+            tape.watch(scores)
+            loss = decoding.masked_crossentropy(
+                y_true, tf.nn.softmax(scores), label_smoothing=label_smoothing
+            )
+        return loss, tape.gradient(loss, scores)
+
+    loss, gradient = loss_and_gradient(tf.constant(scores, tf.float32))
+    expected = reference_crossentropy(y_true, scores, label_smoothing)
+    assert float(loss) > 30  # the one underflowing token alone adds about 150 / 3
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert np.all(np.isfinite(gradient.numpy()))
+    assert np.all(gradient.numpy()[1, 1:] == 0)  # padding steps learn nothing
+
+
 def test_label_smoothing_spreads_the_target_over_the_vocabulary_and_ignores_padding():
     y_true = np.array([[1, 0]])
     y_pred = np.array([[[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]]])  # the second step is padding

@@ -1,12 +1,14 @@
-"""What weight averaging (`trainer.ema_momentum`) costs a training step, on translation.
+"""What a translation training step costs with and without two of its parts: weight
+averaging (`trainer.ema_momentum`), and the loss read from the softmax's scores
+(`decoding.masked_crossentropy`) rather than Keras's sparse cross-entropy.
 
-The optimizer's moving average is one more read and write of every weight per step; this
-times training on the same batches with and without it. The two models are interleaved
-round by round after a warm-up (epoch times on these machines flip between modes 2x
-apart), and the ratio is between medians of this one run. Validation is left out: it
-costs the same either way.
+The optimizer's moving average is one more read and write of every weight per step; the
+loss is a few passes over the [batch × steps × 4,000 words] scores. This times training
+on the same batches for each contender, interleaved round by round after a warm-up
+(epoch times on these machines flip between modes 2x apart); ratios are between medians
+of this one run. Validation is left out: it costs the same either way.
 
-    .venv/bin/python benchmarks/averaging_cost.py --rounds 10 --batches 40
+    .venv/bin/python benchmarks/translation_step_cost.py --rounds 10 --batches 40
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import argparse
 import os
 import platform
 import statistics
+
+import keras
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,30 +41,38 @@ def cpu_name() -> str:
     return platform.processor()
 
 
+def keras_crossentropy(y_true, y_pred):
+    """The masked loss as runs before 2026-12-03 computed it: Keras's sparse cross-entropy
+    (which finds the scores under a softmax too), then averaged over real tokens."""
+    losses = keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+    real = keras.ops.cast(y_true != 0, losses.dtype)
+    return keras.ops.sum(losses * real) / keras.ops.maximum(keras.ops.sum(real), 1.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", default="gru")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds per contender")
     parser.add_argument("--batches", type=int, default=40, help="training batches per round")
-    parser.add_argument("--momentum", type=float, default=0.998)
     args = parser.parse_args()
 
-    base = compose_config(["task=translation", f"cell={args.cell}"])
+    base = compose_config(["task=translation", f"cell={args.cell}"])  # averaged weights
     seed_everything(base.seed, reproducible=False)
     task = get_task(base.task, base.data_dir)
     data = task.load(batch_size=base.trainer.batch_size, seed=base.seed)
     batches = data.train.take(args.batches).cache()
+    raw = compose_config(["task=translation", f"cell={args.cell}", "trainer.ema_momentum=null"])
+    keras_loss = build_compiled_model(base, task)
+    keras_loss.compile(
+        optimizer=keras_loss.optimizer, loss=keras_crossentropy, metrics=list(task.metrics)
+    )
     contenders = {
-        "raw": build_compiled_model(base, task),
-        "averaged": build_compiled_model(
-            compose_config(
-                ["task=translation", f"cell={args.cell}", f"trainer.ema_momentum={args.momentum}"]
-            ),
-            task,
-        ),
+        "defaults": build_compiled_model(base, task),
+        "raw": build_compiled_model(raw, task),
+        "keras_loss": keras_loss,
     }
     clocks = {name: EpochClock() for name in contenders}
-    for round_index in range(args.rounds + 1):  # round 0 warms both up
+    for round_index in range(args.rounds + 1):  # round 0 warms them all up
         for name, model in contenders.items():
             model.fit(
                 batches, epochs=1, verbose=0, shuffle=False, callbacks=clocks[name].around([])
@@ -74,7 +86,9 @@ def main() -> None:
     )
     for name, clock in clocks.items():
         print(f"  {name:9s} median {medians[name]:.2f} s  fastest {min(clock.seconds):.2f} s")
-    print(f"  averaged / raw: {medians['averaged'] / medians['raw']:.3f} of the time a round")
+    for name, against in (("defaults", "raw"), ("keras_loss", "defaults")):
+        ratio = medians[name] / medians[against]
+        print(f"  {name} / {against}: {ratio:.3f} of the time a round")
 
 
 if __name__ == "__main__":
