@@ -15,6 +15,7 @@ from keras import layers
 
 from rnnlab.config import ConfigError
 from rnnlab.tasks.base import TaskDefaults
+from rnnlab.tasks.tied_embedding import TiedEmbedding
 
 START, END = "[start]", "[end]"  # brackets survive `standardize`, so these stay one token
 UNKNOWN = "[UNK]"  # TextVectorization's token for words outside the vocabulary
@@ -165,6 +166,7 @@ def conditioned_decoder(
     embedding_dropout: float = 0.0,
     output_from_attention: Callable | None = None,
     word_dropout: float = 0.0,
+    tied_embeddings: bool = False,
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Decoder input tokens and next-token probabilities, every step seeing the context.
 
@@ -177,12 +179,15 @@ def conditioned_decoder(
     on its own previous words alone.
     `output_from_attention(scores, attention weights)`, if given, turns the next-token
     scores into probabilities instead of a plain softmax (`lexicon_bias.LexiconBias`).
+    With `tied_embeddings`, the next-token scores read the input embeddings' matrix
+    (`TiedEmbedding`) after a projection to their width, instead of a layer of their own.
     """
     # Any number of steps: training batches are as long as their longest text.
     tokens = keras.Input(shape=(None,), dtype="int64", name="decoder_tokens")
     # Index 0 is padding: the mask keeps it out of the loss.
-    embedded = layers.Embedding(vocabulary_size, embedding_dim, mask_zero=True)(tokens)
-    embedded = embedding_dropouts(embedded, embedding_dropout, word_dropout, "decoder")
+    embedding = TiedEmbedding if tied_embeddings else layers.Embedding
+    words = embedding(vocabulary_size, embedding_dim, mask_zero=True, name="decoder_words")
+    embedded = embedding_dropouts(words(tokens), embedding_dropout, word_dropout, "decoder")
     repeated = EachStep(name="context_each_step")([context, embedded])
     decoded = decoder(layers.Concatenate(name="token_and_context")([embedded, repeated]))
     if attention == "none":
@@ -191,11 +196,17 @@ def conditioned_decoder(
         weights = None
     else:
         decoded, weights = attend(decoded, memory, attention, attention_units)
-    if output_from_attention:
+    if tied_embeddings:
+        projected = layers.Dense(embedding_dim, name="next_token_projection")(decoded)
+        scores = words(projected, reverse=True)
+        if not output_from_attention:
+            return tokens, layers.Activation("softmax", name="next_token")(scores)
+    elif output_from_attention:
         scores = layers.Dense(vocabulary_size, name="next_token")(decoded)
-        return tokens, output_from_attention(scores, weights)
-    probabilities = layers.Dense(vocabulary_size, activation="softmax", name="next_token")(decoded)
-    return tokens, probabilities
+    else:
+        probabilities = layers.Dense(vocabulary_size, activation="softmax", name="next_token")
+        return tokens, probabilities(decoded)
+    return tokens, output_from_attention(scores, weights)
 
 
 def embedding_dropouts(

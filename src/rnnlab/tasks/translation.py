@@ -57,6 +57,7 @@ STORED_BEFORE = {
     "whole_annotations": False,
     "word_dropout": 0.0,
     "length_penalty": 0.6,
+    "tied_embeddings": False,
 }
 LEXICON_SOURCES = ("dictionary", "training")
 TOKENS = ("words", "subwords")
@@ -131,6 +132,9 @@ class TranslationTask(decoding.TextGenerationTask):
             value = self.option(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"task.{key} must be a whole number ≥ {least}; got {value}")
+        tied = self.option("tied_embeddings")
+        if not isinstance(tied, bool):
+            raise ConfigError(f"task.tied_embeddings must be true or false; got {tied!r}")
         penalty = self.option("length_penalty")
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
             raise ConfigError(f"task.length_penalty must be a number ≥ 0; got {penalty}")
@@ -305,6 +309,7 @@ class TranslationTask(decoding.TextGenerationTask):
             embedding_dropout=self.option("embedding_dropout"),
             output_from_attention=self._lexicon_bias(source),
             word_dropout=self.option("word_dropout"),
+            tied_embeddings=self.option("tied_embeddings"),
         )
         return keras.Model([source, tokens], probabilities, name="translation")
 
