@@ -66,6 +66,9 @@ def main() -> None:
     batches = data.train.take(args.batches).cache()
     raw = compose_config(["task=translation", f"cell={args.cell}", "trainer.ema_momentum=null"])
     untied = compose_config(["task=translation", f"cell={args.cell}", "task.tied_embeddings=false"])
+    # The output layer is the task's choice: the untied model needs a task of its own.
+    untied_task = get_task(untied.task, untied.data_dir)
+    untied_task.load(batch_size=untied.trainer.batch_size, seed=untied.seed)
     keras_loss = build_compiled_model(base, task)
     keras_loss.compile(
         optimizer=keras_loss.optimizer, loss=keras_crossentropy, metrics=list(task.metrics)
@@ -74,7 +77,7 @@ def main() -> None:
         "defaults": build_compiled_model(base, task),
         "raw": build_compiled_model(raw, task),
         "keras_loss": keras_loss,
-        "untied": build_compiled_model(untied, task),
+        "untied": build_compiled_model(untied, untied_task),
     }
     clocks = {name: EpochClock() for name in contenders}
     for round_index in range(args.rounds + 1):  # round 0 warms them all up
