@@ -23,7 +23,7 @@ help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed data ## create .venv, install pinned dependencies, prepare the data, build the native ops
-	@TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m rnnlab.native  # last: its one line says on or off, and why
+	@TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m rnnlab.recurrence.native  # last: its one line says on or off, and why
 
 # Bytecode compiled at install time: where PYTHONDONTWRITEBYTECODE is set (as on these
 # machines and CI) every process would otherwise compile what it imports, about 3× slower
@@ -99,4 +99,4 @@ lock: ## re-pin every dependency into constraints.txt
 	$(UV) pip compile --universal --extra dev pyproject.toml -o constraints.txt
 
 clean: ## remove the virtualenv, prepared data and Hydra outputs (keeps mlruns/)
-	rm -rf $(VENV) data outputs multirun src/rnnlab/native/build
+	rm -rf $(VENV) data outputs multirun src/rnnlab/recurrence/native/build

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rnnlab.native.build import this_cpu
+from rnnlab.recurrence.native.build import this_cpu
 
 
 def timed_grid(experiment: str, workers: int, folder: Path) -> float:

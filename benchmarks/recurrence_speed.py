@@ -17,12 +17,12 @@ FLOPs of useful work per sample: forward 2·g·(inputs + units)·units per step 
 for SimpleRNN, LSTM, GRU), times 3 for forward and backward. The peak is `cores`
 independent fp32 2048² matmuls at once (rnnlab's threads: one per op, one op per core).
 
-`--cells modern` races rnnlab's own cells (IndRNN, minGRU, minLSTM, LRU: rnnlab.cells)
+`--cells modern` races rnnlab's own cells (IndRNN, minGRU, minLSTM, LRU: rnnlab.recurrence.cells)
 against its GRU and LSTM, all built by `recurrent_stack` from the composed config and all
 interleaved in one run, at the reference shape and at T = 1000 (64 × 1000 × 2 → 64; the LRU
 keeps its config's 64 complex state units). For the linear cells (minGRU, minLSTM, LRU) it
 also times their alternatives: the TensorFlow scan that runs where the native ops did not
-build (`rnnlab.linear_scan` traced with them off) and Keras's step loop (`model.fused=false`).
+build (`rnnlab.recurrence.scan` traced with them off) and Keras's step loop (`model.fused=false`).
 Their native scan projects the inputs itself, a block of steps at a time in cache, so per
 step and sample (fp32, S the state's width: units, or 2·state_units for the LRU) the
 forward op reads x (inputs) and writes the state (S), and the backward op reads both and
@@ -57,14 +57,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from rnnlab import fused_rnn, linear_scan  # noqa: E402
 from rnnlab.config import compose_config  # noqa: E402
-from rnnlab.models import recurrent_stack  # noqa: E402
-from rnnlab.native import describe, native_status  # noqa: E402
-from rnnlab.native.build import this_cpu  # noqa: E402
-from rnnlab.probe import recurrent_layers  # noqa: E402
+from rnnlab.recurrence import fused, scan  # noqa: E402
+from rnnlab.recurrence.layer import recurrent_layers  # noqa: E402
+from rnnlab.recurrence.native import describe, native_status  # noqa: E402
+from rnnlab.recurrence.native.build import this_cpu  # noqa: E402
+from rnnlab.recurrence.stack import recurrent_stack  # noqa: E402
 from rnnlab.tasks import get_task  # noqa: E402
-from rnnlab.train import build_compiled_model  # noqa: E402
+from rnnlab.training.run import build_compiled_model  # noqa: E402
 
 try:
     import torch
@@ -116,7 +116,7 @@ def task_shape(task_name: str) -> tuple[int, int, int, int]:
 def native_ops_off():
     """While a model is traced, the fused recurrence runs in TensorFlow's graph loop and a
     linear cell's scan in TensorFlow's ops."""
-    modules = (fused_rnn, linear_scan)
+    modules = (fused, scan)
     originals = [module.recurrence_ops for module in modules]
     for module in modules:
         module.recurrence_ops = lambda: None

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from rnnlab.native.build import SOURCE, flag_sets, this_compiler, this_cpu
+from rnnlab.recurrence.native.build import SOURCE, flag_sets, this_compiler, this_cpu
 
 DRIVER = Path(__file__).with_name("scan_instructions.cc")
 CELLS = ("mingru", "minlstm", "lru")

@@ -33,8 +33,8 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from rnnlab.config import PROJECT_ROOT  # noqa: E402
-from rnnlab.grids import grid_facts  # noqa: E402
-from rnnlab.run_index import finished_runs  # noqa: E402
+from rnnlab.experiments.grids import grid_facts  # noqa: E402
+from rnnlab.records.runs import finished_runs  # noqa: E402
 
 EXPERIMENT = "smoke"
 
@@ -104,7 +104,7 @@ def timed(command: list[str], cache: str | None = None) -> float:
 def measure(uri: str) -> dict[str, float]:
     rnnlab = [sys.executable, "-m", "rnnlab.cli"]
     uri_override = f"tracking.uri={uri}"
-    query = f"from rnnlab.run_index import finished_runs; finished_runs('{uri}', 'smoke')"
+    query = f"from rnnlab.records.runs import finished_runs; finished_runs('{uri}', 'smoke')"
     search = (
         "from mlflow import MlflowClient; c = MlflowClient('" + uri + "'); "
         "c.search_runs([e.experiment_id for e in c.search_experiments()], "

@@ -24,8 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from rnnlab.sweep import sweep  # noqa: E402
-from rnnlab.sweep_file import load_sweep  # noqa: E402
+from rnnlab.experiments.sweep import sweep  # noqa: E402
+from rnnlab.experiments.sweep_file import load_sweep  # noqa: E402
 
 
 class FitClock:

@@ -94,7 +94,7 @@ def timed_worker(sweep, worker: int, threads: int, out: str) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from optuna.storages import RDBStorage
 
-    from rnnlab import sweep as sweep_module
+    from rnnlab.experiments import sweep as sweep_module
 
     clock = StorageClock()
     clock.instrument("optuna", RDBStorage)
@@ -129,8 +129,8 @@ def fresh_database(server_url: str, name: str) -> str:
 def run_study(options, folder: Path) -> tuple:
     from mlflow import MlflowClient
 
-    from rnnlab.sweep import open_parent_run, open_study
-    from rnnlab.sweep_file import load_sweep
+    from rnnlab.experiments.sweep import open_parent_run, open_study
+    from rnnlab.experiments.sweep_file import load_sweep
 
     optuna_url = fresh_database(options.postgres, "sweep_scale_optuna")
     mlflow_url = fresh_database(options.postgres, "sweep_scale_mlflow")
@@ -155,7 +155,7 @@ def run_study(options, folder: Path) -> tuple:
     snapshots = [json.loads(Path(out).read_text()) for out in outputs]
     client = MlflowClient(mlflow_url)
     report_started = time.perf_counter()
-    from rnnlab.sweep_report import report
+    from rnnlab.reports.sweep_report import report
 
     report(study, sweep, client, parent_run_id, folder)
     report_seconds = time.perf_counter() - report_started

@@ -22,9 +22,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from rnnlab.callbacks import MlflowEpochLogger  # noqa: E402
 from rnnlab.config import compose_config  # noqa: E402
-from rnnlab.train import run  # noqa: E402
+from rnnlab.training.callbacks import MlflowEpochLogger  # noqa: E402
+from rnnlab.training.run import run  # noqa: E402
 
 
 def cpu_seconds_per_sample(uri: str, run_id: str, samples: int = 50) -> float:

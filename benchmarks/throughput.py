@@ -30,7 +30,7 @@ from keras import layers  # noqa: E402
 
 from rnnlab.config import compose_config  # noqa: E402
 from rnnlab.tasks import get_task  # noqa: E402
-from rnnlab.train import build_compiled_model, seed_everything, training_callbacks  # noqa: E402
+from rnnlab.training.run import build_compiled_model, seed_everything, training_callbacks  # noqa: E402
 
 BARE_LAYERS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 

@@ -33,7 +33,7 @@ from throughput import EpochClock  # noqa: E402
 
 from rnnlab.config import compose_config  # noqa: E402
 from rnnlab.tasks import get_task  # noqa: E402
-from rnnlab.train import build_compiled_model, seed_everything  # noqa: E402
+from rnnlab.training.run import build_compiled_model, seed_everything  # noqa: E402
 
 
 def cpu_name() -> str:

@@ -68,7 +68,7 @@ def unavailable(reason: str):
 @pytest.fixture(scope="session")
 def native_ops():
     """rnnlab's native recurrence ops (make install builds them); required in CI."""
-    from rnnlab.native import recurrence_ops
+    from rnnlab.recurrence.native import recurrence_ops
 
     ops = recurrence_ops()
     if ops is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab.tasks import decoding
+from rnnlab.tasks.seq2seq import decoding
 
 
 def assert_decodes_match_teacher_forcing(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from rnnlab import fused_rnn
+from rnnlab.recurrence import fused
 
 
 def outputs_and_gradients(layer, sequences, mask=None, training=True):
@@ -23,9 +23,9 @@ def outputs_and_gradients(layer, sequences, mask=None, training=True):
 def count_native_calls(monkeypatch) -> list:
     """The calls the native path receives from now on: a test cannot silently skip it."""
     calls = []
-    original = fused_rnn.native_recurrence
+    original = fused.native_recurrence
     monkeypatch.setattr(
-        fused_rnn,
+        fused,
         "native_recurrence",
         lambda *args, **kw: calls.append(1) or original(*args, **kw),
     )

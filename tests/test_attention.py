@@ -10,8 +10,9 @@ import tensorflow as tf
 from decoding_checks import assert_decodes_match_teacher_forcing
 
 from rnnlab.config import ConfigError
-from rnnlab.tasks import decoding, get_task, unknown_words
-from rnnlab.train import build_model
+from rnnlab.tasks import get_task
+from rnnlab.tasks.seq2seq import decoding, unknown_words
+from rnnlab.training.run import build_model
 
 TINY = ["task=translation", "cell.units=8", "task.embedding_dim=8", "task.attention_units=8"]
 NO_DICTIONARY = ["task.translate_unknown=false", "task.lexicon_bias=0"]  # they need attention

@@ -6,10 +6,10 @@ import keras
 import mlflow
 import pytest
 
-from rnnlab.budget import parameter_counts, units_for_budget
 from rnnlab.config import ConfigError
 from rnnlab.tasks import load_task
-from rnnlab.train import budgeted_cell, build_model, run, with_units
+from rnnlab.training.budget import parameter_counts, units_for_budget
+from rnnlab.training.run import budgeted_cell, build_model, run, with_units
 
 
 def closest_by_brute_force(budget: int, count_for, most: int = 2000) -> int:

@@ -10,7 +10,12 @@ import numpy as np
 import optuna
 import pytest
 
-from rnnlab.callbacks import AveragedWeights, AveragesOutlastStopping, BestEpoch, ReportToOptuna
+from rnnlab.training.callbacks import (
+    AveragedWeights,
+    AveragesOutlastStopping,
+    BestEpoch,
+    ReportToOptuna,
+)
 
 
 def trial_with(pruner: optuna.pruners.BasePruner) -> optuna.Trial:

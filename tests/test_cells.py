@@ -1,4 +1,4 @@
-"""rnnlab's modern cells (rnnlab.cells) and the parallel scan that runs them (rnnlab.linear_scan).
+"""rnnlab's modern cells (`recurrence.cells`) and the parallel scan that runs them (`scan`).
 
 Each cell's step is held to its paper's equations, recomputed in NumPy from the cell's own
 weights; its gradients to central differences in float64; the parallel scan (rnnlab's native
@@ -18,11 +18,11 @@ import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
 
-from rnnlab import linear_scan
-from rnnlab.cells import IndRNNCell, LRUCell, MinGRUCell, MinLSTMCell
-from rnnlab.native import recurrence_ops
-from rnnlab.recurrent_layer import ProbedRNN
-from rnnlab.train import run
+from rnnlab.recurrence import scan
+from rnnlab.recurrence.cells import IndRNNCell, LRUCell, MinGRUCell, MinLSTMCell
+from rnnlab.recurrence.layer import ProbedRNN
+from rnnlab.recurrence.native import recurrence_ops
+from rnnlab.training.run import run
 
 erfc = np.vectorize(math.erfc)
 
@@ -231,9 +231,9 @@ def route(request, monkeypatch):
     if request.param == "native":
         request.getfixturevalue("native_ops")  # skips, or fails in CI, without them
         # More shards than rows, whatever this machine's cores: uneven and empty shards too.
-        monkeypatch.setattr(linear_scan, "parallel_shards", lambda: SHARDS)
+        monkeypatch.setattr(scan, "parallel_shards", lambda: SHARDS)
     else:
-        monkeypatch.setattr(linear_scan, "recurrence_ops", lambda: None)
+        monkeypatch.setattr(scan, "recurrence_ops", lambda: None)
     return request.param
 
 
@@ -446,7 +446,7 @@ def test_each_cells_conf_trains_on_the_adding_task(compose, tracking_uri, cell):
     recorded = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
 
     assert recorded.info.status == "FINISHED"
-    assert recorded.data.params["cell._target_"] == f"rnnlab.cells.{class_name}"
+    assert recorded.data.params["cell._target_"] == f"rnnlab.recurrence.cells.{class_name}"
     assert math.isfinite(metrics["test_loss"])
     if cell == "indrnn":  # an elementwise but non-linear recurrence: Keras's step loop
         route = "keras"
@@ -465,9 +465,7 @@ def test_the_scan_runs_on_sequences_whose_length_is_known_only_at_run_time(dtype
     )
     initial = tf.cast(rng.normal(size=(2, 3)), dtype)
     sequence, state = tf.TensorSpec([None, None, 3], dtype), tf.TensorSpec([None, 3], dtype)
-    unknown_length = tf.function(
-        linear_scan.associative_scan, input_signature=[sequence, sequence, state]
-    )
+    unknown_length = tf.function(scan.associative_scan, input_signature=[sequence, sequence, state])
     expected, h = [], initial.numpy()
     for t in range(7):
         h = a.numpy()[:, t] * h + b.numpy()[:, t]

@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from rnnlab.config import ConfigError, compose_config, config_hash, group_choices, validate
-from rnnlab.models import build_cell
-from rnnlab.train import weight_averaging
+from rnnlab.recurrence.stack import build_cell
+from rnnlab.training.run import weight_averaging
 
 GROUPS = ["task", "cell", "model", "optimizer", "trainer", "probe", "tracking", "experiment"]
 

@@ -9,9 +9,9 @@ import tensorflow as tf
 from keras import layers
 from recurrence_checks import count_native_calls, outputs_and_gradients
 
-from rnnlab import fused_rnn
-from rnnlab.fused_rnn import fused_cell_kind
-from rnnlab.recurrent_layer import ProbedRNN
+from rnnlab.recurrence import fused
+from rnnlab.recurrence.fused import fused_cell_kind
+from rnnlab.recurrence.layer import ProbedRNN
 
 CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
 # Each way a cell can be computed: rnnlab's native ops, or the recurrence in TensorFlow's graph.
@@ -29,7 +29,7 @@ def take_route(monkeypatch, request):
 
     def take(route: str) -> list:
         if route == "graph":
-            monkeypatch.setattr(fused_rnn, "recurrence_ops", lambda: None)
+            monkeypatch.setattr(fused, "recurrence_ops", lambda: None)
             return []
         request.getfixturevalue("native_ops")  # skips, or fails in CI, without them
         return count_native_calls(monkeypatch)
@@ -87,7 +87,7 @@ def test_rows_split_unevenly_across_shards_give_the_same_result(
     take_route(route)
     fused, keras_loop = twin_layers(cell_class, return_sequences=True)
     sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=5)
-    monkeypatch.setattr(fused_rnn, "parallel_shards", lambda: 3)  # 5 rows: 1, 2 and 2
+    monkeypatch.setattr(fused, "parallel_shards", lambda: 3)  # 5 rows: 1, 2 and 2
     for mine, reference in zip(
         outputs_and_gradients(fused, sequences, None),
         outputs_and_gradients(keras_loop, sequences, None),
@@ -122,7 +122,7 @@ def test_input_dropout_uses_the_cells_own_mask(cell_class):
     states = fused.get_initial_state(BATCH)
     fused._maybe_config_dropout_masks(fused.cell, sequences[:, 0, :], states)
     kind = fused_cell_kind(fused.cell, training=True)
-    ours = fused_rnn.fused_rnn(fused, kind, sequences, states, None, training=True)
+    ours = fused.fused_rnn(fused, kind, sequences, states, None, training=True)
     theirs = layers.RNN.inner_loop(fused, sequences, states, None, training=True)
     fused._maybe_reset_dropout_masks(fused.cell)
     np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-4, atol=1e-5)

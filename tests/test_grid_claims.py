@@ -11,8 +11,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from rnnlab import liveness
-from rnnlab.grid_claims import FAILED, FINISHED, RUNNING, TABLE, GridClaims
+from rnnlab.experiments.claims import FAILED, FINISHED, RUNNING, TABLE, GridClaims
+from rnnlab.records import liveness
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -95,7 +95,7 @@ def test_the_heartbeat_of_a_training_point_moves(storage, monkeypatch):
 
 RACER = """
 import json, sys, time
-from rnnlab.grid_claims import GridClaims
+from rnnlab.experiments.claims import GridClaims
 claims = GridClaims(sys.argv[1], "race")
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))  # all racers begin together

@@ -9,8 +9,8 @@ import sys
 import tensorflow as tf
 
 from rnnlab.info import info_lines, prepared_datasets
-from rnnlab.native import describe, native_status
-from rnnlab.native.build import this_cpu
+from rnnlab.recurrence.native import describe, native_status
+from rnnlab.recurrence.native.build import this_cpu
 
 
 def test_info_names_versions_cpu_threads_native_ops_data_and_store():

@@ -9,10 +9,11 @@ import pytest
 from decoding_checks import assert_decodes_match_teacher_forcing
 
 from rnnlab.config import ConfigError
-from rnnlab.tasks import decoding, get_task, lexicon_bias
-from rnnlab.tasks.ding import synonyms_outside
+from rnnlab.tasks import get_task
+from rnnlab.tasks.seq2seq import decoding, lexicon_bias
+from rnnlab.tasks.seq2seq.ding import synonyms_outside
 from rnnlab.tasks.translation import TranslationTask
-from rnnlab.train import build_model
+from rnnlab.training.run import build_model
 
 TINY = ["task=translation", "cell.units=8", "task.embedding_dim=8", "task.attention_units=8"]
 

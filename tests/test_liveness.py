@@ -11,8 +11,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from rnnlab import liveness
-from rnnlab.train import run
+from rnnlab.records import liveness
+from rnnlab.training.run import run
 
 # Long enough to be killed mid-run: thousands of tiny epochs.
 ENDLESS_TRAINING = [

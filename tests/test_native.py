@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from rnnlab import fused_rnn, native
-from rnnlab.native import build
-from rnnlab.native.build import NativeBuild
-from rnnlab.recurrent_layer import ProbedRNN
+from rnnlab.recurrence import fused, native
+from rnnlab.recurrence.layer import ProbedRNN
+from rnnlab.recurrence.native import build
+from rnnlab.recurrence.native.build import NativeBuild
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_the_real_ops_build_past_a_rejected_flag_and_a_second_process_reuses_the
     expected = chain[1] if "avx512_fp16" in build.this_cpu().flags else chain[0]
     assert built.library is not None and built.flags == expected
     second = subprocess.run(
-        [sys.executable, "-m", "rnnlab.native"],
+        [sys.executable, "-m", "rnnlab.recurrence.native"],
         env={**os.environ, build.DIRECTORY_VARIABLE: str(tmp_path), native.SWITCH: "1"},
         capture_output=True,
         text=True,
@@ -120,7 +120,7 @@ def test_shapes_that_disagree_are_refused_with_a_reason(native_ops):
     assert c.shape == (steps, rows, units)
 
 
-KINDS = {"simple_rnn": fused_rnn.SIMPLE_RNN, "lstm": fused_rnn.LSTM, "gru": fused_rnn.GRU}
+KINDS = {"simple_rnn": fused.SIMPLE_RNN, "lstm": fused.LSTM, "gru": fused.GRU}
 FORWARD_INPUTS = ["projected", "kernel", "bias", "initial_h", "initial_c", "keep"]
 BACKWARD_INPUTS = [
     *("records", "h", "c", "initial_h", "initial_c", "kernel"),
@@ -141,7 +141,7 @@ def op_arguments(ops, kind, steps=4, rows=3, units=2, seed=0):
     forward = [
         random_tensor(rng, steps, rows, gates),
         random_tensor(rng, units, gates) * 0.5,
-        random_tensor(rng, gates) if kind is fused_rnn.GRU else tf.zeros([0]),  # recurrent bias
+        random_tensor(rng, gates) if kind is fused.GRU else tf.zeros([0]),  # recurrent bias
         random_tensor(rng, rows, units),
         random_tensor(rng, *second_state),
         keep,
@@ -189,11 +189,11 @@ def test_the_backward_op_matches_differentiating_the_graph_loop(native_ops, name
     projected, kernel, bias, initial_h, initial_c, keep = forward
     d_h, d_final_h, d_final_c = backward[6:9]
     states = [initial_h, initial_c][: kind.states]
-    monkeypatch.setattr(fused_rnn, "recurrence_ops", lambda: None)  # the graph loop
+    monkeypatch.setattr(fused, "recurrence_ops", lambda: None)  # the graph loop
     with tf.GradientTape() as tape:
         tape.watch([projected, *states])
         biases = (bias,) if bias.shape[0] else ()
-        history, final = fused_rnn.recurrence(kind, projected, kernel, biases, states, keep)
+        history, final = fused.recurrence(kind, projected, kernel, biases, states, keep)
         upstream = [d_final_h, d_final_c][: kind.states]
         loss = tf.reduce_sum(history * d_h) + sum(
             tf.reduce_sum(f * u) for f, u in zip(final, upstream)

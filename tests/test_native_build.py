@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.native import build
-from rnnlab.native.build import Compiler, Cpu, NativeBuild, first_error_line, this_cpu
+from rnnlab.recurrence.native import build
+from rnnlab.recurrence.native.build import Compiler, Cpu, NativeBuild, first_error_line, this_cpu
 
 REJECTED_FLAG = "-fno-such-option-rnnlab"  # every compiler refuses it at once
 

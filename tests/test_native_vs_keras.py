@@ -17,8 +17,8 @@ import tensorflow as tf
 from keras import layers
 from recurrence_checks import count_native_calls, outputs_and_gradients
 
-from rnnlab import fused_rnn
-from rnnlab.recurrent_layer import ProbedRNN
+from rnnlab.recurrence import fused
+from rnnlab.recurrence.layer import ProbedRNN
 
 CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
 FEATURES = 4
@@ -33,7 +33,7 @@ def native_calls(monkeypatch, native_ops):
 @pytest.fixture
 def shards(monkeypatch):
     """shards(n): split every batch into n row shards, whatever this machine's core count."""
-    return lambda count: monkeypatch.setattr(fused_rnn, "parallel_shards", lambda: count)
+    return lambda count: monkeypatch.setattr(fused, "parallel_shards", lambda: count)
 
 
 def randomize(fused, keras_loop, seed=0):

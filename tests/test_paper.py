@@ -10,8 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from scipy import stats
 
-import rnnlab.train
-from rnnlab.callbacks import NonFiniteLossError
+import rnnlab.training.run
 from rnnlab.config import (
     ConfigError,
     compose_config,
@@ -19,10 +18,11 @@ from rnnlab.config import (
     config_hash,
     with_experiment_task_overrides,
 )
-from rnnlab.grids import experiment_grid
-from rnnlab.paper import run_experiment
-from rnnlab.report import Cell, markdown_table, write_report
-from rnnlab.reproduce import ReproduceError, reproduce
+from rnnlab.experiments.grids import experiment_grid
+from rnnlab.experiments.paper import run_experiment
+from rnnlab.reports.report import Cell, markdown_table, write_report
+from rnnlab.training.callbacks import NonFiniteLossError
+from rnnlab.training.reproduce import ReproduceError, reproduce
 
 
 def test_smoke_grid_is_tasks_by_cells_by_seeds():
@@ -61,7 +61,7 @@ def test_unknown_experiment_lists_the_known_ones():
 @pytest.mark.slow
 def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    real_run, calls = rnnlab.train.run, []
+    real_run, calls = rnnlab.training.run.run, []
 
     def killed_at_the_third_run(cfg, **kwargs):
         calls.append(cfg)
@@ -69,10 +69,10 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
             raise KeyboardInterrupt
         return real_run(cfg, **kwargs)
 
-    monkeypatch.setattr(rnnlab.train, "run", killed_at_the_third_run)
+    monkeypatch.setattr(rnnlab.training.run, "run", killed_at_the_third_run)
     with pytest.raises(KeyboardInterrupt):
         run_experiment("smoke", [f"tracking.uri={uri}"])
-    monkeypatch.setattr(rnnlab.train, "run", real_run)
+    monkeypatch.setattr(rnnlab.training.run, "run", real_run)
     assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {
         "ran": 6,
         "skipped": 2,
@@ -128,7 +128,7 @@ def test_a_diverging_configuration_is_counted_and_the_experiment_goes_on(tmp_pat
     def diverging(cfg, **kwargs):
         raise NonFiniteLossError(f"loss became nan for {cfg.task.name}")
 
-    monkeypatch.setattr(rnnlab.train, "run", diverging)
+    monkeypatch.setattr(rnnlab.training.run, "run", diverging)
     counts = run_experiment("smoke", [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
     assert counts == {"ran": 0, "skipped": 0, "failed": 8, "left": 0}
 
@@ -174,7 +174,7 @@ def test_report_shows_missing_cells_instead_of_failing(tmp_path):
 @pytest.mark.slow
 def test_reproduce_matches_exactly_with_reproducible_true(compose, tracking_uri):
     run_overrides = ("task=adding", "task.length=20", "cell.units=4", "reproducible=true")
-    rnnlab.train.run(compose(*run_overrides))
+    rnnlab.training.run.run(compose(*run_overrides))
     original = mlflow.last_active_run().info.run_id
     compared, warnings = reproduce(original, tracking_uri)
     assert compared and all(before == after for before, after in compared.values()), compared
@@ -184,7 +184,9 @@ def test_reproduce_matches_exactly_with_reproducible_true(compose, tracking_uri)
 
 
 def test_reproduce_warns_about_nondeterminism_and_another_recurrence_route(compose, tracking_uri):
-    rnnlab.train.run(compose("task=adding", "task.length=10", "cell.units=4", "trainer.epochs=1"))
+    rnnlab.training.run.run(
+        compose("task=adding", "task.length=10", "cell.units=4", "trainer.epochs=1")
+    )
     original = mlflow.last_active_run().info.run_id
     route_now = MlflowClient(tracking_uri).get_run(original).data.tags["rnnlab.recurrence"]
     # As if recorded on a machine where the native ops did not build.
@@ -215,7 +217,7 @@ def test_reproducing_a_sweep_trial_makes_a_run_of_its_own(compose, tracking_uri)
     with mlflow.start_run(run_name="a sweep") as sweep:
         pass
     overrides = ("task=adding", "task.length=10", "cell.units=4", "trainer.epochs=1")
-    rnnlab.train.run(compose(*overrides, f"tracking.parent_run_id={sweep.info.run_id}"))
+    rnnlab.training.run.run(compose(*overrides, f"tracking.parent_run_id={sweep.info.run_id}"))
     trial = mlflow.last_active_run()
     assert trial.data.tags["mlflow.parentRunId"] == sweep.info.run_id
     reproduce(trial.info.run_id, tracking_uri)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from rnnlab.grid_claims import RUNNING, GridClaims, grid_key
-from rnnlab.grids import grid_facts
+from rnnlab.experiments.claims import RUNNING, GridClaims, grid_key
+from rnnlab.experiments.grids import grid_facts
 
 # Plumbing, not learning: each point without the probe and the stored model.
 LEAN = ["probe.enabled=false", "tracking.log_model=false", "tracking.system_metrics=false"]

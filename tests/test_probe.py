@@ -12,10 +12,10 @@ import pytest
 from mlflow import MlflowClient
 
 from rnnlab.config import ConfigError, compose_config
-from rnnlab.probe import GradientProbe, decay_statistics
-from rnnlab.recurrent_layer import ProbedRNN
+from rnnlab.recurrence.layer import ProbedRNN
 from rnnlab.tasks import get_task
-from rnnlab.train import build_compiled_model, gradient_probe, run, seed_everything
+from rnnlab.training.probe import GradientProbe, decay_statistics
+from rnnlab.training.run import build_compiled_model, gradient_probe, run, seed_everything
 
 
 @pytest.fixture

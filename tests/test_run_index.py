@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-import rnnlab.grids as grids
+import rnnlab.experiments.grids as grids
 from rnnlab.config import compose_config, compose_many, config_hash
-from rnnlab.grids import experiment_grid, grid_facts
-from rnnlab.run_index import finished_runs, from_api, from_database
+from rnnlab.experiments.grids import experiment_grid, grid_facts
+from rnnlab.records.runs import finished_runs, from_api, from_database
 
 
 def fill(uri: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rnnlab.datasets import DataNotPreparedError, data_root
+from rnnlab.tasks.datasets import DataNotPreparedError, data_root
 from rnnlab.tasks.sentiment import (
     SOURCE_MEMBERS,
     SentimentTask,

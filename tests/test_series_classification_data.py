@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab.datasets import data_root
 from rnnlab.tasks.base import deal
+from rnnlab.tasks.datasets import data_root
 from rnnlab.tasks.series_classification import SeriesClassificationTask, read_ts
 
 RAW = data_root("data") / "raw" / "series_classification"
@@ -35,7 +35,7 @@ def test_prepared_splits_keep_the_archive_test_set(compose):
 
 
 def test_padding_is_masked_so_it_does_not_change_the_prediction(compose):
-    from rnnlab.models import recurrent_stack
+    from rnnlab.recurrence.stack import recurrent_stack
 
     cfg = compose("task=series_classification", "cell.units=4")
     task = SeriesClassificationTask(cfg.task, "data")

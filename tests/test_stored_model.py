@@ -11,12 +11,12 @@ from mlflow import MlflowClient
 
 from rnnlab import cli
 from rnnlab.config import compose_config
-from rnnlab.evaluate import evaluate, predict
-from rnnlab.stored_model import NoStoredModelError, load_stored_model
+from rnnlab.records.stored_model import NoStoredModelError, load_stored_model
 from rnnlab.tasks import TASK_MODULES, get_task, load_task
 from rnnlab.tasks.base import NoPredictError, Task
-from rnnlab.tasks.decoding import decode
-from rnnlab.train import run
+from rnnlab.tasks.seq2seq.decoding import decode
+from rnnlab.training.evaluate import evaluate, predict
+from rnnlab.training.run import run
 
 SMALL = ["cell.units=8", "trainer.epochs=1"]
 
@@ -229,7 +229,7 @@ def test_predict_and_evaluate_fail_in_one_line(compose, tracking_uri, capsys):
 def test_a_sqlite_store_keeps_its_artifacts_beside_its_database(tmp_path, monkeypatch):
     """MLflow's default artifact root is ./mlruns of the working directory: a store
     elsewhere filed its runs' files in whatever project the command ran from."""
-    from rnnlab.tracking import use_store
+    from rnnlab.records.tracking import use_store
 
     working = tmp_path / "project"
     working.mkdir()

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from test_config import test_every_group_choice_composes_and_validates
 
 from rnnlab.config import CONF_DIR, PROJECT_ROOT, compose_config
-from rnnlab.sweep import (
+from rnnlab.experiments.sweep import (
     PARENT_RUN_ATTR,
     STALE_REASON,
     stale_check_lock,
@@ -39,9 +39,9 @@ from rnnlab.sweep import (
     sweep,
     trials_counted,
 )
-from rnnlab.sweep_file import load_sweep
+from rnnlab.experiments.sweep_file import load_sweep
 from rnnlab.tasks.sentiment import SentimentTask
-from rnnlab.train import run
+from rnnlab.training.run import run
 
 PLOTS = {"optimization_history", "intermediate_values", "parallel_coordinate", "param_importances"}
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from rnnlab.config import PROJECT_ROOT
-from rnnlab.sweep_file import SweepFileError, load_sweep
+from rnnlab.experiments.sweep_file import SweepFileError, load_sweep
 
 GOOD = """\
 overrides:
@@ -105,7 +105,7 @@ def test_the_shipped_pruner_options_build_their_optuna_pruner():
     """sentiment_cells' successive-halving options must be ones Optuna's pruner accepts."""
     import optuna
 
-    from rnnlab.sweep import make_pruner
+    from rnnlab.experiments.sweep import make_pruner
 
     pruner = make_pruner(load_sweep(PROJECT_ROOT / "sweeps" / "sentiment_cells.yaml"))
     assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
@@ -157,7 +157,7 @@ def test_every_sampler_and_pruner_name_builds_its_own_optuna_class():
     """A name accepted by the checker cannot silently run as another algorithm."""
     import optuna
 
-    from rnnlab.search_algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
+    from rnnlab.experiments.search_algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
 
     for name, kind in SAMPLERS.items():
         if importlib.util.find_spec(kind.needs or "optuna") is None:
@@ -172,7 +172,7 @@ def test_every_sampler_and_pruner_name_builds_its_own_optuna_class():
 
 
 def test_a_sampler_whose_package_is_missing_says_how_to_install_it(tmp_path, monkeypatch):
-    import rnnlab.search_algorithms as algorithms
+    import rnnlab.experiments.search_algorithms as algorithms
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

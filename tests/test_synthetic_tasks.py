@@ -9,7 +9,7 @@ import pytest
 
 from rnnlab.tasks.adding import adding_problem
 from rnnlab.tasks.copy_memory import BLANK, DELIMITER, copy_memory_problem, memoryless_baseline
-from rnnlab.train import run
+from rnnlab.training.run import run
 
 CELLS = ["simple_rnn", "irnn", "lstm", "gru"]
 

@@ -11,10 +11,11 @@ import sacrebleu
 import tensorflow_datasets as tfds
 from mlflow import MlflowClient
 
-from rnnlab.datasets import DataNotPreparedError
-from rnnlab.tasks import decoding, get_task
+from rnnlab.tasks import get_task
+from rnnlab.tasks.datasets import DataNotPreparedError
 from rnnlab.tasks.forecasting import ForecastingTask, split_bounds
-from rnnlab.train import run
+from rnnlab.tasks.seq2seq import decoding
+from rnnlab.training.run import run
 
 CELLS = ["simple_rnn", "lstm", "gru"]
 TASKS = ["forecasting", "series_classification", "translation", "captioning"]

@@ -12,8 +12,8 @@ from decoding_checks import assert_decodes_match_teacher_forcing
 from test_attention import NO_DICTIONARY, translation_model
 
 from rnnlab.config import ConfigError
-from rnnlab.tasks import decoding
-from rnnlab.tasks.tied_embedding import TiedEmbedding
+from rnnlab.tasks.seq2seq import decoding
+from rnnlab.tasks.seq2seq.tied_embedding import TiedEmbedding
 
 TIED = "task.tied_embeddings=true"
 

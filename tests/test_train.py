@@ -13,19 +13,19 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from rnnlab import tasks
-from rnnlab.callbacks import (
+from rnnlab.config import ConfigError
+from rnnlab.recurrence.native import recurrence_ops
+from rnnlab.recurrence.native.build import this_cpu
+from rnnlab.tasks import load_task
+from rnnlab.tasks.sentiment import SentimentTask
+from rnnlab.threads import parallel_shards
+from rnnlab.training.callbacks import (
     AveragedWeights,
     AveragesOutlastStopping,
     NonFiniteLossError,
     StopOnNonFiniteLoss,
 )
-from rnnlab.config import ConfigError
-from rnnlab.native import recurrence_ops
-from rnnlab.native.build import this_cpu
-from rnnlab.tasks import load_task
-from rnnlab.tasks.sentiment import SentimentTask
-from rnnlab.threads import parallel_shards
-from rnnlab.train import build_compiled_model, run, training_callbacks
+from rnnlab.training.run import build_compiled_model, run, training_callbacks
 
 EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
 
@@ -300,8 +300,8 @@ def test_a_dataset_another_run_created_at_the_same_moment_is_linked_not_fatal(
     Any other refusal still fails the run."""
     from mlflow.exceptions import MlflowException
 
+    from rnnlab.records.tracking import log_datasets
     from rnnlab.tasks.base import DatasetRecord
-    from rnnlab.tracking import log_datasets
 
     real_log_input = mlflow.log_input
     refused = []

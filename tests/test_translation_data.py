@@ -10,10 +10,10 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from rnnlab.config import ConfigError
-from rnnlab.datasets import data_root
-from rnnlab.tasks import decoding, unknown_words
 from rnnlab.tasks.base import batches
-from rnnlab.tasks.ding import (
+from rnnlab.tasks.datasets import data_root
+from rnnlab.tasks.seq2seq import decoding, unknown_words
+from rnnlab.tasks.seq2seq.ding import (
     DICTIONARY,
     aligned_synonyms,
     ding_translations,
@@ -21,9 +21,9 @@ from rnnlab.tasks.ding import (
     read_phrase_pairs,
     read_sentence_pairs,
 )
-from rnnlab.tasks.subwords import SubwordCodec
+from rnnlab.tasks.seq2seq.subwords import SubwordCodec
 from rnnlab.tasks.translation import STORED_BEFORE, TranslationTask
-from rnnlab.train import build_model
+from rnnlab.training.run import build_model
 
 DICTIONARY_FILE = data_root("data") / "raw" / "translation" / DICTIONARY
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rnnlab.verdicts import compare, judge, summarize
+from rnnlab.reports.verdicts import compare, judge, summarize
 
 
 def by_seed(*values: float) -> dict[int, float]:

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from keras import layers
 
-from rnnlab import recurrent_layer, workers
-from rnnlab.fused_rnn import recurrence_tags
-from rnnlab.launchers import SlurmOptions, job_problem
-from rnnlab.recurrent_layer import ProbedRNN
+from rnnlab.experiments import workers
+from rnnlab.experiments.launchers import SlurmOptions, job_problem
+from rnnlab.recurrence import layer as recurrence_layer
+from rnnlab.recurrence.fused import recurrence_tags
+from rnnlab.recurrence.layer import ProbedRNN
 
 
 def test_visible_gpus_come_from_cuda_visible_devices_else_nvidia_smi(tmp_path, monkeypatch):
@@ -95,9 +96,9 @@ def recorded_backend_call(calls: list, kind: str):
 @pytest.fixture
 def fake_gpu(monkeypatch):
     calls: list = []
-    monkeypatch.setattr(recurrent_layer, "gpu_visible", lambda: True)
-    monkeypatch.setattr(recurrent_layer.backend, "lstm", recorded_backend_call(calls, "lstm"))
-    monkeypatch.setattr(recurrent_layer.backend, "gru", recorded_backend_call(calls, "gru"))
+    monkeypatch.setattr(recurrence_layer, "gpu_visible", lambda: True)
+    monkeypatch.setattr(recurrence_layer.backend, "lstm", recorded_backend_call(calls, "lstm"))
+    monkeypatch.setattr(recurrence_layer.backend, "gru", recorded_backend_call(calls, "gru"))
     return calls
 
 
@@ -122,9 +123,9 @@ def test_on_a_gpu_lstm_and_gru_take_cudnn(fake_gpu, native_ops, cell, route):
 
 
 def test_without_a_gpu_nothing_asks_for_cudnn(monkeypatch, native_ops):
-    monkeypatch.setattr(recurrent_layer, "gpu_visible", lambda: False)
+    monkeypatch.setattr(recurrence_layer, "gpu_visible", lambda: False)
     called = []
-    monkeypatch.setattr(recurrent_layer.backend, "lstm", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(recurrence_layer.backend, "lstm", lambda *a, **k: called.append(1))
     layer = ProbedRNN(layers.LSTMCell(3))
     layer(np.ones((2, 5, 4), "float32"))
     assert not called and recurrence_tags([layer])["rnnlab.recurrence"] == "native"

@@ -76,9 +76,9 @@ def train_job(cfg: DictConfig) -> float:
         sys.exit(f"rnnlab: {error}")
     import mlflow
 
-    from rnnlab.callbacks import NonFiniteLossError
-    from rnnlab.datasets import DataNotPreparedError
-    from rnnlab.train import run
+    from rnnlab.tasks.datasets import DataNotPreparedError
+    from rnnlab.training.callbacks import NonFiniteLossError
+    from rnnlab.training.run import run
 
     try:
         metrics = run(cfg)
@@ -106,7 +106,7 @@ def prepare(task_names: list[str]) -> None:
 
 def sweep(arguments: list[str]) -> None:
     logging.getLogger("absl").setLevel(logging.WARNING)
-    from rnnlab.sweep import main as sweep_main
+    from rnnlab.experiments.sweep import main as sweep_main
 
     sweep_main(arguments)
 
@@ -122,8 +122,12 @@ def name_and_overrides(arguments: list[str], usage: str) -> tuple[str, list[str]
 def paper(arguments: list[str]) -> None:
     import argparse
 
-    from rnnlab.launchers import SlurmLauncher, add_launcher_arguments, slurm_options_from
-    from rnnlab.paper import run_experiment
+    from rnnlab.experiments.launchers import (
+        SlurmLauncher,
+        add_launcher_arguments,
+        slurm_options_from,
+    )
+    from rnnlab.experiments.paper import run_experiment
 
     parser = argparse.ArgumentParser(prog="rnnlab paper", description=USAGE_PAPER)
     parser.add_argument("experiment", help="a name in conf/experiment/")
@@ -153,7 +157,7 @@ def paper(arguments: list[str]) -> None:
 
 
 def report(arguments: list[str]) -> None:
-    from rnnlab.report import write_report
+    from rnnlab.reports.report import write_report
 
     name, overrides = name_and_overrides(arguments, "report EXPERIMENT [tracking.uri=...]")
     out = write_report(name, compose_config(overrides).tracking.uri)
@@ -161,8 +165,8 @@ def report(arguments: list[str]) -> None:
 
 
 def reproduce(arguments: list[str]) -> None:
-    from rnnlab.reproduce import ReproduceError, comparison_table
-    from rnnlab.reproduce import reproduce as reproduce_run
+    from rnnlab.training.reproduce import ReproduceError, comparison_table
+    from rnnlab.training.reproduce import reproduce as reproduce_run
 
     run_id, overrides = name_and_overrides(arguments, "reproduce RUN_ID [tracking.uri=...]")
     try:
@@ -176,8 +180,8 @@ def reproduce(arguments: list[str]) -> None:
 
 def stored_model_command(action):
     """Run `action(run_id, tracking_uri, rest)` with its errors as one line each."""
-    from rnnlab.datasets import DataNotPreparedError
-    from rnnlab.reproduce import ReproduceError
+    from rnnlab.tasks.datasets import DataNotPreparedError
+    from rnnlab.training.reproduce import ReproduceError
 
     def command(arguments: list[str]) -> None:
         overrides = [argument for argument in arguments[1:] if argument.startswith("tracking.")]
@@ -192,8 +196,8 @@ def stored_model_command(action):
 
 
 def evaluate(run_id: str, tracking_uri: str, rest: list[str]) -> None:
-    from rnnlab.evaluate import evaluate as evaluate_run
-    from rnnlab.evaluate import evaluation_table
+    from rnnlab.training.evaluate import evaluate as evaluate_run
+    from rnnlab.training.evaluate import evaluation_table
 
     if rest:
         raise ConfigError("usage: rnnlab evaluate RUN_ID [tracking.uri=...]")
@@ -201,7 +205,7 @@ def evaluate(run_id: str, tracking_uri: str, rest: list[str]) -> None:
 
 
 def predict(run_id: str, tracking_uri: str, rest: list[str]) -> None:
-    from rnnlab.evaluate import predict as predict_inputs
+    from rnnlab.training.evaluate import predict as predict_inputs
 
     print("\n".join(predict_inputs(run_id, tracking_uri, rest)))
 
@@ -209,7 +213,7 @@ def predict(run_id: str, tracking_uri: str, rest: list[str]) -> None:
 def native(arguments: list[str]) -> None:
     if set(arguments) - {"--rebuild"}:
         raise ConfigError("usage: rnnlab native [--rebuild]")
-    from rnnlab.native import describe, native_status
+    from rnnlab.recurrence.native import describe, native_status
 
     status = native_status(rebuild=bool(arguments))
     print(describe(status))

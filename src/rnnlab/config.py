@@ -195,9 +195,29 @@ NOT_HASHED = ("tracking", "data_dir", "experiment_task_overrides")
 HASHED_WHEN_SET = {("trainer", "ema_momentum"): None}
 
 
+# Classes that moved to another module: {path runs were stored with: path today}. A run's
+# identity keeps the stored path, and a stored config builds the class at today's path.
+MOVED_CLASSES = {
+    f"rnnlab.cells.{name}": f"rnnlab.recurrence.cells.{name}"
+    for name in ("IndRNNCell", "LRUCell", "MinGRUCell", "MinLSTMCell")
+}
+
+
+def migrate_stored(cfg: DictConfig) -> DictConfig:
+    """A config stored by an earlier rnnlab, in today's terms (classes at today's paths)."""
+    target = OmegaConf.select(cfg, "cell._target_")
+    if target in MOVED_CLASSES:
+        cfg.cell._target_ = MOVED_CLASSES[target]
+    return cfg
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identifies what a run computes: the resolved config without where it is recorded."""
     content = OmegaConf.to_container(cfg, resolve=True)
+    stored_paths = {today: stored for stored, today in MOVED_CLASSES.items()}
+    cell = content.get("cell", {})
+    if cell.get("_target_") in stored_paths:
+        cell["_target_"] = stored_paths[cell["_target_"]]
     for key in NOT_HASHED:
         content.pop(key, None)
     content.get("trainer", {}).pop("verbose", None)

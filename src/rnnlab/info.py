@@ -49,14 +49,14 @@ def prepared_datasets(data_dir: Path) -> list[str]:
 
 
 def info_lines() -> list[str]:
-    from rnnlab.datasets import data_root
-    from rnnlab.native.build import this_cpu
+    from rnnlab.recurrence.native.build import this_cpu
+    from rnnlab.tasks.datasets import data_root
     from rnnlab.threads import available_cores, configure_threads
 
     configure_threads()  # what `rnnlab train` sets, before TensorFlow starts
     import tensorflow as tf
 
-    from rnnlab.native import describe, native_status
+    from rnnlab.recurrence.native import describe, native_status
 
     versions = [f"{name} {installed_version(name)}" for name in PACKAGES if installed_version(name)]
     cpu = this_cpu()

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from rnnlab.models import RecurrentStack
+from rnnlab.recurrence.stack import RecurrentStack
 from rnnlab.tasks.base import SyntheticTask, TaskData
 
 

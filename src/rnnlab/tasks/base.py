@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from rnnlab import datasets
 from rnnlab.config import ConfigError
+from rnnlab.tasks import datasets
 
 
 class NoPredictError(ConfigError):

@@ -28,10 +28,10 @@ from keras import layers
 from omegaconf import DictConfig
 from PIL import Image
 
-from rnnlab import datasets
 from rnnlab.config import ConfigError
-from rnnlab.tasks import decoding
+from rnnlab.tasks import datasets
 from rnnlab.tasks.base import TaskData, batched_task_data, deal, take_each
+from rnnlab.tasks.seq2seq import decoding
 
 SPLIT_SEED = 20141106  # fixed forever: changing it changes the test set of every past run
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from rnnlab.models import RecurrentStack
+from rnnlab.recurrence.stack import RecurrentStack
 from rnnlab.tasks.base import SyntheticTask, TaskData
 
 BLANK, DELIMITER, ALPHABET, REMEMBERED = 0, 9, 8, 10  # symbols 1..8 are the alphabet

@@ -18,8 +18,8 @@ import tensorflow_datasets as tfds
 from keras import layers
 from omegaconf import DictConfig
 
-from rnnlab import datasets
-from rnnlab.models import RecurrentStack
+from rnnlab.recurrence.stack import RecurrentStack
+from rnnlab.tasks import datasets
 from rnnlab.tasks.base import (
     TaskData,
     TaskDefaults,

@@ -19,8 +19,8 @@ import tensorflow_datasets as tfds
 from keras import layers
 from omegaconf import DictConfig
 
-from rnnlab import datasets
 from rnnlab.config import ConfigError
+from rnnlab.tasks import datasets
 from rnnlab.tasks.base import (
     TaskData,
     TaskDefaults,

@@ -23,18 +23,18 @@ import tensorflow_datasets as tfds
 from keras import layers
 from omegaconf import DictConfig
 
-from rnnlab import datasets
 from rnnlab.config import ConfigError
-from rnnlab.tasks import decoding, lexicon_bias, unknown_words
+from rnnlab.tasks import datasets
 from rnnlab.tasks.base import TaskData, batched_task_data, deal, supervised_splits, take_each
-from rnnlab.tasks.ding import (
+from rnnlab.tasks.seq2seq import decoding, lexicon_bias, unknown_words
+from rnnlab.tasks.seq2seq.ding import (
     DICTIONARY,
     dictionary_phrases,
     ding_translations,
     read_lexicon,
     read_sentence_pairs,
 )
-from rnnlab.tasks.subwords import SubwordCodec
+from rnnlab.tasks.seq2seq.subwords import SubwordCodec
 
 SOURCE_PACKAGE = "trans-de-en"
 SPLIT_SEED = 19950101  # fixed forever: changing it changes the test set of every past run

@@ -1,0 +1,1 @@
+"""Many runs: sweeps (Optuna) and paper grids, their workers and launchers."""

@@ -1,0 +1,199 @@
+"""`rnnlab paper NAME`: every configuration of an experiment's grid, resumably, on many workers.
+
+Each point runs through `train.run`, unless its resolved config already has a FINISHED run
+in MLflow: a killed `make paper` continues where it stopped. Workers share the grid through
+claims in a database (grid_claims.py): processes on this machine (`--workers N`), the same
+command on other machines pointed at one PostgreSQL `--storage` and one MLflow server, or
+SLURM jobs (launchers.py). No point runs twice; a point whose worker died is failed in
+MLflow with the reason and trained again by a live worker, which waits for the points
+others hold until the grid is done.
+
+Deciding what is left stays fast at thousands of runs and points: the grid's facts are
+cached (`grids.py`), and the store is read with one query (`run_index.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rnnlab.config import compose_config
+from rnnlab.experiments.claims import FAILED, FINISHED, RUNNING, GridClaims, grid_key
+from rnnlab.experiments.grids import GridPoint, PointFacts, grid_facts
+from rnnlab.records.runs import finished_runs
+
+POLL_SECONDS = 2.0  # how often an idle worker looks at the points others are training
+OTHER_STORE_CLAIMS = "sqlite:///mlruns/optuna.db"
+
+
+def finished_hashes(tracking_uri: str, experiment_name: str) -> set[str]:
+    """Config hashes of the experiment's FINISHED runs in the store."""
+    runs = finished_runs(tracking_uri, experiment_name, tags=("rnnlab.config_hash",))
+    return {run.tags.get("rnnlab.config_hash") for run in runs}
+
+
+def default_claims_storage(tracking_uri: str) -> str:
+    """Beside a SQLite MLflow store, the sweeps' database in the same folder; otherwise the
+    sweeps' default. Workers on several machines pass a shared `--storage`."""
+    if tracking_uri.startswith("sqlite:///"):
+        return tracking_uri.rsplit("/", 1)[0] + "/optuna.db"
+    return OTHER_STORE_CLAIMS
+
+
+@dataclass(frozen=True)
+class GridJob:
+    """What every worker of one `rnnlab paper` command needs: picklable for SLURM."""
+
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    storage: str | None = None  # the claims' database; None: default_claims_storage
+    since: float = 0.0  # when the command began: points settled before it are tried again
+
+    def points(self) -> list[tuple[GridPoint, PointFacts]]:
+        return grid_facts(self.name, self.overrides)
+
+    def tracking_uri(self) -> str:
+        first = self.points()[0][0]
+        return compose_config([*first.overrides, *self.overrides]).tracking.uri
+
+    def claims(self) -> GridClaims:
+        uri = self.tracking_uri()
+        return GridClaims(self.storage or default_claims_storage(uri), grid_key(self.name, uri))
+
+
+def work(job: GridJob, worker: int = 0, threads: int | None = None, label: str = "") -> None:
+    """One worker: claim a free point, train it, repeat; then wait for the points other
+    workers hold (training one again if its worker dies) until none is left."""
+    if threads:
+        from rnnlab.threads import configure_threads
+
+        configure_threads(threads)
+    points, uri, claims = job.points(), job.tracking_uri(), job.claims()
+    waiting_said = False
+    while True:
+        done = finished_hashes(uri, job.name)
+        held = claims.claims()
+        trained = False
+        for number, (point, facts) in enumerate(points, start=1):
+            if facts.config_hash in done:
+                continue
+            taken, death = claims.take(facts.config_hash, job.since, held.get(facts.config_hash))
+            name = f"{label}[{number}/{len(points)}] {' '.join(point.axes)}"
+            if death:
+                fail_dead_runs_now(uri)
+                print(f"{name}: {death}", flush=True)
+            if taken:
+                train_point(claims, facts.config_hash, [*point.overrides, *job.overrides], name)
+                trained = True
+                waiting_said = False
+        if trained:
+            continue  # look again: points may have been freed meanwhile
+        held = claims.claims()
+        others = [
+            facts.config_hash
+            for _, facts in points
+            if facts.config_hash not in done
+            and facts.config_hash in held
+            and held[facts.config_hash].state == RUNNING
+        ]
+        if not others:
+            return
+        if not waiting_said:
+            print(f"{label}waiting for {len(others)} point(s) other workers train", flush=True)
+            waiting_said = True
+        time.sleep(POLL_SECONDS)
+
+
+def fail_dead_runs_now(uri: str) -> None:
+    """The dead worker's MLflow run is failed with its reason before its point runs again."""
+    from mlflow import MlflowClient
+
+    from rnnlab.records.liveness import fail_dead_runs
+
+    fail_dead_runs(MlflowClient(uri))
+
+
+def train_point(claims: GridClaims, point: str, overrides: list[str], name: str) -> None:
+    """Train one point while its claim beats, then settle the claim either way."""
+    # Imported only now: TensorFlow takes seconds to load, and a resumed grid with nothing
+    # left to train must decide that without it.
+    from rnnlab.training.callbacks import NonFiniteLossError
+    from rnnlab.training.run import run
+
+    print(f"{name}: training", flush=True)
+    with claims.beating(point):
+        try:
+            run(compose_config(overrides))
+        except NonFiniteLossError as error:
+            # Recorded as a FAILED run with its reason; the report shows the cell as missing.
+            claims.settle(point, FAILED, str(error))
+            print(f"{name}: failed: {error}", flush=True)
+            return
+        except BaseException as error:  # interrupted, or a bug: free the point for a rerun
+            claims.settle(point, FAILED, f"{type(error).__name__}: {error}")
+            raise
+    claims.settle(point, FINISHED)
+
+
+def run_experiment(
+    name: str,
+    extra_overrides: list[str] = (),
+    workers: int = 1,
+    storage: str | None = None,
+    launcher=None,
+) -> dict[str, int]:
+    """Train every missing point of the grid on `workers` workers (here, or as jobs of the
+    launcher); returns how many this command's workers ran, how many finished before and
+    were skipped, how many failed, and how many are left (a worker died with them)."""
+    job = GridJob(name, list(extra_overrides), storage, since=time.time())
+    points = job.points()
+    # Read without opening MLflow: a store not written yet has nothing finished.
+    done = finished_hashes(job.tracking_uri(), name)
+    skipped = sum(facts.config_hash in done for _, facts in points)
+    print(
+        f"{name}: {len(points)} points, {skipped} finished before; "
+        f"{len(points) - skipped} to train on {workers} worker(s)",
+        flush=True,
+    )
+    problems = []
+    if skipped == len(points):
+        pass
+    elif launcher is not None:
+        create_store(job.tracking_uri())  # once, before workers race to create its tables
+        problems = launcher.run(work, (job,), workers)
+    elif workers == 1:
+        work(job)
+    else:
+        from rnnlab.experiments.workers import run_workers
+
+        create_store(job.tracking_uri())
+        problems = run_workers(work, (job,), workers)
+    for problem in problems:
+        print(problem, flush=True)
+    return count_points(job, points, skipped)
+
+
+def create_store(uri: str) -> None:
+    """Make the MLflow store's tables (a new SQLite file) before several workers open it."""
+    from mlflow import MlflowClient
+
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    MlflowClient(uri).search_experiments(max_results=1)
+
+
+def count_points(job: GridJob, points, skipped: int) -> dict[str, int]:
+    held = job.claims().claims()
+    done = finished_hashes(job.tracking_uri(), job.name)
+    counts = {"ran": 0, "skipped": skipped, "failed": 0, "left": 0}
+    for _, facts in points:
+        claim = held.get(facts.config_hash)
+        this_command = claim is not None and claim.updated >= job.since
+        if facts.config_hash in done:
+            counts["ran"] += this_command
+        elif this_command and claim.state == FAILED:
+            counts["failed"] += 1
+        else:
+            counts["left"] += 1
+    return counts

@@ -1,8 +1,0 @@
-"""`python -m rnnlab.native [--rebuild]`: build the native ops now and say, in one line, if
-they are on (make install ends with it). Never fails: without them rnnlab runs, slower."""
-
-import sys
-
-from rnnlab.native import describe, native_status
-
-print(f"rnnlab {describe(native_status(rebuild='--rebuild' in sys.argv[1:]))}")

@@ -1,0 +1,159 @@
+"""The trained model stored with its run, and loaded again by `rnnlab evaluate` and `predict`.
+
+Each run logs an MLflow 3 logged model (the run's "model" in the UI) holding the Keras 3
+file of the tested weights and the task's input state (vocabularies). It is a pyfunc model
+of rnnlab's own rather than MLflow's Keras flavour: that flavour (MLflow 3.17) fails as soon
+as it is given an input example, writing the example before it creates the model's folder.
+
+Where the task has a predict (sentiment, translation, forecasting) the stored model takes
+what a person gives: raw text, or the series' latest values. Elsewhere it takes the Keras
+model's own arrays. Loading needs only `import rnnlab`, which registers its layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+from mlflow.models import infer_signature
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.config import ConfigError, cell_name
+from rnnlab.tasks.base import first_examples
+
+KERAS_FILE = "model.keras"
+INPUTS_FILE = "inputs.json"  # the task's config and input state
+
+
+class NoStoredModelError(ConfigError):
+    """The run stored no model: made with tracking.log_model=false, or before models were."""
+
+
+class StoredModel(mlflow.pyfunc.PythonModel):
+    """The Keras model and, rebuilt from its config and input state, the task around it."""
+
+    # Its input differs by task (texts, numbers, arrays): the signature says which, not
+    # type hints, so MLflow's type-hint wrapping of `predict` is off.
+    _skip_type_hint_validation = True
+
+    def load_context(self, context) -> None:
+        self.load_files(context.artifacts["keras_model"], context.artifacts["inputs"])
+
+    def load_files(self, keras_file: str, inputs_file: str) -> StoredModel:
+        """The model from its two data files: nothing in them is code that runs on load."""
+        import rnnlab.recurrence.layer  # noqa: F401 (registers ProbedRNN and the cells for loading)
+        from rnnlab.tasks import get_task
+
+        record = json.loads(Path(inputs_file).read_text())
+        self.keras_model = keras.saving.load_model(keras_file, compile=False, safe_mode=True)
+        self.input_state = record["inputs"]
+        self.raw_input = record["raw_input"]
+        self.task = get_task(OmegaConf.create(record["task"]), record["data_dir"])
+        self.task.restore_inputs(self.input_state)
+        return self
+
+    def predict(self, context, model_input, params=None):
+        if not self.raw_input:
+            return self.keras_model.predict(model_input, verbose=0)
+        if hasattr(model_input, "iloc"):  # MLflow hands a column of values as a DataFrame
+            model_input = model_input.iloc[:, 0].tolist()
+        return self.task.predict(self.keras_model, list(model_input))
+
+
+def array_example(model: keras.Model, data, count: int = 2):
+    """The first test examples, as the Keras model takes them (by input name if several)."""
+    inputs = first_examples(data.test, count)[0]
+    if isinstance(inputs, tuple | list):
+        return {layer.name: np.asarray(x) for layer, x in zip(model.inputs, inputs, strict=True)}
+    return np.asarray(inputs)
+
+
+def requirements() -> list[str]:
+    """What loading needs from PyPI; rnnlab itself comes from this project's checkout."""
+    import tensorflow as tf
+
+    return [f"{module.__name__}=={module.__version__}" for module in (tf, keras, mlflow)]
+
+
+def log_stored_model(model: keras.Model, task, cfg: DictConfig, data) -> str:
+    """Log the model with its signature and input example to the active run; its model id."""
+    example = task.predict_example()
+    raw_input = example is not None
+    if not raw_input:
+        example = array_example(model, data)
+    answers = task.predict(model, example) if raw_input else model.predict(example, verbose=0)
+    record = {
+        "task": OmegaConf.to_container(cfg.task, resolve=True),
+        "data_dir": str(cfg.data_dir),
+        "inputs": task.input_state(),
+        "raw_input": raw_input,
+    }
+    with tempfile.TemporaryDirectory() as folder, quiet_mlflow():
+        keras_file, inputs_file = Path(folder, KERAS_FILE), Path(folder, INPUTS_FILE)
+        model.save(keras_file)
+        inputs_file.write_text(json.dumps(record))
+        info = mlflow.pyfunc.log_model(
+            name=f"{cell_name(cfg.cell)}-{cfg.task.name}",  # what the UI's Models list shows
+            python_model=StoredModel(),
+            artifacts={"keras_model": str(keras_file), "inputs": str(inputs_file)},
+            signature=infer_signature(example, answers),
+            input_example=example,
+            pip_requirements=requirements(),
+        )
+    return info.model_id
+
+
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's notes on pickled models and type hints: they are not the user's."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)  # a bar per file copied into the store
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.unset()
+
+
+def stored_model_id(client: MlflowClient, run_id: str) -> str:
+    """The id of the model the run logged; a one-line error if it logged none."""
+    outputs = client.get_run(run_id).outputs
+    model_ids = [output.model_id for output in (outputs.model_outputs if outputs else [])]
+    if not model_ids:
+        raise NoStoredModelError(
+            f"run {run_id} stored no model (tracking.log_model was false, or it predates "
+            "stored models): `rnnlab reproduce` retrains it"
+        )
+    return model_ids[-1]
+
+
+def load_stored_model(client: MlflowClient, run_id: str) -> StoredModel:
+    """The run's model, read from the Keras file and the inputs' JSON in its store.
+
+    MLflow's own loader would unpickle the stored `StoredModel` (python_model.pkl): that runs
+    whatever the pickle holds, and names the class by the module it was stored from. Reading
+    the two data files needs neither.
+    """
+    location = client.get_logged_model(stored_model_id(client, run_id)).artifact_location
+    with tempfile.TemporaryDirectory() as folder, quiet_mlflow():
+        files = [
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location}/artifacts/{name}", dst_path=folder
+            )
+            for name in (KERAS_FILE, INPUTS_FILE)
+        ]
+        return StoredModel().load_files(*files)

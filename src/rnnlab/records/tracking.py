@@ -1,0 +1,233 @@
+"""Open an MLflow run that records everything needed to trust and rerun it.
+
+The run logs the flattened config as params, the resolved config as `config.yaml`, and tags
+for provenance. It always ends in a final state: FAILED on an error, KILLED on Ctrl-C or
+when a sweep prunes it (tagged `rnnlab.pruned`); a run whose process was killed outright is
+failed by the next command that opens the store (`liveness.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import re
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+import rnnlab
+from rnnlab.config import PROJECT_ROOT, cell_name, config_hash
+from rnnlab.records.liveness import fail_dead_runs_once_a_beat, heartbeat, owner_tags
+
+MAX_PARAM_LENGTH = 6000  # MLflow 3 rejects longer param values
+# Four lines a run on starting and stopping its system metrics thread, and no GPU here.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'cell': {'units': 64}} -> {'cell.units': 64}, the form MLflow params take."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_state() -> dict[str, str]:
+    """The commit of the project tree and whether it had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {"rnnlab.git_commit": "unknown"}
+    return {
+        "rnnlab.git_commit": commit,
+        "rnnlab.git_dirty": str(bool(git("status", "--porcelain"))),
+    }
+
+
+@functools.cache  # a sweep's trials share one process and its packages
+def installed_packages() -> str:
+    """`name==version` of every installed distribution: what a rerun must match."""
+    from importlib.metadata import distributions
+
+    return "\n".join(sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()})) + "\n"
+
+
+@functools.cache  # this process's code and packages do not change while it runs
+def provenance_tags() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    from rnnlab.recurrence.native import native_status
+    from rnnlab.recurrence.native.build import this_cpu
+
+    native = native_status()
+    return {
+        **git_state(),
+        "rnnlab.version": rnnlab.__version__,
+        "tensorflow.version": tf.__version__,
+        "keras.version": keras.__version__,
+        "rnnlab.cpu": this_cpu().model,
+        "rnnlab.device": training_device(),
+        "rnnlab.native": (
+            f"on ({' '.join(native.flags) or 'portable'})" if native.library else "off"
+        ),
+    }
+
+
+def training_device() -> str:
+    """Where this process trains: the GPU TensorFlow sees first (a worker's own, given
+    through CUDA_VISIBLE_DEVICES), else the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"{gpus[0].name} (CUDA_VISIBLE_DEVICES={visible})" if visible else gpus[0].name
+
+
+# MLflow 3's UI reads this experiment tag: without it an experiment opens in the GenAI
+# view and files training runs under "Evaluation runs".
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def use_store(uri: str, experiment: str) -> None:
+    """Point MLflow at the store (creating a local SQLite folder) and the experiment, which
+    the UI is told holds model training."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    for run_id in fail_dead_runs_once_a_beat(uri):
+        print(f"rnnlab: run {run_id} was RUNNING but its process died; marked FAILED", flush=True)
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(experiment) is None:
+        try:
+            client.create_experiment(
+                experiment, artifact_location=artifacts_beside(uri, experiment)
+            )
+        except MlflowException as error:  # another worker created it between look and create
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    current = mlflow.set_experiment(experiment)
+    for key, value in EXPERIMENT_KIND.items():
+        if current.tags.get(key) != value:
+            client.set_experiment_tag(current.experiment_id, key, value)
+
+
+def artifacts_beside(uri: str, experiment: str) -> str | None:
+    """Where a new experiment in a SQLite store keeps its artifacts: in the database's
+    folder. MLflow's default is ./mlruns of whatever directory the process started in, so
+    a store at /tmp/x.db filed its runs' files in the project's mlruns/. Other stores keep
+    their server's default (None). Runs have folders of their own, so two names that
+    make the same folder name share it harmlessly."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
+    return str(folder / "artifacts" / re.sub(r"[^\w.-]+", "_", experiment))
+
+
+@contextlib.contextmanager
+def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for this config that never stays RUNNING after it leaves."""
+    use_store(cfg.tracking.uri, cfg.tracking.experiment)
+    name = cfg.tracking.run_name or f"{cell_name(cfg.cell)}-{cfg.task.name}-seed{cfg.seed}"
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    mlflow.set_system_metrics_sampling_interval(cfg.tracking.system_metrics_seconds)
+    run = mlflow.start_run(
+        run_name=name,
+        parent_run_id=cfg.tracking.parent_run_id,
+        tags=owner_tags(),  # from its first moment: a run killed at once is found as well
+        log_system_metrics=cfg.tracking.system_metrics,
+    )
+    try:
+        params = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(resolved).items()}
+        mlflow.log_params(params)
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlflow.log_text(installed_packages(), "environment.txt")
+        identity = {
+            "rnnlab.config_hash": config_hash(cfg),
+            "rnnlab.cell": cell_name(cfg.cell),
+            "rnnlab.task": cfg.task.name,
+            "rnnlab.seed": str(cfg.seed),
+        }
+        if cfg.get("experiment_name"):
+            identity["rnnlab.experiment"] = cfg.experiment_name
+        mlflow.set_tags({**provenance_tags(), **identity, **tags})
+        with heartbeat(mlflow.MlflowClient(), run.info.run_id):
+            yield run
+    except KeyboardInterrupt:
+        mlflow.set_tag("rnnlab.failure", "interrupted by the user")
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except optuna.TrialPruned as pruned:
+        # A sweep stopped this trial on purpose: not an error, but not a finished run either.
+        mlflow.set_tag("rnnlab.pruned", str(pruned))
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as error:
+        mlflow.set_tag("rnnlab.failure", f"{type(error).__name__}: {error}"[:MAX_PARAM_LENGTH])
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
+
+
+def log_datasets(record, data_hash: str) -> None:
+    """The run's splits as MLflow datasets (name and version, where, the data hash as
+    digest), so the UI's dataset column shows what the run saw."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if record.location:
+        with warnings.catch_warnings():  # MLflow registers its local source class twice
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(record.location)
+    else:
+        source = CodeDatasetSource({"generator": record.name})
+    for split, context in SPLIT_CONTEXTS.items():
+        dataset = MetaDataset(source, name=f"{record.name} [{split}]", digest=data_hash)
+        log_input_past_a_race(dataset, context)
+
+
+# What a store says when a row it was about to insert has just been inserted by another
+# client: PostgreSQL, SQLite, MySQL.
+DUPLICATE_KEY = ("duplicate key value", "UNIQUE constraint failed", "Duplicate entry")
+
+
+def log_input_past_a_race(dataset, context: str) -> None:
+    """`mlflow.log_input`, tried again once if another run created the same dataset at the
+    same moment.
+
+    MLflow looks a dataset up and inserts it when absent, in two steps: two workers starting
+    on the same data at once can both insert, and the second fails its unique key (seen with
+    two SLURM jobs on PostgreSQL). By then the dataset exists, so a second try links it."""
+    try:
+        mlflow.log_input(dataset, context=context)
+    except MlflowException as error:
+        if not any(text in str(error) for text in DUPLICATE_KEY):
+            raise
+        mlflow.log_input(dataset, context=context)

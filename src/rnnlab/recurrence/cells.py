@@ -1,0 +1,349 @@
+"""rnnlab's own recurrent cells: the modern ones, next to Keras's SimpleRNN, LSTM and GRU.
+
+- `IndRNNCell` (Li et al. 2018): each unit sees only its own past, h = ReLU(W x + u ⊙ h + b),
+  so its gradient through time is a product of scalars the constraint |u| ≤ max keeps tame.
+- `MinGRUCell` and `MinLSTMCell` (Feng et al. 2024, "Were RNNs All We Needed?"): gates that
+  read only the input, so h_t = a_t ⊙ h_{t-1} + b_t is linear in the state.
+- `LRUCell` (Orvieto et al. 2023): a complex diagonal linear recurrence whose eigenvalues
+  start in a ring near the unit circle, with a normalised input and a real readout.
+
+The last three are `LinearRecurrentCell`s: besides the usual one-step `call` (which the
+gradient probe and a user's subclass use), they give their coefficients a_t, b_t for all
+steps at once, and `ProbedRNN` computes the whole sequence with a parallel scan
+(rnnlab.recurrence.scan). Each is a plain Keras cell: `conf/cell/<name>.yaml` names it by
+`_target_`, and `keras.layers.RNN` runs it like any other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import constraints, initializers, layers, ops
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+
+def positive_candidate(x):
+    """g(x) = x + 0.5 for x ≥ 0, else sigmoid(x): the papers' positive, continuous stand-in
+    for tanh, which keeps the candidate state > 0 (the papers' scan runs in log space)."""
+    return ops.where(x >= 0, x + 0.5, ops.sigmoid(x))
+
+
+class _InputProjectingCell(DropoutRNNCell, layers.Layer):
+    """A cell with one input kernel (inputs → `parts` blocks of `units`), a bias, and
+    Keras's input dropout (one mask per sequence, the same at every step)."""
+
+    parts = 1
+
+    def __init__(
+        self,
+        units: int,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        use_bias: bool = True,
+        dropout: float = 0.0,
+        seed: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if units <= 0:
+            raise ValueError(f"cell.units must be a positive integer, got {units}")
+        self.units = units
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.use_bias = use_bias
+        self.dropout = min(1.0, max(0.0, dropout))
+        self.recurrent_dropout = 0.0  # these cells have no recurrent weights to drop
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed=seed)
+        self.state_size = units
+        self.output_size = units
+
+    def build(self, input_shape) -> None:
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], self.parts * self.units),
+            initializer=self.kernel_initializer,
+            name="kernel",
+        )
+        self.bias = (
+            self.add_weight(
+                shape=(self.parts * self.units,), initializer=self.bias_initializer, name="bias"
+            )
+            if self.use_bias
+            else None
+        )
+
+    def projection(self, inputs):
+        """x W + b, on any leading axes (all steps at once too)."""
+        projected = ops.matmul(inputs, self.kernel)
+        return projected if self.bias is None else projected + self.bias
+
+    def project(self, inputs, training=False):
+        """x W + b after input dropout, split into the cell's `parts` blocks."""
+        if training and self.dropout:
+            inputs = inputs * self.get_dropout_mask(inputs)
+        projected = self.projection(inputs)
+        return ops.split(projected, self.parts, axis=-1) if self.parts > 1 else [projected]
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "use_bias": self.use_bias,
+            "dropout": self.dropout,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="rnnlab")
+class IndRNNCell(_InputProjectingCell):
+    """h_t = activation(W x_t + u ⊙ h_{t-1} + b) (Li et al. 2018), |u| ≤ `recurrent_max_abs`.
+
+    The recurrence is elementwise but not linear (ReLU), so it runs step by step.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation="relu",
+        recurrent_initializer=None,
+        recurrent_max_abs: float | None = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(units, **kwargs)
+        self.activation = keras.activations.get(activation)
+        # u uniform in [0, 1]: every unit starts between forgetting at once and holding on.
+        self.recurrent_initializer = initializers.get(
+            recurrent_initializer or initializers.RandomUniform(minval=0.0, maxval=1.0)
+        )
+        self.recurrent_max_abs = recurrent_max_abs
+
+    def build(self, input_shape) -> None:
+        super().build(input_shape)
+        bound = self.recurrent_max_abs
+        self.recurrent_weight = self.add_weight(
+            shape=(self.units,),
+            initializer=self.recurrent_initializer,
+            constraint=None if bound is None else BoundedAbs(bound),
+            name="recurrent_weight",
+        )
+
+    def call(self, inputs, states, training=False):
+        (projected,) = self.project(inputs, training)
+        state = self.activation(projected + self.recurrent_weight * states[0])
+        return state, [state]
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "activation": keras.activations.serialize(self.activation),
+            "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
+            "recurrent_max_abs": self.recurrent_max_abs,
+        }
+
+
+@keras.saving.register_keras_serializable(package="rnnlab")
+class BoundedAbs(constraints.Constraint):
+    """Clips each weight to [-bound, bound] after every update, as IndRNN's paper does."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+
+    def __call__(self, weights):
+        return ops.clip(weights, -self.bound, self.bound)
+
+    def get_config(self) -> dict:
+        return {"bound": self.bound}
+
+
+class LinearRecurrentCell(_InputProjectingCell):
+    """A cell whose state follows h_t = a_t ⊙ h_{t-1} + b_t, with a_t and b_t from x_t alone.
+
+    Subclasses give `coefficients(projected)`; `ProbedRNN` then computes a whole sequence
+    with `rnnlab.recurrence.scan` instead of step by step. A subclass that changes `call` should
+    pass `parallel_scan=False`, so its own step is what runs.
+    """
+
+    native_scan: str | None = None  # the name of its ops in rnnlab.native, if it has some
+
+    def __init__(self, units: int, parallel_scan: bool = True, **kwargs) -> None:
+        super().__init__(units, **kwargs)
+        self.parallel_scan = parallel_scan
+
+    def scan_parameters(self):
+        """What the native op needs besides the projected inputs (nothing here)."""
+        return ops.zeros((0,))
+
+    def coefficients(self, parts):
+        """(a, b) from the projected inputs; any leading axes."""
+        raise NotImplementedError
+
+    def readout(self, states, inputs):
+        """The cell's output from its new state (and input): the state itself here."""
+        return states
+
+    def call(self, inputs, states, training=False):
+        a, b = self.coefficients(self.project(inputs, training))
+        state = a * states[0] + b
+        return self.readout(state, inputs), [state]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "parallel_scan": self.parallel_scan}
+
+
+@keras.saving.register_keras_serializable(package="rnnlab")
+class MinGRUCell(LinearRecurrentCell):
+    """minGRU: z = σ(W_z x), h̃ = g(W_h x), h_t = (1 - z) ⊙ h_{t-1} + z ⊙ h̃ (Feng et al. 2024)."""
+
+    parts = 2
+    native_scan = "min_gru_scan"
+
+    def coefficients(self, parts):
+        gate, candidate = parts
+        update = ops.sigmoid(gate)
+        return 1.0 - update, update * positive_candidate(candidate)
+
+
+@keras.saving.register_keras_serializable(package="rnnlab")
+class MinLSTMCell(LinearRecurrentCell):
+    """minLSTM (Feng et al. 2024): f = σ(W_f x), i = σ(W_i x), h̃ = g(W_h x), and the gates
+    normalised so they sum to one: h_t = f/(f+i) ⊙ h_{t-1} + i/(f+i) ⊙ h̃."""
+
+    parts = 3
+    native_scan = "min_lstm_scan"
+
+    def coefficients(self, parts):
+        forget, remember, candidate = parts
+        forget, remember = ops.sigmoid(forget), ops.sigmoid(remember)
+        total = forget + remember
+        return forget / total, remember / total * positive_candidate(candidate)
+
+
+@keras.saving.register_keras_serializable(package="rnnlab")
+class LRUCell(LinearRecurrentCell):
+    """The Linear Recurrent Unit (Orvieto et al. 2023), on a complex state of `state_units`.
+
+    x_t = Λ ⊙ x_{t-1} + γ ⊙ (B u_t),  y_t = activation(Re(C x_t) + D u_t), with
+    Λ = exp(-exp(ν) + i·exp(θ)) and γ = sqrt(1 - |Λ|²) (the paper's normalisation, kept as a
+    trainable log). At initialisation |Λ| is uniform on the ring [r_min, r_max] (r² uniform)
+    and its phase uniform in [0, max_phase]. D is the paper's diagonal skip when inputs and
+    units have one size, else a full matrix. The paper puts an MLP after the LRU; `activation`
+    (GELU by default) stands in for it, so that stacked LRU layers are not one linear map.
+
+    Keras states are real, so the state is [Re x, Im x] side by side (2·state_units); its
+    norm is the complex state's, which is what the gradient probe reads.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        state_units: int | None = None,
+        r_min: float = 0.9,
+        r_max: float = 0.999,
+        max_phase: float = 2 * math.pi,
+        activation="gelu",
+        **kwargs,
+    ) -> None:
+        super().__init__(units, **kwargs)
+        if not 0.0 <= r_min < r_max <= 1.0:
+            raise ValueError(f"need 0 ≤ r_min < r_max ≤ 1, got r_min={r_min}, r_max={r_max}")
+        self.state_units = state_units or units
+        self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
+        self.activation = keras.activations.get(activation)
+        self.state_size = 2 * self.state_units
+
+    def build(self, input_shape) -> None:
+        inputs, states = input_shape[-1], self.state_units
+        # The paper's initialisation: |λ|² uniform between r_min² and r_max², phase uniform.
+        # Drawn through Keras, so `keras.utils.set_random_seed` (and `seed`) fix them.
+        draws = ops.convert_to_numpy(
+            keras.random.uniform((2, states), seed=self.seed_generator)
+        ).astype(np.float64)
+        radius_squared = draws[0] * (self.r_max**2 - self.r_min**2) + self.r_min**2
+        nu = -0.5 * np.log(radius_squared)
+        theta = draws[1] * self.max_phase
+        magnitude = np.exp(-nu)
+        self.nu_log = self._constant_weight("nu_log", np.log(nu))
+        self.theta_log = self._constant_weight("theta_log", np.log(np.maximum(theta, 1e-12)))
+        self.gamma_log = self._constant_weight("gamma_log", np.log(np.sqrt(1 - magnitude**2)))
+        input_scale = initializers.RandomNormal(
+            stddev=1 / math.sqrt(2 * inputs), seed=self._seed(1)
+        )
+        self.kernel = self.add_weight(  # [Re B | Im B], applied as u B
+            shape=(inputs, 2 * states), initializer=input_scale, name="kernel"
+        )
+        self.bias = None
+        readout_scale = initializers.RandomNormal(stddev=1 / math.sqrt(states), seed=self._seed(2))
+        self.readout_kernel = self.add_weight(  # [Re C ; Im C], applied as [Re x, -Im x] C
+            shape=(2 * states, self.units), initializer=readout_scale, name="readout_kernel"
+        )
+        skip_shape = (self.units,) if inputs == self.units else (inputs, self.units)
+        skip_scale = 1.0 if inputs == self.units else 1 / math.sqrt(inputs)
+        self.skip = self.add_weight(
+            shape=skip_shape,
+            initializer=initializers.RandomNormal(stddev=skip_scale, seed=self._seed(3)),
+            name="skip",
+        )
+
+    def _seed(self, offset: int) -> int | None:
+        """Distinct seeds for B, C and D when the cell has one: else they would be equal."""
+        return None if self.seed is None else self.seed + offset
+
+    def _constant_weight(self, name: str, values: np.ndarray):
+        return self.add_weight(
+            shape=values.shape, initializer=initializers.Constant(values), name=name
+        )
+
+    def eigenvalues(self):
+        """(Re Λ, Im Λ), one per state unit."""
+        magnitude = ops.exp(-ops.exp(self.nu_log))
+        phase = ops.exp(self.theta_log)
+        return magnitude * ops.cos(phase), magnitude * ops.sin(phase)
+
+    native_scan = "lru_scan"
+
+    def scan_parameters(self):
+        """[Re Λ | Im Λ | γ], as the native op reads them."""
+        return ops.concatenate([*self.eigenvalues(), ops.exp(self.gamma_log)], axis=0)
+
+    def coefficients(self, parts):
+        """(Λ, γ ⊙ B u) as pairs (real, imaginary); Λ is the same at every step."""
+        (projected,) = parts
+        real, imaginary = ops.split(projected, 2, axis=-1)
+        gamma = ops.exp(self.gamma_log)
+        return self.eigenvalues(), (real * gamma, imaginary * gamma)
+
+    def readout(self, states, inputs):
+        real, imaginary = ops.split(states, 2, axis=-1)
+        # Re(C x) = Re C · Re x - Im C · Im x
+        flipped = ops.concatenate([real, -imaginary], axis=-1)
+        diagonal = len(self.skip.shape) == 1  # the paper's D, inputs and outputs of one size
+        skipped = inputs * self.skip if diagonal else ops.matmul(inputs, self.skip)
+        return self.activation(ops.matmul(flipped, self.readout_kernel) + skipped)
+
+    def call(self, inputs, states, training=False):
+        (lambda_real, lambda_imaginary), (b_real, b_imaginary) = self.coefficients(
+            self.project(inputs, training)
+        )
+        real, imaginary = ops.split(states[0], 2, axis=-1)
+        state = ops.concatenate(
+            [
+                lambda_real * real - lambda_imaginary * imaginary + b_real,
+                lambda_real * imaginary + lambda_imaginary * real + b_imaginary,
+            ],
+            axis=-1,
+        )
+        return self.readout(state, inputs), [state]
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "state_units": self.state_units,
+            "r_min": self.r_min,
+            "r_max": self.r_max,
+            "max_phase": self.max_phase,
+            "activation": keras.activations.serialize(self.activation),
+        }

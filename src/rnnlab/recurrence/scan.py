@@ -1,0 +1,173 @@
+"""A whole sequence of a linear recurrence at once: h_t = a_t ⊙ h_{t-1} + b_t for every t.
+
+A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM and the LRU
+(rnnlab.recurrence.cells) the coefficients a_t, b_t depend on the inputs only, so every step's state
+follows from prefix products and sums, which a few large ops compute:
+- rnnlab's native ops (`native_scan`), fastest by far on a CPU: input projection, gates and
+  recurrence fused, in one pass over memory each way, the rows split between the cores;
+- where they did not build, `associative_scan`: Keras's associative scan of (a, b) pairs,
+  log2(T) rounds of elementwise ops, for real and complex (the LRU's) coefficients alike.
+The papers' log-space scan (cumulative sum and cumulative log-sum-exp of log a, log b) ran
+no faster here and, in float32, loses the gradient over 1,000 steps: log A_t reaches about
+-1,000, where float32 resolves 1e-4, and the bias gradients came out 10% off.
+`benchmarks/recurrence_speed.py --cells modern` measures the routes against each other and
+against the step loop (benchmarks/RESULTS.md). Masked (padded) steps keep the state:
+a = 1, b = 0.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from rnnlab.recurrence.cells import LinearRecurrentCell, LRUCell
+from rnnlab.recurrence.fused import zeros_for_none
+from rnnlab.recurrence.native import recurrence_ops
+from rnnlab.threads import parallel_shards
+
+
+def scans_in_parallel(cell) -> bool:
+    """True for a linear-recurrence cell that has not asked for its own step loop."""
+    return isinstance(cell, LinearRecurrentCell) and cell.parallel_scan
+
+
+def _combine(earlier, later):
+    """Two steps in one: h ↦ a2 (a1 h + b1) + b2."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a1 * a2, a2 * b1 + b2
+
+
+def associative_scan(a, b, initial):
+    """h_t for all t, along axis 1 (batch, steps, units), real or complex, from h_0 = initial."""
+    b = tf.concat([a[:, :1] * initial[:, None] + b[:, :1], b[:, 1:]], axis=1)
+    if a.shape[1] is None:  # Keras's scan needs the length when the graph is built
+        return _sequential_scan(a, b)
+    _, states = keras.ops.associative_scan(_combine, (a, b), axis=1)
+    return tf.ensure_shape(states, b.shape)  # the scan's slicing loses the static shape
+
+
+def _sequential_scan(a, b):
+    """The same h_t = a_t h_(t-1) + b_t one step at a time, for sequences whose length is
+    known only when a batch arrives (text batched by length); b_0 already holds h_0."""
+    a, b = (tf.transpose(x, [1, 0, 2]) for x in (a, b))  # time-major for tf.scan
+    states = tf.scan(lambda h, ab: ab[0] * h + ab[1], (a, b), initializer=tf.zeros_like(b[0]))
+    return tf.transpose(states, [1, 0, 2])
+
+
+def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training):
+    """What `layer.inner_loop` returns, for a `LinearRecurrentCell`, by a parallel scan."""
+    cell = layer.cell
+    keep = None
+    if mask is not None:
+        mask = mask[0] if isinstance(mask, list | tuple) else mask
+        keep = tf.cast(mask, tf.bool)[:, :, None]
+    if layer.go_backwards:  # Keras's loop returns outputs in the order it reads the steps
+        sequences = tf.reverse(sequences, [1])
+        keep = None if keep is None else tf.reverse(keep, [1])
+    inputs = sequences  # what the readout sees, as in the cell's step
+    if training and cell.dropout:
+        # One dropout mask per sequence, the same at every step: as the step loop applies it.
+        sequences = sequences * tf.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), 1)
+    initial = tf.cast(initial_state[0], sequences.dtype)
+    ops = recurrence_ops() if sequences.dtype == tf.float32 else None
+    if ops is not None and cell.native_scan is not None:
+        layer.recurrence_routes[bool(training)] = ("native_scan", parallel_shards())
+        every_state = layer.return_sequences or keep is not None
+        states, final = native_scan(ops, cell, sequences, initial, keep, every_state)
+    elif isinstance(cell, LRUCell):
+        states = _complex_states(cell, cell.project(sequences), initial, keep)
+        final = states[:, -1]
+    else:
+        states = _real_states(cell, cell.project(sequences), initial, keep)
+        final = states[:, -1]
+    if not layer.return_sequences and keep is None:  # only the last step's output is read
+        last = cell.readout(final, inputs[:, -1])
+        return last, last[:, None], [final]
+    outputs = cell.readout(states, inputs)
+    if keep is not None:
+        # A masked step repeats the last output, as Keras's loop does (zeros before any).
+        nothing, once = tf.zeros_like(outputs), tf.ones_like(outputs)
+        outputs = associative_scan(
+            tf.where(keep, nothing, once), tf.where(keep, outputs, nothing), nothing[:, 0]
+        )
+    if keep is not None and layer.zero_output_for_mask:
+        outputs = tf.where(keep, outputs, tf.zeros_like(outputs))
+    last = outputs[:, -1]
+    if not layer.return_sequences:
+        return last, last[:, None], [final]
+    return last, outputs, [final]
+
+
+def _real_states(cell: LinearRecurrentCell, parts, initial, keep):
+    a, b = cell.coefficients(parts)
+    if keep is not None:
+        a, b = tf.where(keep, a, tf.ones_like(a)), tf.where(keep, b, tf.zeros_like(b))
+    return associative_scan(a, b, initial)
+
+
+def _complex_states(cell: LRUCell, parts, initial, keep):
+    """The LRU's [Re x, Im x] for every step, scanned as complex numbers (complex64 at least:
+    TensorFlow has no bfloat16 complex type)."""
+    dtype = initial.dtype
+    (lambda_real, lambda_imaginary), (b_real, b_imaginary) = (
+        [tf.cast(part, tf.float64 if dtype == tf.float64 else tf.float32) for part in pair]
+        for pair in cell.coefficients(parts)
+    )
+    initial = tf.cast(initial, lambda_real.dtype)
+    eigenvalues = tf.complex(lambda_real, lambda_imaginary)
+    b = tf.complex(b_real, b_imaginary)
+    a = tf.broadcast_to(eigenvalues, tf.shape(b))
+    if keep is not None:
+        a = tf.where(keep, a, tf.ones_like(a))
+        b = tf.where(keep, b, tf.zeros_like(b))
+    real, imaginary = tf.split(initial, 2, axis=-1)
+    states = associative_scan(a, b, tf.complex(real, imaginary))
+    return tf.cast(tf.concat([tf.math.real(states), tf.math.imag(states)], axis=-1), dtype)
+
+
+def native_scan(ops, cell: LinearRecurrentCell, sequences, initial, keep, every_state=True):
+    """(every step's state, or None if not `every_state`; the last state) by rnnlab's native
+    ops for the cell.
+
+    The ops project the inputs themselves, a few steps at a time, so no [B, T, W] tensor of
+    projected inputs is ever made; they split the rows between this process's cores. A
+    layer that reads the last state only asks for that alone: for an output nobody reads,
+    TensorFlow's graph-mode gradient hands the custom gradient a [B, T, S] tensor of zeros,
+    which cost 1.2 ms a batch at 64 × 1,000 × 64 (a tenth of minLSTM's training step).
+    """
+    forward = getattr(ops, f"rnnlab_{cell.native_scan}_forward")
+    backward = getattr(ops, f"rnnlab_{cell.native_scan}_backward")
+    nothing = tf.zeros([0], tf.float32)
+    keep = nothing if keep is None else tf.cast(keep[:, :, 0], tf.float32)
+    shards = parallel_shards()
+
+    @tf.custom_gradient
+    def run(inputs, kernel, bias, parameters, initial):
+        states = forward(inputs, kernel, bias, parameters, initial, keep, shards=shards)
+
+        def gradient(*upstream):
+            # upstream is (d_states, d_final), or (d_final,) for the last state alone; an
+            # unread output's gradient may also come as None: no [B, T, S] of zeros is
+            # made or read.
+            d_states = upstream[0] if every_state else None
+            return backward(
+                inputs,
+                kernel,
+                bias,
+                parameters,
+                states,
+                initial,
+                nothing if d_states is None else d_states,
+                zeros_for_none(upstream[-1], initial),
+                keep,
+                shards=shards,
+            )
+
+        final = states[:, -1]
+        return ((states, final) if every_state else final), gradient
+
+    bias = nothing if cell.bias is None else tf.convert_to_tensor(cell.bias)
+    parameters = tf.convert_to_tensor(cell.scan_parameters())
+    outputs = run(sequences, tf.convert_to_tensor(cell.kernel), bias, parameters, initial)
+    return outputs if every_state else (None, outputs)

@@ -1,0 +1,82 @@
+"""Turn the `cell` and `model` config groups into a stack of Keras RNN layers.
+
+Cells are built from `_target_`, so any Keras RNN cell class (a user's own included) is
+wrapped the same way as the built-in ones: one `ProbedRNN` (a `keras.layers.RNN` the
+gradient probe can look inside) per stacked layer, optionally bidirectional.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from hydra.utils import instantiate
+from keras import layers
+from omegaconf import DictConfig
+
+from rnnlab.config import ConfigError
+from rnnlab.recurrence.layer import ProbedRNN
+
+
+def build_cell(cell_cfg: DictConfig) -> keras.Layer:
+    cell = instantiate(cell_cfg)
+    if not hasattr(cell, "state_size"):
+        raise ConfigError(
+            f"cell._target_ {cell_cfg._target_} is not a Keras RNN cell: it has no state_size"
+        )
+    return cell
+
+
+# Applies the configured recurrent layers to a sequence: stack(sequence, return_sequences=...).
+RecurrentStack = Callable[..., keras.KerasTensor]
+
+
+def recurrent_stack(
+    cell_cfg: DictConfig,
+    model_cfg: DictConfig,
+    return_sequences: bool = False,
+    prefix: str = "recurrent",
+    bidirectional: bool | None = None,
+) -> RecurrentStack:
+    """A function applying `model.layers` recurrent layers, each with a fresh cell.
+
+    The last layer returns its whole output sequence if `return_sequences` (here or in the
+    call, for per-step tasks), else only its final output. Layers are named
+    `<prefix>_<index>`; `bidirectional` defaults to `model.bidirectional`.
+    """
+    sequences_by_default = return_sequences
+    both_ways = model_cfg.bidirectional if bidirectional is None else bidirectional
+
+    def apply(
+        sequence: keras.KerasTensor, return_sequences: bool = sequences_by_default
+    ) -> keras.KerasTensor:
+        for index in range(model_cfg.layers):
+            last = index == model_cfg.layers - 1
+            recurrent = ProbedRNN(
+                build_cell(cell_cfg),
+                return_sequences=return_sequences or not last,
+                fused=model_cfg.fused,
+                unroll=model_cfg.unroll,
+                name=f"{prefix}_{index}",
+            )
+            if both_ways:
+                recurrent = layers.Bidirectional(recurrent, name=f"{prefix}_bidirectional_{index}")
+            sequence = recurrent(sequence)
+            if model_cfg.dropout:
+                sequence = layers.Dropout(model_cfg.dropout, name=f"{prefix}_dropout_{index}")(
+                    sequence
+                )
+        return sequence
+
+    return apply
+
+
+def decoder_stack(cell_cfg: DictConfig, model_cfg: DictConfig) -> RecurrentStack:
+    """The decoder of an encoder–decoder model: full sequences out, under its own names.
+
+    It reads its inputs left to right only (a decoder must not see the words it is to
+    produce), and the gradient probe sees its layers like any other.
+    """
+    return recurrent_stack(
+        cell_cfg, model_cfg, return_sequences=True, prefix="decoder", bidirectional=False
+    )

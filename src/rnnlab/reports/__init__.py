@@ -1,0 +1,1 @@
+"""What many runs conclude: an experiment's tables, figures and verdicts, a sweep's report."""

@@ -1,0 +1,309 @@
+"""`rnnlab report EXP`: the paper's tables and figures, from what MLflow recorded.
+
+Rows are the experiment's task settings, columns its cells and the task's trivial baseline.
+An entry is the headline test metric over seeds: mean ± std (n), its 95% interval and the
+model's trainable parameters. The last column is the verdict (rnnlab.reports.verdicts): bold marks
+a winner only when a test says it beats every other cell and the baseline. A grid point
+with no finished run shows as missing rather than failing the report.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+
+from rnnlab.config import PROJECT_ROOT
+from rnnlab.experiments.grids import grid_facts
+from rnnlab.records.plots import curves_figure, gradient_decay_figure, metric_by_setting_figure
+from rnnlab.records.runs import finished_runs
+from rnnlab.records.tracking import use_store
+from rnnlab.reports.verdicts import ALPHA, CONFIDENCE, FEW_SEEDS, Verdict, judge, summarize
+
+NOT_ROW_AXES = ("cell", "seed")
+BASELINE = "baseline"  # the task's trivial baseline, where it logs one: never in bold
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per curve is noise
+
+CAPTION = (
+    f"Test scores over seeds: mean ± std (n runs), the {CONFIDENCE:.0%} Student-t interval "
+    "of the mean, the model's trainable parameters, and the p-value of its difference from "
+    "the best mean. Verdict: the best mean against every "
+    "other cell and the baseline, two-sided t-tests (paired by seed where both ran the same "
+    f"seeds, Welch's otherwise), Holm-corrected; bold only when every p < {ALPHA:g} and the "
+    "winner beats the baseline. † not better than the task's trivial baseline. "
+    f"n < {FEW_SEEDS}: few seeds, so intervals are wide and tests weak."
+)
+
+
+@dataclass
+class Cell:
+    """The finished runs of one (row, cell) of the table, one per seed."""
+
+    scores: dict[int, float] = field(default_factory=dict)  # seed -> test score
+    runs: list[str] = field(default_factory=list)  # MLflow run ids
+    n_params: set[int] = field(default_factory=set)
+
+    @property
+    def values(self) -> list[float]:
+        return list(self.scores.values())
+
+    def add(
+        self, seed: int, score: float, run: str | None = None, n_params: float | None = None
+    ) -> None:
+        if seed in self.scores:
+            return  # an older run of the same point (runs arrive newest first)
+        self.scores[seed] = score
+        if run is not None:
+            self.runs.append(run)
+        if n_params is not None:
+            self.n_params.add(int(n_params))
+
+    def lines(self) -> list[str]:
+        """What the entry says, line by line: score, interval, size."""
+        if not self.scores:
+            return ["missing"]
+        summary = summarize(self.values)
+        lines = [f"{summary.mean:.4f} ± {summary.std:.4f} (n={summary.n})"]
+        if summary.low is not None:
+            lines.append(f"[{summary.low:.4f}, {summary.high:.4f}]")
+        if self.n_params:
+            lines.append(" / ".join(f"{n:,}" for n in sorted(self.n_params)) + " params")
+        return lines
+
+
+def row_label(axes: list[str], task: str) -> str:
+    """`task=adding task.length=50` -> `adding (length=50)`; cell and seed are not rows."""
+    settings = [
+        f"{key.removeprefix('task.')}={value}"
+        for key, value in (axis.split("=", 1) for axis in axes)
+        if key not in ("task", *NOT_ROW_AXES)
+    ]
+    return f"{task} ({', '.join(settings)})" if settings else task
+
+
+def collect(name: str, tracking_uri: str):
+    """The table's rows, columns and cells, filled from the experiment's FINISHED runs."""
+    table: dict[str, dict[str, Cell]] = {}
+    directions: dict[str, str] = {}
+    metrics: dict[str, str] = {}
+    wanted: dict[str, tuple[str, str]] = {}
+    for point, facts in grid_facts(name, [f"tracking.uri={tracking_uri}"]):
+        row = row_label(point.axes, facts.task)
+        table.setdefault(row, {}).setdefault(facts.cell, Cell())
+        directions[row], metrics[row] = facts.direction, facts.metric
+        wanted[facts.config_hash] = (row, facts.cell)
+    logged_names = {
+        f"{prefix}{metric}" for metric in metrics.values() for prefix in ("test_", "test_baseline_")
+    }
+    runs = finished_runs(
+        tracking_uri,
+        name,
+        tags=("rnnlab.config_hash", "rnnlab.seed"),
+        metrics=(*sorted(logged_names), "n_params"),
+    )
+    for run in runs:
+        place = wanted.get(run.tags.get("rnnlab.config_hash"))
+        if place is None:
+            continue  # a run of an older version of the experiment's config
+        row, column = place
+        score = run.metrics.get(f"test_{metrics[row]}")
+        if score is None:
+            continue  # finished without its headline score: nothing to report
+        seed = int(run.tags.get("rnnlab.seed", len(table[row][column].scores)))
+        table[row][column].add(seed, score, run.run_id, run.metrics.get("n_params"))
+        baseline = run.metrics.get(f"test_baseline_{metrics[row]}")
+        if baseline is not None:
+            table[row].setdefault(BASELINE, Cell()).add(seed, baseline)
+    return table, directions, metrics
+
+
+def verdict(cells: dict[str, Cell], direction: str) -> Verdict:
+    baseline = cells.get(BASELINE)
+    scores = {column: cell.scores for column, cell in cells.items() if column != BASELINE}
+    return judge(scores, direction, baseline.scores if baseline else None)
+
+
+def entry_lines(cells: dict[str, Cell], column: str, judged: Verdict) -> list[str]:
+    """A cell's lines, marked when no better than the baseline; a dash where a task has no
+    baseline (that is not a missing run)."""
+    if column == BASELINE and BASELINE not in cells:
+        return ["—"]
+    lines = cells.get(column, Cell()).lines()
+    if column in judged.below_baseline:
+        lines[0] += " †"
+    if column in judged.p_against:
+        lines.append(f"p = {judged.p_against[column]:.2g} against {judged.best}")
+    return lines
+
+
+def table_columns(table) -> list[str]:
+    """The cells in name order, then the baseline if any task has one."""
+    columns = sorted({column for cells in table.values() for column in cells} - {BASELINE})
+    has_baseline = any(BASELINE in cells for cells in table.values())
+    return [*columns, BASELINE] if has_baseline else columns
+
+
+def markdown_table(table, directions, metrics) -> str:
+    columns = table_columns(table)
+    lines = [
+        "| task | metric | " + " | ".join(columns) + " | verdict |",
+        "|---|---|" + "---|" * len(columns) + "---|",
+    ]
+    for row, cells in table.items():
+        judged = verdict(cells, directions[row])
+        entries = []
+        for column in columns:
+            text = "<br>".join(entry_lines(cells, column, judged))
+            entries.append(f"**{text}**" if column == judged.winner else text)
+        arrow = "↑" if directions[row] == "maximize" else "↓"
+        lines.append(
+            f"| {row} | test {metrics[row]} {arrow} | "
+            + " | ".join(entries)
+            + f" | {judged.text()} |"
+        )
+    return "\n".join(lines) + "\n\n" + CAPTION + "\n"
+
+
+def latex_table(table, directions, metrics) -> str:
+    columns = table_columns(table)
+
+    def escape(text: str) -> str:
+        return (
+            text.replace("_", r"\_")
+            .replace("±", r"$\pm$")
+            .replace("†", r"$\dagger$")
+            .replace("<", r"$<$")
+            .replace("%", r"\%")
+        )
+
+    def stacked(lines: list[str], bold: bool) -> str:
+        body = r" \\ ".join(escape(line) for line in lines)
+        body = rf"\shortstack{{{body}}}" if len(lines) > 1 else body
+        return rf"\textbf{{{body}}}" if bold else body
+
+    lines = [
+        r"\begin{table}",
+        r"\centering",
+        r"\begin{tabular}{ll" + "c" * len(columns) + "l}",
+        r"\toprule",
+        "task & metric & " + " & ".join(escape(c) for c in columns) + r" & verdict \\",
+        r"\midrule",
+    ]
+    for row, cells in table.items():
+        judged = verdict(cells, directions[row])
+        entries = [
+            stacked(entry_lines(cells, column, judged), column == judged.winner)
+            for column in columns
+        ]
+        lines.append(
+            f"{escape(row)} & {escape(metrics[row])} & "
+            + " & ".join(entries)
+            + f" & {escape(judged.text())} \\\\"
+        )
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{escape(CAPTION)}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def decay_curve(client: MlflowClient, run_id: str, at_init: bool = False) -> np.ndarray | None:
+    """The headline h curve of the run's last probe (or its probe at initialisation), or
+    None if it has none: runs made before rnnlab probed at initialisation have no epoch 0."""
+    files = [a.path for a in client.list_artifacts(run_id, "gradient_decay")]
+    probes = sorted(path for path in files if path.endswith(".json"))
+    if not probes:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        path = client.download_artifacts(run_id, probes[0 if at_init else -1], scratch)
+        probe = json.loads(Path(path).read_text())
+    if at_init and probe.get("epoch") != 0:
+        return None
+    norms = probe["norms"]
+    return np.asarray(norms[list(norms)[-1]]["h"])
+
+
+def seed_band(curves: list[np.ndarray]):
+    """(geometric mean over seeds, (min, max)): decay curves span many decades."""
+    stacked = np.maximum(np.stack(curves), 1e-38)
+    return 10 ** np.mean(np.log10(stacked), axis=0), (stacked.min(axis=0), stacked.max(axis=0))
+
+
+def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
+    """Gradient decay and learning curves per row; the metric against each row setting."""
+    client = MlflowClient(tracking_uri)
+    written = []
+    for index, (row, cells) in enumerate(table.items()):
+        learning, learning_bands = {}, {}
+        decay = {"after training": ({}, {}), "at initialisation": ({}, {})}
+        for column, cell in cells.items():
+            if column == BASELINE:
+                continue
+            for when, (means, bands) in decay.items():
+                curves = [
+                    decay_curve(client, run, when == "at initialisation") for run in cell.runs
+                ]
+                curves = [curve for curve in curves if curve is not None]
+                if curves and len({len(curve) for curve in curves}) == 1:
+                    means[column], bands[column] = seed_band(curves)
+            histories = [
+                [m.value for m in client.get_metric_history(run, f"val_{metrics[row]}")]
+                for run in cell.runs
+            ]
+            histories = [h for h in histories if h]
+            if histories:
+                # Runs that stopped early end sooner: the curve goes as far as all of them.
+                length = min(len(h) for h in histories)
+                stacked = np.array([h[:length] for h in histories])
+                learning[column] = stacked.mean(axis=0)
+                learning_bands[column] = (stacked.min(axis=0), stacked.max(axis=0))
+        slug = f"{index:02d}_{row.split(' ')[0]}"
+        for when, (means, bands) in decay.items():
+            if not means:
+                continue
+            title = f"Gradient decay {when}: {row} (band: range over seeds)"
+            name = f"{slug}_gradient_decay{'_at_init' if when == 'at initialisation' else ''}.png"
+            gradient_decay_figure(means, title, bands).savefig(out / name, dpi=120)
+            written.append(name)
+        if learning:
+            figure = curves_figure(
+                learning,
+                "epoch",
+                f"validation {metrics[row]}",
+                f"Learning curves: {row} (mean, band: range over seeds)",
+                learning_bands,
+            )
+            figure.savefig(out / f"{slug}_learning_curves.png", dpi=120)
+            written.append(f"{slug}_learning_curves.png")
+    settings = {row: row.split("(", 1)[1].rstrip(")") for row in table if "(" in row}
+    one_task = len({row.split(" ", 1)[0] for row in table}) == 1
+    if len(settings) > 1 and one_task:
+        figure = metric_by_setting_figure(table, settings)
+        figure.savefig(out / "metric_by_setting.png", dpi=120)
+        written.append("metric_by_setting.png")
+    return written
+
+
+def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> Path:
+    """Write reports/<name>/ (Markdown, LaTeX, PNG) and log it to MLflow as a report run."""
+    # Imports are long-lived: exempt them from garbage collection, which statsmodels' Holm
+    # correction runs on every call (0.2 s each over MLflow's and matplotlib's objects).
+    gc.freeze()
+    out = out_dir or PROJECT_ROOT / "reports" / name
+    out.mkdir(parents=True, exist_ok=True)
+    table, directions, metrics = collect(name, tracking_uri)
+    (out / "table.md").write_text(markdown_table(table, directions, metrics))
+    (out / "table.tex").write_text(latex_table(table, directions, metrics))
+    images = figures(table, metrics, tracking_uri, out)
+    body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics)]
+    body += [f"\n![{image}]({image})\n" for image in images]
+    (out / "README.md").write_text("".join(body))
+    use_store(tracking_uri, "reports")
+    with mlflow.start_run(run_name=name, tags={"rnnlab.report": name}):
+        mlflow.log_artifacts(str(out), artifact_path="report")
+    return out

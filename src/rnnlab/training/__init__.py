@@ -1,0 +1,1 @@
+"""One run: `run(cfg)` and what it uses to fit, measure and test a model."""

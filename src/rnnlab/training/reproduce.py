@@ -1,0 +1,106 @@
+"""`rnnlab reproduce RUN_ID`: retrain a recorded run from its own records and compare.
+
+The original run's `config.yaml` artifact is the whole recipe. The new run is tagged with the
+original's id; the original and reproduced metrics are printed side by side, with a warning
+for every difference in data, code or packages that could explain a mismatch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.config import ConfigError, migrate_stored, validate
+
+
+class ReproduceError(LookupError):
+    """The run or its records cannot be found; the message says where it looked."""
+
+
+def original_config(client: MlflowClient, run_id: str, tracking_uri: str) -> DictConfig:
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise ReproduceError(
+            f"no run {run_id} in {tracking_uri}: if it was recorded elsewhere, "
+            "pass tracking.uri=<that store>"
+        ) from None
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = client.download_artifacts(run_id, "config.yaml", scratch)
+        except (MlflowException, OSError):
+            raise ReproduceError(
+                f"run {run_id} has no config.yaml artifact: it was not recorded by rnnlab "
+                "or its artifacts are gone"
+            ) from None
+        cfg = migrate_stored(OmegaConf.load(Path(path)))
+    cfg.tracking.uri = tracking_uri
+    cfg.tracking.parent_run_id = None  # a rerun of a sweep trial is a run of its own
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        raise ReproduceError(f"run {run_id}'s config no longer validates: {error}") from None
+    return cfg
+
+
+def differences(client: MlflowClient, original, reproduced) -> list[str]:
+    """What differs between the two runs' data, code and packages, one line each."""
+    warnings = []
+    for tag, what in (
+        ("rnnlab.data_hash", "the data"),
+        ("rnnlab.git_commit", "the git commit"),
+        ("rnnlab.git_dirty", "uncommitted changes"),
+        ("rnnlab.recurrence", "the recurrence routes (native ops, graph or Keras loop)"),
+        ("rnnlab.cpu", "the CPUs"),
+    ):
+        before, after = original.data.tags.get(tag), reproduced.data.tags.get(tag)
+        if before != after:
+            warnings.append(f"{what} differ: {before} then, {after} now")
+    packages = []
+    for run in (original, reproduced):
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                path = client.download_artifacts(run.info.run_id, "environment.txt", scratch)
+                packages.append(set(Path(path).read_text().split()))
+            except (MlflowException, OSError):
+                packages.append(None)
+    if packages[0] is None:
+        warnings.append("the original run recorded no package versions")
+    elif packages[0] != packages[1]:
+        changed = sorted(packages[0] ^ packages[1])
+        warnings.append(f"package versions differ: {', '.join(changed[:8])}")
+    if original.data.params.get("reproducible") != "True":
+        warnings.append("the original did not ask for reproducible=true: expect small differences")
+    return warnings
+
+
+def reproduce(run_id: str, tracking_uri: str) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Retrain run_id into a new run; returns {metric: (original, reproduced)} and warnings."""
+    import mlflow
+
+    from rnnlab.training.run import run
+
+    client = MlflowClient(tracking_uri)
+    cfg = original_config(client, run_id, tracking_uri)
+    run(cfg, tags={"rnnlab.reproduces": run_id})
+    original = client.get_run(run_id)
+    reproduced = client.get_run(mlflow.last_active_run().info.run_id)
+    compared = {
+        name: (value, reproduced.data.metrics.get(name, float("nan")))
+        for name, value in sorted(original.data.metrics.items())
+        if name.startswith("test_")
+    }
+    return compared, differences(client, original, reproduced)
+
+
+def comparison_table(compared: dict[str, tuple[float, float]]) -> str:
+    lines = [f"{'metric':<24} {'original':>12} {'reproduced':>12}  same"]
+    for name, (before, after) in compared.items():
+        lines.append(
+            f"{name:<24} {before:>12.6f} {after:>12.6f}  {'yes' if before == after else 'NO'}"
+        )
+    return "\n".join(lines)
