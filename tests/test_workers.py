@@ -12,8 +12,8 @@ from keras import layers
 
 from rnnlab.experiments import workers
 from rnnlab.experiments.launchers import SlurmOptions, job_problem
+from rnnlab.records.tracking import recurrence_tags
 from rnnlab.recurrence import layer as recurrence_layer
-from rnnlab.recurrence.fused import recurrence_tags
 from rnnlab.recurrence.layer import ProbedRNN
 
 

@@ -231,3 +231,25 @@ def log_input_past_a_race(dataset, context: str) -> None:
         if not any(text in str(error) for text in DUPLICATE_KEY):
             raise
         mlflow.log_input(dataset, context=context)
+
+
+def recurrence_tags(recurrent_layers) -> dict[str, str]:
+    """How each kind of cell was computed, as MLflow tags: numbers from two machines can
+    differ for this reason. `rnnlab.recurrence` is native, graph, native_scan, parallel_scan,
+    cudnn or keras (joined by `+` where layers differ), `rnnlab.recurrence.<Cell>` says it per cell
+    class; the training pass's route wins over evaluation's."""
+    routes: dict[str, str] = {}
+    shards = set()
+    for layer in recurrent_layers:
+        used = layer.recurrence_routes
+        route, shard_count = used.get(True) or used.get(False) or ("unused", 0)
+        routes.setdefault(type(layer.cell).__name__, route)
+        if route in ("native", "graph"):
+            shards.add(shard_count)
+    if not routes:
+        return {}
+    tags = {f"rnnlab.recurrence.{cell}": route for cell, route in routes.items()}
+    tags["rnnlab.recurrence"] = "+".join(sorted(set(routes.values())))
+    if shards:
+        tags["rnnlab.recurrence_shards"] = ",".join(map(str, sorted(shards)))
+    return tags

@@ -264,28 +264,6 @@ def recurrence_route(dtype, unroll: bool) -> str:
     return "graph"
 
 
-def recurrence_tags(recurrent_layers) -> dict[str, str]:
-    """How each kind of cell was computed, as MLflow tags: numbers from two machines can
-    differ for this reason. `rnnlab.recurrence` is native, graph, native_scan, parallel_scan,
-    cudnn or keras (joined by `+` where layers differ), `rnnlab.recurrence.<Cell>` says it per cell
-    class; the training pass's route wins over evaluation's."""
-    routes: dict[str, str] = {}
-    shards = set()
-    for layer in recurrent_layers:
-        used = layer.recurrence_routes
-        route, shard_count = used.get(True) or used.get(False) or ("unused", 0)
-        routes.setdefault(type(layer.cell).__name__, route)
-        if route in ("native", "graph"):
-            shards.add(shard_count)
-    if not routes:
-        return {}
-    tags = {f"rnnlab.recurrence.{cell}": route for cell, route in routes.items()}
-    tags["rnnlab.recurrence"] = "+".join(sorted(set(routes.values())))
-    if shards:
-        tags["rnnlab.recurrence_shards"] = ",".join(map(str, sorted(shards)))
-    return tags
-
-
 def project_inputs(time_major, kernel, bias):
     """Every step's inputs times the kernel, plus the bias: one matmul for the whole sequence.
 

@@ -91,7 +91,7 @@ class ProbedRNN(layers.RNN):
     def __init__(self, cell, fused: bool = True, **kwargs) -> None:
         super().__init__(cell, **kwargs)
         self.fused = fused
-        # {training: (route, shards)} of the passes traced so far: see fused_rnn.recurrence_tags.
+        # {training: (route, shards)} of the passes traced so far: records.tracking tags them.
         self.recurrence_routes: dict[bool, tuple[str, int]] = {}
 
     def get_config(self) -> dict:
