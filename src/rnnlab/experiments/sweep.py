@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import sys
 import time
 import warnings
@@ -34,6 +33,7 @@ from rnnlab.experiments import search_algorithms
 from rnnlab.experiments.launchers import SlurmLauncher, add_launcher_arguments, slurm_options_from
 from rnnlab.experiments.sweep_file import Param, Sweep
 from rnnlab.experiments.workers import run_workers
+from rnnlab.locks import exclusive
 from rnnlab.records.tracking import git_state, use_store
 from rnnlab.threads import configure_threads
 
@@ -77,13 +77,8 @@ def sqlite_file_lock(storage_url: str, purpose: str) -> Iterator[None]:
     if not storage_url.startswith("sqlite:///"):
         yield
         return
-    lock_path = Path(f"{storage_url.removeprefix('sqlite:///')}.{purpose}.lock")
-    with lock_path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(Path(f"{storage_url.removeprefix('sqlite:///')}.{purpose}.lock")):
+        yield
 
 
 def stale_check_lock(sweep: Sweep) -> contextlib.AbstractContextManager[None]:

@@ -15,7 +15,6 @@ folder and so a new attempt, and `rnnlab native --rebuild` forces one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -24,9 +23,10 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from rnnlab.locks import exclusive
 
 SOURCE = Path(__file__).with_name("recurrence_kernels.cc")
 LIBRARY_NAME = "recurrence_kernels.so"
@@ -172,7 +172,7 @@ class NativeBuild:
     def build(self, compile_flags: list[str], link_flags: list[str]) -> BuildResult:
         """The remembered outcome, else a new build through `flag_sets` (one process at once)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with _exclusive(self.folder / ".lock"):  # other workers wait, then read the outcome
+        with exclusive(self.folder / ".lock"):  # other workers wait, then read the outcome
             return self.remembered() or self._compile(compile_flags, link_flags)
 
     def _compile(self, compile_flags: list[str], link_flags: list[str]) -> BuildResult:
@@ -233,13 +233,3 @@ def first_error_line(compiler_output: str) -> str:
             return re.sub(r"^\S*site-packages/", "", line.strip())
     lines = compiler_output.strip().splitlines()
     return lines[0].strip() if lines else ""
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
