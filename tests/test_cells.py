@@ -442,7 +442,7 @@ def test_each_cells_conf_trains_on_the_adding_task(compose, tracking_uri, cell):
         "probe.plots=false",
         *overrides,
     )
-    metrics = run(cfg)
+    metrics = run(cfg).metrics
     recorded = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
 
     assert recorded.info.status == "FINISHED"

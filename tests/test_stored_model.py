@@ -22,8 +22,7 @@ SMALL = ["cell.units=8", "trainer.epochs=1"]
 
 
 def trained_run(compose, *overrides: str) -> str:
-    run(compose(*SMALL, "tracking.log_model=true", *overrides))
-    return mlflow.last_active_run().info.run_id
+    return run(compose(*SMALL, "tracking.log_model=true", *overrides)).run_id
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +32,7 @@ def task_run(tracking_uri):
 
     def trained(task: str) -> str:
         if task not in runs:
-            run(compose_config(small_config(tracking_uri, task)))
-            runs[task] = mlflow.last_active_run().info.run_id
+            runs[task] = run(compose_config(small_config(tracking_uri, task))).run_id
         return runs[task]
 
     return trained

@@ -184,7 +184,7 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
     assert cfg.optimizer.learning_rate == pytest.approx(best["optimizer.learning_rate"])
     assert (cfg.task.max_examples, cfg.trainer.epochs) == (128, 2)
     assert cfg.tracking.parent_run_id is None
-    metrics = run(cfg)
+    metrics = run(cfg).metrics
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert len(client.get_run(mlflow.last_active_run().info.run_id).outputs.model_outputs) == 1
 

@@ -52,6 +52,8 @@ def test_an_empty_split_is_refused(compose):
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_cell_trains_on_the_synthetic_tasks(compose, task, cell):
     size = "task.length=12" if task == "adding" else "task.delay=5"
-    metrics = run(compose(f"task={task}", size, f"cell={cell}", "cell.units=8", "trainer.epochs=1"))
+    metrics = run(
+        compose(f"task={task}", size, f"cell={cell}", "cell.units=8", "trainer.epochs=1")
+    ).metrics
     assert math.isfinite(metrics["test_loss"])
     assert metrics["test_baseline_loss"] > 0

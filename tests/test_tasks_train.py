@@ -55,7 +55,7 @@ def test_missing_data_says_to_run_make_install(compose, tmp_path, task):
 @pytest.mark.parametrize("cell", CELLS)
 def test_forecasting_logs_the_model_beside_the_naive_forecasts(compose, tracking_uri, cell):
     cfg = compose("task=forecasting", "task.series=elec_equip", f"cell={cell}", *TINY_MODEL)
-    metrics = run(cfg)
+    metrics = run(cfg).metrics
     recorded = last_run(tracking_uri).data.metrics
 
     task = ForecastingTask(cfg.task, cfg.data_dir)
@@ -75,7 +75,7 @@ def test_forecasting_logs_the_model_beside_the_naive_forecasts(compose, tracking
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_series_classification_trains_on_variable_length_series(compose, cell):
-    metrics = run(compose("task=series_classification", f"cell={cell}", *TINY_MODEL))
+    metrics = run(compose("task=series_classification", f"cell={cell}", *TINY_MODEL)).metrics
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
 
 
@@ -86,7 +86,7 @@ def test_translation_logs_bleu_and_decoded_samples(compose, tracking_uri):
     cfg = compose(
         "task=translation", "cell=gru", "task.samples=5", "task.target_length=10", *TINY_MODEL
     )
-    metrics = run(cfg)
+    metrics = run(cfg).metrics
     recorded = last_run(tracking_uri)
     assert 0.0 <= metrics["test_bleu"] <= 100.0
     assert 0.0 <= metrics["test_token_accuracy"] <= 1.0
@@ -126,7 +126,7 @@ def test_translation_reads_a_tfds_catalog_set_by_config(compose):
         *TINY_MODEL,
     )
     with tfds.testing.mock_data(num_examples=64):
-        metrics = run(cfg)
+        metrics = run(cfg).metrics
     assert 0.0 <= metrics["test_bleu"] <= 100.0
 
 
@@ -134,7 +134,7 @@ def test_translation_reads_a_tfds_catalog_set_by_config(compose):
 @pytest.mark.parametrize("cell", CELLS)
 def test_captioning_logs_bleu_and_sample_captions(compose, tracking_uri, cell):
     cfg = compose("task=captioning", f"cell={cell}", "task.samples=5", *TINY_MODEL)
-    metrics = run(cfg)
+    metrics = run(cfg).metrics
     recorded = last_run(tracking_uri)
     assert 0.0 <= metrics["test_bleu"] <= 100.0
     assert 0.0 <= metrics["test_token_accuracy"] <= 1.0
@@ -153,7 +153,7 @@ def test_captioning_logs_bleu_and_sample_captions(compose, tracking_uri, cell):
 def test_sentiment_reads_imdb_reviews_from_the_tfds_catalog_by_config(compose):
     cfg = compose("task.source=tfds:imdb_reviews", *TINY_MODEL)
     with tfds.testing.mock_data(num_examples=64):
-        metrics = run(cfg)
+        metrics = run(cfg).metrics
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     # mock_data makes 64 examples for any split string, the sliced train[:90%] included.
     assert metrics["samples_per_second"] == pytest.approx(64 / metrics["epoch_seconds"])

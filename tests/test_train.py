@@ -38,7 +38,7 @@ def last_run(tracking_uri):
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 def test_each_cell_trains_and_mlflow_holds_the_run(compose, tracking_uri, cell):
     cfg = compose(f"cell={cell}", "trainer.early_stopping_patience=null")
-    metrics = run(cfg)
+    metrics = run(cfg).metrics
     recorded = last_run(tracking_uri)
     client = MlflowClient(tracking_uri)
 
@@ -75,7 +75,7 @@ def test_each_cell_trains_and_mlflow_holds_the_run(compose, tracking_uri, cell):
 @pytest.mark.slow
 def test_a_full_lstm_run_learns_sentiment(compose):
     """Not a benchmark: a sanity bound that a broken pipeline (shuffled labels, no mask) misses."""
-    metrics = run(compose("task.max_examples=2000", "trainer.epochs=3"))
+    metrics = run(compose("task.max_examples=2000", "trainer.epochs=3")).metrics
     assert metrics["test_accuracy"] > 0.62
 
 
@@ -104,7 +104,7 @@ def test_a_process_that_trains_many_models_keeps_only_the_last_ones_graphs(compo
 def test_mixed_bfloat16_trains_and_the_next_run_is_float32_again(compose, tracking_uri):
     """bfloat16 maths through the fused cells, the probe and the head; the policy is per run."""
     cfg = compose("cell=gru", "trainer.epochs=1", "trainer.precision=mixed_bfloat16")
-    assert math.isfinite(run(cfg)["test_loss"])
+    assert math.isfinite(run(cfg).metrics["test_loss"])
     assert math.isfinite(last_run(tracking_uri).data.metrics["grad_norm.global"])
     run(compose("cell=gru", "trainer.epochs=1"))
     assert keras.mixed_precision.global_policy().name == "float32"
@@ -114,13 +114,13 @@ def test_same_seed_same_result_whether_the_data_is_loaded_afresh_or_reused(compo
     """A sweep's trials reuse the loaded data; each must still train as a new process would."""
     cfg = compose("cell.units=4", "trainer.epochs=2", "reproducible=true")
     monkeypatch.setattr(tasks, "_LOADED", {})
-    fresh = run(cfg)["test_loss"]
+    fresh = run(cfg).metrics["test_loss"]
     loads = []
     load = SentimentTask.load
     monkeypatch.setattr(
         SentimentTask, "load", lambda task, **kw: loads.append(kw) or load(task, **kw)
     )
-    assert run(cfg)["test_loss"] == fresh  # two epochs: both shuffles as a fresh load's
+    assert run(cfg).metrics["test_loss"] == fresh  # two epochs: both shuffles as a fresh load's
     assert loads == []
     run(compose("cell.units=4", "trainer.epochs=1", "trainer.batch_size=16"))
     assert loads == [{"batch_size": 16, "seed": cfg.seed}]  # other arguments load again
@@ -224,16 +224,16 @@ def test_the_test_split_scores_the_weights_of_the_epoch_validation_chose(compose
         "trainer.early_stopping_patience=null",
         "reproducible=true",
     )
-    longer = run(compose(*overfitting, "trainer.epochs=4"))
-    client = MlflowClient(tracking_uri)
-    history = client.get_metric_history(mlflow.last_active_run().info.run_id, "val_loss")
+    result = run(compose(*overfitting, "trainer.epochs=4"))
+    longer = result.metrics
+    history = MlflowClient(tracking_uri).get_metric_history(result.run_id, "val_loss")
     validation = [point.value for point in sorted(history, key=lambda point: point.step)]
     best_epoch = 1 + validation.index(min(validation))
     assert best_epoch < 4, f"no early peak to test with: {validation}"
     assert longer["best_epoch"] == longer["tested_epoch"] == best_epoch
     assert longer["epochs_trained"] == 4 and longer["best_val_loss"] == min(validation)
 
-    stopped_there = run(compose(*overfitting, f"trainer.epochs={best_epoch}"))
+    stopped_there = run(compose(*overfitting, f"trainer.epochs={best_epoch}")).metrics
     assert stopped_there["test_loss"] == longer["test_loss"]
     assert stopped_there["test_accuracy"] == longer["test_accuracy"]
 
@@ -251,7 +251,7 @@ def test_without_restoring_the_last_epoch_is_tested_and_early_stopping_watches_t
             "trainer.early_stopping_patience=null",
             "trainer.restore_best_weights=false",
         )
-    )
+    ).metrics
     assert last["tested_epoch"] == last["epochs_trained"] == 3
     stopped = run(
         compose(
@@ -260,7 +260,7 @@ def test_without_restoring_the_last_epoch_is_tested_and_early_stopping_watches_t
             "trainer.epochs=6",
             "trainer.early_stopping_patience=1",
         )
-    )
+    ).metrics
     assert stopped["epochs_trained"] == stopped["best_epoch"] + 1 < 6  # patience 1
 
 
@@ -268,10 +268,10 @@ def test_averaged_weights_are_what_is_validated_and_tested(compose, tracking_uri
     """A momentum near 0 averages nothing: the raw run's scores. A real one changes them,
     and the run records the momentum it averaged with."""
     settings = ("cell=gru", "trainer.epochs=2", "optimizer.learning_rate=0.01", "reproducible=true")
-    raw = run(compose(*settings))
-    nearly_raw = run(compose(*settings, "trainer.ema_momentum=1e-9"))
+    raw = run(compose(*settings)).metrics
+    nearly_raw = run(compose(*settings, "trainer.ema_momentum=1e-9")).metrics
     assert nearly_raw["test_loss"] == pytest.approx(raw["test_loss"], rel=1e-5)
-    averaged = run(compose(*settings, "trainer.ema_momentum=0.9"))
+    averaged = run(compose(*settings, "trainer.ema_momentum=0.9")).metrics
     assert averaged["test_loss"] != pytest.approx(raw["test_loss"], rel=1e-3)
     assert last_run(tracking_uri).data.params["trainer.ema_momentum"] == "0.9"
 

@@ -74,18 +74,17 @@ def train_job(cfg: DictConfig) -> float:
         validate(cfg)
     except ConfigError as error:
         sys.exit(f"rnnlab: {error}")
-    import mlflow
 
     from rnnlab.tasks.datasets import DataNotPreparedError
     from rnnlab.training.callbacks import NonFiniteLossError
     from rnnlab.training.run import run
 
     try:
-        metrics = run(cfg)
+        result = run(cfg)
     except (ConfigError, DataNotPreparedError, NonFiniteLossError, InstantiationException) as error:
         sys.exit(f"rnnlab: {str(error).splitlines()[0]}")
-    print(f"run {mlflow.last_active_run().info.run_id}: `make ui` shows it")
-    return metrics[f"test_{cfg.task.metric}"]
+    print(f"run {result.run_id}: `make ui` shows it")
+    return result.metrics[f"test_{cfg.task.metric}"]
 
 
 def train(arguments: list[str]) -> None:

@@ -194,7 +194,7 @@ class Objective:
 
         cfg = compose_config(trial_overrides(self.sweep, trial, self.parent_run_id))
         try:
-            metrics = run(cfg, trial=trial)
+            metrics = run(cfg, trial=trial).metrics
         except (NonFiniteLossError, ConfigError) as error:
             trial.set_user_attr("failure", str(error).splitlines()[0])
             raise

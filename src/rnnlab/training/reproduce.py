@@ -80,15 +80,14 @@ def differences(client: MlflowClient, original, reproduced) -> list[str]:
 
 def reproduce(run_id: str, tracking_uri: str) -> tuple[dict[str, tuple[float, float]], list[str]]:
     """Retrain run_id into a new run; returns {metric: (original, reproduced)} and warnings."""
-    import mlflow
 
     from rnnlab.training.run import run
 
     client = MlflowClient(tracking_uri)
     cfg = original_config(client, run_id, tracking_uri)
-    run(cfg, tags={"rnnlab.reproduces": run_id})
+    result = run(cfg, tags={"rnnlab.reproduces": run_id})
     original = client.get_run(run_id)
-    reproduced = client.get_run(mlflow.last_active_run().info.run_id)
+    reproduced = client.get_run(result.run_id)
     compared = {
         name: (value, reproduced.data.metrics.get(name, float("nan")))
         for name, value in sorted(original.data.metrics.items())

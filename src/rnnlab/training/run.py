@@ -9,6 +9,7 @@ import gc
 import logging
 import statistics
 import sys
+from dataclasses import dataclass
 
 import keras
 import mlflow
@@ -165,13 +166,22 @@ def progress_verbosity(verbose: str | int) -> int:
     return int(verbose)
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run gives its caller: the MLflow run that holds it, and its metrics
+    (test scores, the validation's best, timing and size)."""
+
+    run_id: str
+    metrics: dict[str, float]
+
+
 def run(
     cfg: DictConfig, trial: optuna.Trial | None = None, tags: dict[str, str] | None = None
-) -> dict[str, float]:
+) -> RunResult:
     """Train cfg.cell on cfg.task, test once on the held-out split, log it all to MLflow.
 
-    `tags` are added to the run's own. Returns the final metrics; `mlflow.last_active_run()`
-    is the run that holds them. With an Optuna `trial` (from `rnnlab sweep`),
+    `tags` are added to the run's own. Returns the run's id and final metrics. With an
+    Optuna `trial` (from `rnnlab sweep`),
     val_<task.metric> is reported every epoch so the sweep can prune the run, which then
     raises optuna.TrialPruned.
     """
@@ -235,4 +245,4 @@ def run(
         f"(weights of epoch {metrics['tested_epoch']} of {metrics['epochs_trained']}, "
         f"{metrics['n_params']:,} parameters)"
     )
-    return metrics
+    return RunResult(active.info.run_id, metrics)
