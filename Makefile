@@ -17,7 +17,7 @@ POSTGRES_DIR ?= /tmp/rnnlab-postgres
 SLURM_DIR ?= /tmp/rnnlab-slurm
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train sweep dashboard postgres slurm server paper report ui test lint style bench lock clean
+.PHONY: help install data train sweep dashboard postgres slurm server paper report ui docs docs-build test lint style bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ install: $(VENV)/.installed data ## create .venv, install pinned dependencies, p
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check "uv>=0.5"
-	$(UV) pip install --python $(PYTHON) --constraint constraints.txt --compile-bytecode --editable ".[dev]"
+	$(UV) pip install --python $(PYTHON) --constraint constraints.txt --compile-bytecode --editable ".[dev,docs]"
 	touch $@
 
 data: $(VENV)/.installed ## fetch and build the embedded datasets (idempotent)
@@ -67,6 +67,13 @@ ui: ## open the MLflow dashboards on http://$(HOST):$(PORT)
 	@echo "open http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning (MLflow's Model training view)"
 	$(VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host $(HOST) --port $(PORT) --workers 1
 
+docs: ## serve the documentation site (docs/) on http://$(HOST):8000, rebuilt as pages change
+	$(VENV)/bin/mkdocs serve --dev-addr $(HOST):8000
+
+# CI builds the site strictly: a broken link, a missing page or a page left out of the nav fails it.
+docs-build:
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 test: ## run the test suite
 	$(PYTHON) -m pytest --rootdir=. -c pyproject.toml $(PYTEST_ARGS)
 
@@ -96,7 +103,7 @@ bench: ## speed against bare Keras and PyTorch; sweeps, stores and system metric
 		$(PYTHON) benchmarks/sweep_scale.py --postgres $$url
 
 lock: ## re-pin every dependency into constraints.txt
-	$(UV) pip compile --universal --extra dev pyproject.toml -o constraints.txt
+	$(UV) pip compile --universal --extra dev --extra docs pyproject.toml -o constraints.txt
 
 clean: ## remove the virtualenv, prepared data and Hydra outputs (keeps mlruns/)
 	rm -rf $(VENV) data outputs multirun src/rnnlab/recurrence/native/build
