@@ -1,8 +1,8 @@
 """An experiment's grid: its points, and each point's config hash, task, metric and cell.
 
 An experiment is a Hydra overlay in `conf/experiment/` whose `hydra.sweeper.params` is its
-grid (so `rnnlab train -m experiment=NAME` also runs it), with optional
-`experiment_task_overrides` that size each task for the experiment's budget. Both the
+grid (so `rnnlab train -m experiment=NAME` also runs it), with optional `per_task`
+settings that size each task for the experiment's budget. Both the
 paper runner (`paper.py`) and the report need the grid; neither needs the other, and
 nothing here trains. The points' facts are cached, so a grid of thousands of points is
 decided in milliseconds.
@@ -30,6 +30,7 @@ from rnnlab.config import (
     compose_many,
     config_hash,
     group_choices,
+    per_task_overrides,
 )
 
 
@@ -56,13 +57,12 @@ def experiment_grid(name: str) -> list[GridPoint]:
         [f"{key}={value.strip()}" for value in str(values).split(",")]
         for key, values in params.items()
     ]
-    # Unresolved: an override may interpolate a grid axis (long_range's ${horizon}), which
-    # each point sets; resolving here would give every point the experiment's default.
-    per_task = OmegaConf.to_container(cfg.experiment_task_overrides, resolve=False)
     grid = []
     for axes_values in itertools.product(*axes):
         task = next((o.split("=", 1)[1] for o in axes_values if o.startswith("task=")), None)
-        extra = list(per_task.get(task or cfg.task.name, []))
+        # Unresolved: a setting may read a grid axis (long_range's ${horizon}), which each
+        # point sets; resolving here would give every point the experiment's default.
+        extra = per_task_overrides(cfg, task or cfg.task.name)
         grid.append(GridPoint(list(axes_values), [f"experiment={name}", *axes_values, *extra]))
     return grid
 
@@ -85,8 +85,9 @@ def grid_cache_key(override_lists: list[list[str]]) -> str:
     for path in sorted(CONF_DIR.rglob("*.yaml")):
         digest.update(str(path.relative_to(CONF_DIR)).encode() + b"\0" + path.read_bytes())
     package = Path(rnnlab.__file__).parent
-    for module in ("config.py", "experiments/grids.py", "records/tracking.py"):
-        digest.update((package / module).read_bytes())
+    modules = [*sorted((package / "config").glob("*.py")), package / "experiments" / "grids.py"]
+    for module in [*modules, package / "records" / "tracking.py"]:
+        digest.update(module.read_bytes())
     return digest.hexdigest()[:24]
 
 

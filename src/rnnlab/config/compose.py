@@ -1,0 +1,81 @@
+"""Hydra's composition of `conf/`, checked, and an experiment's settings for one task.
+
+An experiment (`conf/experiment/`) sets keys for all its runs as plain keys, and keys for the
+runs of one task under `per_task.<task>`, in the same shape: `per_task: {adding: {task:
+{length: 50}}}` is `task.length=50` for the adding points only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.config import files
+from rnnlab.config.errors import ConfigError
+from rnnlab.config.schemas import validate
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The validated config `rnnlab train` would run with these overrides (tests, sweeps)."""
+    cfg = compose_unresolved(overrides)
+    validate(cfg)
+    return cfg
+
+
+def compose_unresolved(overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """Hydra's composition, interpolations still unresolved, nothing validated yet."""
+    files.check_overrides(list(overrides))
+    try:
+        with initialize_config_dir(config_dir=str(files.CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+    except HydraException as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+
+
+def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if not isinstance(node, dict):
+        return [(prefix, node)]
+    return [pair for key, value in node.items() for pair in _flatten(value, f"{prefix}{key}.")]
+
+
+def _override_text(value: Any) -> str:
+    """A value as the command line writes it (`null`, `true`, `0.002`, `${horizon}`)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_override_text(item) for item in value) + "]"
+    return str(value)
+
+
+def per_task_settings(cfg: DictConfig, task: str) -> list[tuple[str, Any]]:
+    """(dotted key, value) of the experiment's `per_task.<task>`, interpolations unresolved:
+    a value may read a grid axis (long_range's `${horizon}`) that each point sets."""
+    node = OmegaConf.select(cfg, f"per_task.{task}")
+    if node is None:
+        return []
+    return [(key.rstrip("."), value) for key, value in _flatten(OmegaConf.to_container(node))]
+
+
+def per_task_overrides(cfg: DictConfig, task: str) -> list[str]:
+    """The experiment's settings for `task` as command-line overrides (a grid point's)."""
+    return [f"{key}={_override_text(value)}" for key, value in per_task_settings(cfg, task)]
+
+
+def with_experiment_task_overrides(cfg: DictConfig, given: list[str]) -> DictConfig:
+    """cfg with its experiment's settings for its task (`per_task.<task>`).
+
+    `rnnlab paper` composes each grid point with them as overrides; `rnnlab train
+    experiment=NAME` (and `-m`) applies them here, so both run the same configurations (the
+    same hashes). A key the user `given` on the command line keeps the user's value.
+    """
+    given_keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(given)}
+    for key, value in per_task_settings(cfg, cfg.task.name):
+        if key not in given_keys:
+            OmegaConf.update(cfg, key, value, merge=True)
+    return cfg

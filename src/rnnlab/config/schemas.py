@@ -1,0 +1,259 @@
+"""Types and ranges of every group's keys, checked before TensorFlow loads.
+
+Hydra checks that a key exists where the command line sets it; these schemas check what the
+files and the command line set together: a mistyped or unknown task key, a negative epoch
+count. Each failure is one line naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnlab.config.errors import ConfigError, require
+
+PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass
+class TrainerSchema:
+    epochs: int
+    batch_size: int
+    early_stopping_patience: int | None
+    restore_best_weights: bool
+    clipnorm: float | None
+    verbose: Any
+    precision: str
+    ema_momentum: float | None
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, f"trainer.epochs must be at least 1, got {self.epochs}")
+        require(
+            self.batch_size >= 1, f"trainer.batch_size must be at least 1, got {self.batch_size}"
+        )
+        require(
+            self.early_stopping_patience is None or self.early_stopping_patience >= 0,
+            "trainer.early_stopping_patience must be null or >= 0, "
+            f"got {self.early_stopping_patience}",
+        )
+        require(
+            self.clipnorm is None or self.clipnorm > 0,
+            f"trainer.clipnorm must be null or > 0, got {self.clipnorm}",
+        )
+        require(
+            self.ema_momentum is None or 0 < self.ema_momentum < 1,
+            f"trainer.ema_momentum must be null or in (0, 1), got {self.ema_momentum}",
+        )
+        require(
+            self.verbose in ("auto", 0, 1, 2),
+            f"trainer.verbose must be one of auto, 0, 1, 2; got {self.verbose}",
+        )
+        require(
+            self.precision in PRECISIONS,
+            f"trainer.precision must be one of {', '.join(PRECISIONS)}; got {self.precision}",
+        )
+
+
+@dataclass
+class ModelSchema:
+    layers: int
+    dropout: float
+    bidirectional: bool
+    fused: bool
+    unroll: bool
+    param_budget: int | None
+
+    def __post_init__(self) -> None:
+        require(self.layers >= 1, f"model.layers must be at least 1, got {self.layers}")
+        require(
+            self.param_budget is None or self.param_budget >= 1,
+            f"model.param_budget must be null or a positive integer, got {self.param_budget}",
+        )
+        require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class ProbeSchema:
+    enabled: bool
+    every_n_epochs: int
+    layers: Any
+    examples: int
+    explode_norm: float
+    plots: bool
+
+    def __post_init__(self) -> None:
+        require(
+            self.every_n_epochs >= 1,
+            f"probe.every_n_epochs must be at least 1, got {self.every_n_epochs}",
+        )
+        require(self.examples >= 1, f"probe.examples must be at least 1, got {self.examples}")
+
+
+@dataclass
+class TrackingSchema:
+    uri: str
+    experiment: str
+    run_name: str | None
+    parent_run_id: str | None
+    log_model: bool
+    system_metrics: bool
+    system_metrics_seconds: float
+
+    def __post_init__(self) -> None:
+        require(
+            self.system_metrics_seconds > 0,
+            f"tracking.system_metrics_seconds must be > 0, got {self.system_metrics_seconds}",
+        )
+
+
+# The task files (conf/task/): the keys every task has, then each task's own.
+
+
+@dataclass
+class TaskSchema:
+    name: str
+    max_examples: int | None
+    metric: str
+    direction: str
+
+    def __post_init__(self) -> None:
+        require(
+            self.direction in DIRECTIONS,
+            f"task.direction must be maximize or minimize, got {self.direction}",
+        )
+
+
+@dataclass
+class AddingSchema(TaskSchema):
+    length: int
+    train_examples: int
+    validation_examples: int
+    test_examples: int
+
+
+@dataclass
+class CopyMemorySchema(TaskSchema):
+    delay: int
+    train_examples: int
+    validation_examples: int
+    test_examples: int
+
+
+@dataclass
+class ForecastingSchema(TaskSchema):
+    series: str
+    window: int
+    horizon: int
+
+
+@dataclass
+class SentimentSchema(TaskSchema):
+    source: str
+    vocabulary_size: int
+    sequence_length: int
+    embedding_dim: int
+
+
+@dataclass
+class SeriesClassificationSchema(TaskSchema):
+    dataset: str
+
+
+@dataclass
+class CaptioningSchema(TaskSchema):
+    caption: str
+    vocabulary_size: int
+    target_length: int
+    embedding_dim: int
+    context_dim: int
+    samples: int
+    validation_metric: str
+
+
+@dataclass
+class TranslationSchema(TaskSchema):
+    source: str
+    tokens: str
+    vocabulary_size: int
+    source_vocabulary_size: int | None
+    source_length: int
+    target_length: int
+    embedding_dim: int
+    unicode_words: bool
+    attention: str
+    attention_units: int
+    tied_embeddings: bool
+    embedding_dropout: float
+    word_dropout: float
+    label_smoothing: float
+    decode_unknown: bool
+    translate_unknown: bool
+    whole_annotations: bool
+    dictionary_glosses: bool
+    lexicon_bias: int
+    lexicon_sources: list[str]
+    beam_size: int
+    length_penalty: float
+    dictionary_phrases: int
+    samples: int
+    validation_metric: str
+
+
+SCHEMAS = {
+    "trainer": TrainerSchema,
+    "model": ModelSchema,
+    "probe": ProbeSchema,
+    "tracking": TrackingSchema,
+}
+TASK_SCHEMAS = {
+    "adding": AddingSchema,
+    "captioning": CaptioningSchema,
+    "copy_memory": CopyMemorySchema,
+    "forecasting": ForecastingSchema,
+    "sentiment": SentimentSchema,
+    "series_classification": SeriesClassificationSchema,
+    "translation": TranslationSchema,
+}
+
+
+def check_against(schema: type, node: DictConfig, group: str) -> None:
+    """Merge `node` into `schema`'s structure: an unknown key, a wrong type or a range fails."""
+    try:
+        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{group}.{error.full_key}: {str(error).splitlines()[0]}") from None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check types and ranges of the resolved config; raise ConfigError with one line."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+    for group, schema in SCHEMAS.items():
+        check_against(schema, cfg[group], group)
+    # A task outside the registry's files is reported by the registry, by name.
+    task_schema = TASK_SCHEMAS.get(OmegaConf.select(cfg, "task.name"))
+    if task_schema is not None:
+        check_against(task_schema, cfg.task, "task")
+    else:
+        require(
+            cfg.task.get("direction") in DIRECTIONS,
+            f"task.direction must be maximize or minimize, got {cfg.task.get('direction')}",
+        )
+    for key in ("_target_", "units"):
+        require(key in cfg.cell, f"cell needs a '{key}' key (see conf/cell/lstm.yaml)")
+    require(
+        isinstance(cfg.cell.units, int) and cfg.cell.units >= 1,
+        f"cell.units must be a positive integer, got {cfg.cell.units}",
+    )
+    learning_rate = cfg.optimizer.get("learning_rate")
+    require(
+        learning_rate is None or (isinstance(learning_rate, int | float) and learning_rate > 0),
+        f"optimizer.learning_rate must be a positive number, got {learning_rate}",
+    )
+    require(isinstance(cfg.seed, int), f"seed must be an integer, got {cfg.seed!r}")
