@@ -34,6 +34,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from rnnlab.config import PROJECT_ROOT  # noqa: E402
 from rnnlab.experiments.grids import grid_facts  # noqa: E402
+from rnnlab.records import names  # noqa: E402
 from rnnlab.records.runs import finished_runs  # noqa: E402
 
 EXPERIMENT = "smoke"
@@ -50,18 +51,18 @@ def run_shape(config_hash: str, seed: int, task: str, cell: str, score: float):
     ]
     metrics.append(Metric("test_loss", score, now, 0))
     tags = {
-        "rnnlab.experiment": EXPERIMENT,
-        "rnnlab.config_hash": config_hash,
-        "rnnlab.seed": str(seed),
-        "rnnlab.task": task,
-        "rnnlab.cell": cell,
-        "rnnlab.git_commit": uuid.uuid4().hex,
-        "rnnlab.version": "0.1.0",
-        "rnnlab.data_hash": uuid.uuid4().hex[:16],
-        "rnnlab.cpu": "AMD EPYC",
-        "rnnlab.native": "on",
-        "tensorflow.version": "2.21.0",
-        "keras.version": "3.13.0",
+        names.EXPERIMENT: EXPERIMENT,
+        names.CONFIG_HASH: config_hash,
+        names.SEED: str(seed),
+        names.TASK: task,
+        names.CELL: cell,
+        names.GIT_COMMIT: uuid.uuid4().hex,
+        names.VERSION: "0.1.0",
+        names.DATA_HASH: uuid.uuid4().hex[:16],
+        names.CPU: "AMD EPYC",
+        names.NATIVE: "on",
+        names.TENSORFLOW_VERSION: "2.21.0",
+        names.KERAS_VERSION: "3.13.0",
         "mlflow.runName": f"{cell}-{task}-seed{seed}",
     }
     return params, metrics, [RunTag(key, value) for key, value in tags.items()]

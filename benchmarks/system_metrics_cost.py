@@ -79,14 +79,12 @@ def main() -> None:
         epochs: dict[str, list[float]] = {label: [] for label in CONTENDERS}
         for round_number in range(options.rounds):
             for label, overrides in CONTENDERS.items():
-                run(compose_config([*common, *overrides]))
+                result = run(compose_config([*common, *overrides]))
                 timed = MlflowEpochLogger.last.epoch_seconds[1:]
                 epochs[label] += timed
                 shown = ", ".join(f"{seconds:.2f}" for seconds in timed)
                 print(f"round {round_number + 1}, system metrics {label}: {shown}", flush=True)
-        import mlflow
-
-        sample = cpu_seconds_per_sample(uri, mlflow.last_active_run().info.run_id)
+        sample = cpu_seconds_per_sample(uri, result.run_id)
     baseline = statistics.median(epochs["off"])
     print(f"\n{options.rounds} rounds, {options.epochs - 1} timed epochs per run\n")
     print("| system metrics | epochs timed | median epoch | ratio to off |")

@@ -26,6 +26,8 @@ NATIVE = "rnnlab.native"  # the native ops: on with their flags, or off and why
 RECURRENCE = "rnnlab.recurrence"  # the routes taken, joined by "+"
 RECURRENCE_PREFIX = "rnnlab.recurrence."  # + a cell class: that class's route
 RECURRENCE_SHARDS = "rnnlab.recurrence_shards"
+TENSORFLOW_VERSION = "tensorflow.version"
+KERAS_VERSION = "keras.version"
 
 # How it ended.
 FAILURE = "rnnlab.failure"  # the one-line reason a run FAILED
@@ -38,14 +40,26 @@ PID = "rnnlab.pid"
 PROCESS_STARTED = "rnnlab.process_started"
 HEARTBEAT = "rnnlab.heartbeat"
 
-# Runs that are not trainings.
+# A sweep's trials and its parent run.
+OPTUNA_STUDY = "optuna.study"  # a trial's run: its study's name
+OPTUNA_TRIAL = "optuna.trial"  # a trial's run: its trial number
+# Not an MLflow name: the Optuna user attribute through which a trial names its run, so a
+# sweep can fail a killed trial's run and a sweep report read the best trial's test score.
+TRIAL_RUN_ID = "mlflow_run_id"
 SWEEP = "rnnlab.sweep"  # a sweep's parent run: the sweep's name
+BEST_TRIAL = "best_trial"  # the parent run: the best trial's number
+BEST_PARAM_PREFIX = "best."  # + a config path: the best trial's value for it
+SWEEP_PLOTS_FOLDER = "plots"  # the parent run: Optuna's plots (sweep.html), importances
+PARETO_FOLDER = "pareto"  # a multi-objective parent run: the Pareto front
+
+# Runs that are not trainings.
 REPORT = "rnnlab.report"  # an experiment's report run: the experiment's name
+REPORT_FOLDER = "report"  # the report run: the report's Markdown, LaTeX and figures
 
 # Artifacts of a run.
 CONFIG_FILE = "config.yaml"  # the resolved config: the whole recipe for `reproduce`
 ENVIRONMENT_FILE = "environment.txt"  # `name==version` of every installed package
-DECAY_FOLDER = "gradient_decay"  # epoch_NNN.json (and .png) of the gradient probe
+DECAY_FOLDER = "gradient_decay"  # epoch_NNN.json (and .png) of the gradient probe: records/decay.py
 
 # The stored model's files, under its logged model's `artifacts/`.
 KERAS_FILE = "model.keras"

@@ -29,10 +29,8 @@ from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.config import ConfigError, cell_name
+from rnnlab.records import names
 from rnnlab.tasks.base import first_examples
-
-KERAS_FILE = "model.keras"
-INPUTS_FILE = "inputs.json"  # the task's config and input state
 
 
 class NoStoredModelError(ConfigError):
@@ -99,7 +97,7 @@ def log_stored_model(model: keras.Model, task, cfg: DictConfig, data) -> str:
         "raw_input": raw_input,
     }
     with tempfile.TemporaryDirectory() as folder, quiet_mlflow():
-        keras_file, inputs_file = Path(folder, KERAS_FILE), Path(folder, INPUTS_FILE)
+        keras_file, inputs_file = Path(folder, names.KERAS_FILE), Path(folder, names.INPUTS_FILE)
         model.save(keras_file)
         inputs_file.write_text(json.dumps(record))
         info = mlflow.pyfunc.log_model(
@@ -154,6 +152,6 @@ def load_stored_model(client: MlflowClient, run_id: str) -> StoredModel:
             mlflow.artifacts.download_artifacts(
                 artifact_uri=f"{location}/artifacts/{name}", dst_path=folder
             )
-            for name in (KERAS_FILE, INPUTS_FILE)
+            for name in (names.KERAS_FILE, names.INPUTS_FILE)
         ]
         return StoredModel().load_files(*files)

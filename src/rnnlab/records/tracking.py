@@ -1,9 +1,10 @@
 """Open an MLflow run that records everything needed to trust and rerun it.
 
 The run logs the flattened config as params, the resolved config as `config.yaml`, and tags
-for provenance. It always ends in a final state: FAILED on an error, KILLED on Ctrl-C or
-when a sweep prunes it (tagged `rnnlab.pruned`); a run whose process was killed outright is
-failed by the next command that opens the store (`liveness.py`).
+for provenance (their names are `names.py`'s). It always ends in a final state: FAILED on an
+error, KILLED on Ctrl-C or when a sweep prunes it (tagged `rnnlab.pruned`); a run whose
+process was killed outright is failed by the next command that opens the store
+(`liveness.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
 from rnnlab.config import PROJECT_ROOT, cell_name, config_hash
+from rnnlab.records import names
 from rnnlab.records.liveness import fail_dead_runs_once_a_beat, heartbeat, owner_tags
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3 rejects longer param values
@@ -57,10 +59,10 @@ def git_state() -> dict[str, str]:
 
     commit = git("rev-parse", "HEAD")
     if not commit:
-        return {"rnnlab.git_commit": "unknown"}
+        return {names.GIT_COMMIT: "unknown"}
     return {
-        "rnnlab.git_commit": commit,
-        "rnnlab.git_dirty": str(bool(git("status", "--porcelain"))),
+        names.GIT_COMMIT: commit,
+        names.GIT_DIRTY: str(bool(git("status", "--porcelain"))),
     }
 
 
@@ -83,14 +85,12 @@ def provenance_tags() -> dict[str, str]:
     native = native_status()
     return {
         **git_state(),
-        "rnnlab.version": rnnlab.__version__,
-        "tensorflow.version": tf.__version__,
-        "keras.version": keras.__version__,
-        "rnnlab.cpu": this_cpu().model,
-        "rnnlab.device": training_device(),
-        "rnnlab.native": (
-            f"on ({' '.join(native.flags) or 'portable'})" if native.library else "off"
-        ),
+        names.VERSION: rnnlab.__version__,
+        names.TENSORFLOW_VERSION: tf.__version__,
+        names.KERAS_VERSION: keras.__version__,
+        names.CPU: this_cpu().model,
+        names.DEVICE: training_device(),
+        names.NATIVE: (f"on ({' '.join(native.flags) or 'portable'})" if native.library else "off"),
     }
 
 
@@ -162,30 +162,30 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
     try:
         params = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(resolved).items()}
         mlflow.log_params(params)
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        mlflow.log_text(installed_packages(), "environment.txt")
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), names.CONFIG_FILE)
+        mlflow.log_text(installed_packages(), names.ENVIRONMENT_FILE)
         identity = {
-            "rnnlab.config_hash": config_hash(cfg),
-            "rnnlab.cell": cell_name(cfg.cell),
-            "rnnlab.task": cfg.task.name,
-            "rnnlab.seed": str(cfg.seed),
+            names.CONFIG_HASH: config_hash(cfg),
+            names.CELL: cell_name(cfg.cell),
+            names.TASK: cfg.task.name,
+            names.SEED: str(cfg.seed),
         }
         if cfg.get("experiment_name"):
-            identity["rnnlab.experiment"] = cfg.experiment_name
+            identity[names.EXPERIMENT] = cfg.experiment_name
         mlflow.set_tags({**provenance_tags(), **identity, **tags})
         with heartbeat(mlflow.MlflowClient(), run.info.run_id):
             yield run
     except KeyboardInterrupt:
-        mlflow.set_tag("rnnlab.failure", "interrupted by the user")
+        mlflow.set_tag(names.FAILURE, "interrupted by the user")
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except optuna.TrialPruned as pruned:
         # A sweep stopped this trial on purpose: not an error, but not a finished run either.
-        mlflow.set_tag("rnnlab.pruned", str(pruned))
+        mlflow.set_tag(names.PRUNED, str(pruned))
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as error:
-        mlflow.set_tag("rnnlab.failure", f"{type(error).__name__}: {error}"[:MAX_PARAM_LENGTH])
+        mlflow.set_tag(names.FAILURE, f"{type(error).__name__}: {error}"[:MAX_PARAM_LENGTH])
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     else:
@@ -248,8 +248,8 @@ def recurrence_tags(recurrent_layers) -> dict[str, str]:
             shards.add(shard_count)
     if not routes:
         return {}
-    tags = {f"rnnlab.recurrence.{cell}": route for cell, route in routes.items()}
-    tags["rnnlab.recurrence"] = "+".join(sorted(set(routes.values())))
+    tags = {f"{names.RECURRENCE_PREFIX}{cell}": route for cell, route in routes.items()}
+    tags[names.RECURRENCE] = "+".join(sorted(set(routes.values())))
     if shards:
-        tags["rnnlab.recurrence_shards"] = ",".join(map(str, sorted(shards)))
+        tags[names.RECURRENCE_SHARDS] = ",".join(map(str, sorted(shards)))
     return tags

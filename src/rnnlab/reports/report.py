@@ -10,9 +10,7 @@ with no finished run shows as missing rather than failing the report.
 from __future__ import annotations
 
 import gc
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +20,9 @@ from mlflow import MlflowClient
 
 from rnnlab.config import PROJECT_ROOT
 from rnnlab.experiments.grids import grid_facts
+from rnnlab.records import names
 from rnnlab.records.plots import curves_figure, gradient_decay_figure, metric_by_setting_figure
-from rnnlab.records.runs import finished_runs
+from rnnlab.records.runs import decay_curves, finished_runs
 from rnnlab.records.tracking import use_store
 from rnnlab.reports.verdicts import ALPHA, CONFIDENCE, FEW_SEEDS, Verdict, judge, summarize
 
@@ -106,18 +105,18 @@ def collect(name: str, tracking_uri: str):
     runs = finished_runs(
         tracking_uri,
         name,
-        tags=("rnnlab.config_hash", "rnnlab.seed"),
+        tags=(names.CONFIG_HASH, names.SEED),
         metrics=(*sorted(logged_names), "n_params"),
     )
     for run in runs:
-        place = wanted.get(run.tags.get("rnnlab.config_hash"))
+        place = wanted.get(run.tags.get(names.CONFIG_HASH))
         if place is None:
             continue  # a run of an older version of the experiment's config
         row, column = place
         score = run.metrics.get(f"test_{metrics[row]}")
         if score is None:
             continue  # finished without its headline score: nothing to report
-        seed = int(run.tags.get("rnnlab.seed", len(table[row][column].scores)))
+        seed = int(run.tags.get(names.SEED, len(table[row][column].scores)))
         table[row][column].add(seed, score, run.run_id, run.metrics.get("n_params"))
         baseline = run.metrics.get(f"test_baseline_{metrics[row]}")
         if baseline is not None:
@@ -214,18 +213,9 @@ def latex_table(table, directions, metrics) -> str:
 
 def decay_curve(client: MlflowClient, run_id: str, at_init: bool = False) -> np.ndarray | None:
     """The headline h curve of the run's last probe (or its probe at initialisation), or
-    None if it has none: runs made before rnnlab probed at initialisation have no epoch 0."""
-    files = [a.path for a in client.list_artifacts(run_id, "gradient_decay")]
-    probes = sorted(path for path in files if path.endswith(".json"))
-    if not probes:
-        return None
-    with tempfile.TemporaryDirectory() as scratch:
-        path = client.download_artifacts(run_id, probes[0 if at_init else -1], scratch)
-        probe = json.loads(Path(path).read_text())
-    if at_init and probe.get("epoch") != 0:
-        return None
-    norms = probe["norms"]
-    return np.asarray(norms[list(norms)[-1]]["h"])
+    None if it has none."""
+    curves = decay_curves(client, run_id, at_init)
+    return None if curves is None else np.asarray(curves.headline())
 
 
 def seed_band(curves: list[np.ndarray]):
@@ -304,6 +294,6 @@ def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> P
     body += [f"\n![{image}]({image})\n" for image in images]
     (out / "README.md").write_text("".join(body))
     use_store(tracking_uri, "reports")
-    with mlflow.start_run(run_name=name, tags={"rnnlab.report": name}):
-        mlflow.log_artifacts(str(out), artifact_path="report")
+    with mlflow.start_run(run_name=name, tags={names.REPORT: name}):
+        mlflow.log_artifacts(str(out), artifact_path=names.REPORT_FOLDER)
     return out

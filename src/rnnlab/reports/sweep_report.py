@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from rnnlab.config import CONF_DIR
 from rnnlab.experiments.sweep_file import Sweep
+from rnnlab.records import names
 from rnnlab.records.plots import pareto_figure
 
 PLOTS = {
@@ -85,7 +86,7 @@ def best_experiment(sweep: Sweep, params: dict, header: str) -> str:
 
 def log_best_trial_test(client: MlflowClient, run_id: str, best, metric: str) -> None:
     """The best trial's test score, from the weights of the epoch its value comes from."""
-    trial_run = best.user_attrs.get("mlflow_run_id")
+    trial_run = best.user_attrs.get(names.TRIAL_RUN_ID)
     if not trial_run:
         return
     logged = client.get_run(trial_run).data.metrics
@@ -141,10 +142,10 @@ def report(
         return None
     best = study.best_trial
     client.log_metric(run_id, f"best_val_{sweep.metric}", best.value)
-    client.set_tag(run_id, "best_trial", str(best.number))
+    client.set_tag(run_id, names.BEST_TRIAL, str(best.number))
     log_best_trial_test(client, run_id, best, sweep.metric)
     for path, value in best.params.items():
-        client.set_tag(run_id, f"best.{path}", str(value))
+        client.set_tag(run_id, f"{names.BEST_PARAM_PREFIX}{path}", str(value))
     best_file = write_best_experiment(study, sweep, experiment_folder)
     client.log_artifact(run_id, str(best_file))
     with tempfile.TemporaryDirectory() as folder:
@@ -157,11 +158,11 @@ def report(
             client.log_table(
                 run_id,
                 {"param": list(importances), "importance": list(importances.values())},
-                artifact_file="plots/fanova_importances.json",
+                artifact_file=f"{names.SWEEP_PLOTS_FOLDER}/fanova_importances.json",
             )
         write_plots(study, plots_with_importances(importances), Path(folder))
         Path(folder, "best_params.json").write_text(json.dumps(best.params, indent=2))
-        client.log_artifacts(run_id, folder, artifact_path="plots")
+        client.log_artifacts(run_id, folder, artifact_path=names.SWEEP_PLOTS_FOLDER)
     return best_file
 
 
@@ -191,42 +192,42 @@ def write_plots(study: optuna.Study, plots: dict, folder: Path) -> None:
 
 def report_pareto_front(study: optuna.Study, sweep: Sweep, client: MlflowClient, run_id: str):
     """The trials no other trial beats on every objective: a table, a PNG, Optuna's plot."""
-    names = [f"val_{sweep.metric}", *sweep.costs]
+    objectives = [f"val_{sweep.metric}", *sweep.costs]
     front = sorted(study.best_trials, key=lambda trial: trial.number)
     client.log_metric(run_id, "pareto_front_size", len(front))
     columns: dict[str, list] = {"trial": [t.number for t in front]}
-    for index, name in enumerate(names):
+    for index, name in enumerate(objectives):
         columns[name] = [t.values[index] for t in front]
     test_name = f"test_{sweep.metric}"
     columns[test_name] = [trial_metric(client, t, test_name) for t in front]
     for path in sorted({path for t in front for path in t.params}):
         columns[path] = [t.params.get(path) for t in front]
-    client.log_table(run_id, columns, artifact_file="pareto/front.json")
+    client.log_table(run_id, columns, artifact_file=f"{names.PARETO_FOLDER}/front.json")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in zip(*columns.values(), strict=True):
         lines.append("| " + " | ".join(cell_text(value) for value in row) + " |")
     table = "\n".join(lines) + "\n"
-    client.log_text(run_id, table, "pareto/front.md")
+    client.log_text(run_id, table, f"{names.PARETO_FOLDER}/front.md")
     print(f"Pareto front of sweep '{sweep.name}' ({len(front)} of {len(study.trials)} trials):")
     print(table, end="", flush=True)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    if len(names) == 2:
+    if len(objectives) == 2:
         figure = pareto_figure(
-            [t.values for t in complete], [t.values for t in front], names, sweep.directions
+            [t.values for t in complete], [t.values for t in front], objectives, sweep.directions
         )
-        client.log_figure(run_id, figure, "pareto/front.png")
+        client.log_figure(run_id, figure, f"{names.PARETO_FOLDER}/front.png")
     plots = {
         "pareto_front": lambda study: optuna.visualization.plot_pareto_front(
-            study, target_names=names
+            study, target_names=objectives
         )
     }
     with tempfile.TemporaryDirectory() as folder:
         write_plots(study, plots, Path(folder))
-        client.log_artifacts(run_id, folder, artifact_path="pareto")
+        client.log_artifacts(run_id, folder, artifact_path=names.PARETO_FOLDER)
 
 
 def trial_metric(client: MlflowClient, trial, name: str) -> float | None:
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = trial.user_attrs.get(names.TRIAL_RUN_ID)
     return client.get_run(run_id).data.metrics.get(name) if run_id else None
 
 

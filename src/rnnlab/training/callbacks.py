@@ -10,6 +10,7 @@ import keras
 import mlflow
 import optuna
 
+from rnnlab.records import decay, names
 from rnnlab.records.plots import gradient_decay_figure
 from rnnlab.training.probe import decay_statistics
 
@@ -195,7 +196,7 @@ class GradientDecayLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Probe the untrained model once: where each cell starts, before training moves it.
 
-        Its metrics carry the suffix `_at_init`; its curve is `epoch_000.json`.
+        Its metrics carry the suffix `_at_init`; its curves are epoch 0's.
         """
         self._probe(0)
 
@@ -216,10 +217,7 @@ class GradientDecayLogger(keras.callbacks.Callback):
             layer: {state: norms.tolist() for state, norms in states.items()}
             for layer, states in result.step_norms.items()
         }
-        mlflow.log_dict(
-            {"epoch": epoch, "loss": result.loss, "norms": curves},
-            f"gradient_decay/epoch_{epoch:03d}.json",
-        )
+        decay.write(decay.DecayCurves(epoch, result.loss, curves))
         if result.weight_norms["global"] > self.explode_norm:
             when = f"epoch {epoch}" if epoch else "initialisation"
             warning = (
@@ -227,7 +225,7 @@ class GradientDecayLogger(keras.callbacks.Callback):
                 f"probe.explode_norm={self.explode_norm:g}: consider trainer.clipnorm"
             )
             logging.getLogger("rnnlab").warning(warning)
-            mlflow.set_tag("rnnlab.gradients_exploded", warning)
+            mlflow.set_tag(names.GRADIENTS_EXPLODED, warning)
 
     def metrics(self, result) -> dict[str, float]:
         metrics = {f"grad_norm.{owner}": norm for owner, norm in result.weight_norms.items()}
@@ -254,7 +252,7 @@ class GradientDecayLogger(keras.callbacks.Callback):
             }
             when = f"epoch {epoch}" if epoch else "initialisation"
             figure = gradient_decay_figure(curves, f"Gradient decay, {when}")
-            mlflow.log_figure(figure, f"gradient_decay/epoch_{epoch:03d}.png")
+            mlflow.log_figure(figure, decay.figure_path(epoch))
         if self.results:
             headline = self.probe.layers[-1].name
             curves = {
@@ -262,4 +260,4 @@ class GradientDecayLogger(keras.callbacks.Callback):
                 for epoch, result in self.results.items()
             }
             title = f"Gradient decay of {headline}, all probes"
-            mlflow.log_figure(gradient_decay_figure(curves, title), "gradient_decay/all_epochs.png")
+            mlflow.log_figure(gradient_decay_figure(curves, title), decay.ALL_EPOCHS_FIGURE)

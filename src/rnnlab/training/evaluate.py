@@ -12,6 +12,7 @@ import keras
 from mlflow import MlflowClient
 
 from rnnlab.config import ConfigError
+from rnnlab.records import names
 from rnnlab.records.stored_model import StoredModel, load_stored_model
 from rnnlab.training.reproduce import original_config
 
@@ -32,10 +33,10 @@ def evaluate(run_id: str, tracking_uri: str) -> list[tuple[str, float | None, fl
     keras.mixed_precision.set_global_policy(cfg.trainer.precision)
     task, data = load_task(cfg.task, cfg.data_dir, cfg.trainer.batch_size, cfg.seed)
     run = client.get_run(run_id)
-    if data.data_hash != run.data.tags.get("rnnlab.data_hash"):
+    if data.data_hash != run.data.tags.get(names.DATA_HASH):
         raise RunDataChangedError(
             f"the {cfg.task.name} data loads with hash {data.data_hash}, but run {run_id} "
-            f"trained on {run.data.tags.get('rnnlab.data_hash')}: prepare the run's data"
+            f"trained on {run.data.tags.get(names.DATA_HASH)}: prepare the run's data"
         )
     if task.input_state() != stored.input_state:
         raise RunDataChangedError(

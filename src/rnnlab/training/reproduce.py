@@ -7,14 +7,17 @@ for every difference in data, code or packages that could explain a mismatch.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from rnnlab.config import ConfigError, migrate_stored, validate
+from rnnlab.config import ConfigError, validate
+from rnnlab.records import names
+from rnnlab.records.runs import (
+    MissingRecordError,
+    RunNotFoundError,
+    stored_config,
+    stored_packages,
+)
 
 
 class ReproduceError(LookupError):
@@ -22,22 +25,17 @@ class ReproduceError(LookupError):
 
 
 def original_config(client: MlflowClient, run_id: str, tracking_uri: str) -> DictConfig:
+    """The run's stored config, set to train into `tracking_uri` as a run of its own, and
+    checked against today's config rules."""
     try:
-        client.get_run(run_id)
-    except MlflowException:
+        cfg = stored_config(client, run_id)
+    except RunNotFoundError:
         raise ReproduceError(
             f"no run {run_id} in {tracking_uri}: if it was recorded elsewhere, "
             "pass tracking.uri=<that store>"
         ) from None
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            path = client.download_artifacts(run_id, "config.yaml", scratch)
-        except (MlflowException, OSError):
-            raise ReproduceError(
-                f"run {run_id} has no config.yaml artifact: it was not recorded by rnnlab "
-                "or its artifacts are gone"
-            ) from None
-        cfg = migrate_stored(OmegaConf.load(Path(path)))
+    except MissingRecordError as error:
+        raise ReproduceError(str(error)) from None
     cfg.tracking.uri = tracking_uri
     cfg.tracking.parent_run_id = None  # a rerun of a sweep trial is a run of its own
     try:
@@ -51,23 +49,16 @@ def differences(client: MlflowClient, original, reproduced) -> list[str]:
     """What differs between the two runs' data, code and packages, one line each."""
     warnings = []
     for tag, what in (
-        ("rnnlab.data_hash", "the data"),
-        ("rnnlab.git_commit", "the git commit"),
-        ("rnnlab.git_dirty", "uncommitted changes"),
-        ("rnnlab.recurrence", "the recurrence routes (native ops, graph or Keras loop)"),
-        ("rnnlab.cpu", "the CPUs"),
+        (names.DATA_HASH, "the data"),
+        (names.GIT_COMMIT, "the git commit"),
+        (names.GIT_DIRTY, "uncommitted changes"),
+        (names.RECURRENCE, "the recurrence routes (native ops, graph or Keras loop)"),
+        (names.CPU, "the CPUs"),
     ):
         before, after = original.data.tags.get(tag), reproduced.data.tags.get(tag)
         if before != after:
             warnings.append(f"{what} differ: {before} then, {after} now")
-    packages = []
-    for run in (original, reproduced):
-        with tempfile.TemporaryDirectory() as scratch:
-            try:
-                path = client.download_artifacts(run.info.run_id, "environment.txt", scratch)
-                packages.append(set(Path(path).read_text().split()))
-            except (MlflowException, OSError):
-                packages.append(None)
+    packages = [stored_packages(client, run.info.run_id) for run in (original, reproduced)]
     if packages[0] is None:
         warnings.append("the original run recorded no package versions")
     elif packages[0] != packages[1]:
@@ -85,7 +76,7 @@ def reproduce(run_id: str, tracking_uri: str) -> tuple[dict[str, tuple[float, fl
 
     client = MlflowClient(tracking_uri)
     cfg = original_config(client, run_id, tracking_uri)
-    result = run(cfg, tags={"rnnlab.reproduces": run_id})
+    result = run(cfg, tags={names.REPRODUCES: run_id})
     original = client.get_run(run_id)
     reproduced = client.get_run(result.run_id)
     compared = {

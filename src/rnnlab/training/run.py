@@ -18,6 +18,7 @@ import tensorflow as tf
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.records import names
 from rnnlab.records.stored_model import log_stored_model
 from rnnlab.records.tracking import log_datasets, recurrence_tags, tracked_run
 from rnnlab.recurrence.fused import forget_custom_gradients
@@ -166,6 +167,50 @@ def progress_verbosity(verbose: str | int) -> int:
     return int(verbose)
 
 
+def sweep_trial_callbacks(
+    cfg: DictConfig, trial: optuna.Trial, run_id: str
+) -> list[keras.callbacks.Callback]:
+    """Name the run in the trial (so a sweep can fail it if its process is killed) and, for
+    a single-objective study (the only kind Optuna prunes), report to it every epoch."""
+    trial.set_user_attr(names.TRIAL_RUN_ID, run_id)
+    if len(trial.study.directions) != 1:
+        return []
+    monitor = f"val_{selection_metric(cfg.task)}"
+    return [ReportToOptuna(trial, monitor, cfg.task.direction)]
+
+
+def score_on_test_split(
+    model: keras.Model, task, data: TaskData
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The scores on the held-out split as `test_<name>` (Keras's metrics, then what
+    `evaluate` cannot give: baselines, BLEU), and the task's text artifacts (sample outputs)."""
+    test = model.evaluate(data.test, return_dict=True, verbose=0)
+    metrics = {f"test_{name}": float(value) for name, value in test.items()}
+    extra_metrics, artifacts = task.evaluate_extra(model, data)
+    metrics.update({f"test_{name}": float(value) for name, value in extra_metrics.items()})
+    return metrics, artifacts
+
+
+def training_metrics(
+    epoch_logger: MlflowEpochLogger, best_epoch: BestEpoch, train_size: int
+) -> dict[str, float]:
+    """How training went: the median epoch's time and throughput, the epochs trained, and
+    which epoch's weights were tested."""
+    epoch_seconds = statistics.median(epoch_logger.epoch_seconds)
+    metrics = {
+        "epoch_seconds": epoch_seconds,
+        "samples_per_second": train_size / epoch_seconds,
+        "epochs_trained": best_epoch.epochs_trained,
+    }
+    # What a sweep tunes on: the best validation score of any epoch (never the test
+    # split), the epoch whose weights were tested.
+    if best_epoch.best_epoch is not None:
+        metrics[f"best_{best_epoch.monitor}"] = best_epoch.best
+        metrics["best_epoch"] = best_epoch.best_epoch
+    metrics["tested_epoch"] = best_epoch.tested_epoch()
+    return metrics
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What a finished run gives its caller: the MLflow run that holds it, and its metrics
@@ -181,9 +226,8 @@ def run(
     """Train cfg.cell on cfg.task, test once on the held-out split, log it all to MLflow.
 
     `tags` are added to the run's own. Returns the run's id and final metrics. With an
-    Optuna `trial` (from `rnnlab sweep`),
-    val_<task.metric> is reported every epoch so the sweep can prune the run, which then
-    raises optuna.TrialPruned.
+    Optuna `trial` (from `rnnlab sweep`), val_<task.metric> is reported every epoch so the
+    sweep can prune the run, which then raises optuna.TrialPruned.
     """
     configure_threads()  # only before TensorFlow's first op in this process
     freeze_long_lived_objects()
@@ -197,15 +241,12 @@ def run(
         seed_everything(cfg.seed, cfg.reproducible)  # as if no width had been tried
     model = build_compiled_model(cfg, task, cell_cfg)
     callbacks, epoch_logger, best_epoch = training_callbacks(cfg, model, task, data)
-    tags = {"rnnlab.data_hash": data.data_hash, **(tags or {})}
+    tags = {names.DATA_HASH: data.data_hash, **(tags or {})}
     if trial is not None:
-        tags |= {"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)}
+        tags |= {names.OPTUNA_STUDY: trial.study.study_name, names.OPTUNA_TRIAL: str(trial.number)}
     with tracked_run(cfg, tags=tags) as active:
         if trial is not None:
-            trial.set_user_attr("mlflow_run_id", active.info.run_id)  # to fail it if killed
-            if len(trial.study.directions) == 1:  # Optuna prunes single-objective studies only
-                monitor = f"val_{selection_metric(cfg.task)}"
-                callbacks.append(ReportToOptuna(trial, monitor, cfg.task.direction))
+            callbacks += sweep_trial_callbacks(cfg, trial, active.info.run_id)
         print(f"MLflow run {active.info.run_id} in experiment '{cfg.tracking.experiment}'")
         log_datasets(task.dataset_record(), data.data_hash)
         size = {**parameter_counts(model), "units": cell_cfg.units}
@@ -219,23 +260,10 @@ def run(
             shuffle=False,  # the training split shuffles itself, reproducibly from the seed
         )
         mlflow.set_tags(recurrence_tags(recurrent_layers(model)))
-        test = model.evaluate(data.test, return_dict=True, verbose=0)
-        epoch_seconds = statistics.median(epoch_logger.epoch_seconds)
-        metrics = {f"test_{name}": float(value) for name, value in test.items()}
-        # What `evaluate` cannot give: baselines, BLEU, sample outputs.
-        extra_metrics, artifacts = task.evaluate_extra(model, data)
-        metrics.update({f"test_{name}": float(value) for name, value in extra_metrics.items()})
+        metrics, artifacts = score_on_test_split(model, task, data)
         for file_name, text in artifacts.items():
             mlflow.log_text(text, file_name)
-        metrics["epoch_seconds"] = epoch_seconds
-        metrics["samples_per_second"] = data.train_size / epoch_seconds
-        metrics["epochs_trained"] = best_epoch.epochs_trained
-        # What a sweep tunes on: the best validation score of any epoch (never the test
-        # split), the epoch whose weights were tested just above.
-        if best_epoch.best_epoch is not None:
-            metrics[f"best_{best_epoch.monitor}"] = best_epoch.best
-            metrics["best_epoch"] = best_epoch.best_epoch
-        metrics["tested_epoch"] = best_epoch.tested_epoch()
+        metrics |= training_metrics(epoch_logger, best_epoch, data.train_size)
         mlflow.log_metrics(metrics)
         if cfg.tracking.log_model:
             log_stored_model(model, task, cfg, data)  # the weights just tested
