@@ -7,25 +7,74 @@ import sys
 
 import keras
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
-from rnnlab.config import ConfigError, compose_config, config_hash, group_choices, validate
+from rnnlab.config import (
+    CONF_DIR,
+    PROJECT_ROOT,
+    ConfigError,
+    compose_config,
+    config_hash,
+    group_choices,
+    migrate_stored,
+    validate,
+)
 from rnnlab.recurrence.stack import build_cell
 from rnnlab.training.run import weight_averaging
 
 GROUPS = ["task", "cell", "model", "optimizer", "trainer", "probe", "tracking", "experiment"]
 
 
+def leaves(node, prefix: str = "") -> dict:
+    """{dotted key: value} of a nested dict."""
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    return {
+        k: v for key, value in node.items() for k, v in leaves(value, f"{prefix}{key}.").items()
+    }
+
+
+def declared_values(group: str, choice: str) -> dict:
+    """What a group file declares, read as plain YAML: {dotted key: value}, placed where
+    Hydra puts it (a `# @package _global_` file at the top, any other under its group)."""
+    path = CONF_DIR / group / f"{choice}.yaml"
+    data = yaml.safe_load(path.read_text()) or {}
+    data.pop("defaults", None)
+    data.pop("hydra", None)
+    if not path.read_text().startswith("# @package _global_"):
+        data = {group: data}
+
+    def leaves(node, prefix=""):
+        if not isinstance(node, dict):
+            return {prefix.rstrip("."): node}
+        return {
+            k: v for key, value in node.items() for k, v in leaves(value, f"{prefix}{key}.").items()
+        }
+
+    # An interpolation is resolved against the rest of the config; its value is not the text.
+    return {k: v for k, v in leaves(data).items() if not (isinstance(v, str) and "${" in v)}
+
+
 @pytest.mark.parametrize(
     ("group", "choice"), [(group, choice) for group in GROUPS for choice in group_choices(group)]
 )
-def test_every_group_choice_composes_and_validates(group, choice):
+def test_every_group_choice_composes_to_the_values_its_file_declares(group, choice):
     cfg = compose_config([f"{group}={choice}"])
-    if group == "experiment":
-        assert cfg.experiment_name == choice, "an experiment tags its runs with its own name"
-    else:
-        assert cfg[group] is not None
+    declared = declared_values(group, choice)
+    assert declared, f"conf/{group}/{choice}.yaml declares nothing"
+    composed = {key: OmegaConf.select(cfg, key) for key in declared}
+    composed = {
+        key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        for key, value in composed.items()
+    }
+    assert composed == declared
     assert cfg.tracking.experiment == cfg.task.name
+
+
+def test_the_config_package_finds_the_project_from_its_new_place():
+    assert (PROJECT_ROOT / "pyproject.toml").is_file()
+    assert CONF_DIR == PROJECT_ROOT / "conf" and (CONF_DIR / "config.yaml").is_file()
 
 
 def test_the_cells_are_keras_cells():
@@ -119,10 +168,11 @@ def test_compose_many_matches_hydra_and_notices_a_changed_config_file(tmp_path, 
     import shutil
 
     from rnnlab import config
+    from rnnlab.config import files
 
     conf = tmp_path / "conf"
     shutil.copytree(config.CONF_DIR, conf)
-    monkeypatch.setattr(config, "CONF_DIR", conf)
+    monkeypatch.setattr(files, "CONF_DIR", conf)
     given = [["task=adding", "seed=3"], ["task=adding", "task.length=7"], ["cell=lstm"]]
     for many, single in zip(config.compose_many(given), map(compose_config, given), strict=True):
         assert many == single
@@ -132,41 +182,77 @@ def test_compose_many_matches_hydra_and_notices_a_changed_config_file(tmp_path, 
     assert cfg.task.length == 123
 
 
-# Each setting a task may name for itself (conf/task/*.yaml), and where it lands.
-TASK_SETTINGS = {
-    "epochs": "trainer.epochs",
-    "units": "cell.units",
-    "learning_rate": "optimizer.learning_rate",
-    "clipnorm": "trainer.clipnorm",
-    "ema_momentum": "trainer.ema_momentum",
-    "dropout": "model.dropout",
-}
+# The settings a task's file sets in the group that owns them (conf/task/translation.yaml).
+OWNED_ELSEWHERE = (
+    "trainer.epochs",
+    "cell.units",
+    "optimizer.learning_rate",
+    "trainer.clipnorm",
+    "trainer.ema_momentum",
+    "model.dropout",
+)
 
 
-def test_a_task_names_its_own_settings_and_the_command_line_still_wins():
+def test_a_task_sets_the_owners_keys_and_experiments_and_the_command_line_beat_it():
     translation = compose_config(["task=translation", "cell=gru"])
     sentiment = compose_config(["task=sentiment", "cell=gru"])
-    for key, target in TASK_SETTINGS.items():
-        named = translation.task[key]
-        assert OmegaConf.select(translation, target) == named, key
-        assert OmegaConf.select(sentiment, target) != named, f"{key} leaked into sentiment"
+    in_file = declared_values("task", "translation")
+    defaults = {
+        **declared_values("trainer", "default"),
+        **declared_values("model", "default"),
+        **declared_values("optimizer", "adam"),
+        **declared_values("cell", "gru"),
+    }
+    for key in OWNED_ELSEWHERE:
+        assert OmegaConf.select(translation, key) == in_file[key] != defaults[key], key
+        assert OmegaConf.select(sentiment, key) == defaults[key], f"{key} leaked into sentiment"
     overridden = compose_config(
         ["task=translation", "cell=gru", "optimizer.learning_rate=0.01", "model.dropout=0.1"]
     )
     assert overridden.optimizer.learning_rate == 0.01 and overridden.model.dropout == 0.1
-    assert overridden.trainer.clipnorm == translation.task.clipnorm, "the others keep the task's"
+    assert overridden.trainer.clipnorm == in_file["trainer.clipnorm"], "the others keep the task's"
+    # cells_vs_tasks sets 3 epochs for every task, and 8 for translation's runs (per_task).
+    experiment = compose_config(["experiment=cells_vs_tasks", "task=translation"])
+    assert experiment.trainer.epochs == 3 != in_file["trainer.epochs"]
+    assert experiment.cell.units == in_file["cell.units"], (
+        "the task's, where the experiment sets none"
+    )
+
+
+@pytest.mark.parametrize("key", ["units", "epochs", "dropout", "learning_rate", "clipnorm"])
+def test_a_setting_of_another_group_is_no_task_key(key):
+    with pytest.raises(ConfigError, match=f"task.{key}") as error:
+        compose_config(["task=translation", f"task.{key}=1"])
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+task.lenght=5"], "task.lenght: Key 'lenght' not in 'SentimentSchema'"),
+        (["task=adding", "task.length=long"], "task.length: Value 'long' of type 'str'"),
+        (["task=translation", "task.beam_size=1.5"], "task.beam_size: Value '1.5'"),
+        (["task=translation", "task.tied_embeddings=maybe"], "task.tied_embeddings: Value 'maybe'"),
+        (["optimizer.learning_rate=-1"], "optimizer.learning_rate must be a positive number"),
+    ],
+)
+def test_a_wrong_task_key_or_value_fails_in_one_line_naming_it(overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        compose_config(overrides)
+    assert "\n" not in str(error.value)
 
 
 def test_a_key_added_later_leaves_stored_runs_identified_and_runnable_until_set():
-    """A config stored before `trainer.ema_momentum` existed hashes as today's default and
-    still validates; setting the key makes another grid point."""
+    """A config stored before `trainer.ema_momentum` existed hashes as today's default and,
+    migrated, validates; setting the key makes another grid point."""
     today = compose_config(["cell=gru"])
     stored = OmegaConf.to_container(today)
     del stored["trainer"]["ema_momentum"]
     stored = OmegaConf.create(stored)
-    validate(stored)
-    assert weight_averaging(stored.trainer) == weight_averaging(today.trainer) == {}
     assert config_hash(stored) == config_hash(today)
+    migrated = migrate_stored(stored)
+    validate(migrated)
+    assert weight_averaging(migrated.trainer) == weight_averaging(today.trainer) == {}
     averaged = compose_config(["cell=gru", "trainer.ema_momentum=0.99"])
     assert config_hash(averaged) != config_hash(today)
     assert weight_averaging(averaged.trainer) == {"use_ema": True, "ema_momentum": 0.99}
