@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from rnnlab.experiments.sweep import sweep  # noqa: E402
+from rnnlab.cli import sweep_and_report  # noqa: E402
 from rnnlab.experiments.sweep_file import load_sweep  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def timed_sweep(
         spec = dataclasses.replace(spec, pruner=pruner, pruner_options={})
     with FitClock() as clock:
         started = time.perf_counter()
-        study = sweep(spec, workers=workers, best_folder=folder)
+        study = sweep_and_report(spec, workers=workers, best_folder=folder)
         wall = time.perf_counter() - started
     trials = sorted(study.get_trials(), key=lambda t: t.number)
     trial_seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials]

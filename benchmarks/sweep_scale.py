@@ -90,7 +90,7 @@ class StorageClock:
 
 
 def timed_worker(sweep, worker: int, threads: int, out: str) -> None:
-    """`rnnlab.sweep.work` with the storage clock on; writes a snapshot per finished trial."""
+    """`experiments.sweep.work` with the storage clock on; a snapshot per finished trial."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from optuna.storages import RDBStorage
 
@@ -129,7 +129,8 @@ def fresh_database(server_url: str, name: str) -> str:
 def run_study(options, folder: Path) -> tuple:
     from mlflow import MlflowClient
 
-    from rnnlab.experiments.sweep import open_parent_run, open_study
+    from rnnlab.experiments.study_storage import open_study
+    from rnnlab.experiments.sweep import open_parent_run
     from rnnlab.experiments.sweep_file import load_sweep
 
     optuna_url = fresh_database(options.postgres, "sweep_scale_optuna")

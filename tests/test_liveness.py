@@ -11,7 +11,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from rnnlab.records import liveness
+from rnnlab.records import liveness, names
 from rnnlab.training.run import run
 
 # Long enough to be killed mid-run: thousands of tiny epochs.
@@ -35,7 +35,7 @@ def running_run(client: MlflowClient, process: subprocess.Popen, timeout: float 
         experiment = client.get_experiment_by_name("adding")
         if experiment:
             runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
-            if runs and "rnnlab.seed" in runs[0].data.tags:  # past its set-up
+            if runs and names.SEED in runs[0].data.tags:  # past its set-up
                 return runs[0]
         time.sleep(0.5)
     raise AssertionError("the training process opened no run")
@@ -65,13 +65,13 @@ def test_a_run_killed_with_sigkill_is_failed_by_the_next_train_on_the_store(
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     assert client.get_run(killed.info.run_id).info.status == "RUNNING"  # nobody ended it
-    assert killed.data.tags[liveness.PID] == str(process.pid)
+    assert killed.data.tags[names.PID] == str(process.pid)
 
     run(compose("task=adding", "task.length=10", "trainer.epochs=1", f"tracking.uri={uri}"))
 
     after = client.get_run(killed.info.run_id)
     assert after.info.status == "FAILED"
-    reason = after.data.tags["rnnlab.failure"]
+    reason = after.data.tags[names.FAILURE]
     assert f"its process (pid {process.pid} on " in reason and "died" in reason
     assert not client.search_runs([killed.info.experiment_id], "attributes.status = 'RUNNING'"), (
         "nothing is left RUNNING"
@@ -84,37 +84,39 @@ def owned_run(client: MlflowClient, experiment_id: str, started: float | None = 
 
 
 def test_runs_elsewhere_fail_when_their_heartbeat_stops_and_live_ones_stay(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
     experiment_id = client.create_experiment("liveness")
     now = time.time()
     stale_beat = f"{now - liveness.MISSED_BEATS * liveness.HEARTBEAT_SECONDS - 5:.0f}"
-    elsewhere = {liveness.HOST: "another-node", liveness.PID: "4242", liveness.STARTED: "1.00"}
+    elsewhere = {names.HOST: "another-node", names.PID: "4242", names.PROCESS_STARTED: "1.00"}
     an_hour_ago = now - 3600
     silent = owned_run(
-        client, experiment_id, an_hour_ago, **elsewhere, **{liveness.HEARTBEAT: stale_beat}
+        client, experiment_id, an_hour_ago, **elsewhere, **{names.HEARTBEAT: stale_beat}
     )
     beating = owned_run(
-        client, experiment_id, an_hour_ago, **elsewhere, **{liveness.HEARTBEAT: f"{now:.0f}"}
+        client, experiment_id, an_hour_ago, **elsewhere, **{names.HEARTBEAT: f"{now:.0f}"}
     )
     just_started = owned_run(client, experiment_id, **elsewhere)  # before its first beat
     here_alive = owned_run(client, experiment_id, **liveness.owner_tags())
     untagged = owned_run(client, experiment_id)  # made before owners were recorded
 
-    assert liveness.fail_dead_runs(client) == [silent]
+    assert liveness.fail_dead_runs(uri, now=True) == [silent]
 
     assert client.get_run(silent).info.status == "FAILED"
-    assert "sent no heartbeat" in client.get_run(silent).data.tags["rnnlab.failure"]
+    assert "sent no heartbeat" in client.get_run(silent).data.tags[names.FAILURE]
     for run_id in (beating, just_started, here_alive, untagged):
         assert client.get_run(run_id).info.status == "RUNNING"
 
 
 def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
     experiment_id = client.create_experiment("liveness")
     mine = liveness.owner_tags()
-    reused = owned_run(client, experiment_id, **{**mine, liveness.STARTED: "12.00"})
-    assert liveness.fail_dead_runs(client) == [reused]
-    assert os.getpid() == int(client.get_run(reused).data.tags[liveness.PID])
+    reused = owned_run(client, experiment_id, **{**mine, names.PROCESS_STARTED: "12.00"})
+    assert liveness.fail_dead_runs(uri, now=True) == [reused]
+    assert os.getpid() == int(client.get_run(reused).data.tags[names.PID])
 
 
 def test_the_heartbeat_tags_the_run_while_it_lives(tmp_path, monkeypatch):
@@ -123,21 +125,28 @@ def test_the_heartbeat_tags_the_run_while_it_lives(tmp_path, monkeypatch):
     run_id = owned_run(client, client.create_experiment("liveness"))
     with liveness.heartbeat(client, run_id):
         time.sleep(0.3)
-        first = float(client.get_run(run_id).data.tags[liveness.HEARTBEAT])
+        first = float(client.get_run(run_id).data.tags[names.HEARTBEAT])
         time.sleep(1.2)
-        second = float(client.get_run(run_id).data.tags[liveness.HEARTBEAT])
+        second = float(client.get_run(run_id).data.tags[names.HEARTBEAT])
     assert second > first
 
 
-def test_a_process_looks_for_dead_runs_once_a_heartbeat_per_store(tmp_path, monkeypatch):
+def test_a_process_looks_for_dead_runs_once_a_heartbeat_per_store_unless_told_now(
+    tmp_path, monkeypatch
+):
+    """Every run's start looks (at most once a beat); a grid worker that saw a claim die
+    looks now, and its look does not delay the next run's."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("liveness")
-    dead = {**liveness.owner_tags(), liveness.STARTED: "12.00"}  # this pid, another process
+    dead = {**liveness.owner_tags(), names.PROCESS_STARTED: "12.00"}  # this pid, another process
 
     first = owned_run(client, experiment_id, **dead)
-    assert liveness.fail_dead_runs_once_a_beat(uri) == [first]
+    assert liveness.fail_dead_runs(uri) == [first]
     second = owned_run(client, experiment_id, **dead)
-    assert liveness.fail_dead_runs_once_a_beat(uri) == []  # looked a moment ago
+    assert liveness.fail_dead_runs(uri) == []  # looked a moment ago
+    assert liveness.fail_dead_runs(uri, now=True) == [second]
+    third = owned_run(client, experiment_id, **dead)
+    assert liveness.fail_dead_runs(uri) == []  # still a moment after the beat's look
     monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.0)
-    assert liveness.fail_dead_runs_once_a_beat(uri) == [second]
+    assert liveness.fail_dead_runs(uri) == [third]

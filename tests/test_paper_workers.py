@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from rnnlab.experiments.claims import RUNNING, GridClaims, grid_key
 from rnnlab.experiments.grids import grid_facts
+from rnnlab.records import names
 
 # Plumbing, not learning: each point without the probe and the stored model.
 LEAN = ["probe.enabled=false", "tracking.log_model=false", "tracking.system_metrics=false"]
@@ -45,8 +46,8 @@ def kill_a_training_worker(process: subprocess.Popen, claims: GridClaims, uri: s
         experiments = [e.experiment_id for e in client.search_experiments()]
         running = client.search_runs(experiments, "attributes.status = 'RUNNING'")
         for run in running:
-            point = run.data.tags.get("rnnlab.config_hash")
-            if point in owners and "rnnlab.seed" in run.data.tags:  # past its set-up
+            point = run.data.tags.get(names.CONFIG_HASH)
+            if point in owners and names.SEED in run.data.tags:  # past its set-up
                 os.kill(owners[point], signal.SIGKILL)
                 return owners[point]
         time.sleep(0.2)
@@ -61,12 +62,12 @@ def assert_grid_complete_once(uri: str, killed_pid: int) -> None:
     runs = client.search_runs(experiments, "tags.`rnnlab.experiment` = 'smoke'")
     finished = [run for run in runs if run.info.status == "FINISHED"]
     expected = sorted(facts.config_hash for _, facts in grid_facts("smoke", LEAN))
-    assert sorted(run.data.tags["rnnlab.config_hash"] for run in finished) == expected
+    assert sorted(run.data.tags[names.CONFIG_HASH] for run in finished) == expected
     [failed] = [run for run in runs if run.info.status != "FINISHED"]
     assert failed.info.status == "FAILED"
-    reason = failed.data.tags["rnnlab.failure"]
+    reason = failed.data.tags[names.FAILURE]
     assert f"its process (pid {killed_pid} on " in reason and "died" in reason
-    assert {run.data.tags["rnnlab.device"] for run in finished} == {"CPU"}
+    assert {run.data.tags[names.DEVICE] for run in finished} == {"CPU"}
 
 
 @pytest.mark.slow

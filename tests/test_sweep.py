@@ -28,18 +28,18 @@ import yaml
 from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-from test_config import test_every_group_choice_composes_and_validates
 
-from rnnlab.config import CONF_DIR, PROJECT_ROOT, compose_config
-from rnnlab.experiments.sweep import (
-    PARENT_RUN_ATTR,
+from rnnlab.cli import sweep_and_report
+from rnnlab.config import CONF_DIR, PROJECT_ROOT, compose_config, validate
+from rnnlab.experiments.study_storage import (
     STALE_REASON,
     stale_check_lock,
     storage_for,
-    sweep,
     trials_counted,
 )
+from rnnlab.experiments.sweep import PARENT_RUN_ATTR
 from rnnlab.experiments.sweep_file import load_sweep
+from rnnlab.records import names
 from rnnlab.tasks.sentiment import SentimentTask
 from rnnlab.training.run import run
 
@@ -88,10 +88,10 @@ def assert_one_run_per_trial(study: optuna.Study, client: MlflowClient, n_trials
     assert n_trials <= trials_counted(study) <= n_trials + workers - 1
     assert all(trial.state.is_finished() for trial in trials)
     children = child_runs(client, study.user_attrs[PARENT_RUN_ATTR])
-    assert sorted(int(child.data.tags["optuna.trial"]) for child in children) == [
+    assert sorted(int(child.data.tags[names.OPTUNA_TRIAL]) for child in children) == [
         trial.number for trial in trials
     ]
-    assert {trial.user_attrs["mlflow_run_id"] for trial in trials} == {
+    assert {trial.user_attrs[names.TRIAL_RUN_ID] for trial in trials} == {
         child.info.run_id for child in children
     }
 
@@ -118,7 +118,7 @@ def finish(process: subprocess.Popen) -> str:
 @pytest.mark.slow
 def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri, tmp_path):
     spec = load_sweep(smoke_file(), [f"tracking.uri={tracking_uri}"])
-    study = sweep(spec)
+    study = sweep_and_report(spec)
     client = MlflowClient(tracking_uri)
 
     trials = study.get_trials()
@@ -127,7 +127,7 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
     assert_one_run_per_trial(study, client, n_trials=4, workers=1)
     parent_run_id = study.user_attrs[PARENT_RUN_ATTR]
     for trial in trials:
-        child = client.get_run(trial.user_attrs["mlflow_run_id"])
+        child = client.get_run(trial.user_attrs[names.TRIAL_RUN_ID])
         assert child.data.tags["mlflow.parentRunId"] == parent_run_id
         # Trials store no model and no system metrics unless the file asks (store_models).
         assert not child.outputs.model_outputs
@@ -149,13 +149,13 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
             assert epoch_scores[best_epoch - 1] == pytest.approx(trial.value)
         else:
             assert child.info.status == "KILLED"
-            assert child.data.tags["rnnlab.pruned"].startswith("Trial was pruned at epoch")
+            assert child.data.tags[names.PRUNED].startswith("Trial was pruned at epoch")
 
     parent = client.get_run(parent_run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["rnnlab.sweep"] == spec.name
+    assert parent.data.tags[names.SWEEP] == spec.name
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(study.best_value)
-    best_run = client.get_run(study.best_trial.user_attrs["mlflow_run_id"]).data.metrics
+    best_run = client.get_run(study.best_trial.user_attrs[names.TRIAL_RUN_ID]).data.metrics
     for name in ("test_accuracy", "best_epoch"):
         assert parent.data.metrics[f"best_trial.{name}"] == best_run[name]
     assert parent.data.tags["best.cell"] == study.best_params["cell"]
@@ -173,8 +173,8 @@ def test_smoke_sweep_end_to_end_and_the_winner_retrains(smoke_file, tracking_uri
     assert set(importances["param"]) == {"cell", "cell.units", "optimizer.learning_rate"}
     assert importances["importance"].sum() == pytest.approx(1.0)
 
-    # The written experiment passes the checks every shipped one does (make test after a sweep).
-    test_every_group_choice_composes_and_validates("experiment", f"{spec.name}_best")
+    # The written experiment composes and validates like a shipped one (make test after a sweep).
+    validate(compose_config([f"experiment={spec.name}_best"]))
     # The winner retrains with one command, with exactly the best trial's values.
     cfg = compose_config([f"experiment={spec.name}_best", f"tracking.uri={tracking_uri}"])
     best = study.best_params
@@ -198,7 +198,7 @@ def test_a_multi_objective_sweep_reports_its_pareto_front(smoke_file, tracking_u
         "store_models": True,
     }
     spec = load_sweep(smoke_file(**changes), [f"tracking.uri={tracking_uri}"])
-    study = sweep(spec)
+    study = sweep_and_report(spec)
     client = MlflowClient(tracking_uri)
 
     assert study.directions == [
@@ -207,7 +207,7 @@ def test_a_multi_objective_sweep_reports_its_pareto_front(smoke_file, tracking_u
     ]
     assert_one_run_per_trial(study, client, n_trials=4, workers=1)
     for trial in study.trials:
-        child = client.get_run(trial.user_attrs["mlflow_run_id"])
+        child = client.get_run(trial.user_attrs[names.TRIAL_RUN_ID])
         assert trial.values == [
             child.data.metrics["best_val_accuracy"],
             child.data.metrics["n_params"],
@@ -241,16 +241,16 @@ def test_nan_losses_fail_their_trials_with_the_reason_and_the_sweep_goes_on(
         SentimentTask, "loss", staticmethod(lambda y, p: keras.ops.mean(p) * math.nan)
     )
     spec = load_sweep(smoke_file(n_trials=2, pruner="none"), [f"tracking.uri={tracking_uri}"])
-    study = sweep(spec)
+    study = sweep_and_report(spec)
     client = MlflowClient(tracking_uri)
 
     trials = study.get_trials()
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.FAIL]
     for trial in trials:
         assert trial.user_attrs["failure"].startswith("loss became nan at epoch 1")
-        child = client.get_run(trial.user_attrs["mlflow_run_id"])
+        child = client.get_run(trial.user_attrs[names.TRIAL_RUN_ID])
         assert child.info.status == "FAILED"
-        assert child.data.tags["rnnlab.failure"].startswith("NonFiniteLossError: loss became nan")
+        assert child.data.tags[names.FAILURE].startswith("NonFiniteLossError: loss became nan")
     parent = client.get_run(study.user_attrs[PARENT_RUN_ATTR])
     assert parent.data.metrics["trials_fail"] == 2
     assert "best_val_accuracy" not in parent.data.metrics
@@ -312,7 +312,7 @@ def test_a_killed_worker_is_failed_and_retried_and_resume_loses_nothing(smoke_fi
     study = optuna.load_study(study_name=spec.name, storage=spec.storage)
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.RUNNING]
     first_value = study.trials[0].value
-    killed_run_id = study.trials[1].user_attrs["mlflow_run_id"]
+    killed_run_id = study.trials[1].user_attrs[names.TRIAL_RUN_ID]
     client = MlflowClient(uri)
     assert client.get_run(killed_run_id).info.status == "RUNNING"
 
@@ -327,7 +327,7 @@ def test_a_killed_worker_is_failed_and_retried_and_resume_loses_nothing(smoke_fi
     assert trials[1].state == TrialState.FAIL
     killed_run = client.get_run(killed_run_id)
     assert killed_run.info.status == "FAILED"
-    assert killed_run.data.tags["rnnlab.failure"] == STALE_REASON
+    assert killed_run.data.tags[names.FAILURE] == STALE_REASON
     retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 1]
     assert len(retries) == 1
     assert retries[0].state == TrialState.COMPLETE and retries[0].params == trials[1].params

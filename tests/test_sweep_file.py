@@ -105,7 +105,7 @@ def test_the_shipped_pruner_options_build_their_optuna_pruner():
     """sentiment_cells' successive-halving options must be ones Optuna's pruner accepts."""
     import optuna
 
-    from rnnlab.experiments.sweep import make_pruner
+    from rnnlab.experiments.study_storage import make_pruner
 
     pruner = make_pruner(load_sweep(PROJECT_ROOT / "sweeps" / "sentiment_cells.yaml"))
     assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)

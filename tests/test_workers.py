@@ -1,5 +1,6 @@
 """Workers on one machine: cores split, GPUs dealt round-robin (with a faked device list:
-this machine has no GPU), and LSTM and GRU routed to cuDNN where a GPU is seen."""
+this machine has no GPU), and LSTM and GRU routed to cuDNN where a GPU is seen. Launchers:
+both commands hand their workers to the launcher the table names."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import os
 import keras
 import numpy as np
 import pytest
+import yaml
 from keras import layers
+from mlflow import MlflowClient
 
-from rnnlab.experiments import workers
-from rnnlab.experiments.launchers import SlurmOptions, job_problem
+from rnnlab import cli
+from rnnlab.config import PROJECT_ROOT, ConfigError
+from rnnlab.experiments import launchers, paper, sweep, workers
+from rnnlab.experiments.launchers import LocalLauncher, SlurmOptions, job_problem, launcher_for
+from rnnlab.records import names
 from rnnlab.records.tracking import recurrence_tags
 from rnnlab.recurrence import layer as recurrence_layer
 from rnnlab.recurrence.layer import ProbedRNN
@@ -115,7 +121,7 @@ def fake_gpu(monkeypatch):
 def test_on_a_gpu_lstm_and_gru_take_cudnn(fake_gpu, native_ops, cell, route):
     layer = ProbedRNN(cell, return_sequences=True)
     layer(np.ones((2, 5, 4), "float32"), training=True)
-    assert recurrence_tags([layer])["rnnlab.recurrence"] == route
+    assert recurrence_tags([layer])[names.RECURRENCE] == route
     assert len(fake_gpu) == (route == "cudnn")
     if route == "cudnn":
         kind, kernel, options = fake_gpu[0]
@@ -128,13 +134,11 @@ def test_without_a_gpu_nothing_asks_for_cudnn(monkeypatch, native_ops):
     monkeypatch.setattr(recurrence_layer.backend, "lstm", lambda *a, **k: called.append(1))
     layer = ProbedRNN(layers.LSTMCell(3))
     layer(np.ones((2, 5, 4), "float32"))
-    assert not called and recurrence_tags([layer])["rnnlab.recurrence"] == "native"
+    assert not called and recurrence_tags([layer])[names.RECURRENCE] == "native"
     assert keras.backend.backend() == "tensorflow"
 
 
 def test_bad_slurm_options_are_one_line_errors():
-    from rnnlab.config import ConfigError
-
     with pytest.raises(ConfigError, match="unknown slurm option.*partitoin"):
         SlurmOptions.from_mapping({"partitoin": "gpu"}, "sweeps/x.yaml")
     with pytest.raises(ConfigError, match="time_minutes must be a positive integer"):
@@ -165,3 +169,78 @@ def test_a_job_without_a_result_was_cancelled_preempted_or_out_of_time(tmp_path)
     assert job_problem(EndedJob(tmp_path)) is None
     failed = EndedJob(tmp_path, RuntimeError("Traceback\n...\nValueError: bad"))
     assert job_problem(failed) == "SLURM job 17 failed: ValueError: bad"
+
+
+def test_the_local_launcher_runs_one_worker_in_this_process():
+    seen = []
+    assert LocalLauncher({}, "x").run(lambda job: seen.append((job, os.getpid())), ("j",), 1) == []
+    assert seen == [("j", os.getpid())]
+
+
+def test_slurm_options_are_checked_by_the_slurm_launcher_only():
+    """A local run ignores the SLURM flags, as it did before launchers had a table."""
+    assert isinstance(launcher_for("local", {"jobs": 0}, "x"), LocalLauncher)
+    with pytest.raises(ConfigError, match="jobs must be a positive integer, got 0"):
+        launcher_for("slurm", {"jobs": 0}, "x")
+
+
+class RecordingLauncher:
+    """A launcher that records what a command hands it and starts no worker."""
+
+    calls: list[tuple] = []
+
+    def __init__(self, settings: dict, name: str) -> None:
+        self.settings, self.name = settings, name
+
+    def run(self, target, args, workers: int) -> list[str]:
+        RecordingLauncher.calls.append((self.name, self.settings, target, args, workers))
+        return []
+
+
+@pytest.fixture
+def recording_launcher(monkeypatch):
+    """A new launcher is one class and one entry in the table: both commands then take it."""
+    monkeypatch.setitem(launchers.LAUNCHERS, "recording", RecordingLauncher)
+    RecordingLauncher.calls = []
+    return RecordingLauncher.calls
+
+
+def test_rnnlab_paper_hands_its_workers_to_the_launcher_named(tmp_path, recording_launcher):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    arguments = ["smoke", f"tracking.uri={uri}", "--launcher", "recording", "--workers", "3"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["paper", *arguments, "--jobs", "5", "--storage", f"sqlite:///{tmp_path}/c.db"])
+    assert str(exited.value) == "rnnlab: 8 point(s) left untrained: rerun the same command"
+    [(name, settings, target, args, count)] = recording_launcher
+    assert (name, settings, target, count) == ("paper-smoke", {"jobs": 5}, paper.work, 3)
+    assert (args[0].name, args[0].overrides) == ("smoke", [f"tracking.uri={uri}"])
+
+
+def test_rnnlab_sweep_takes_the_launcher_its_file_names(tmp_path, recording_launcher):
+    content = yaml.safe_load((PROJECT_ROOT / "sweeps" / "smoke.yaml").read_text())
+    content |= {
+        "study": "launched",
+        "storage": f"sqlite:///{tmp_path}/optuna.db",
+        "launcher": "recording",
+        "slurm": {"time_minutes": 5},
+    }
+    path = tmp_path / "launched.yaml"
+    path.write_text(yaml.safe_dump(content))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["sweep", str(path), f"tracking.uri={uri}", "--workers", "2", "--jobs", "4"])
+    assert str(exited.value) == "rnnlab: no trial completed; see the failures above"
+    [(name, settings, target, args, count)] = recording_launcher
+    assert (name, settings, target, count) == (
+        "sweep-launched",
+        {"time_minutes": 5, "jobs": 4},  # the file's section, the flags over it
+        sweep.work,
+        2,
+    )
+    # The CLI's report ran before the parent run ended: no trial, so only the counts.
+    [parent] = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("sentiment").experiment_id],
+        f"tags.`{names.SWEEP}` = 'launched'",
+    )
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_complete"] == 0

@@ -6,9 +6,12 @@ can fix is reported as one line (`rnnlab: ...`) instead of a traceback.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,6 +26,8 @@ from rnnlab.config import (
     validate,
     with_experiment_task_overrides,
 )
+from rnnlab.experiments.launchers import LAUNCHERS, Launcher, SlurmOptions, launcher_for
+from rnnlab.records import names
 
 # TensorFlow's C++ start-up notes drown the progress bar; its warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -59,6 +64,7 @@ examples:
 """
 
 
+USAGE_SWEEP = "`rnnlab sweep`: an Optuna study whose trials are ordinary `run(cfg, trial)` calls."
 USAGE_PAPER = (
     "Every configuration of an experiment's grid, resumably; workers on this machine, on "
     "others sharing --storage, or SLURM jobs (--launcher slurm) share the grid."
@@ -103,11 +109,96 @@ def prepare(task_names: list[str]) -> None:
         get_task(cfg.task, cfg.data_dir).prepare()
 
 
-def sweep(arguments: list[str]) -> None:
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    from rnnlab.experiments.sweep import main as sweep_main
+def add_worker_arguments(parser: argparse.ArgumentParser, storage_help: str) -> None:
+    """The flags `rnnlab sweep` and `rnnlab paper` share: how many workers, the database
+    they meet in, and where they run (a launcher, with the SLURM jobs' options)."""
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (or jobs)")
+    parser.add_argument("--storage", help=storage_help)
+    parser.add_argument(
+        "--launcher",
+        choices=tuple(LAUNCHERS),
+        default=None,
+        help="local: processes on this machine (default); slurm: one SLURM job per worker",
+    )
+    for field in dataclasses.fields(SlurmOptions):
+        flag = "--" + field.name.replace("_", "-")
+        kind = str if field.name in ("partition", "logs") else int
+        parser.add_argument(flag, type=kind, default=None, help=f"slurm: {field.name}")
 
-    sweep_main(arguments)
+
+def sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnlab sweep", description=USAGE_SWEEP)
+    parser.add_argument("file", help="sweeps/<name>.yaml, or just <name>")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every trial")
+    add_worker_arguments(parser, "Optuna storage URL; replaces the sweep file's")
+    return parser
+
+
+def paper_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnlab paper", description=USAGE_PAPER)
+    parser.add_argument("experiment", help="a name in conf/experiment/")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every point")
+    add_worker_arguments(parser, "database the workers share the grid through")
+    parser.add_argument("--no-report", action="store_true", help="only run the grid")
+    return parser
+
+
+def check_workers(options: argparse.Namespace) -> None:
+    if options.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {options.workers}")
+
+
+def chosen_launcher(
+    options: argparse.Namespace, default: str, file_settings: dict, name: str
+) -> Launcher:
+    """The launcher the flags name, else `default` (a sweep file's); its settings are the
+    file's `slurm:` section with the flags over it. Checked by the launcher that uses them."""
+    settings = dict(file_settings)
+    for field in dataclasses.fields(SlurmOptions):
+        given = getattr(options, field.name, None)
+        if given is not None:
+            settings[field.name] = given
+    return launcher_for(options.launcher or default, settings, name)
+
+
+def sweep_and_report(
+    spec, workers: int = 1, launcher: Launcher | None = None, best_folder: Path | None = None
+):
+    """Run (or resume) the sweep, then write its report to its parent run before that ends.
+
+    The best trial becomes `<best_folder>/<study>_best.yaml`, by default in conf/experiment/.
+    The report is called from here, not from experiments/: reports read experiments.
+    """
+    from rnnlab.experiments.sweep import sweep as run_sweep
+    from rnnlab.reports.sweep_report import report
+
+    folder = best_folder or CONF_DIR / "experiment"
+    return run_sweep(
+        spec,
+        workers,
+        launcher,
+        report=lambda study, client, run_id: report(study, spec, client, run_id, folder),
+    )
+
+
+def sweep(arguments: list[str]) -> None:
+    """`rnnlab sweep <file> [overrides] [--workers N] [--storage URL] [--launcher slurm]`."""
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    # The file is checked before Optuna and MLflow load: a mistake costs no start-up.
+    from rnnlab.experiments.sweep_file import load_sweep
+
+    options = sweep_parser().parse_intermixed_args(arguments)
+    check_workers(options)
+    spec = load_sweep(options.file, options.overrides)
+    if options.storage:
+        spec = dataclasses.replace(spec, storage=options.storage)
+    launcher = chosen_launcher(options, spec.launcher, spec.slurm, f"sweep-{spec.name}")
+    study = sweep_and_report(spec, options.workers, launcher)
+
+    from optuna.trial import TrialState
+
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        sys.exit("rnnlab: no trial completed; see the failures above")
 
 
 def name_and_overrides(arguments: list[str], usage: str) -> tuple[str, list[str]]:
@@ -119,35 +210,18 @@ def name_and_overrides(arguments: list[str], usage: str) -> tuple[str, list[str]
 
 
 def paper(arguments: list[str]) -> None:
-    import argparse
-
-    from rnnlab.experiments.launchers import (
-        SlurmLauncher,
-        add_launcher_arguments,
-        slurm_options_from,
-    )
-    from rnnlab.experiments.paper import run_experiment
-
-    parser = argparse.ArgumentParser(prog="rnnlab paper", description=USAGE_PAPER)
-    parser.add_argument("experiment", help="a name in conf/experiment/")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every point")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (or jobs)")
-    parser.add_argument("--storage", help="database the workers share the grid through")
-    parser.add_argument("--no-report", action="store_true", help="only run the grid")
-    add_launcher_arguments(parser)
-    options = parser.parse_intermixed_args(arguments)
+    options = paper_parser().parse_intermixed_args(arguments)
     name, overrides = name_and_overrides(
         [options.experiment, *options.overrides], "paper EXPERIMENT [overrides] [--workers N]"
     )
-    if options.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {options.workers}")
-    launcher = None
-    if options.launcher == "slurm":
-        launcher = SlurmLauncher(slurm_options_from(options), f"paper-{name}")
+    check_workers(options)
+    launcher = chosen_launcher(options, "local", {}, f"paper-{name}")
+    from rnnlab.experiments.paper import run_experiment
+
     counts = run_experiment(name, overrides, options.workers, options.storage, launcher)
     print(
         f"{counts['ran']} runs trained, {counts['skipped']} finished before and skipped, "
-        f"{counts['failed']} failed (see their rnnlab.failure tag)"
+        f"{counts['failed']} failed (see their {names.FAILURE} tag)"
     )
     if counts["left"]:
         sys.exit(f"rnnlab: {counts['left']} point(s) left untrained: rerun the same command")
@@ -179,10 +253,13 @@ def reproduce(arguments: list[str]) -> None:
 
 def stored_model_command(action):
     """Run `action(run_id, tracking_uri, rest)` with its errors as one line each."""
-    from rnnlab.tasks.datasets import DataNotPreparedError
-    from rnnlab.training.reproduce import ReproduceError
 
     def command(arguments: list[str]) -> None:
+        # Imported when the command runs, not when the table of commands is built: they
+        # load MLflow and TFDS, seconds that every other command would pay for nothing.
+        from rnnlab.tasks.datasets import DataNotPreparedError
+        from rnnlab.training.reproduce import ReproduceError
+
         overrides = [argument for argument in arguments[1:] if argument.startswith("tracking.")]
         rest = [argument for argument in arguments[1:] if argument not in overrides]
         run_id, _ = name_and_overrides(arguments[:1] + overrides, f"{action.__name__} RUN_ID")

@@ -25,14 +25,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from rnnlab.records.liveness import (
-    PID,
-    STARTED,
-    beating,
-    death_reason,
-    owner_tags,
-    process_is_alive,
-)
+from rnnlab.records import names
+from rnnlab.records.liveness import beating, death_reason, owner_tags, process_is_alive
 
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
 
@@ -118,8 +112,8 @@ class GridClaims:
         values = {
             "state": RUNNING,
             "host": socket.gethostname(),
-            "pid": owner[PID],
-            "started": owner[STARTED],
+            "pid": owner[names.PID],
+            "started": owner[names.PROCESS_STARTED],
             "heartbeat": now,
             "updated": now,
             "reason": "",
@@ -161,7 +155,7 @@ class GridClaims:
             TABLE.c.grid == self.grid,
             TABLE.c.point == point,
             TABLE.c.host == socket.gethostname(),
-            TABLE.c.pid == owner_tags()[PID],
+            TABLE.c.pid == owner_tags()[names.PID],
         )
 
     def _replace(self, claim: Claim, **values) -> bool:

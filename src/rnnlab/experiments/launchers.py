@@ -1,30 +1,66 @@
-"""Workers as SLURM jobs: `--launcher slurm` for `rnnlab sweep` and `rnnlab paper`.
+"""Where a command's workers run: a `Launcher` per place, one table from name to launcher.
 
-Each job runs one worker loop (a sweep's or a grid's), submitted through submitit, so the
-cluster's own scheduler decides where and when; rnnlab schedules nothing itself. Jobs
-coordinate as local workers do, through the study's or the grid's database, which must be
-one every node reaches (PostgreSQL on a real cluster; SQLite on a shared disk only for a
-single node). A job that is cancelled, preempted or runs out of time dies like a killed
-worker: its trial or point is failed and run again by a live job, or by the next run of
-the same command.
+`rnnlab sweep` and `rnnlab paper` both hand a worker loop to a launcher and wait for it;
+neither knows where the workers run. `local` starts processes on this machine (workers.py);
+`slurm` submits one SLURM job per worker through submitit, so the cluster's own scheduler
+decides where and when: rnnlab schedules nothing itself. Adding a place is one class with a
+`run` method and one entry in LAUNCHERS (and its name is accepted by the command line and
+by a sweep file's `launcher:` key, which read the table).
 
-The command waits for its jobs through `squeue`, not `sacct`: clusters without
+Workers coordinate through the study's or the grid's database, wherever they run, so SLURM
+jobs need one that every node reaches (PostgreSQL on a real cluster; SQLite on a shared disk
+only for a single node). A job that is cancelled, preempted or runs out of time dies like a
+killed worker: its trial or point is failed and run again by a live job, or by the next run
+of the same command.
+
+The slurm launcher waits for its jobs through `squeue`, not `sacct`: clusters without
 accounting (like the local test cluster, scripts/local_slurm.sh) have no `sacct`.
 """
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Protocol
 
 from rnnlab.config import ConfigError
 
 LOGS = Path("logs") / "slurm"  # each job's stdout and stderr: logs/slurm/<name>/<job id>_0_log.*
 POLL_SECONDS = 2.0
+
+
+class Launcher(Protocol):
+    """Runs a command's workers somewhere and waits until all have ended.
+
+    `target(*args, worker=, threads=, label=)` is one worker's loop: `worker` numbers it (a
+    sweep seeds its sampler with it), `threads` is its share of the cores (None: all of
+    them), `label` prefixes its printed lines. Problems come back as one line per worker
+    that died, so the command can say what to rerun instead of raising on the first.
+    """
+
+    def run(self, target: Callable[..., None], args: tuple, workers: int) -> list[str]: ...
+
+
+class LocalLauncher:
+    """Worker processes on this machine; a single worker runs in this process.
+
+    In this process, one worker keeps its errors as tracebacks and costs no second
+    TensorFlow start-up; several get a fresh process each (workers.py).
+    """
+
+    def __init__(self, settings: dict[str, Any], name: str) -> None:
+        del settings, name  # nothing to ask of this machine
+
+    def run(self, target: Callable[..., None], args: tuple, workers: int) -> list[str]:
+        if workers == 1:
+            target(*args)
+            return []
+        from rnnlab.experiments.workers import run_workers
+
+        return run_workers(target, args, workers)
 
 
 @dataclass(frozen=True)
@@ -56,35 +92,15 @@ class SlurmOptions:
         return options
 
 
-def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags `rnnlab sweep` and `rnnlab paper` share for where their workers run."""
-    parser.add_argument(
-        "--launcher",
-        choices=("local", "slurm"),
-        default=None,
-        help="local: processes on this machine (default); slurm: one SLURM job per worker",
-    )
-    for field in fields(SlurmOptions):
-        flag = "--" + field.name.replace("_", "-")
-        kind = str if field.name in ("partition", "logs") else int
-        parser.add_argument(flag, type=kind, default=None, help=f"slurm: {field.name}")
-
-
-def slurm_options_from(options: argparse.Namespace, base: dict | None = None) -> SlurmOptions:
-    """The sweep file's `slurm:` section (if any), with the command line's flags over it."""
-    values = dict(base or {})
-    for field in fields(SlurmOptions):
-        given = getattr(options, field.name, None)
-        if given is not None:
-            values[field.name] = given
-    return SlurmOptions.from_mapping(values, "command line")
-
-
 class SlurmLauncher:
-    """Submit `jobs` workers, report where they log, and wait until none is queued."""
+    """Submit `jobs` workers, report where they log, and wait until none is queued.
 
-    def __init__(self, options: SlurmOptions, name: str) -> None:
-        self.options = options
+    `settings` are SlurmOptions' fields (a sweep file's `slurm:` section with the command
+    line's flags over it), checked only here: a local run ignores them.
+    """
+
+    def __init__(self, settings: dict[str, Any], name: str) -> None:
+        self.options = SlurmOptions.from_mapping(settings, "command line")
         self.name = name
 
     def executor(self):
@@ -119,6 +135,19 @@ class SlurmLauncher:
             print(f"SLURM job {job.job_id}: log {job.paths.stdout}", flush=True)
         wait_until_dequeued([job.job_id for job in jobs])
         return [problem for job in jobs if (problem := job_problem(job))]
+
+
+# The one place a launcher is named: the command line's --launcher and a sweep file's
+# `launcher:` accept exactly these keys.
+LAUNCHERS: dict[str, Callable[[dict[str, Any], str], Launcher]] = {
+    "local": LocalLauncher,
+    "slurm": SlurmLauncher,
+}
+
+
+def launcher_for(kind: str, settings: dict[str, Any], name: str) -> Launcher:
+    """The launcher named `kind`; `name` names its jobs and log folder (`sweep-<study>`)."""
+    return LAUNCHERS[kind](settings, name)
 
 
 def queued_jobs() -> set[str]:

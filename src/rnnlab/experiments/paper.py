@@ -1,15 +1,15 @@
 """`rnnlab paper NAME`: every configuration of an experiment's grid, resumably, on many workers.
 
-Each point runs through `train.run`, unless its resolved config already has a FINISHED run
-in MLflow: a killed `make paper` continues where it stopped. Workers share the grid through
-claims in a database (grid_claims.py): processes on this machine (`--workers N`), the same
-command on other machines pointed at one PostgreSQL `--storage` and one MLflow server, or
-SLURM jobs (launchers.py). No point runs twice; a point whose worker died is failed in
-MLflow with the reason and trained again by a live worker, which waits for the points
-others hold until the grid is done.
+Each point runs through `training.run`, unless its resolved config already has a FINISHED
+run in MLflow: a killed `make paper` continues where it stopped. Workers share the grid
+through claims in a database (claims.py): processes on this machine (`--workers N`), the
+same command on other machines pointed at one PostgreSQL `--storage` and one MLflow
+server, or SLURM jobs (a launcher of launchers.py). No point runs twice; a point whose
+worker died is failed in MLflow with the reason and trained again by a live worker, which
+waits for the points others hold until the grid is done.
 
 Deciding what is left stays fast at thousands of runs and points: the grid's facts are
-cached (`grids.py`), and the store is read with one query (`run_index.py`).
+cached (`grids.py`), and the store is read with one query (`records/runs.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from pathlib import Path
 from rnnlab.config import compose_config
 from rnnlab.experiments.claims import FAILED, FINISHED, RUNNING, GridClaims, grid_key
 from rnnlab.experiments.grids import GridPoint, PointFacts, grid_facts
+from rnnlab.experiments.launchers import Launcher, LocalLauncher
+from rnnlab.records import names
+from rnnlab.records.liveness import fail_dead_runs
 from rnnlab.records.runs import finished_runs
 
 POLL_SECONDS = 2.0  # how often an idle worker looks at the points others are training
@@ -29,8 +32,8 @@ OTHER_STORE_CLAIMS = "sqlite:///mlruns/optuna.db"
 
 def finished_hashes(tracking_uri: str, experiment_name: str) -> set[str]:
     """Config hashes of the experiment's FINISHED runs in the store."""
-    runs = finished_runs(tracking_uri, experiment_name, tags=("rnnlab.config_hash",))
-    return {run.tags.get("rnnlab.config_hash") for run in runs}
+    runs = finished_runs(tracking_uri, experiment_name, tags=(names.CONFIG_HASH,))
+    return {run.tags.get(names.CONFIG_HASH) for run in runs}
 
 
 def default_claims_storage(tracking_uri: str) -> str:
@@ -81,7 +84,9 @@ def work(job: GridJob, worker: int = 0, threads: int | None = None, label: str =
             taken, death = claims.take(facts.config_hash, job.since, held.get(facts.config_hash))
             name = f"{label}[{number}/{len(points)}] {' '.join(point.axes)}"
             if death:
-                fail_dead_runs_now(uri)
+                # The dead worker's MLflow run is failed with its reason before its point
+                # runs again: now, not at most once a heartbeat as a run's start does.
+                fail_dead_runs(uri, now=True)
                 print(f"{name}: {death}", flush=True)
             if taken:
                 train_point(claims, facts.config_hash, [*point.overrides, *job.overrides], name)
@@ -103,15 +108,6 @@ def work(job: GridJob, worker: int = 0, threads: int | None = None, label: str =
             print(f"{label}waiting for {len(others)} point(s) other workers train", flush=True)
             waiting_said = True
         time.sleep(POLL_SECONDS)
-
-
-def fail_dead_runs_now(uri: str) -> None:
-    """The dead worker's MLflow run is failed with its reason before its point runs again."""
-    from mlflow import MlflowClient
-
-    from rnnlab.records.liveness import fail_dead_runs
-
-    fail_dead_runs(MlflowClient(uri))
 
 
 def train_point(claims: GridClaims, point: str, overrides: list[str], name: str) -> None:
@@ -141,11 +137,11 @@ def run_experiment(
     extra_overrides: list[str] = (),
     workers: int = 1,
     storage: str | None = None,
-    launcher=None,
+    launcher: Launcher | None = None,
 ) -> dict[str, int]:
-    """Train every missing point of the grid on `workers` workers (here, or as jobs of the
-    launcher); returns how many this command's workers ran, how many finished before and
-    were skipped, how many failed, and how many are left (a worker died with them)."""
+    """Train every missing point of the grid on `workers` workers of the launcher (processes
+    here by default); returns how many this command's workers ran, how many finished before
+    and were skipped, how many failed, and how many are left (a worker died with them)."""
     job = GridJob(name, list(extra_overrides), storage, since=time.time())
     points = job.points()
     # Read without opening MLflow: a store not written yet has nothing finished.
@@ -157,18 +153,10 @@ def run_experiment(
         flush=True,
     )
     problems = []
-    if skipped == len(points):
-        pass
-    elif launcher is not None:
+    if skipped < len(points):
         create_store(job.tracking_uri())  # once, before workers race to create its tables
+        launcher = launcher or LocalLauncher({}, f"paper-{name}")
         problems = launcher.run(work, (job,), workers)
-    elif workers == 1:
-        work(job)
-    else:
-        from rnnlab.experiments.workers import run_workers
-
-        create_store(job.tracking_uri())
-        problems = run_workers(work, (job,), workers)
     for problem in problems:
         print(problem, flush=True)
     return count_points(job, points, skipped)

@@ -23,6 +23,7 @@ from rnnlab.config import (
     compose_many,
     group_choices,
 )
+from rnnlab.experiments.launchers import LAUNCHERS, SlurmOptions
 from rnnlab.experiments.search_algorithms import PRUNERS, SAMPLERS, missing_requirement
 
 # What a run logs once, after training, that a multi-objective sweep may trade against its
@@ -52,7 +53,7 @@ KEYS = {
     "heartbeat_seconds": "how often a running trial proves it is alive",
     "retries": "how often a trial whose worker died is retried",
     "store_models": "true stores each trial's model with its run (off: a model per trial adds up)",
-    "launcher": "local (worker processes here) or slurm (a SLURM job per worker)",
+    "launcher": "where the workers run: " + " or ".join(LAUNCHERS) + " (launchers.py)",
     "slurm": "the SLURM jobs' partition, time_minutes, cpus_per_task, gpus_per_task, jobs, logs",
 }
 PARAM_KEYS = ("choices", "low", "high", "log", "step")
@@ -237,14 +238,12 @@ class SweepFileChecker:
             costs=tuple(metrics[1:]),
             cost_directions=tuple(directions[1:]),
             store_models=self.boolean(data, "store_models", False),
-            launcher=self.choice(data, "launcher", ("local", "slurm"), "local"),
+            launcher=self.choice(data, "launcher", tuple(LAUNCHERS), "local"),
             slurm=self.slurm_options(data),
         )
 
     def slurm_options(self, data: dict) -> dict:
         """The `slurm:` section, checked here so a typo names its line."""
-        from rnnlab.experiments.launchers import SlurmOptions
-
         values = self.mapping(data, "slurm")
         try:
             SlurmOptions.from_mapping(values, "slurm")

@@ -21,8 +21,9 @@ import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 
-HOST, PID, STARTED = "rnnlab.host", "rnnlab.pid", "rnnlab.process_started"
-HEARTBEAT = "rnnlab.heartbeat"  # seconds since the epoch of the owner's last sign of life
+from rnnlab.records import names
+
+# How often an owner beats: names.HEARTBEAT holds the seconds since the epoch of its last beat.
 HEARTBEAT_SECONDS = 60.0
 MISSED_BEATS = 3  # a run elsewhere is dead after this many heartbeats are missed
 
@@ -30,20 +31,22 @@ MISSED_BEATS = 3  # a run elsewhere is dead after this many heartbeats are misse
 def owner_tags() -> dict[str, str]:
     """Who runs this process: host, pid and the process's start time (pids are reused)."""
     return {
-        HOST: socket.gethostname(),
-        PID: str(os.getpid()),
-        STARTED: f"{psutil.Process().create_time():.2f}",
+        names.HOST: socket.gethostname(),
+        names.PID: str(os.getpid()),
+        names.PROCESS_STARTED: f"{psutil.Process().create_time():.2f}",
     }
 
 
 def owner_is_alive(run: Run, now: float) -> bool | None:
     """True or False where the tags tell; None for runs that predate owner tags."""
     tags = run.data.tags
-    if HOST not in tags:
+    if names.HOST not in tags:
         return None
     # Before its first beat a run counts as beating at its start.
-    last_beat = max(float(tags.get(HEARTBEAT, 0)), run.info.start_time / 1000)
-    return process_is_alive(tags[HOST], tags[PID], tags[STARTED], last_beat, now)
+    last_beat = max(float(tags.get(names.HEARTBEAT, 0)), run.info.start_time / 1000)
+    return process_is_alive(
+        tags[names.HOST], tags[names.PID], tags[names.PROCESS_STARTED], last_beat, now
+    )
 
 
 def process_is_alive(host: str, pid: str, started: str, last_beat: float, now: float) -> bool:
@@ -71,46 +74,51 @@ def death_reason(host: str, pid: str) -> str:
     )
 
 
-def fail_dead_runs(client: MlflowClient) -> list[str]:
-    """Mark FAILED, with the reason, every RUNNING run whose process is gone; their ids."""
+_LAST_CHECK: dict[str, float] = {}  # store URI -> when this process last looked
+
+
+def fail_dead_runs(uri: str, *, now: bool = False) -> list[str]:
+    """Mark FAILED, with the reason, every RUNNING run of the store whose process is gone;
+    their ids.
+
+    Every run's start calls this, and a sweep worker or a paper grid starts many runs: a
+    death can only be told apart from a missed beat once a heartbeat anyway, and the query
+    costs each run, so by default a store is looked at once per heartbeat interval in this
+    process. `now` looks regardless: a grid worker that has just seen a point's claim die
+    fails that run before it trains the point again.
+    """
+    started = time.monotonic()
+    if not now:
+        if started - _LAST_CHECK.get(uri, -math.inf) < HEARTBEAT_SECONDS:
+            return []
+        _LAST_CHECK[uri] = started
+    client = MlflowClient(uri)
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     if not experiments:
         return []
     running = client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=10_000)
-    now = time.time()
+    seen = time.time()
     failed = []
     for run in running:
-        if owner_is_alive(run, now) is False:
+        if owner_is_alive(run, seen) is False:
             client.set_tag(
                 run.info.run_id,
-                "rnnlab.failure",
-                death_reason(run.data.tags[HOST], run.data.tags[PID]),
+                names.FAILURE,
+                death_reason(run.data.tags[names.HOST], run.data.tags[names.PID]),
             )
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
             failed.append(run.info.run_id)
     return failed
 
 
-_LAST_CHECK: dict[str, float] = {}  # store URI -> when this process last looked
-
-
-def fail_dead_runs_once_a_beat(uri: str) -> list[str]:
-    """fail_dead_runs, at most once per heartbeat interval for a store in this process.
-
-    A sweep worker or a paper grid opens the store for every run; a death can only be
-    told apart from a missed beat that often anyway, and the query costs each trial.
-    """
-    now = time.monotonic()
-    if now - _LAST_CHECK.get(uri, -math.inf) < HEARTBEAT_SECONDS:
-        return []
-    _LAST_CHECK[uri] = now
-    return fail_dead_runs(MlflowClient(uri))
+# The name records/tracking.py calls until it calls fail_dead_runs(uri) itself.
+fail_dead_runs_once_a_beat = fail_dead_runs
 
 
 @contextlib.contextmanager
 def heartbeat(client: MlflowClient, run_id: str) -> Iterator[None]:
     """Beat every HEARTBEAT_SECONDS while the block runs, so other hosts see the run alive."""
-    with beating(lambda: client.set_tag(run_id, HEARTBEAT, f"{time.time():.1f}")):
+    with beating(lambda: client.set_tag(run_id, names.HEARTBEAT, f"{time.time():.1f}")):
         yield
 
 

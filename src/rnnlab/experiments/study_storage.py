@@ -1,0 +1,152 @@
+"""The study's database: where a sweep's workers meet, and how a dead worker's trial is retried.
+
+Workers never talk to each other; they share an Optuna study in a database, with
+heartbeats, so a second machine pointed at the same PostgreSQL storage joins the same study
+and running the same command again continues it. A worker killed mid-trial stops beating:
+the next worker to ask for a trial fails it (in Optuna and in MLflow) and retries its
+parameters. SQLite does not lock rows, so the two read-then-write steps where workers race
+(failing a dead trial, claiming a waiting one) are serialized by file locks beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import optuna
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+
+from rnnlab.config import ConfigError, compose_config
+from rnnlab.experiments import search_algorithms
+from rnnlab.experiments.sweep_file import Sweep
+from rnnlab.locks import exclusive
+from rnnlab.records import names
+
+# Heartbeats and retries are "experimental" in Optuna since 2.x; they are what resume relies on.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+STALE_REASON = "its worker stopped sending heartbeats (killed?); retried as a new trial"
+
+
+def storage_for(sweep: Sweep) -> RDBStorage:
+    """The study's database, with heartbeats so trials of killed workers are failed and retried.
+
+    Optuna's journal storage has no heartbeat, hence a database even for local workers:
+    SQLite by default, PostgreSQL (`postgresql+psycopg://...`) across machines.
+    """
+    url = sweep.storage
+    engine_kwargs = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # Several workers write to one file: wait for the lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    return ClaimOnceStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=sweep.heartbeat_seconds,
+        heartbeat_stale_trial_callback=StaleTrialHandler(sweep),
+    )
+
+
+def open_study(sweep: Sweep, worker: int = 0) -> optuna.Study:
+    """Create the study or load it; each worker's sampler gets its own seed so they differ."""
+    storage = storage_for(sweep)
+    try:
+        probe = optuna.create_study(
+            study_name=sweep.name,
+            storage=storage,
+            directions=list(sweep.directions),
+            load_if_exists=True,
+        )
+    except ValueError as error:  # an existing study of the same name with other objectives
+        raise ConfigError(f"study '{sweep.name}': {error}") from None
+    # On resume, start the sampler's random stream where the finished trials left it.
+    seed = sweep.seed + 1000 * worker + len(probe.get_trials(deepcopy=False))
+    try:
+        sampler, pruner = make_sampler(sweep, seed), make_pruner(sweep)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{sweep.source}: bad sampler or pruner options: {error}") from None
+    return optuna.load_study(study_name=sweep.name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def make_sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
+    grid = {param.path: list(param.choices) for param in sweep.space if param.choices}
+    return search_algorithms.make_sampler(sweep.sampler, sweep.sampler_options, seed, grid)
+
+
+def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
+    return search_algorithms.make_pruner(sweep.pruner, sweep.pruner_options)
+
+
+@contextlib.contextmanager
+def sqlite_file_lock(storage_url: str, purpose: str) -> Iterator[None]:
+    """Serialize a read-then-write of the study's rows among workers, on SQLite.
+
+    PostgreSQL locks a row that Optuna reads for update; SQLite does not, so two workers
+    can both read a state and both act on it. Workers sharing a SQLite file share its host,
+    so a file lock beside it serializes them. Elsewhere this does nothing.
+    """
+    if not storage_url.startswith("sqlite:///"):
+        yield
+        return
+    with exclusive(Path(f"{storage_url.removeprefix('sqlite:///')}.{purpose}.lock")):
+        yield
+
+
+def stale_check_lock(sweep: Sweep) -> contextlib.AbstractContextManager[None]:
+    """One worker at a time fails a dead worker's trial: two could both queue a retry."""
+    return sqlite_file_lock(sweep.storage, "stale-check")
+
+
+class ClaimOnceStorage(RDBStorage):
+    """Optuna's database storage, where a waiting trial (a retry) starts in one worker only.
+
+    A worker claims a waiting trial by reading that it is WAITING and writing RUNNING. On
+    SQLite two workers could both read WAITING and both train the trial, each in an MLflow
+    run of its own; the claim is therefore made under a file lock.
+    """
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state != TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        with sqlite_file_lock(self.url, "claim"):
+            return super().set_trial_state_values(trial_id, state, values)
+
+
+class StaleTrialHandler:
+    """Mark a dead worker's MLflow run FAILED, then let Optuna retry the trial's params."""
+
+    def __init__(self, sweep: Sweep) -> None:
+        self.tracking_uri = compose_config(sweep.overrides).tracking.uri
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=sweep.retries)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(names.TRIAL_RUN_ID)
+        if run_id:
+            client = MlflowClient(self.tracking_uri)
+            client.set_tag(run_id, names.FAILURE, STALE_REASON)
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        print(f"trial {trial.number} FAIL: {STALE_REASON}", flush=True)
+        self.retry(study, trial)
+
+
+def trials_counted(study: optuna.Study) -> int:
+    """Trials toward n_trials: all but those whose worker died (their retry counts instead)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) for trial in trials}
+    return sum(1 for trial in trials if trial.number not in retried)
+
+
+def without_password(url: str) -> str:
+    """The storage URL fit to print and tag: a PostgreSQL password becomes ***."""
+    return make_url(url).render_as_string(hide_password=True)
