@@ -106,4 +106,4 @@ lock: ## re-pin every dependency into constraints.txt
 	$(UV) pip compile --universal --extra dev --extra docs pyproject.toml -o constraints.txt
 
 clean: ## remove the virtualenv, prepared data and Hydra outputs (keeps mlruns/)
-	rm -rf $(VENV) data outputs multirun src/rnnlab/recurrence/native/build
+	rm -rf $(VENV) data outputs multirun site src/rnnlab/recurrence/native/build
