@@ -1,6 +1,6 @@
 """What a translation training step costs with and without three of its parts: weight
 averaging (`trainer.ema_momentum`), the loss read from the softmax's scores
-(`decoding.masked_crossentropy`) rather than Keras's sparse cross-entropy, and the output
+(`seq2seq.losses.masked_crossentropy`) rather than Keras's sparse cross-entropy, and the output
 layer tied to the decoder's embeddings (`task.tied_embeddings`).
 
 The optimizer's moving average is one more read and write of every weight per step; the

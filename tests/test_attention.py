@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from decoding_checks import assert_decodes_match_teacher_forcing
+from decoding_checks import assert_decodes_match_teacher_forcing, greedy_by_hand
 
 from rnnlab.config import ConfigError
 from rnnlab.tasks import get_task
-from rnnlab.tasks.seq2seq import decoding, unknown_words
+from rnnlab.tasks.seq2seq import decoding, tokenizing, unknown_words
 from rnnlab.training.run import build_model
 
 TINY = ["task=translation", "cell.units=8", "task.embedding_dim=8", "task.attention_units=8"]
@@ -75,7 +75,7 @@ def test_greedy_decoding_with_attention_matches_teacher_forcing(compose, sentenc
     # Make [end] unlikely so that the decodes run long enough to test many steps.
     head = model.get_layer("next_token")
     kernel, bias = head.get_weights()
-    bias[vocabulary.index(decoding.END)] = -10.0
+    bias[vocabulary.index(tokenizing.END)] = -10.0
     head.set_weights([kernel, bias])
     source = task.source_vectorizer(tf.constant(sentences)).numpy()
     length = task.cfg.target_length
@@ -93,10 +93,13 @@ def test_an_unknown_attention_is_a_config_error(compose):
 def bucketed_pairs(tmp_path_factory):
     """64 translation pairs batched by length, as training sees them: each batch is as long
     as its longest sentence, a length known only when the batch arrives. Whole words are
-    dropped too, so every cell trains with word dropout on."""
+    dropped too, so every cell trains with word dropout on. Unknown words are not
+    translated, so that `predict` writes the model's own greedy decode."""
     from rnnlab.config import compose_config
 
-    cfg = compose_config([*TINY, "task.max_examples=64", "task.word_dropout=0.2"])
+    cfg = compose_config(
+        [*TINY, "task.max_examples=64", "task.word_dropout=0.2", "task.translate_unknown=false"]
+    )
     task = get_task(cfg.task, cfg.data_dir)
     return task, task.load(batch_size=16, seed=0)
 
@@ -104,6 +107,8 @@ def bucketed_pairs(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_cell_trains_with_attention(compose, bucketed_pairs, cell):
+    """One epoch trains to a finite loss, and `predict` then writes the trained model's
+    greedy decode, `[UNK]` never chosen (`task.decode_unknown=false`)."""
     task, data = bucketed_pairs
     cfg = compose(*TINY, f"cell={cell}")
     keras.utils.set_random_seed(0)
@@ -111,8 +116,13 @@ def test_every_cell_trains_with_attention(compose, bucketed_pairs, cell):
     model.compile(optimizer="adam", loss=task.loss, metrics=list(task.metrics))
     history = model.fit(data.train, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    [decoded] = task.predict(model, ["Ich habe keine Zeit."])
-    assert isinstance(decoded, str)
+    sentence = "Ich habe keine Zeit."
+    [decoded] = task.predict(model, [sentence])
+    vocabulary = task.target_vectorizer.get_vocabulary()
+    source = task.source_vectorizer(tf.constant([sentence])).numpy()
+    length = task.cfg.target_length
+    assert task.option("decode_unknown") is False
+    assert decoded == greedy_by_hand(model, source, vocabulary, length, tokenizing.UNKNOWN)[0]
 
 
 @pytest.mark.parametrize("kind", ["dot", "additive"])
@@ -130,8 +140,8 @@ def test_unknown_words_are_aligned_by_the_attention_layers_own_scores(compose, s
     inputs = keras.Model(model.inputs, [query, value, keys])
     ids = {word: index for index, word in enumerate(vocabulary)}
     for row, decode in enumerate(decodes):
-        words = [decoding.START, *decode.split()]
-        tokens = np.array([[ids.get(word, ids[decoding.UNKNOWN]) for word in words]])
+        words = [tokenizing.START, *decode.split()]
+        tokens = np.array([[ids.get(word, ids[tokenizing.UNKNOWN]) for word in words]])
         q, v, k = inputs.predict_on_batch([source[row : row + 1], tokens])
         _, scores = layer(
             [q, v, k], mask=[None, source[row : row + 1] != 0], return_attention_scores=True

@@ -10,7 +10,7 @@ from decoding_checks import assert_decodes_match_teacher_forcing
 
 from rnnlab.config import ConfigError
 from rnnlab.tasks import get_task
-from rnnlab.tasks.seq2seq import decoding, lexicon_bias
+from rnnlab.tasks.seq2seq import decoding, lexicon_bias, tokenizing
 from rnnlab.tasks.seq2seq.ding import synonyms_outside
 from rnnlab.tasks.translation import TranslationTask
 from rnnlab.training.run import build_model
@@ -145,7 +145,7 @@ def test_a_biased_model_trains_decodes_causally_and_stores_its_table(biased_task
     path = tmp_path / "biased.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, compile=False)
-    tokens = np.array([[vocabulary.index(decoding.START), 5, 6, 7]] * len(sentences))
+    tokens = np.array([[vocabulary.index(tokenizing.START), 5, 6, 7]] * len(sentences))
     np.testing.assert_allclose(
         loaded.predict_on_batch([source, tokens]),
         model.predict_on_batch([source, tokens]),
@@ -156,7 +156,7 @@ def test_a_biased_model_trains_decodes_causally_and_stores_its_table(biased_task
 def test_an_empty_table_leaves_the_plain_softmax_and_a_full_one_moves_it(biased_task):
     task, _, model = biased_model(biased_task)
     source = task.source_ids(["Ich habe keine Zeit.", "Das Wetter ist heute schön."])
-    start = task.target_vectorizer.get_vocabulary().index(decoding.START)
+    start = task.target_vectorizer.get_vocabulary().index(tokenizing.START)
     tokens = np.full((2, 1), start)
     biased = model.predict_on_batch([source, tokens])
     layer = model.get_layer("lexicon_bias")

@@ -49,6 +49,16 @@ def test_split_is_fixed_whatever_the_order_of_calls(rows):
     assert split_rows(rows) == split_rows(list(rows))
 
 
+def test_split_deals_the_snippets_every_past_run_was_tested_on(rows):
+    """The first snippet ids of each split, as the split of the first runs dealt them."""
+    firsts = {name: [row[0] for row in split[:3]] for name, split in split_rows(rows).items()}
+    assert firsts == {
+        "train": [9307, 5616, 7418],
+        "validation": [5573, 2425, 5285],
+        "test": [7012, 1284, 661],
+    }
+
+
 def test_prepared_dataset_matches_the_split(rows):
     task = SentimentTask(compose_task(), "data")
     counts = {name: info.num_examples for name, info in task.builder.info.splits.items()}

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from rnnlab.tasks import get_task
 from rnnlab.tasks.datasets import DataNotPreparedError
 from rnnlab.tasks.forecasting import ForecastingTask, split_bounds
-from rnnlab.tasks.seq2seq import decoding
+from rnnlab.tasks.seq2seq import tokenizing
 from rnnlab.training.run import run
 
 CELLS = ["simple_rnn", "lstm", "gru"]
@@ -22,19 +22,19 @@ TASKS = ["forecasting", "series_classification", "translation", "captioning"]
 TINY_MODEL = ["cell.units=8", "trainer.epochs=1"]
 
 
-def bleu(hypotheses, references, standardize=decoding.standardize) -> float:
+def bleu(hypotheses, references, standardize=tokenizing.standardize) -> float:
     """sacrebleu's corpus BLEU on the tasks' tokens (lower case, punctuation split off;
     translation reads letters beyond ASCII as letters)."""
     return sacrebleu.corpus_bleu(
-        decoding.standardized_texts(list(hypotheses), standardize),
-        [decoding.standardized_texts(list(references), standardize)],
+        tokenizing.standardized_texts(list(hypotheses), standardize),
+        [tokenizing.standardized_texts(list(references), standardize)],
     ).score
 
 
-def best_fixed_answer_bleu(train_texts, test_texts, standardize=decoding.standardize) -> float:
+def best_fixed_answer_bleu(train_texts, test_texts, standardize=tokenizing.standardize) -> float:
     """The test BLEU of the one text, of the training split's 50 most frequent, that scores
     best when answered to every training example."""
-    train = decoding.standardized_texts(list(train_texts), standardize)
+    train = tokenizing.standardized_texts(list(train_texts), standardize)
     frequent = [text for text, _ in collections.Counter(train).most_common(50)]
     best = max(frequent, key=lambda text: bleu([text] * len(train), train, standardize))
     return bleu([best] * len(test_texts), test_texts, standardize)
@@ -107,11 +107,11 @@ def test_translation_logs_bleu_and_decoded_samples(compose, tracking_uri):
         for name in ("train", "test")
     )
     test_german, test_english = ([text.decode() for text in side] for side in zip(*test))
-    copied = bleu(test_german, test_english, decoding.standardize_unicode)
+    copied = bleu(test_german, test_english, tokenizing.standardize_unicode)
     assert metrics["test_copy_bleu"] == pytest.approx(copied)
     assert metrics["test_baseline_bleu"] == pytest.approx(
         best_fixed_answer_bleu(
-            [en.decode() for _, en in train], test_english, decoding.standardize_unicode
+            [en.decode() for _, en in train], test_english, tokenizing.standardize_unicode
         )
     )
 

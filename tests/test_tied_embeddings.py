@@ -12,7 +12,7 @@ from decoding_checks import assert_decodes_match_teacher_forcing
 from test_attention import NO_DICTIONARY, translation_model
 
 from rnnlab.config import ConfigError
-from rnnlab.tasks.seq2seq import decoding
+from rnnlab.tasks.seq2seq import decoding, tokenizing
 from rnnlab.tasks.seq2seq.tied_embedding import TiedEmbedding
 
 TIED = "task.tied_embeddings=true"
@@ -89,7 +89,7 @@ def test_greedy_decoding_with_tied_embeddings_matches_teacher_forcing(compose, s
     vocabulary = task.target_vectorizer.get_vocabulary()
     words = decoder_words(model)
     bias = np.zeros(words.input_dim, dtype=np.float32)
-    bias[vocabulary.index(decoding.END)] = -10.0  # decodes long enough to test many steps
+    bias[vocabulary.index(tokenizing.END)] = -10.0  # decodes long enough to test many steps
     words.word_bias.assign(bias)
     source = task.source_vectorizer(tf.constant(sentences)).numpy()
     length = task.cfg.target_length

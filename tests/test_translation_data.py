@@ -12,7 +12,14 @@ from omegaconf import OmegaConf
 from rnnlab.config import ConfigError
 from rnnlab.tasks.base import batches
 from rnnlab.tasks.datasets import data_root
-from rnnlab.tasks.seq2seq import decoding, unknown_words
+from rnnlab.tasks.seq2seq import (
+    bleu,
+    decoding,
+    embedding_dropout,
+    losses,
+    tokenizing,
+    unknown_words,
+)
 from rnnlab.tasks.seq2seq.ding import (
     DICTIONARY,
     aligned_synonyms,
@@ -130,7 +137,7 @@ def test_whole_annotations_keep_irregular_verbs_and_glosses_with_a_semicolon(tmp
     assert split["gehen"] == "go { went"  # what the decoder wrote for "gehen" before
     assert whole == {"gehen": "go", "aufwand": "effort"}  # first synonyms only
     assert read_sentence_pairs(dictionary) == [("Geh!", "Go!")]
-    translations = ding_translations(dictionary, frozenset(), decoding.standardize_unicode, True)
+    translations = ding_translations(dictionary, frozenset(), tokenizing.standardize_unicode, True)
     assert translations["gehen"] == {"go": 1, "walk": 1}
 
 
@@ -203,7 +210,7 @@ def test_phrases_join_the_training_split_only_and_keep_the_baseline_on_sentences
 
 
 def test_subwords_spell_unseen_words_from_pieces_and_join_back_to_the_text(pairs):
-    english = decoding.standardized_texts([en for _, en in pairs[:2000]])
+    english = tokenizing.standardized_texts([en for _, en in pairs[:2000]])
     codec = SubwordCodec.learn(english, vocabulary_size=500)
     assert len({piece for text in codec.segment(english) for piece in text.split()}) <= 500
     unseen = "the unconvertible houses ' roofs were repainted ."
@@ -240,7 +247,7 @@ def test_subword_translation_reads_every_split_as_pieces_learnt_on_training(comp
 
 
 def test_standardize_lowercases_and_splits_punctuation_but_keeps_markers():
-    text = decoding.standardize(tf.constant("[start] Go, now!  [end]")).numpy().decode()
+    text = tokenizing.standardize(tf.constant("[start] Go, now!  [end]")).numpy().decode()
     assert text == "[start] go , now ! [end]"
 
 
@@ -304,7 +311,7 @@ def test_greedy_decoding_can_leave_out_unknown_words(decode_unknown, expected):
 
 
 def test_token_accuracy_ignores_padding():
-    metric = decoding.TokenAccuracy()
+    metric = losses.TokenAccuracy()
     y_true = np.array([[4, 5, 0, 0]])
     y_pred = np.eye(6)[[[4, 4, 0, 0]]]  # one of two real tokens right; padding "right" too
     metric.update_state(y_true, y_pred)
@@ -314,7 +321,7 @@ def test_token_accuracy_ignores_padding():
 def test_masked_crossentropy_ignores_padding():
     y_true = np.array([[4, 0]])
     confident = np.array([[[0.0, 0, 0, 0, 1, 0], [0.0, 0, 0, 0, 1, 0]]])
-    assert float(decoding.masked_crossentropy(y_true, confident)) == pytest.approx(0.0, abs=1e-5)
+    assert float(losses.masked_crossentropy(y_true, confident)) == pytest.approx(0.0, abs=1e-5)
 
 
 def reference_crossentropy(y_true, scores, label_smoothing=0.0):
@@ -338,7 +345,7 @@ def test_in_a_graph_the_loss_reads_the_softmax_scores_even_where_probabilities_u
     def loss_and_gradient(scores):
         with tf.GradientTape() as tape:
             tape.watch(scores)
-            loss = decoding.masked_crossentropy(
+            loss = losses.masked_crossentropy(
                 y_true, tf.nn.softmax(scores), label_smoothing=label_smoothing
             )
         return loss, tape.gradient(loss, scores)
@@ -354,12 +361,12 @@ def test_in_a_graph_the_loss_reads_the_softmax_scores_even_where_probabilities_u
 def test_label_smoothing_spreads_the_target_over_the_vocabulary_and_ignores_padding():
     y_true = np.array([[1, 0]])
     y_pred = np.array([[[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]]])  # the second step is padding
-    smoothed = float(decoding.masked_crossentropy(y_true, y_pred, label_smoothing=0.1))
+    smoothed = float(losses.masked_crossentropy(y_true, y_pred, label_smoothing=0.1))
     spread = -np.log([0.5, 0.25, 0.25]).mean()
     assert smoothed == pytest.approx(0.9 * -np.log(0.25) + 0.1 * spread, rel=1e-5)
-    assert decoding.smoothed_crossentropy(0.0) is decoding.masked_crossentropy
+    assert losses.smoothed_crossentropy(0.0) is losses.masked_crossentropy
     with pytest.raises(ConfigError, match="label_smoothing"):
-        decoding.smoothed_crossentropy(1.0)
+        losses.smoothed_crossentropy(1.0)
 
 
 def test_translation_regularisation_and_source_vocabulary_are_set_by_config(compose):
@@ -382,7 +389,7 @@ def test_translation_regularisation_and_source_vocabulary_are_set_by_config(comp
     assert {"source_embedding_dropout", "decoder_embedding_dropout"} <= names
     y_true, y_pred = np.array([[1]]), np.array([[[0.5, 0.25, 0.25]]])
     assert float(task.loss(y_true, y_pred)) == pytest.approx(
-        float(decoding.masked_crossentropy(y_true, y_pred, label_smoothing=0.1))
+        float(losses.masked_crossentropy(y_true, y_pred, label_smoothing=0.1))
     )
 
 
@@ -391,20 +398,22 @@ def test_a_config_stored_before_the_newer_keys_means_what_its_run_did(compose):
     old = OmegaConf.create({k: v for k, v in stored.items() if k not in STORED_BEFORE})
     task = TranslationTask(old, "data")
     assert {key: task.option(key) for key in STORED_BEFORE} == STORED_BEFORE
-    assert task.loss is decoding.masked_crossentropy
+    assert task.loss is losses.masked_crossentropy
 
 
 def test_bleu_is_100_for_a_perfect_decode_and_low_for_a_wrong_one():
     references = ["the cat sat on the mat .", "shoot !"]
-    assert decoding.corpus_bleu(references, references) == pytest.approx(100.0)
-    assert decoding.corpus_bleu(["a dog .", "run !"], references) < 10
+    assert bleu.corpus_bleu(references, references) == pytest.approx(100.0)
+    assert bleu.corpus_bleu(["a dog .", "run !"], references) < 10
 
 
 def test_teacher_forcing_starts_with_start_and_targets_end():
-    vectorizer = decoding.target_vectorizer(
+    vectorizer = tokenizing.target_vectorizer(
         tf.data.Dataset.from_tensor_slices(["Hello world."]), vocabulary_size=50, length=5
     )
-    decoder_tokens, next_tokens = decoding.teacher_forcing(vectorizer, tf.constant("Hello world."))
+    decoder_tokens, next_tokens = tokenizing.teacher_forcing(
+        vectorizer, tf.constant("Hello world.")
+    )
     vocabulary = vectorizer.get_vocabulary()
     decoder_words = [vocabulary[i] for i in decoder_tokens.numpy()]
     # As long as the text: batches pad to their longest (the vectorizer pads to 6).
@@ -415,7 +424,7 @@ def test_teacher_forcing_starts_with_start_and_targets_end():
 def test_the_fixed_answer_baseline_prefers_a_text_with_4_grams_to_the_most_frequent():
     train = ["Yes!"] * 3 + ["The cat sat on the mat."] * 2 + ["The cat sat on a hat."]
     test = ["the cat sat on the mat today .", "yes !"]
-    baseline = decoding.best_constant_baseline(train, test)["baseline_bleu"]
+    baseline = bleu.best_constant_baseline(train, test)["baseline_bleu"]
     chosen = sacrebleu.corpus_bleu(["the cat sat on the mat ."] * 2, [test]).score
     assert baseline == pytest.approx(chosen) and chosen > 0
     assert sacrebleu.corpus_bleu(["yes !"] * 2, [test]).score == 0.0  # no 4-grams
@@ -423,8 +432,8 @@ def test_the_fixed_answer_baseline_prefers_a_text_with_4_grams_to_the_most_frequ
 
 def test_the_copy_floor_scores_the_source_as_the_translation():
     same = ["Berlin, 1990: Tokio, Paris, Rom."]
-    assert decoding.copy_bleu(same, same)["copy_bleu"] == pytest.approx(100.0)
-    only_the_full_stop = decoding.copy_bleu(["Ich bin müde."], ["I am tired."])["copy_bleu"]
+    assert bleu.copy_bleu(same, same)["copy_bleu"] == pytest.approx(100.0)
+    only_the_full_stop = bleu.copy_bleu(["Ich bin müde."], ["I am tired."])["copy_bleu"]
     assert 0.0 < only_the_full_stop < 10.0
 
 
@@ -508,7 +517,7 @@ def test_a_beam_on_a_certain_model_agrees_with_greedy_and_a_bad_beam_is_a_config
 
 def test_word_dropout_drops_whole_tokens_and_only_in_training():
     inputs = keras.Input(shape=(None, 8))
-    model = keras.Model(inputs, decoding.embedding_dropouts(inputs, 0.0, 0.5, "source"))
+    model = keras.Model(inputs, embedding_dropout.embedding_dropouts(inputs, 0.0, 0.5, "source"))
     ones = np.ones((4, 100, 8), dtype="float32")
     dropped = np.asarray(model(ones, training=True))
     per_token = dropped.min(axis=-1), dropped.max(axis=-1)

@@ -45,6 +45,10 @@ class AddingTask(SyntheticTask):
         total = layers.Dense(1, name="sum")(recurrent(steps))
         return keras.Model(steps, total, name="adding")
 
-    def evaluate_extra(self, model: keras.Model, data: TaskData):
+    def evaluate_extra(
+        self, model: keras.Model, data: TaskData
+    ) -> tuple[dict[str, float], dict[str, str]]:
         """The trivial baseline on the same test examples: always predict 1."""
+        if self.test_split is None:
+            raise ValueError("the adding problem's test split is made by load: call it first")
         return {"baseline_loss": float(np.mean((self.test_split[1] - 1.0) ** 2))}, {}

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import keras
 import numpy as np
@@ -16,6 +16,9 @@ import tensorflow_datasets as tfds
 
 from rnnlab.config import ConfigError
 from rnnlab.tasks import datasets
+
+if TYPE_CHECKING:  # only a type: the recurrence loads with the model, not with the data
+    from rnnlab.recurrence.stack import RecurrentStack
 
 
 class NoPredictError(ConfigError):
@@ -35,19 +38,35 @@ class Task(Protocol):
     """Everything `train.run`, `rnnlab evaluate` and `rnnlab predict` use of a task.
 
     A task knows its data and the model's ends (inputs, outputs); the cell in the middle
-    comes from the config. `TaskDefaults` gives the optional parts a default.
+    comes from the config. `TaskDefaults` gives the optional parts a default, and every
+    task derives from it, so a type checker holds each task's methods to these.
     """
 
-    cfg: Any
-    loss: Any  # a Keras loss (name or function)
-    metrics: Sequence  # Keras metrics beyond the loss
+    cfg: Any  # the `task` config group
     has_decoder: bool  # True: build_model also takes a `decoder` stack of the cell
 
-    def prepare(self) -> None: ...
+    @property
+    def loss(self) -> Any:
+        """A Keras loss: its name, or a function of (targets, predictions)."""
+        ...
 
-    def load(self, batch_size: int, seed: int) -> TaskData: ...
+    @property
+    def metrics(self) -> Sequence:
+        """Keras metrics beyond the loss (names or metric objects)."""
+        ...
 
-    def build_model(self, recurrent, **stacks) -> keras.Model: ...
+    def prepare(self) -> None:
+        """Fetch and build the task's data set (`rnnlab prepare`); generated data: nothing."""
+        ...
+
+    def load(self, batch_size: int, seed: int) -> TaskData:
+        """The batched splits, with what `build_model` and `predict` need (vocabularies)."""
+        ...
+
+    def build_model(self, recurrent: RecurrentStack) -> keras.Model:
+        """The model around `recurrent`, a stack of the configured cell. A task with
+        `has_decoder` also takes `decoder`, a second stack, for the text it writes."""
+        ...
 
     def evaluate_extra(
         self, model: keras.Model, data: TaskData
@@ -59,7 +78,9 @@ class Task(Protocol):
         """What turns a person's input into the model's, beyond the model (vocabularies)."""
         ...
 
-    def restore_inputs(self, state: dict[str, Any]) -> None: ...
+    def restore_inputs(self, state: dict[str, Any]) -> None:
+        """Take back an `input_state`, so a stored model predicts without `load`."""
+        ...
 
     def predict(self, model: keras.Model, inputs: list[str]) -> list:
         """The model's answers to raw inputs (texts, a CSV file's values)."""
@@ -73,16 +94,21 @@ class Task(Protocol):
         """Inputs `predict` takes (the stored model's input example); None: no predict."""
         ...
 
-    def dataset_record(self) -> DatasetRecord: ...
+    def dataset_record(self) -> DatasetRecord:
+        """What MLflow records as the run's data set."""
+        ...
 
 
-class TaskDefaults:
+class TaskDefaults(Task):
     """The defaults of `Task`'s optional parts: no decoder, no extra metrics, no predict."""
 
     cfg: Any
+    builder: tfds.core.DatasetBuilder  # the prepared data set, for the tasks that have one
     has_decoder = False
 
-    def evaluate_extra(self, model: keras.Model, data: TaskData):
+    def evaluate_extra(
+        self, model: keras.Model, data: TaskData
+    ) -> tuple[dict[str, float], dict[str, str]]:
         return {}, {}
 
     def input_state(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +29,12 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from rnnlab.config import ConfigError
+from rnnlab.recurrence.stack import RecurrentStack
 from rnnlab.tasks import datasets
 from rnnlab.tasks.base import TaskData, batched_task_data, deal, take_each
-from rnnlab.tasks.seq2seq import decoding
+from rnnlab.tasks.seq2seq import bleu, decoding, tokenizing
+from rnnlab.tasks.seq2seq.decoder import conditioned_decoder
+from rnnlab.tasks.seq2seq.generation_task import TextGenerationTask
 
 SPLIT_SEED = 20141106  # fixed forever: changing it changes the test set of every past run
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -202,16 +205,23 @@ class TwemojiFeatures(tfds.core.GeneratorBasedBuilder):
             )
 
 
-class CaptioningTask(decoding.TextGenerationTask):
+class CaptioningTask(TextGenerationTask):
     """A caption decoder of the chosen cell, every step seeing the projected image features."""
 
     def __init__(self, cfg: DictConfig, data_dir: str) -> None:
         self.cfg = cfg
         self.root = datasets.data_root(data_dir)
         self.builder = TwemojiFeatures(data_dir=str(self.root / "tfds"))
-        self.vectorizer: layers.TextVectorization | None = None
+        self._vectorizer: layers.TextVectorization | None = None
         self.train_captions: list[str] = []
         self.test_examples: list[tuple[np.ndarray, str, str]] = []
+
+    @property
+    def vectorizer(self) -> layers.TextVectorization:
+        """Caption -> token ids; made by `load`, from the training captions."""
+        if self._vectorizer is None:
+            raise ValueError("captioning has no vocabulary yet: call load first")
+        return self._vectorizer
 
     def prepare(self) -> None:
         datasets.prepare(self.builder, emoji_files()[1])
@@ -231,7 +241,7 @@ class CaptioningTask(decoding.TextGenerationTask):
         }
         splits = take_each(splits, self.cfg.max_examples)
         # The vocabulary comes from the training captions only: unseen words stay unseen.
-        self.vectorizer = decoding.target_vectorizer(
+        self._vectorizer = tokenizing.target_vectorizer(
             splits["train"].map(lambda _, text, __: text),
             self.cfg.vocabulary_size,
             self.cfg.target_length,
@@ -248,20 +258,20 @@ class CaptioningTask(decoding.TextGenerationTask):
         return batched_task_data(vectorized, batch_size, seed, datasets.content_hash(self.builder))
 
     def _vectorize(self, features: tf.Tensor, caption: tf.Tensor, _code_points: tf.Tensor):
-        decoder_tokens, next_tokens = decoding.teacher_forcing(self.vectorizer, caption)
+        decoder_tokens, next_tokens = tokenizing.teacher_forcing(self.vectorizer, caption)
         return (features, decoder_tokens), next_tokens
 
     def build_model(
-        self,
-        recurrent: Callable[[keras.KerasTensor], keras.KerasTensor],
-        decoder: Callable[[keras.KerasTensor], keras.KerasTensor],
+        self, recurrent: RecurrentStack, decoder: RecurrentStack | None = None
     ) -> keras.Model:
         """The encoder stack has no sequence to read here: the image conditions the decoder."""
+        if decoder is None:
+            raise ValueError("captioning writes text: build_model needs a decoder stack")
         features = keras.Input(shape=(FEATURE_SIZE,), name="image_features")
         context = layers.Dense(self.cfg.context_dim, activation="relu", name="image_context")(
             features
         )
-        tokens, probabilities = decoding.conditioned_decoder(
+        tokens, probabilities = conditioned_decoder(
             context,
             self.vectorizer.vocabulary_size(),
             self.cfg.embedding_dim,
@@ -269,7 +279,9 @@ class CaptioningTask(decoding.TextGenerationTask):
         )
         return keras.Model([features, tokens], probabilities, name="captioning")
 
-    def evaluate_extra(self, model: keras.Model, data: TaskData):
+    def evaluate_extra(
+        self, model: keras.Model, data: TaskData
+    ) -> tuple[dict[str, float], dict[str, str]]:
         """Corpus BLEU of greedy captions of the whole test split beside the trivial
         baseline's (one fixed caption, the best of the frequent training ones), and a sample."""
         references = [caption for _, caption, _ in self.test_examples]
@@ -280,6 +292,6 @@ class CaptioningTask(decoding.TextGenerationTask):
             self.cfg.target_length,
         )
         names = [f"emoji {code_points}" for _, _, code_points in self.test_examples]
-        metrics, table = decoding.score_decodes(hypotheses, names, references, self.cfg.samples)
-        metrics |= decoding.best_constant_baseline(self.train_captions, references)
+        metrics, table = bleu.score_decodes(hypotheses, names, references, self.cfg.samples)
+        metrics |= bleu.best_constant_baseline(self.train_captions, references)
         return metrics, {"test_captions.txt": table}

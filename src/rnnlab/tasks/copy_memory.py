@@ -57,5 +57,7 @@ class CopyMemoryTask(SyntheticTask):
         )
         return keras.Model(symbols, emitted, name="copy_memory")
 
-    def evaluate_extra(self, model: keras.Model, data: TaskData):
+    def evaluate_extra(
+        self, model: keras.Model, data: TaskData
+    ) -> tuple[dict[str, float], dict[str, str]]:
         return {"baseline_loss": memoryless_baseline(self.cfg.delay)}, {}

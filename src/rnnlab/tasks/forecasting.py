@@ -231,9 +231,14 @@ class ForecastingTask(TaskDefaults):
         forecast = window[:, -1, 0] + std * change[:, 0]
         return keras.Model(window, forecast, name="forecasting")
 
-    def evaluate_extra(self, model: keras.Model, data: TaskData):
+    def evaluate_extra(
+        self, model: keras.Model, data: TaskData
+    ) -> tuple[dict[str, float], dict[str, str]]:
         """Naive and seasonal naive forecasts of the same test targets, from the full series."""
-        steps, targets = self.test_windows.steps, self.test_windows.targets
+        test = self.test_windows
+        if test is None:
+            raise ValueError("forecasting's test windows are made by load: call it first")
+        steps, targets = test.steps, test.targets
         forecasts = {"naive": self.values[steps - self.cfg.horizon]}
         period = SERIES[self.cfg.series].seasonal_period
         if period is not None:
@@ -245,7 +250,7 @@ class ForecastingTask(TaskDefaults):
             metrics[f"{name}_mae"] = float(np.mean(np.abs(forecast - targets)))
             metrics[f"{name}_rmse"] = float(np.sqrt(np.mean((forecast - targets) ** 2)))
         metrics["baseline_mae"] = metrics["naive_mae"]  # the floor a report compares cells with
-        predicted = model.predict(self.test_windows.inputs, verbose=0)
+        predicted = model.predict(test.inputs, verbose=0)
         table = ["step,target,forecast,naive"] + [
             f"{step},{target:.4f},{forecast:.4f},{naive:.4f}"
             for step, target, forecast, naive in zip(

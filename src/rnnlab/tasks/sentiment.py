@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -24,6 +25,7 @@ from rnnlab.tasks.base import (
     TaskData,
     TaskDefaults,
     batched_task_data,
+    deal,
     majority_class_baseline,
     supervised_splits,
     take_each,
@@ -58,15 +60,8 @@ def read_snippets(path: Path) -> list[tuple[int, float, str]]:
 def split_rows(rows: list[tuple[int, float, str]]) -> dict[str, list[tuple[int, float, str]]]:
     """Drop neutral snippets and deal the rest into fixed train/validation/test splits."""
     polar = [row for row in rows if row[1] != 0]
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(polar))
-    train_end = int(SPLIT_FRACTIONS["train"] * len(polar))
-    validation_end = train_end + int(SPLIT_FRACTIONS["validation"] * len(polar))
-    bounds = {
-        "train": (0, train_end),
-        "validation": (train_end, validation_end),
-        "test": (validation_end, len(polar)),
-    }
-    return {split: [polar[i] for i in order[start:end]] for split, (start, end) in bounds.items()}
+    splits = deal(len(polar), SPLIT_FRACTIONS, SPLIT_SEED)
+    return {name: [polar[i] for i in indices] for name, indices in splits.items()}
 
 
 class RottenTomatoesSnippets(tfds.core.GeneratorBasedBuilder):
@@ -114,7 +109,14 @@ class SentimentTask(TaskDefaults):
         self.cfg = cfg
         self.root = datasets.data_root(data_dir)
         self.builder = RottenTomatoesSnippets(data_dir=str(self.root / "tfds"))
-        self.vectorizer: layers.TextVectorization | None = None
+        self._vectorizer: layers.TextVectorization | None = None
+
+    @property
+    def vectorizer(self) -> layers.TextVectorization:
+        """Text -> token ids; made by `load` (from the training split) or `restore_inputs`."""
+        if self._vectorizer is None:
+            raise ValueError("sentiment has no vocabulary yet: call load or restore_inputs")
+        return self._vectorizer
 
     def prepare(self) -> None:
         raw = self.root / "raw" / "sentiment"
@@ -127,7 +129,7 @@ class SentimentTask(TaskDefaults):
         splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
         splits = take_each(splits, self.cfg.max_examples)
         # The vocabulary comes from the training split only: test words stay unseen.
-        self.vectorizer = layers.TextVectorization(
+        self._vectorizer = layers.TextVectorization(
             max_tokens=self.cfg.vocabulary_size,
             output_sequence_length=self.cfg.sequence_length,
         )
@@ -151,14 +153,16 @@ class SentimentTask(TaskDefaults):
         positive = layers.Dense(1, activation="sigmoid", name="positive")(summary)
         return keras.Model(tokens, positive, name="sentiment")
 
-    def evaluate_extra(self, model: keras.Model, data: TaskData):
+    def evaluate_extra(
+        self, model: keras.Model, data: TaskData
+    ) -> tuple[dict[str, float], dict[str, str]]:
         return majority_class_baseline(data), {}
 
-    def input_state(self) -> dict:
+    def input_state(self) -> dict[str, Any]:
         return {"vocabulary": self.vectorizer.get_vocabulary()}
 
-    def restore_inputs(self, state: dict) -> None:
-        self.vectorizer = layers.TextVectorization(
+    def restore_inputs(self, state: dict[str, Any]) -> None:
+        self._vectorizer = layers.TextVectorization(
             vocabulary=state["vocabulary"], output_sequence_length=self.cfg.sequence_length
         )
 

@@ -200,5 +200,7 @@ class SeriesClassificationTask(TaskDefaults):
         classes = layers.Dense(len(ucr.classes), activation="softmax", name="classes")(summary)
         return keras.Model(series, classes, name="series_classification")
 
-    def evaluate_extra(self, model: keras.Model, data: TaskData):
+    def evaluate_extra(
+        self, model: keras.Model, data: TaskData
+    ) -> tuple[dict[str, float], dict[str, str]]:
         return majority_class_baseline(data), {}

@@ -8,13 +8,18 @@ decoding at test, scored with token accuracy and sacrebleu's corpus BLEU.
 
 `task.source=tfds:<name>` trains on a TensorFlow Datasets catalog set instead, such as
 `ted_hrlr_translate/pt_to_en` (downloaded by TFDS on first use: online machines only).
+
+This module is the task: it reads its options and ties the parts in `seq2seq/` together.
+The data set is `sentence_pairs`, the options' checks `translation_options`, the model
+`translation_model`, writing text `decoding` and `unknown_words`, scoring it `bleu`.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -23,22 +28,30 @@ import tensorflow_datasets as tfds
 from keras import layers
 from omegaconf import DictConfig
 
-from rnnlab.config import ConfigError
+from rnnlab.recurrence.stack import RecurrentStack
 from rnnlab.tasks import datasets
-from rnnlab.tasks.base import TaskData, batched_task_data, deal, supervised_splits, take_each
-from rnnlab.tasks.seq2seq import decoding, lexicon_bias, unknown_words
+from rnnlab.tasks.base import TaskData, batched_task_data, supervised_splits, take_each
+from rnnlab.tasks.seq2seq import bleu, decoding, lexicon_bias, tokenizing, unknown_words
 from rnnlab.tasks.seq2seq.ding import (
     DICTIONARY,
     dictionary_phrases,
     ding_translations,
     read_lexicon,
-    read_sentence_pairs,
+)
+from rnnlab.tasks.seq2seq.generation_task import TextGenerationTask
+from rnnlab.tasks.seq2seq.losses import smoothed_crossentropy
+from rnnlab.tasks.seq2seq.sentence_pairs import (
+    SOURCE_PACKAGE,
+    SPLIT_FRACTIONS,
+    DingSentencePairs,
+    decoded_pairs,
+    longer_side,
+    with_phrases,
 )
 from rnnlab.tasks.seq2seq.subwords import SubwordCodec
+from rnnlab.tasks.seq2seq.translation_model import encoder_decoder
+from rnnlab.tasks.seq2seq.translation_options import check_options
 
-SOURCE_PACKAGE = "trans-de-en"
-SPLIT_SEED = 19950101  # fixed forever: changing it changes the test set of every past run
-SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 # Keys newer than some stored runs; a config without them (`rnnlab evaluate`, `predict`,
 # `reproduce` of such a run) means what those runs did.
 STORED_BEFORE = {
@@ -59,122 +72,46 @@ STORED_BEFORE = {
     "length_penalty": 0.6,
     "tied_embeddings": False,
 }
-LEXICON_SOURCES = ("dictionary", "training")
-TOKENS = ("words", "subwords")
 
 
-class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
-    """TFDS builder over the dictionary file unpacked by `rnnlab prepare`."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Example sentences of trans-de-en 1.9; fixed 80/10/10 split."}
-    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `make install` (or `rnnlab prepare`) to fetch the file."
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="German-English example sentences of the Ding dictionary.",
-            features=tfds.features.Translation(languages=("de", "en")),
-            supervised_keys=("de", "en"),
-            homepage="https://dict.tu-chemnitz.de/",
-            citation="Richter, F. (1995-2023). Ding: German-English dictionary. "
-            "TU Chemnitz. Debian package trans-de-en.",
-            license="GPL-2.0-or-later",
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        pairs = read_sentence_pairs(Path(dl_manager.manual_dir) / DICTIONARY)
-        splits = deal(len(pairs), SPLIT_FRACTIONS, SPLIT_SEED)
-        return {name: self._generate_examples(pairs, indices) for name, indices in splits.items()}
-
-    def _generate_examples(self, pairs, indices) -> Iterator[tuple[int, dict]]:
-        for index in indices:
-            german, english = pairs[index]
-            yield int(index), {"de": german, "en": english}
-
-
-def decoded_pairs(split: tf.data.Dataset) -> list[tuple[str, str]]:
-    return [(german.decode(), english.decode()) for german, english in tfds.as_numpy(split)]
-
-
-def longer_side(inputs, _next_tokens) -> tf.Tensor:
-    """A pair's length for batching by length: its longer side, in tokens."""
-    source, decoder_tokens = inputs
-    return tf.maximum(tf.shape(source)[0], tf.shape(decoder_tokens)[0])
-
-
-class TranslationTask(decoding.TextGenerationTask):
+class TranslationTask(TextGenerationTask):
     """Encoder–decoder: the encoder's summary of the source conditions every decoder step."""
 
     def __init__(self, cfg: DictConfig, data_dir: str) -> None:
         self.cfg = cfg
         self.root = datasets.data_root(data_dir)
         self.builder = DingSentencePairs(data_dir=str(self.root / "tfds"))
-        self.source_vectorizer: layers.TextVectorization | None = None
-        self.target_vectorizer: layers.TextVectorization | None = None
+        self._source_vectorizer: layers.TextVectorization | None = None
+        self._target_vectorizer: layers.TextVectorization | None = None
         self.train_pairs: tf.data.Dataset | None = None
         self.test_pairs: list[tuple[str, str]] = []
         self.source_codec: SubwordCodec | None = None  # with task.tokens=subwords
         self.target_codec: SubwordCodec | None = None
-        if self.option("tokens") not in TOKENS:
-            raise ConfigError(
-                f"task.tokens must be one of {', '.join(TOKENS)}; got {self.option('tokens')!r}"
-            )
         self.lexicon: dict[str, str] | None = None  # with task.translate_unknown, on first use
-        self._check_dictionary_needs()
-        unknown_sources = set(self.option("lexicon_sources")) - set(LEXICON_SOURCES)
-        if unknown_sources or not self.option("lexicon_sources"):
-            raise ConfigError(
-                f"task.lexicon_sources must list some of {', '.join(LEXICON_SOURCES)}; "
-                f"got {list(self.option('lexicon_sources'))}"
-            )
-        for key, least in (("lexicon_bias", 0), ("beam_size", 1)):
-            value = self.option(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigError(f"task.{key} must be a whole number ≥ {least}; got {value}")
-        tied = self.option("tied_embeddings")
-        if not isinstance(tied, bool):
-            raise ConfigError(f"task.tied_embeddings must be true or false; got {tied!r}")
-        penalty = self.option("length_penalty")
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
-            raise ConfigError(f"task.length_penalty must be a number ≥ 0; got {penalty}")
-
-    def _check_dictionary_needs(self) -> None:
-        """The options that read the Ding dictionary need it, and those that read it through
-        the attention need both: one error names every option on that lacks a need."""
-        attention, ding, words = (
-            "task.attention=additive or dot",
-            "task.source=embedded (Ding)",
-            "task.tokens=words",
-        )
-        missing = {
-            attention: self.cfg.attention == "none",
-            ding: self.cfg.source != "embedded",
-            words: self.option("tokens") != "words",
-        }
-        needs = {  # option: (its value when off, what it needs)
-            "translate_unknown": ("false", (attention, ding, words)),
-            "lexicon_bias": ("0", (attention, ding, words)),
-            "dictionary_phrases": ("0", (ding,)),
-        }
-        for need in (need for need, lacking in missing.items() if lacking):
-            on = [
-                option for option, (_, its) in needs.items() if need in its and self.option(option)
-            ]
-            if on:
-                options = " and ".join(f"task.{option}" for option in on)
-                fixes = " ".join(f"task.{option}={needs[option][0]}" for option in on)
-                verb = "needs" if len(on) == 1 else "need"
-                raise ConfigError(f"{options} {verb} {need}; or set {fixes}")
+        check_options(cfg, self.option)
 
     def prepare(self) -> None:
         raw = self.root / "raw" / "translation"
         datasets.fetch_debian_package(SOURCE_PACKAGE, raw)
         datasets.prepare(self.builder, raw)
 
-    def option(self, key: str):
+    def option(self, key: str) -> Any:
         """`task.<key>` of a key in STORED_BEFORE, or what runs made before it did."""
         return self.cfg.get(key, STORED_BEFORE[key])
+
+    @property
+    def source_vectorizer(self) -> layers.TextVectorization:
+        """German text -> the encoder's token ids; made by `load` or `restore_inputs`."""
+        if self._source_vectorizer is None:
+            raise ValueError("translation has no vocabularies yet: call load or restore_inputs")
+        return self._source_vectorizer
+
+    @property
+    def target_vectorizer(self) -> layers.TextVectorization:
+        """English text -> the decoder's token ids; made by `load` or `restore_inputs`."""
+        if self._target_vectorizer is None:
+            raise ValueError("translation has no vocabularies yet: call load or restore_inputs")
+        return self._target_vectorizer
 
     def load(self, batch_size: int, seed: int) -> TaskData:
         catalog = {name: name for name in SPLIT_FRACTIONS}  # ted_hrlr_translate's are ours
@@ -190,13 +127,13 @@ class TranslationTask(decoding.TextGenerationTask):
         # Vocabularies come from the training split only: test words stay unseen.
         # The source vocabulary costs only embedding rows, the target's a wider softmax.
         # Subwords: the pieces' own vocabularies, learnt to those sizes, are taken whole.
-        self.source_vectorizer = layers.TextVectorization(
+        self._source_vectorizer = layers.TextVectorization(
             max_tokens=None if self.source_codec else self.source_vocabulary_size,
             standardize=self.standardize,
             output_sequence_length=self.cfg.source_length,
         )
-        self.source_vectorizer.adapt(splits["train"].map(lambda source, _: source).batch(1024))
-        self.target_vectorizer = decoding.target_vectorizer(
+        self._source_vectorizer.adapt(splits["train"].map(lambda source, _: source).batch(1024))
+        self._target_vectorizer = tokenizing.target_vectorizer(
             splits["train"].map(lambda _, target: target),
             None if self.target_codec else self.cfg.vocabulary_size,
             self.cfg.target_length,
@@ -209,19 +146,15 @@ class TranslationTask(decoding.TextGenerationTask):
         return batched_task_data(vectorized, batch_size, seed, data_hash, longer_side)
 
     def _with_phrases(self, sentences: tf.data.Dataset, seed: int) -> tf.data.Dataset:
-        """The training sentences and the dictionary's word groups, shuffled together once:
-        the batches' shuffle buffer is smaller than both, so appended phrases would
-        otherwise fill the end of every epoch. `task.max_examples` caps the phrases too."""
+        """The training sentences and the dictionary's word groups (`with_phrases`);
+        `task.max_examples` caps the phrases too."""
         phrases = dictionary_phrases(
             self.dictionary_path,
             frozenset(self.held_out_pairs()),
             self.option("dictionary_phrases"),
             self.option("whole_annotations"),
         )
-        pairs = decoded_pairs(sentences) + phrases[: self.cfg.max_examples]
-        order = np.random.default_rng(seed).permutation(len(pairs))
-        german, english = zip(*(pairs[index] for index in order), strict=True)
-        return tf.data.Dataset.from_tensor_slices((list(german), list(english)))
+        return with_phrases(sentences, phrases[: self.cfg.max_examples], seed)
 
     @property
     def source_vocabulary_size(self) -> int:
@@ -235,13 +168,13 @@ class TranslationTask(decoding.TextGenerationTask):
     @property
     def word_standardize(self) -> Callable:
         """With `task.unicode_words`, "schön" is one word; runs stored before it read
-        "sch ö n" (`decoding.standardize` knows only ASCII letters)."""
+        "sch ö n" (`tokenizing.standardize` knows only ASCII letters)."""
         if self.option("unicode_words"):
-            return decoding.standardize_unicode
-        return decoding.standardize
+            return tokenizing.standardize_unicode
+        return tokenizing.standardize
 
     def standardized(self, texts: list[str]) -> list[str]:
-        return decoding.standardized_texts(texts, self.word_standardize)
+        return tokenizing.standardized_texts(texts, self.word_standardize)
 
     def _segmented(self, splits: dict[str, tf.data.Dataset]) -> dict[str, tf.data.Dataset]:
         """Every split as standardized pieces, of codecs learnt on the training split."""
@@ -253,18 +186,21 @@ class TranslationTask(decoding.TextGenerationTask):
         self.source_codec = SubwordCodec.learn(
             self.standardized(german), self.source_vocabulary_size
         )
-        self.target_codec = SubwordCodec.learn(self.standardized(english), self.cfg.vocabulary_size)
+        target_codec = SubwordCodec.learn(self.standardized(english), self.cfg.vocabulary_size)
+        self.target_codec = target_codec
         return {
             name: tf.data.Dataset.from_tensor_slices(
                 (
                     self.segmented_sources(german),
-                    self.target_codec.segment(self.standardized(english)),
+                    target_codec.segment(self.standardized(english)),
                 )
             )
             for name, (german, english) in texts.items()
         }
 
     def segmented_sources(self, texts: list[str]) -> list[str]:
+        if self.source_codec is None:
+            raise ValueError("task.tokens=words: the sources are words, not pieces")
         return self.source_codec.segment(self.standardized(texts))
 
     def source_ids(self, texts: list[str]) -> np.ndarray:
@@ -274,49 +210,33 @@ class TranslationTask(decoding.TextGenerationTask):
         return self.source_vectorizer(tf.constant(texts)).numpy()
 
     def _vectorize(self, source: tf.Tensor, target: tf.Tensor):
-        decoder_tokens, next_tokens = decoding.teacher_forcing(self.target_vectorizer, target)
-        source_tokens = decoding.without_padding(self.source_vectorizer(source))
+        decoder_tokens, next_tokens = tokenizing.teacher_forcing(self.target_vectorizer, target)
+        source_tokens = tokenizing.without_padding(self.source_vectorizer(source))
         return (source_tokens, decoder_tokens), next_tokens
 
     def build_model(
-        self,
-        recurrent: Callable[[keras.KerasTensor], keras.KerasTensor],
-        decoder: Callable[[keras.KerasTensor], keras.KerasTensor],
+        self, recurrent: RecurrentStack, decoder: RecurrentStack | None = None
     ) -> keras.Model:
-        source = keras.Input(shape=(None,), dtype="int64", name="source")  # any length
-        # Index 0 is padding: the mask lets the encoder stop at each sentence's last word.
-        embedded = layers.Embedding(
-            self.source_vectorizer.vocabulary_size(), self.cfg.embedding_dim, mask_zero=True
-        )(source)
-        embedded = decoding.embedding_dropouts(
-            embedded, self.option("embedding_dropout"), self.option("word_dropout"), "source"
-        )
-        if self.cfg.attention == "none":
-            memory, context = None, recurrent(embedded)
-        else:
-            # The decoder attends over every source position; the masked mean of the
-            # encoder's outputs summarises the sentence for it (bidirectional or not).
-            memory = recurrent(embedded, return_sequences=True)
-            context = layers.GlobalAveragePooling1D(name="source_summary")(memory)
-        tokens, probabilities = decoding.conditioned_decoder(
-            context,
+        if decoder is None:
+            raise ValueError("translation writes text: build_model needs a decoder stack")
+        return encoder_decoder(
+            recurrent,
+            decoder,
+            self.source_vectorizer.vocabulary_size(),
             self.target_vectorizer.vocabulary_size(),
             self.cfg.embedding_dim,
-            decoder,
-            memory=memory,
             attention=self.cfg.attention,
             attention_units=self.cfg.attention_units,
             embedding_dropout=self.option("embedding_dropout"),
-            output_from_attention=self._lexicon_bias(source),
             word_dropout=self.option("word_dropout"),
             tied_embeddings=self.option("tied_embeddings"),
+            lexicon=self._lexicon_table(),
         )
-        return keras.Model([source, tokens], probabilities, name="translation")
 
-    def _lexicon_bias(self, source: keras.KerasTensor) -> Callable | None:
-        """Scores and attention weights -> probabilities biased by the translations of the
-        attended German words (`task.lexicon_bias`) from the `task.lexicon_sources`: the
-        Ding dictionary, and IBM Model 1 on the training pairs. None without the option."""
+    def _lexicon_table(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The `task.lexicon_bias` most probable translations of each German word, from the
+        `task.lexicon_sources`: the Ding dictionary, and IBM Model 1 on the training
+        pairs (`lexicon_bias.lexicon_table`). None without the option."""
         if not self.option("lexicon_bias"):
             return None
         source_vocabulary = self.source_vectorizer.get_vocabulary()
@@ -331,47 +251,35 @@ class TranslationTask(decoding.TextGenerationTask):
             lexicons.append(self.training_lexicon())
         specials = [0] + [
             target_vocabulary.index(token)
-            for token in (decoding.UNKNOWN, decoding.START, decoding.END)
+            for token in (tokenizing.UNKNOWN, tokenizing.START, tokenizing.END)
             if token in target_vocabulary
         ]
-        ids, probabilities = lexicon_bias.lexicon_table(
-            lexicons, specials, self.option("lexicon_bias")
-        )
-        layer = lexicon_bias.LexiconBias(
-            len(source_vocabulary), self.option("lexicon_bias"), name="lexicon_bias"
-        )
-
-        def biased(scores, weights):
-            output = layer([scores, weights, source])
-            layer.set_table(ids, probabilities)
-            return output
-
-        return biased
+        return lexicon_bias.lexicon_table(lexicons, specials, self.option("lexicon_bias"))
 
     @property
     def loss(self) -> Callable:
-        return decoding.smoothed_crossentropy(self.option("label_smoothing"))
+        return smoothed_crossentropy(self.option("label_smoothing"))
 
-    def input_state(self) -> dict:
+    def input_state(self) -> dict[str, Any]:
         state = {
             "source_vocabulary": self.source_vectorizer.get_vocabulary(),
             "target_vocabulary": self.target_vectorizer.get_vocabulary(),
         }
-        if self.source_codec:
+        if self.source_codec and self.target_codec:
             state["source_subwords"] = self.source_codec.to_state()
             state["target_subwords"] = self.target_codec.to_state()
         return state
 
-    def restore_inputs(self, state: dict) -> None:
+    def restore_inputs(self, state: dict[str, Any]) -> None:
         if "source_subwords" in state:
             self.source_codec = SubwordCodec.from_state(state["source_subwords"])
             self.target_codec = SubwordCodec.from_state(state["target_subwords"])
-        self.source_vectorizer = layers.TextVectorization(
+        self._source_vectorizer = layers.TextVectorization(
             vocabulary=state["source_vocabulary"],
             standardize=self.standardize,
             output_sequence_length=self.cfg.source_length,
         )
-        self.target_vectorizer = layers.TextVectorization(
+        self._target_vectorizer = layers.TextVectorization(
             vocabulary=state["target_vocabulary"],
             standardize=self.standardize,
             output_sequence_length=self.cfg.target_length + 1,
@@ -405,7 +313,8 @@ class TranslationTask(decoding.TextGenerationTask):
                 self.dictionary_lexicon(),
                 keep_unknown=self.option("decode_unknown"),
             )
-        return [self.join(decode) for decode in decodes] if self.join else decodes
+        join = self.join
+        return [join(decode) for decode in decodes] if join else decodes
 
     def dictionary_lexicon(self) -> dict[str, str]:
         """`read_lexicon` of the Ding file, without the lines of held-out sentences."""
@@ -428,7 +337,7 @@ class TranslationTask(decoding.TextGenerationTask):
 
     def training_lexicon(self):
         """IBM Model 1's p(e | f) over the training pairs' token ids (phrases not included)."""
-        pairs = decoded_pairs(self.train_pairs)
+        pairs = decoded_pairs(self._loaded_train_pairs())
         sources = self.source_ids([german for german, _ in pairs])
         targets = self.target_vectorizer(tf.constant([english for _, english in pairs])).numpy()
         shape = (
@@ -438,6 +347,11 @@ class TranslationTask(decoding.TextGenerationTask):
         return lexicon_bias.ibm_model1(
             [row[row > 0] for row in sources], [row[row > 0] for row in targets], shape
         )
+
+    def _loaded_train_pairs(self) -> tf.data.Dataset:
+        if self.train_pairs is None:
+            raise ValueError("translation's training pairs are read by load: call it first")
+        return self.train_pairs
 
     @property
     def dictionary_path(self) -> Path:
@@ -454,21 +368,24 @@ class TranslationTask(decoding.TextGenerationTask):
     def prediction_lines(self, inputs: list[str], answers: list[str]) -> list[str]:
         return [f"{german}  ->  {english}" for german, english in zip(inputs, answers, strict=True)]
 
-    def evaluate_extra(self, model: keras.Model, data: TaskData):
+    def evaluate_extra(
+        self, model: keras.Model, data: TaskData
+    ) -> tuple[dict[str, float], dict[str, str]]:
         """Corpus BLEU of the decodes of the whole test split beside the trivial
         baseline's (one fixed English sentence) and the German copied, and a sample of decodes."""
         sources = [source for source, _ in self.test_pairs]
         references = [target for _, target in self.test_pairs]
-        metrics, table = decoding.score_decodes(
+        metrics, table = bleu.score_decodes(
             self.predict(model, sources),
             sources,
             references,
             self.cfg.samples,
             self.word_standardize,
         )
-        train_targets = [target.decode() for _, target in tfds.as_numpy(self.train_pairs)]
-        metrics |= decoding.best_constant_baseline(
+        train_pairs = tfds.as_numpy(self._loaded_train_pairs())
+        train_targets = [target.decode() for _, target in train_pairs]
+        metrics |= bleu.best_constant_baseline(
             train_targets, references, standardize=self.word_standardize
         )
-        metrics |= decoding.copy_bleu(sources, references, self.word_standardize)
+        metrics |= bleu.copy_bleu(sources, references, self.word_standardize)
         return metrics, {"test_translations.txt": table}

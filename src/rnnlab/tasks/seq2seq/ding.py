@@ -12,10 +12,10 @@ from __future__ import annotations
 import collections
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 
-from rnnlab.tasks.seq2seq import decoding, lexicon_bias
+from rnnlab.tasks.seq2seq import lexicon_bias, tokenizing
 
 DICTIONARY = "usr/share/trans/de-en"
 ANNOTATION = re.compile(r"\{[^}]*\}|\[[^\]]*\]|<[^>]*>")  # {m}, [coll.], <Abk.>
@@ -39,7 +39,10 @@ def read_sentence_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def read_phrase_pairs(
-    path: Path, held_out: set[tuple[str, str]], min_words: int, whole_annotations: bool = False
+    path: Path,
+    held_out: Container[tuple[str, str]],
+    min_words: int,
+    whole_annotations: bool = False,
 ) -> list[tuple[str, str]]:
     """The dictionary's word-group entries ("in den Alpen :: in the Alps") of at least
     `min_words` words on both sides, for extra training pairs, without duplicates.
@@ -57,8 +60,8 @@ def read_phrase_pairs(
 
 def read_lexicon(
     path: Path,
-    held_out: set[tuple[str, str]],
-    standardize: Callable = decoding.standardize,
+    held_out: Container[tuple[str, str]],
+    standardize: Callable = tokenizing.standardize,
     glosses: bool = True,
     whole_annotations: bool = False,
 ) -> dict[str, str]:
@@ -76,7 +79,7 @@ def read_lexicon(
             if len(german.split()) == 1 and english and not is_sentence((german, english)):
                 translations[german.lower()][english.removeprefix("to ")] += 1
     germans = list(translations)
-    englishes = decoding.standardized_texts(
+    englishes = tokenizing.standardized_texts(
         [translations[german].most_common(1)[0][0] for german in germans], standardize
     )
     return {
@@ -93,7 +96,7 @@ def aligned_entries(path: Path) -> Iterator[list[tuple[str, str]]]:
 
 
 def entries_outside(
-    path: Path, held_out: set[tuple[str, str]], whole_annotations: bool = False
+    path: Path, held_out: Container[tuple[str, str]], whole_annotations: bool = False
 ) -> Iterator[list[tuple[str, str]]]:
     """`aligned_entries` of the lines that hold no held-out sentence pair."""
     for line in synonyms_outside(path, held_out, whole_annotations):
@@ -101,7 +104,7 @@ def entries_outside(
 
 
 def synonyms_outside(
-    path: Path, held_out: set[tuple[str, str]], whole_annotations: bool = False
+    path: Path, held_out: Container[tuple[str, str]], whole_annotations: bool = False
 ) -> Iterator[list[tuple[list[str], list[str]]]]:
     """`aligned_synonyms` of the lines that hold no held-out sentence pair: their entries
     were written around that sentence, so they could teach a test sentence's rare words.

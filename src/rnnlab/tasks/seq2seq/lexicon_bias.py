@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from scipy import sparse
 
-from rnnlab.tasks.seq2seq import decoding
+from rnnlab.tasks.seq2seq import tokenizing
 
 # Arthur et al.'s ε: a word no attended German word translates to loses log(1e-3) ≈ -6.9.
 EPSILON = 1e-3
@@ -29,7 +29,7 @@ GLOSS = re.compile(r"\([^)]*\)")  # "orange (fruit)": kept in sentences, not in 
 
 
 def word_translation_counts(
-    lines: Iterable[list[SubEntry]], standardize: Callable = decoding.standardize_unicode
+    lines: Iterable[list[SubEntry]], standardize: Callable = tokenizing.standardize_unicode
 ) -> dict[str, collections.Counter]:
     """German word -> how often each English word translates it, over every pair of
     one-word synonyms of the dictionary's aligned sub-entries ("Haus {n}; Zuhause {n} ::
@@ -47,8 +47,8 @@ def word_translation_counts(
     ]
     if not words:
         return {}
-    germans = decoding.standardized_texts([german for german, _ in words], standardize)
-    englishes = decoding.standardized_texts([english for _, english in words], standardize)
+    germans = tokenizing.standardized_texts([german for german, _ in words], standardize)
+    englishes = tokenizing.standardized_texts([english for _, english in words], standardize)
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for german, english in zip(germans, englishes, strict=True):
         if german and english and " " not in german and " " not in english:
@@ -67,7 +67,7 @@ def counts_matrix(
     target_ids = {word: index for index, word in enumerate(target_vocabulary)}
     rows, columns, values = [], [], []
     for row, word in enumerate(source_vocabulary):
-        if word in ("", decoding.UNKNOWN):
+        if word in ("", tokenizing.UNKNOWN):
             continue
         known = {e: n for e, n in counts.get(word, {}).items() if e in target_ids}
         if not known and word in target_ids:
@@ -92,14 +92,14 @@ def ibm_model1(
 
     Every (source word, target word) pair of a sentence is one entry of flat arrays, so
     an iteration is a few `bincount`s over about 2M entries."""
-    pair_keys, positions, position = [], [], 0
+    pair_keys, step_positions, position = [], [], 0
     for source, target in zip(sources, targets, strict=True):
         source = np.concatenate([[0], source])
         pair_keys.append(np.repeat(source, len(target)) * shape[1] + np.tile(target, len(source)))
-        positions.append(np.tile(np.arange(position, position + len(target)), len(source)))
+        step_positions.append(np.tile(np.arange(position, position + len(target)), len(source)))
         position += len(target)
     pairs, pair_of = np.unique(np.concatenate(pair_keys), return_inverse=True)
-    positions = np.concatenate(positions)
+    positions = np.concatenate(step_positions)
     source_of = pairs // shape[1]
     probability = np.ones(len(pairs))  # uniform: the first E-step counts co-occurrence
     for _ in range(iterations):

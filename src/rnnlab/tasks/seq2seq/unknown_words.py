@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from rnnlab.tasks.seq2seq.decoding import START, UNKNOWN
+from rnnlab.tasks.seq2seq.tokenizing import START, UNKNOWN
 
 
 def translate_unknown(
