@@ -234,6 +234,7 @@ def test_a_setting_of_another_group_is_no_task_key(key):
         (["task=translation", "task.beam_size=1.5"], "task.beam_size: Value '1.5'"),
         (["task=translation", "task.tied_embeddings=maybe"], "task.tied_embeddings: Value 'maybe'"),
         (["optimizer.learning_rate=-1"], "optimizer.learning_rate must be a positive number"),
+        (["+experiment_task_overrides={}"], "experiment_task_overrides is now per_task"),
     ],
 )
 def test_a_wrong_task_key_or_value_fails_in_one_line_naming_it(overrides, message):

@@ -257,3 +257,8 @@ def validate(cfg: DictConfig) -> None:
         f"optimizer.learning_rate must be a positive number, got {learning_rate}",
     )
     require(isinstance(cfg.seed, int), f"seed must be an integer, got {cfg.seed!r}")
+    require(
+        "experiment_task_overrides" not in cfg,
+        "experiment_task_overrides is now per_task, with nested keys: "
+        "per_task: {copy_memory: {task: {delay: 20}}} (see conf/experiment/smoke.yaml)",
+    )
