@@ -1,7 +1,8 @@
 // One forward and one backward pass of rnnlab's native scan kernels over a few rows of the
 // long shape (1,000 steps, 64 lanes), outside TensorFlow, for callgrind to count: see
 // scan_instructions.py, which builds and runs it. The kernels are included as source, so
-// this measures whatever recurrence_kernels.cc (or the file named by KERNELS) holds.
+// this measures whatever native/scans.cc (or the file named by KERNELS, with a checks.h
+// beside it) holds.
 #include KERNELS
 
 #include <cstdio>

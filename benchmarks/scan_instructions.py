@@ -14,7 +14,7 @@ beside `recurrence_speed.py --cells modern`. Needs valgrind (Debian: `apt-get in
 valgrind`) and a C++ compiler.
 
     .venv/bin/python benchmarks/scan_instructions.py
-    .venv/bin/python benchmarks/scan_instructions.py --kernels /tmp/other_version.cc
+    .venv/bin/python benchmarks/scan_instructions.py --kernels /tmp/other_version/scans.cc
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from rnnlab.recurrence.native.build import SOURCE, flag_sets, this_compiler, this_cpu
+from rnnlab.recurrence.native.build import SOURCE_DIRECTORY, flag_sets, this_compiler, this_cpu
 
 DRIVER = Path(__file__).with_name("scan_instructions.cc")
+SCANS = SOURCE_DIRECTORY / "scans.cc"  # the scan kernels; it includes checks.h beside it
 CELLS = ("mingru", "minlstm", "lru")
 STEPS, LANES = 1000, 64  # as in the driver
 PASSES = {"forward": "ScanForwardRow", "backward": "ScanBackwardRow"}
@@ -83,7 +84,7 @@ def count(program: Path, cell: str, rows: int, inputs: int, function: str, folde
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kernels", type=Path, default=SOURCE, help="the kernels' source")
+    parser.add_argument("--kernels", type=Path, default=SCANS, help="the scan kernels' source")
     parser.add_argument("--rows", type=int, default=4, help="batch rows counted")
     parser.add_argument("--inputs", type=int, nargs="+", default=[2, 32])
     options = parser.parse_args()

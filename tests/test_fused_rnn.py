@@ -10,7 +10,7 @@ from keras import layers
 from recurrence_checks import count_native_calls, outputs_and_gradients
 
 from rnnlab.recurrence import fused
-from rnnlab.recurrence.fused import fused_cell_kind
+from rnnlab.recurrence.cell_kinds import fused_cell_kind
 from rnnlab.recurrence.layer import ProbedRNN
 
 CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
@@ -39,15 +39,15 @@ def take_route(monkeypatch, request):
 
 def twin_layers(cell_class, **options):
     """The same weights twice: through the fused recurrence and through Keras's loop."""
-    fused = ProbedRNN(cell_class(UNITS), fused=True, **options)
+    fused_layer = ProbedRNN(cell_class(UNITS), fused=True, **options)
     keras_loop = ProbedRNN(cell_class(UNITS), fused=False, **options)
     sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=1)
-    fused(sequences)
+    fused_layer(sequences)
     keras_loop(sequences)
-    for variable in fused.trainable_variables:  # biases too: make them non-zero
+    for variable in fused_layer.trainable_variables:  # biases too: make them non-zero
         variable.assign(tf.random.normal(variable.shape, seed=2) * 0.5)
-    keras_loop.set_weights(fused.get_weights())
-    return fused, keras_loop
+    keras_loop.set_weights(fused_layer.get_weights())
+    return fused_layer, keras_loop
 
 
 def ragged_mask():
@@ -68,10 +68,10 @@ def ragged_mask():
 )
 def test_fused_matches_keras_outputs_and_gradients(cell_class, route, options, masked, take_route):
     native_calls = take_route(route)
-    fused, keras_loop = twin_layers(cell_class, **options)
+    fused_layer, keras_loop = twin_layers(cell_class, **options)
     sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=4)
     mask = ragged_mask() if masked else None
-    ours = outputs_and_gradients(fused, sequences, mask)
+    ours = outputs_and_gradients(fused_layer, sequences, mask)
     theirs = outputs_and_gradients(keras_loop, sequences, mask)
     assert len(ours) == len(theirs)
     for mine, reference in zip(ours, theirs):
@@ -85,11 +85,11 @@ def test_rows_split_unevenly_across_shards_give_the_same_result(
     cell_class, route, monkeypatch, take_route
 ):
     take_route(route)
-    fused, keras_loop = twin_layers(cell_class, return_sequences=True)
+    fused_layer, keras_loop = twin_layers(cell_class, return_sequences=True)
     sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=5)
     monkeypatch.setattr(fused, "parallel_shards", lambda: 3)  # 5 rows: 1, 2 and 2
     for mine, reference in zip(
-        outputs_and_gradients(fused, sequences, None),
+        outputs_and_gradients(fused_layer, sequences, None),
         outputs_and_gradients(keras_loop, sequences, None),
     ):
         np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)
@@ -99,7 +99,7 @@ def test_rows_split_unevenly_across_shards_give_the_same_result(
 def test_a_length_known_only_at_run_time_works(cell_class, route, take_route):
     """Series of any length: the time axis is unknown while the graph is traced."""
     take_route(route)
-    fused, keras_loop = twin_layers(cell_class, return_sequences=True)
+    fused_layer, keras_loop = twin_layers(cell_class, return_sequences=True)
     signature = [tf.TensorSpec((None, None, FEATURES)), tf.TensorSpec((None, None), tf.bool)]
     for length in (1, STEPS + 2):
         sequences = tf.random.normal((BATCH, length, FEATURES), seed=7)
@@ -108,7 +108,7 @@ def test_a_length_known_only_at_run_time_works(cell_class, route, take_route):
             tf.function(lambda s, m, layer=layer: layer(s, mask=m), input_signature=signature)(
                 sequences, mask
             )
-            for layer in (fused, keras_loop)
+            for layer in (fused_layer, keras_loop)
         )
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
@@ -116,17 +116,17 @@ def test_a_length_known_only_at_run_time_works(cell_class, route, take_route):
 @pytest.mark.parametrize("cell_class", CELLS, ids=lambda c: c.__name__)
 def test_input_dropout_uses_the_cells_own_mask(cell_class):
     """Keras draws one dropout mask per sequence; the fused path must apply that very mask."""
-    fused, _ = twin_layers(cell_class)
-    fused.cell.dropout = 0.5
+    layer, _ = twin_layers(cell_class)
+    layer.cell.dropout = 0.5
     sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=6)
-    states = fused.get_initial_state(BATCH)
-    fused._maybe_config_dropout_masks(fused.cell, sequences[:, 0, :], states)
-    kind = fused_cell_kind(fused.cell, training=True)
-    ours = fused.fused_rnn(fused, kind, sequences, states, None, training=True)
-    theirs = layers.RNN.inner_loop(fused, sequences, states, None, training=True)
-    fused._maybe_reset_dropout_masks(fused.cell)
+    states = layer.get_initial_state(BATCH)
+    layer._maybe_config_dropout_masks(layer.cell, sequences[:, 0, :], states)
+    kind = fused_cell_kind(layer.cell, training=True)
+    ours = fused.fused_rnn(layer, kind, sequences, states, None, training=True)
+    theirs = layers.RNN.inner_loop(layer, sequences, states, None, training=True)
+    layer._maybe_reset_dropout_masks(layer.cell)
     np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-4, atol=1e-5)
-    dropped = layers.RNN.inner_loop(fused, sequences, states, None, training=False)
+    dropped = layers.RNN.inner_loop(layer, sequences, states, None, training=False)
     assert not np.allclose(ours[0], dropped[0])  # the mask did something
 
 
@@ -149,12 +149,21 @@ def test_cells_the_fused_recurrence_does_not_know_take_keras_loop():
 
 
 def test_a_users_cell_still_trains_through_probed_rnn():
-    model = keras.Sequential(
-        [keras.Input((STEPS, FEATURES)), ProbedRNN(ScaledTanhCell(UNITS)), layers.Dense(1)]
-    )
+    """Keras's loop runs the cell's own maths, h_t = tanh(x_t W + h_{t-1} U + b) / 2, as
+    written out here by hand, and training lowers the loss."""
+    layer = ProbedRNN(ScaledTanhCell(UNITS))
+    model = keras.Sequential([keras.Input((STEPS, FEATURES)), layer, layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
     sequences = np.random.default_rng(0).normal(size=(16, STEPS, FEATURES)).astype("float32")
-    reference = ScaledTanhCell(UNITS)
-    history = model.fit(sequences, sequences[:, -1, :1], epochs=2, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
-    assert model.layers[0].cell.units == reference.units
+    history = model.fit(sequences, sequences[:, -1, :1], epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert layer.recurrence_routes[True] == ("keras", 1)  # not the fused recurrence
+    cell = layer.cell
+    kernel, recurrent_kernel, bias = (
+        np.asarray(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
+    )
+    h = np.zeros((len(sequences), UNITS), np.float32)
+    for t in range(STEPS):
+        h = np.tanh(sequences[:, t] @ kernel + h @ recurrent_kernel + bias) * 0.5
+    np.testing.assert_allclose(layer(sequences), h, rtol=1e-5, atol=1e-6)

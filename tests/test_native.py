@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from rnnlab.recurrence import fused, native
+from rnnlab.recurrence import cell_kinds, fused, native
 from rnnlab.recurrence.layer import ProbedRNN
 from rnnlab.recurrence.native import build
 from rnnlab.recurrence.native.build import NativeBuild
@@ -31,7 +32,11 @@ def fresh_ops():
 def build_in(directory, compiler=None) -> NativeBuild:
     """This machine's build of the real ops, kept in `directory` instead of the shared one."""
     return NativeBuild(
-        build.SOURCE, build.this_cpu(), compiler or build.this_compiler(), tf.__version__, directory
+        build.SOURCES,
+        build.this_cpu(),
+        compiler or build.this_compiler(),
+        tf.__version__,
+        directory,
     )
 
 
@@ -102,16 +107,25 @@ def test_shapes_that_disagree_are_refused_with_a_reason(native_ops):
     kernel = tf.zeros((units, 4 * units))
 
     def forward(projected, kernel=kernel, bias=none, keep=none):
-        return ops.rnnlab_lstm_forward(projected, kernel, bias, states, states, keep)
+        return ops.rnnlab_lstm_forward(
+            projected=projected,
+            recurrent_kernel=kernel,
+            recurrent_bias=bias,
+            initial_h=states,
+            initial_c=states,
+            keep=keep,
+        )
 
     projected = tf.zeros((steps, rows, 4 * units))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must be \[H, gates × H\]"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"recurrent_kernel must be \[H, gates × H\]"
+    ):
         forward(projected, kernel=tf.zeros((units, 3 * units)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="projected must be"):
         forward(tf.zeros((steps, rows, 3 * units)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="keep must be"):
         forward(projected, keep=tf.ones((steps, rows + 1, 1)))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="bias must be"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="recurrent_bias must be"):
         forward(projected, bias=tf.ones(5))
     h, c, gates = forward(projected)
     # Zero pre-activations: sigmoid gates at 1/2, candidate 0, so the states stay at zero.
@@ -120,12 +134,31 @@ def test_shapes_that_disagree_are_refused_with_a_reason(native_ops):
     assert c.shape == (steps, rows, units)
 
 
-KINDS = {"simple_rnn": fused.SIMPLE_RNN, "lstm": fused.LSTM, "gru": fused.GRU}
-FORWARD_INPUTS = ["projected", "kernel", "bias", "initial_h", "initial_c", "keep"]
+KINDS = {"simple_rnn": cell_kinds.SIMPLE_RNN, "lstm": cell_kinds.LSTM, "gru": cell_kinds.GRU}
+# The ops' inputs as REGISTER_OP names them (native/fused_cells.cc), in their order.
+FORWARD_INPUTS = [
+    *("projected", "recurrent_kernel", "recurrent_bias", "initial_h", "initial_c", "keep")
+]
 BACKWARD_INPUTS = [
-    *("records", "h", "c", "initial_h", "initial_c", "kernel"),
+    *("records", "h", "c", "initial_h", "initial_c", "recurrent_kernel"),
     *("d_h", "d_final_h", "d_final_c", "keep"),
 ]
+
+
+def input_names(op) -> list[str]:
+    """The inputs of a loaded op's Python function, which TensorFlow writes from its
+    REGISTER_OP, in order (its attributes and `name` after them)."""
+    names = list(inspect.signature(op).parameters)
+    return names[: names.index("name")]
+
+
+def test_the_ops_take_their_inputs_by_these_names_in_this_order(native_ops):
+    """The Python side calls the ops by keyword: a renamed input fails loudly, and a reordered
+    one, which positional calls would have fed the wrong tensor, changes nothing."""
+    for kind in KINDS.values():
+        assert input_names(getattr(native_ops, f"rnnlab_{kind.native}_forward")) == FORWARD_INPUTS
+        backward = getattr(native_ops, f"rnnlab_{kind.native}_backward")
+        assert input_names(backward) == BACKWARD_INPUTS
 
 
 def random_tensor(rng, *shape):
@@ -133,23 +166,31 @@ def random_tensor(rng, *shape):
 
 
 def op_arguments(ops, kind, steps=4, rows=3, units=2, seed=0):
-    """Valid random arguments for `kind`'s forward op, and for its backward op after it."""
+    """Valid random arguments for `kind`'s forward op, and for its backward op after it, by
+    input name."""
     rng = np.random.default_rng(seed)
     gates = kind.gates * units
     second_state = (rows, units) if kind.states == 2 else (0,)
     keep = tf.constant(rng.integers(0, 2, size=(steps, rows, 1)).astype(np.float32))
-    forward = [
-        random_tensor(rng, steps, rows, gates),
-        random_tensor(rng, units, gates) * 0.5,
-        random_tensor(rng, gates) if kind is fused.GRU else tf.zeros([0]),  # recurrent bias
-        random_tensor(rng, rows, units),
-        random_tensor(rng, *second_state),
-        keep,
-    ]
-    h, c, records = getattr(ops, f"rnnlab_{kind.native}_forward")(*forward)
-    upstream = [random_tensor(rng, steps, rows, units), random_tensor(rng, rows, units)]
-    backward = [records, h, c, *forward[3:5], forward[1], *upstream]
-    backward += [random_tensor(rng, *second_state), keep]
+    forward = {
+        "projected": random_tensor(rng, steps, rows, gates),
+        "recurrent_kernel": random_tensor(rng, units, gates) * 0.5,
+        "recurrent_bias": random_tensor(rng, gates) if kind is cell_kinds.GRU else tf.zeros([0]),
+        "initial_h": random_tensor(rng, rows, units),
+        "initial_c": random_tensor(rng, *second_state),
+        "keep": keep,
+    }
+    h, c, records = getattr(ops, f"rnnlab_{kind.native}_forward")(**forward)
+    backward = {
+        "records": records,
+        "h": h,
+        "c": c,
+        **{name: forward[name] for name in ("initial_h", "initial_c", "recurrent_kernel")},
+        "d_h": random_tensor(rng, steps, rows, units),
+        "d_final_h": random_tensor(rng, rows, units),
+        "d_final_c": random_tensor(rng, *second_state),
+        "keep": keep,
+    }
     return forward, backward
 
 
@@ -164,21 +205,17 @@ def one_too_many(tensor):
 def test_every_input_of_the_raw_ops_is_checked_against_the_others(native_ops, name, direction):
     kind = KINDS[name]
     forward, backward = op_arguments(native_ops, kind)
-    arguments, names = (
-        (forward, FORWARD_INPUTS) if direction == "forward" else (backward, BACKWARD_INPUTS)
-    )
+    arguments = forward if direction == "forward" else backward
     op = getattr(native_ops, f"rnnlab_{kind.native}_{direction}")
-    op(*arguments)  # the valid call runs
-    for index, input_name in enumerate(names):
-        wrong = list(arguments)
-        wrong[index] = one_too_many(arguments[index])
+    op(**arguments)  # the valid call runs
+    for input_name, tensor in arguments.items():
+        wrong = {**arguments, input_name: one_too_many(tensor)}
         with pytest.raises(tf.errors.InvalidArgumentError, match=rf"\b{input_name} must be"):
-            op(*wrong)
+            op(**wrong)
     # keep as [T, B]: as many elements as [T, B, 1], but not the layout the loop reads.
-    wrong = list(arguments)
-    wrong[names.index("keep")] = tf.squeeze(arguments[names.index("keep")], -1)
+    wrong = {**arguments, "keep": tf.squeeze(arguments["keep"], -1)}
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"keep must be \[T, B, 1\]"):
-        op(*wrong)
+        op(**wrong)
 
 
 @pytest.mark.parametrize("name", KINDS)
@@ -186,21 +223,21 @@ def test_the_backward_op_matches_differentiating_the_graph_loop(native_ops, name
     """Called directly, with random states, weights, masks and upstream gradients."""
     kind = KINDS[name]
     forward, backward = op_arguments(native_ops, kind, steps=6, rows=5, units=4, seed=3)
-    projected, kernel, bias, initial_h, initial_c, keep = forward
-    d_h, d_final_h, d_final_c = backward[6:9]
-    states = [initial_h, initial_c][: kind.states]
+    projected, kernel, bias = (
+        forward[k] for k in ("projected", "recurrent_kernel", "recurrent_bias")
+    )
+    states = [forward["initial_h"], forward["initial_c"]][: kind.states]
     monkeypatch.setattr(fused, "recurrence_ops", lambda: None)  # the graph loop
     with tf.GradientTape() as tape:
         tape.watch([projected, *states])
         biases = (bias,) if bias.shape[0] else ()
-        history, final = fused.recurrence(kind, projected, kernel, biases, states, keep)
-        upstream = [d_final_h, d_final_c][: kind.states]
-        loss = tf.reduce_sum(history * d_h) + sum(
+        history, final = fused.recurrence(kind, projected, kernel, biases, states, forward["keep"])
+        upstream = [backward["d_final_h"], backward["d_final_c"]][: kind.states]
+        loss = tf.reduce_sum(history * backward["d_h"]) + sum(
             tf.reduce_sum(f * u) for f, u in zip(final, upstream)
         )
     expected = tape.gradient(loss, [projected, *states])
-    d_projected, _, d_initial_h, d_initial_c = getattr(
-        native_ops, f"rnnlab_{kind.native}_backward"
-    )(*backward)
-    for mine, reference in zip([d_projected, d_initial_h, d_initial_c], expected):
-        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)
+    gradients = getattr(native_ops, f"rnnlab_{kind.native}_backward")(**backward)
+    mine = [gradients.d_projected, gradients.d_initial_h, gradients.d_initial_c]
+    for ours, reference in zip(mine, expected):
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)

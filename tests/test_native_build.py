@@ -6,6 +6,7 @@ real library's chain is tested in test_native.py.
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import threading
 from pathlib import Path
@@ -53,10 +54,48 @@ def compiler_calls(monkeypatch) -> list[list[str]]:
     return calls
 
 
-def tiny_build(source: Path, directory: Path, cpu: Cpu | None = None, compiler=None):
+def tiny_build(source: Path | tuple[Path, ...], directory: Path, cpu=None, compiler=None):
+    sources = source if isinstance(source, tuple) else (source,)
     return NativeBuild(
-        source, cpu or this_cpu(), compiler or build.this_compiler(), "2.x", directory / "native"
+        sources, cpu or this_cpu(), compiler or build.this_compiler(), "2.x", directory / "native"
     )
+
+
+@pytest.fixture
+def split_sources(tmp_path) -> tuple[Path, ...]:
+    """A header and two .cc files that include it, as the real ops are split."""
+    header = tmp_path / "answer.h"
+    header.write_text("inline int Answer() { return 42; }\n")
+    first, second = tmp_path / "first.cc", tmp_path / "second.cc"
+    first.write_text('#include "answer.h"\nextern "C" int rnnlab_first() { return Answer(); }\n')
+    second.write_text('#include "answer.h"\nextern "C" int rnnlab_second() { return -Answer(); }\n')
+    return header, first, second
+
+
+def test_every_source_file_is_compiled_into_the_one_library(split_sources, tmp_path):
+    built = tiny_build(split_sources, tmp_path).build([], [])
+    assert built.library is not None
+    library = ctypes.CDLL(str(built.library))
+    assert (library.rnnlab_first(), library.rnnlab_second()) == (42, -42)
+
+
+def test_a_changed_header_is_a_new_build(split_sources, tmp_path, compiler_calls):
+    """The header is never compiled on its own, but it enters the folder's hash: edit it,
+    and the library is built again rather than an old one loaded."""
+    header = split_sources[0]
+    before = tiny_build(split_sources, tmp_path).build([], [])
+    header.write_text("inline int Answer() { return 7; }\n")
+    after = tiny_build(split_sources, tmp_path).build([], [])
+    assert after.library.parent != before.library.parent
+    assert len(compiler_calls) == 2
+    assert all(str(header) not in command for command in compiler_calls)  # included, not built
+    assert ctypes.CDLL(str(after.library)).rnnlab_first() == 7
+
+
+def test_the_shipped_sources_are_all_in_the_hash():
+    """Every file beside build.py that the library is made of is a source of the build."""
+    shipped = {path.name for path in build.SOURCE_DIRECTORY.glob("*.[ch]*")}
+    assert shipped == {source.name for source in build.SOURCES}
 
 
 def test_a_rejected_first_flag_set_falls_back_to_the_next(

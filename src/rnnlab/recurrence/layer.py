@@ -21,7 +21,9 @@ import tensorflow as tf
 from keras import layers, ops
 from keras.src import backend  # lstm and gru: the cuDNN kernels Keras's layers use
 
-from rnnlab.recurrence.fused import fused_cell_kind, fused_rnn
+from rnnlab.recurrence.cell_kinds import fused_cell_kind
+from rnnlab.recurrence.fused import fused_rnn
+from rnnlab.recurrence.masks import input_dropout, padding_mask
 from rnnlab.recurrence.scan import scan_layer, scans_in_parallel
 
 
@@ -47,11 +49,8 @@ def cudnn_recurrence(layer: layers.RNN, sequences, initial_state, mask, training
     cell = layer.cell
     if type(cell) not in (layers.LSTMCell, layers.GRUCell) or cell.recurrent_dropout:
         return None
-    if isinstance(mask, list | tuple):
-        mask = mask[0]
-    if training and cell.dropout:  # one input mask for all steps, as Keras's layers do
-        keep = ops.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), axis=1)
-        sequences = sequences * ops.broadcast_to(keep, ops.shape(sequences))
+    mask = padding_mask(mask)
+    sequences = input_dropout(cell, sequences, training)
     shared = {
         "kernel": cell.kernel,
         "recurrent_kernel": cell.recurrent_kernel,

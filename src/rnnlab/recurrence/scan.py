@@ -1,17 +1,18 @@
 """A whole sequence of a linear recurrence at once: h_t = a_t ⊙ h_{t-1} + b_t for every t.
 
 A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM and the LRU
-(rnnlab.recurrence.cells) the coefficients a_t, b_t depend on the inputs only, so every step's state
-follows from prefix products and sums, which a few large ops compute:
-- rnnlab's native ops (`native_scan`), fastest by far on a CPU: input projection, gates and
-  recurrence fused, in one pass over memory each way, the rows split between the cores;
+(rnnlab.recurrence.cells) the coefficients a_t, b_t depend on the inputs only, so every
+step's state follows from prefix products and sums, which a few large ops compute:
+- rnnlab's native ops (`native_calls.native_scan`), fastest by far on a CPU: input
+  projection, gates and recurrence fused, in one pass over memory each way, the rows split
+  between the cores;
 - where they did not build, `associative_scan`: Keras's associative scan of (a, b) pairs,
   log2(T) rounds of elementwise ops, for real and complex (the LRU's) coefficients alike.
 The papers' log-space scan (cumulative sum and cumulative log-sum-exp of log a, log b) ran
 no faster here and, in float32, loses the gradient over 1,000 steps: log A_t reaches about
 -1,000, where float32 resolves 1e-4, and the bias gradients came out 10% off.
 `benchmarks/recurrence_speed.py --cells modern` measures the routes against each other and
-against the step loop (benchmarks/RESULTS.md). Masked (padded) steps keep the state:
+against the step loop (docs/results/benchmarks.md). Masked (padded) steps keep the state:
 a = 1, b = 0.
 """
 
@@ -21,8 +22,9 @@ import keras
 import tensorflow as tf
 
 from rnnlab.recurrence.cells import LinearRecurrentCell, LRUCell
-from rnnlab.recurrence.fused import zeros_for_none
+from rnnlab.recurrence.masks import input_dropout, padding_mask
 from rnnlab.recurrence.native import recurrence_ops
+from rnnlab.recurrence.native_calls import native_scan
 from rnnlab.threads import parallel_shards
 
 
@@ -59,22 +61,21 @@ def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training
     """What `layer.inner_loop` returns, for a `LinearRecurrentCell`, by a parallel scan."""
     cell = layer.cell
     keep = None
+    mask = padding_mask(mask)
     if mask is not None:
-        mask = mask[0] if isinstance(mask, list | tuple) else mask
         keep = tf.cast(mask, tf.bool)[:, :, None]
     if layer.go_backwards:  # Keras's loop returns outputs in the order it reads the steps
         sequences = tf.reverse(sequences, [1])
         keep = None if keep is None else tf.reverse(keep, [1])
     inputs = sequences  # what the readout sees, as in the cell's step
-    if training and cell.dropout:
-        # One dropout mask per sequence, the same at every step: as the step loop applies it.
-        sequences = sequences * tf.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), 1)
+    sequences = input_dropout(cell, sequences, training)
     initial = tf.cast(initial_state[0], sequences.dtype)
     ops = recurrence_ops() if sequences.dtype == tf.float32 else None
     if ops is not None and cell.native_scan is not None:
-        layer.recurrence_routes[bool(training)] = ("native_scan", parallel_shards())
+        shards = parallel_shards()
+        layer.recurrence_routes[bool(training)] = ("native_scan", shards)
         every_state = layer.return_sequences or keep is not None
-        states, final = native_scan(ops, cell, sequences, initial, keep, every_state)
+        states, final = native_scan(ops, cell, sequences, initial, keep, every_state, shards)
     elif isinstance(cell, LRUCell):
         states = _complex_states(cell, cell.project(sequences), initial, keep)
         final = states[:, -1]
@@ -124,50 +125,3 @@ def _complex_states(cell: LRUCell, parts, initial, keep):
     real, imaginary = tf.split(initial, 2, axis=-1)
     states = associative_scan(a, b, tf.complex(real, imaginary))
     return tf.cast(tf.concat([tf.math.real(states), tf.math.imag(states)], axis=-1), dtype)
-
-
-def native_scan(ops, cell: LinearRecurrentCell, sequences, initial, keep, every_state=True):
-    """(every step's state, or None if not `every_state`; the last state) by rnnlab's native
-    ops for the cell.
-
-    The ops project the inputs themselves, a few steps at a time, so no [B, T, W] tensor of
-    projected inputs is ever made; they split the rows between this process's cores. A
-    layer that reads the last state only asks for that alone: for an output nobody reads,
-    TensorFlow's graph-mode gradient hands the custom gradient a [B, T, S] tensor of zeros,
-    which cost 1.2 ms a batch at 64 × 1,000 × 64 (a tenth of minLSTM's training step).
-    """
-    forward = getattr(ops, f"rnnlab_{cell.native_scan}_forward")
-    backward = getattr(ops, f"rnnlab_{cell.native_scan}_backward")
-    nothing = tf.zeros([0], tf.float32)
-    keep = nothing if keep is None else tf.cast(keep[:, :, 0], tf.float32)
-    shards = parallel_shards()
-
-    @tf.custom_gradient
-    def run(inputs, kernel, bias, parameters, initial):
-        states = forward(inputs, kernel, bias, parameters, initial, keep, shards=shards)
-
-        def gradient(*upstream):
-            # upstream is (d_states, d_final), or (d_final,) for the last state alone; an
-            # unread output's gradient may also come as None: no [B, T, S] of zeros is
-            # made or read.
-            d_states = upstream[0] if every_state else None
-            return backward(
-                inputs,
-                kernel,
-                bias,
-                parameters,
-                states,
-                initial,
-                nothing if d_states is None else d_states,
-                zeros_for_none(upstream[-1], initial),
-                keep,
-                shards=shards,
-            )
-
-        final = states[:, -1]
-        return ((states, final) if every_state else final), gradient
-
-    bias = nothing if cell.bias is None else tf.convert_to_tensor(cell.bias)
-    parameters = tf.convert_to_tensor(cell.scan_parameters())
-    outputs = run(sequences, tf.convert_to_tensor(cell.kernel), bias, parameters, initial)
-    return outputs if every_state else (None, outputs)

@@ -17,7 +17,7 @@ from dataclasses import replace
 import tensorflow as tf
 
 from rnnlab.recurrence.native.build import (
-    SOURCE,
+    SOURCES,
     BuildResult,
     NativeBuild,
     default_directory,
@@ -30,7 +30,7 @@ SWITCH = "RNNLAB_NATIVE"
 
 def native_build() -> NativeBuild:
     """This machine's build of the ops: its CPU, compiler and TensorFlow."""
-    return NativeBuild(SOURCE, this_cpu(), this_compiler(), tf.__version__, default_directory())
+    return NativeBuild(SOURCES, this_cpu(), this_compiler(), tf.__version__, default_directory())
 
 
 @functools.cache

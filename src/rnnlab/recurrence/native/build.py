@@ -28,7 +28,10 @@ from pathlib import Path
 
 from rnnlab.locks import exclusive
 
-SOURCE = Path(__file__).with_name("recurrence_kernels.cc")
+SOURCE_DIRECTORY = Path(__file__).parent
+# Every file the library is made from. The .cc files are compiled into the one library;
+# all of them, the header too, enter the build folder's hash, so a change to any rebuilds.
+SOURCES = tuple(SOURCE_DIRECTORY / name for name in ("checks.h", "fused_cells.cc", "scans.cc"))
 LIBRARY_NAME = "recurrence_kernels.so"
 DIRECTORY_VARIABLE = "RNNLAB_NATIVE_DIR"
 INSTALL_COMPILER = "install a C++ compiler (Debian: apt-get install g++)"
@@ -109,8 +112,8 @@ def default_directory() -> Path:
     """Beside the source where it is writable (an editable install), else the user's cache."""
     if os.environ.get(DIRECTORY_VARIABLE):
         return Path(os.environ[DIRECTORY_VARIABLE])
-    beside_source = SOURCE.with_name("build")
-    if os.access(beside_source if beside_source.exists() else SOURCE.parent, os.W_OK):
+    beside_source = SOURCE_DIRECTORY / "build"
+    if os.access(beside_source if beside_source.exists() else SOURCE_DIRECTORY, os.W_OK):
         return beside_source
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "rnnlab" / "native"
@@ -131,7 +134,7 @@ class BuildResult:
 class NativeBuild:
     """One library: what it was built from and for, and where its records go."""
 
-    source: Path
+    sources: tuple[Path, ...]  # the .cc files are compiled; headers only enter the hash
     cpu: Cpu
     compiler: Compiler
     tensorflow_version: str
@@ -139,8 +142,12 @@ class NativeBuild:
 
     @property
     def folder(self) -> Path:
-        digest = hashlib.sha256(self.source.read_bytes()).hexdigest()[:12]
-        key = f"{self.source.stem}-{digest}-tf{self.tensorflow_version}-{self.compiler.slug}"
+        digest = hashlib.sha256()
+        for source in sorted(self.sources):  # a renamed file is a new build too
+            content = source.read_bytes()
+            digest.update(f"{source.name}\n{len(content)}\n".encode() + content)
+        stem = Path(LIBRARY_NAME).stem
+        key = f"{stem}-{digest.hexdigest()[:12]}-tf{self.tensorflow_version}-{self.compiler.slug}"
         return self.directory / self.cpu.slug / key
 
     @property
@@ -191,7 +198,7 @@ class NativeBuild:
                     *("-std=c++17", "-shared", "-fPIC", "-O3", *flags),
                     "-Wno-deprecated-declarations",
                     *compile_flags,
-                    str(self.source),
+                    *(str(source) for source in self.sources if source.suffix == ".cc"),
                     *("-o", str(partial)),
                     *link_flags,
                 ]
