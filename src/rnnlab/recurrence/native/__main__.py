@@ -1,5 +1,6 @@
-"""`python -m rnnlab.native [--rebuild]`: build the native ops now and say, in one line, if
-they are on (make install ends with it). Never fails: without them rnnlab runs, slower."""
+"""`python -m rnnlab.recurrence.native [--rebuild]`: build the native ops now and say, in one
+line, if they are on (make install ends with it). Never fails: without them rnnlab runs,
+slower."""
 
 import sys
 

@@ -2,14 +2,14 @@
 
 A library built with `-march=native` on one CPU may crash with an illegal instruction on
 another (a cluster's shared home folder hands it to every node), so each build lives in a
-folder named for the CPU it was built on, the source, TensorFlow and the compiler; a
+folder named for the CPU it was built on, the sources, TensorFlow and the compiler; a
 process only ever looks in the folder of the CPU it runs on.
 
 Some flag sets fail on some CPUs (TensorFlow 2.21's Eigen does not compile under g++ 12
 with AVX512-FP16 enabled), so the flags are tried in order, fastest first. A build that
 fails with every set writes `failed.json` beside its full log, and later processes fall
-back at once instead of compiling again; a new compiler, CPU, source or TensorFlow is a new
-folder and so a new attempt, and `rnnlab native --rebuild` forces one.
+back at once instead of compiling again; a new compiler, CPU, source file or TensorFlow is a
+new folder and so a new attempt, and `rnnlab native --rebuild` forces one.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class NativeBuild:
         if not self.compiler.version:
             return self._fail(f"no C++ compiler '{self.compiler.command}' found", INSTALL_COMPILER)
         print(
-            f"compiling rnnlab's native ops for this CPU ({self.cpu.model}), once: about 30 s",
+            f"compiling rnnlab's native ops for this CPU ({self.cpu.model}), once: about a minute",
             file=sys.stderr,
         )
         partial = self.library.with_name(f"{LIBRARY_NAME}.{os.getpid()}.partial")
