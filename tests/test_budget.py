@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import keras
-import mlflow
 import pytest
+from mlflow import MlflowClient
 
 from rnnlab.config import ConfigError
 from rnnlab.tasks import load_task
@@ -77,10 +77,11 @@ def test_a_users_own_cell_is_sized_by_counting_it(compose):
 
 @pytest.mark.slow
 def test_a_budgeted_run_logs_its_width_and_counts(compose, tracking_uri):
-    metrics = run(
+    result = run(
         compose("task=adding", "task.length=10", "cell=simple_rnn", "model.param_budget=500")
-    ).metrics
-    logged = mlflow.last_active_run().data
+    )
+    metrics = result.metrics
+    logged = MlflowClient(tracking_uri).get_run(result.run_id).data
     assert logged.params["cell.units"] == "64" and logged.params["model.param_budget"] == "500"
     # SimpleRNN on 2 inputs with a dense head: (2u + u² + u) + (u + 1): 481 at 20, 526 at 21.
     assert logged.metrics["units"] == 20 == metrics["units"]

@@ -20,9 +20,21 @@ from rnnlab.config import (
 )
 from rnnlab.experiments.grids import experiment_grid
 from rnnlab.experiments.paper import run_experiment
+from rnnlab.records import names
 from rnnlab.reports.report import Cell, markdown_table, write_report
 from rnnlab.training.callbacks import NonFiniteLossError
 from rnnlab.training.reproduce import ReproduceError, reproduce
+
+
+def newest_run(tracking_uri):
+    """The run `reproduce` just made: it returns the comparison, not the run, so the newest
+    in the store."""
+    client = MlflowClient(tracking_uri)
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    [newest] = client.search_runs(
+        experiments, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return newest
 
 
 def test_smoke_grid_is_tasks_by_cells_by_seeds():
@@ -91,7 +103,7 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     client = MlflowClient(uri)
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
-        filter_string="tags.`rnnlab.experiment` = 'smoke' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{names.EXPERIMENT}` = 'smoke' and attributes.status = 'FINISHED'",
     )
     assert len(runs) == 8
     for task in ("adding", "copy_memory"):
@@ -100,7 +112,7 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
             task_runs = [
                 run
                 for run in runs
-                if run.data.tags["rnnlab.task"] == task and run.data.tags["rnnlab.cell"] == cell
+                if run.data.tags[names.TASK] == task and run.data.tags[names.CELL] == cell
             ]
             values = [run.data.metrics["test_loss"] for run in task_runs]
             expected = f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} (n=2)"
@@ -118,9 +130,10 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     for figure in ("00_adding_gradient_decay.png", "01_copy_memory_learning_curves.png"):
         assert (out / figure).stat().st_size > 1000
     report_runs = client.search_runs(
-        [client.get_experiment_by_name("reports").experiment_id], "tags.`rnnlab.report` = 'smoke'"
+        [client.get_experiment_by_name("reports").experiment_id], f"tags.`{names.REPORT}` = 'smoke'"
     )
-    artifacts = {a.path for a in client.list_artifacts(report_runs[0].info.run_id, "report")}
+    report_run = report_runs[0].info.run_id
+    artifacts = {a.path for a in client.list_artifacts(report_run, names.REPORT_FOLDER)}
     assert "report/table.md" in artifacts
 
 
@@ -174,23 +187,22 @@ def test_report_shows_missing_cells_instead_of_failing(tmp_path):
 @pytest.mark.slow
 def test_reproduce_matches_exactly_with_reproducible_true(compose, tracking_uri):
     run_overrides = ("task=adding", "task.length=20", "cell.units=4", "reproducible=true")
-    rnnlab.training.run.run(compose(*run_overrides))
-    original = mlflow.last_active_run().info.run_id
+    original = rnnlab.training.run.run(compose(*run_overrides)).run_id
     compared, warnings = reproduce(original, tracking_uri)
     assert compared and all(before == after for before, after in compared.values()), compared
     assert warnings == []
-    again = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
-    assert again.data.tags["rnnlab.reproduces"] == original
+    again = newest_run(tracking_uri)
+    assert again.info.run_id != original
+    assert again.data.tags[names.REPRODUCES] == original
 
 
 def test_reproduce_warns_about_nondeterminism_and_another_recurrence_route(compose, tracking_uri):
-    rnnlab.training.run.run(
+    original = rnnlab.training.run.run(
         compose("task=adding", "task.length=10", "cell.units=4", "trainer.epochs=1")
-    )
-    original = mlflow.last_active_run().info.run_id
-    route_now = MlflowClient(tracking_uri).get_run(original).data.tags["rnnlab.recurrence"]
+    ).run_id
+    route_now = MlflowClient(tracking_uri).get_run(original).data.tags[names.RECURRENCE]
     # As if recorded on a machine where the native ops did not build.
-    MlflowClient(tracking_uri).set_tag(original, "rnnlab.recurrence", "graph+keras")
+    MlflowClient(tracking_uri).set_tag(original, names.RECURRENCE, "graph+keras")
     _, warnings = reproduce(original, tracking_uri)
     assert warnings == [
         "the recurrence routes (native ops, graph or Keras loop) differ: "
@@ -217,11 +229,14 @@ def test_reproducing_a_sweep_trial_makes_a_run_of_its_own(compose, tracking_uri)
     with mlflow.start_run(run_name="a sweep") as sweep:
         pass
     overrides = ("task=adding", "task.length=10", "cell.units=4", "trainer.epochs=1")
-    rnnlab.training.run.run(compose(*overrides, f"tracking.parent_run_id={sweep.info.run_id}"))
-    trial = mlflow.last_active_run()
-    assert trial.data.tags["mlflow.parentRunId"] == sweep.info.run_id
-    reproduce(trial.info.run_id, tracking_uri)
-    again = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
+    trial = rnnlab.training.run.run(
+        compose(*overrides, f"tracking.parent_run_id={sweep.info.run_id}")
+    ).run_id
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(trial).data.tags["mlflow.parentRunId"] == sweep.info.run_id
+    reproduce(trial, tracking_uri)
+    again = newest_run(tracking_uri)
+    assert again.data.tags[names.REPRODUCES] == trial
     assert "mlflow.parentRunId" not in again.data.tags
 
 

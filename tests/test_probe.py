@@ -12,6 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from rnnlab.config import ConfigError, compose_config
+from rnnlab.records import names
+from rnnlab.records.runs import decay_curves
 from rnnlab.recurrence.layer import ProbedRNN
 from rnnlab.tasks import get_task
 from rnnlab.training.probe import GradientProbe, decay_statistics
@@ -140,8 +142,7 @@ def test_decay_metrics_curves_and_plots_reach_mlflow(compose, tracking_uri):
         "model.layers=2",
         "probe.layers=all",
     )
-    run(cfg)
-    run_id = mlflow.last_active_run().info.run_id
+    run_id = run(cfg).run_id
     client = MlflowClient(tracking_uri)
     metrics = client.get_run(run_id).data.metrics
     for name in (
@@ -158,7 +159,8 @@ def test_decay_metrics_curves_and_plots_reach_mlflow(compose, tracking_uri):
         assert f"{name}_at_init" in metrics, name  # the probe before the first epoch
     assert metrics["grad_decay_log10_ratio"] == metrics["recurrent_1.grad_decay_log10_ratio"]
 
-    artifacts = {item.path for item in client.list_artifacts(run_id, "gradient_decay")}
+    artifacts = {item.path for item in client.list_artifacts(run_id, names.DECAY_FOLDER)}
+    # The stored paths are spelled out: runs written before today are read by them.
     assert artifacts == {
         "gradient_decay/all_epochs.png",
         *(
@@ -171,29 +173,30 @@ def test_decay_metrics_curves_and_plots_reach_mlflow(compose, tracking_uri):
         run_id=run_id, artifact_path="gradient_decay/epoch_002.json", tracking_uri=tracking_uri
     )
     with open(curve_file) as curves:
-        norms = json.load(curves)["norms"]
+        stored = json.load(curves)
+    assert set(stored) == {"epoch", "loss", "norms"} and stored["epoch"] == 2
+    norms = stored["norms"]
     assert set(norms) == {"recurrent_0", "recurrent_1"}
     assert len(norms["recurrent_1"]["h"]) == 20
     last = decay_statistics(np.array(norms["recurrent_1"]["h"]))["log10_ratio"]
     assert last == pytest.approx(metrics["grad_decay_log10_ratio"])
-    at_init = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="gradient_decay/epoch_000.json", tracking_uri=tracking_uri
-    )
-    with open(at_init) as curves:
-        untrained = json.load(curves)
-    assert untrained["epoch"] == 0
-    first = decay_statistics(np.array(untrained["norms"]["recurrent_1"]["h"]))["log10_ratio"]
+    # The report reads the curves back through records.runs: the last probe's headline
+    # curve, and the probe at initialisation.
+    assert decay_curves(client, run_id).headline() == norms["recurrent_1"]["h"]
+    untrained = decay_curves(client, run_id, at_init=True)
+    assert untrained.epoch == 0
+    first = decay_statistics(np.array(untrained.norms["recurrent_1"]["h"]))["log10_ratio"]
     assert first == pytest.approx(metrics["grad_decay_log10_ratio_at_init"])
     assert first != pytest.approx(last)  # two epochs of training moved it
 
 
 def test_without_plots_the_curves_still_reach_mlflow(compose, tracking_uri):
     """Sweep trials skip the PNGs: a second a run, while the JSON curves hold the same data."""
-    run(compose("task=adding", "task.length=10", "cell.units=4", "probe.plots=false"))
-    run_id = mlflow.last_active_run().info.run_id
-    artifacts = {
-        item.path for item in MlflowClient(tracking_uri).list_artifacts(run_id, "gradient_decay")
-    }
+    run_id = run(
+        compose("task=adding", "task.length=10", "cell.units=4", "probe.plots=false")
+    ).run_id
+    client = MlflowClient(tracking_uri)
+    artifacts = {item.path for item in client.list_artifacts(run_id, names.DECAY_FOLDER)}
     assert artifacts == {f"gradient_decay/epoch_00{epoch}.json" for epoch in (0, 1, 2)}
 
 
@@ -213,10 +216,10 @@ def test_a_model_without_recurrent_layers_skips_the_probe(compose, caplog):
 def test_exploding_gradients_are_flagged(compose, tracking_uri, caplog):
     cfg = compose("task=adding", "task.length=10", "cell.units=4", "probe.explode_norm=1e-12")
     with caplog.at_level(logging.WARNING, logger="rnnlab"):
-        run(cfg)
+        result = run(cfg)
     assert "passed probe.explode_norm=1e-12: consider trainer.clipnorm" in caplog.text
-    tags = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id).data.tags
-    assert "consider trainer.clipnorm" in tags["rnnlab.gradients_exploded"]
+    tags = MlflowClient(tracking_uri).get_run(result.run_id).data.tags
+    assert "consider trainer.clipnorm" in tags[names.GRADIENTS_EXPLODED]
 
 
 def test_bidirectional_probe_reads_the_backward_layer_in_its_own_order(compose):

@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 import rnnlab.experiments.grids as grids
 from rnnlab.config import compose_config, compose_many, config_hash
 from rnnlab.experiments.grids import experiment_grid, grid_facts
+from rnnlab.records import names
 from rnnlab.records.runs import finished_runs, from_api, from_database
 
 
@@ -19,9 +20,9 @@ def fill(uri: str) -> dict[str, str]:
     expected = {}
 
     def make(experiment_name: str | None, status: str, seed: int, score: float | None = None):
-        tags = {"rnnlab.config_hash": f"hash{seed}", "rnnlab.seed": str(seed)}
+        tags = {names.CONFIG_HASH: f"hash{seed}", names.SEED: str(seed)}
         if experiment_name:
-            tags["rnnlab.experiment"] = experiment_name
+            tags[names.EXPERIMENT] = experiment_name
         run = client.create_run(experiment, tags=tags).info.run_id
         if score is not None:
             client.log_metric(run, "test_loss", score + 1.0, step=0)
@@ -42,12 +43,12 @@ def fill(uri: str) -> dict[str, str]:
 
 def check_index(uri: str) -> None:
     expected = fill(uri)
-    asked = {"tags": ("rnnlab.config_hash", "rnnlab.seed"), "metrics": ("test_loss", "n_params")}
+    asked = {"tags": (names.CONFIG_HASH, names.SEED), "metrics": ("test_loss", "n_params")}
     fast = from_database(uri, "smoke", **asked)
     slow = from_api(uri, "smoke", **asked)
     assert fast == slow
-    assert {run.run_id: run.tags["rnnlab.config_hash"] for run in fast} == expected
-    scores = {run.tags["rnnlab.seed"]: run.metrics.get("test_loss") for run in fast}
+    assert {run.run_id: run.tags[names.CONFIG_HASH] for run in fast} == expected
+    scores = {run.tags[names.SEED]: run.metrics.get("test_loss") for run in fast}
     assert scores == {"0": 0.5, "1": 1.5, "2": 2.5, "7": None}
     assert all(run.metrics["n_params"] == 97 for run in fast)
 

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from rnnlab import cli
 from rnnlab.config import compose_config
+from rnnlab.records import names
 from rnnlab.records.stored_model import NoStoredModelError, load_stored_model
 from rnnlab.tasks import TASK_MODULES, get_task, load_task
 from rnnlab.tasks.base import NoPredictError, Task
@@ -183,7 +184,7 @@ def test_a_run_records_its_model_datasets_and_system_metrics(compose, tracking_u
     inputs = {d.dataset.name: d for d in recorded.inputs.dataset_inputs}
     assert len(inputs) == 3  # train, validation, test
     for dataset_input in inputs.values():
-        assert dataset_input.dataset.digest == recorded.data.tags["rnnlab.data_hash"]
+        assert dataset_input.dataset.digest == recorded.data.tags[names.DATA_HASH]
     contexts = {tag.value for d in inputs.values() for tag in d.tags}
     assert {"training", "validation", "testing"} <= contexts
     assert "system/cpu_utilization_percentage" in recorded.data.metrics

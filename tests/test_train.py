@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from rnnlab import tasks
 from rnnlab.config import ConfigError
+from rnnlab.records import names
 from rnnlab.recurrence.native import recurrence_ops
 from rnnlab.recurrence.native.build import this_cpu
 from rnnlab.tasks import load_task
@@ -30,16 +31,29 @@ from rnnlab.training.run import build_compiled_model, run, training_callbacks
 EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
 
 
-def last_run(tracking_uri):
-    return MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
+def recorded_run(tracking_uri, result):
+    """What MLflow holds of the run `run()` returned."""
+    return MlflowClient(tracking_uri).get_run(result.run_id)
+
+
+def newest_run(tracking_uri):
+    """The run that `run()` left when it raised: with no result to name it, the newest in
+    the store."""
+    client = MlflowClient(tracking_uri)
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    [newest] = client.search_runs(
+        experiments, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return newest
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 def test_each_cell_trains_and_mlflow_holds_the_run(compose, tracking_uri, cell):
     cfg = compose(f"cell={cell}", "trainer.early_stopping_patience=null")
-    metrics = run(cfg).metrics
-    recorded = last_run(tracking_uri)
+    result = run(cfg)
+    metrics = result.metrics
+    recorded = recorded_run(tracking_uri, result)
     client = MlflowClient(tracking_uri)
 
     assert recorded.info.status == "FINISHED"
@@ -55,18 +69,18 @@ def test_each_cell_trains_and_mlflow_holds_the_run(compose, tracking_uri, cell):
     assert metrics["samples_per_second"] == pytest.approx(256 / metrics["epoch_seconds"])
 
     tags = recorded.data.tags
-    assert len(tags["rnnlab.git_commit"]) in (40, len("unknown"))
-    assert tags["tensorflow.version"] and tags["keras.version"] == keras.__version__
-    assert len(tags["rnnlab.data_hash"]) == 16
+    assert len(tags[names.GIT_COMMIT]) in (40, len("unknown"))
+    assert tags[names.TENSORFLOW_VERSION] and tags[names.KERAS_VERSION] == keras.__version__
+    assert len(tags[names.DATA_HASH]) == 16
     # The route the recurrence took, so two numbers from two machines can be told apart.
     route = "native" if recurrence_ops() is not None else "graph"
     cell_class = {"simple_rnn": "SimpleRNNCell", "lstm": "LSTMCell", "gru": "GRUCell"}[cell]
-    assert tags["rnnlab.recurrence"] == tags[f"rnnlab.recurrence.{cell_class}"] == route
-    assert tags["rnnlab.recurrence_shards"] == str(parallel_shards())
-    assert tags["rnnlab.cpu"] == this_cpu().model
+    assert tags[names.RECURRENCE] == tags[f"{names.RECURRENCE_PREFIX}{cell_class}"] == route
+    assert tags[names.RECURRENCE_SHARDS] == str(parallel_shards())
+    assert tags[names.CPU] == this_cpu().model
 
     config_file = mlflow.artifacts.download_artifacts(
-        run_id=recorded.info.run_id, artifact_path="config.yaml", tracking_uri=tracking_uri
+        run_id=result.run_id, artifact_path=names.CONFIG_FILE, tracking_uri=tracking_uri
     )
     with open(config_file) as logged:
         assert yaml.safe_load(logged) == OmegaConf.to_container(cfg, resolve=True)
@@ -104,8 +118,9 @@ def test_a_process_that_trains_many_models_keeps_only_the_last_ones_graphs(compo
 def test_mixed_bfloat16_trains_and_the_next_run_is_float32_again(compose, tracking_uri):
     """bfloat16 maths through the fused cells, the probe and the head; the policy is per run."""
     cfg = compose("cell=gru", "trainer.epochs=1", "trainer.precision=mixed_bfloat16")
-    assert math.isfinite(run(cfg).metrics["test_loss"])
-    assert math.isfinite(last_run(tracking_uri).data.metrics["grad_norm.global"])
+    result = run(cfg)
+    assert math.isfinite(result.metrics["test_loss"])
+    assert math.isfinite(recorded_run(tracking_uri, result).data.metrics["grad_norm.global"])
     run(compose("cell=gru", "trainer.epochs=1"))
     assert keras.mixed_precision.global_policy().name == "float32"
 
@@ -133,9 +148,9 @@ def test_an_error_during_training_marks_the_run_failed(compose, tracking_uri, mo
     monkeypatch.setattr(keras.Model, "fit", broken_fit)
     with pytest.raises(RuntimeError, match="injected failure"):
         run(compose("cell.units=4"))
-    recorded = last_run(tracking_uri)
+    recorded = newest_run(tracking_uri)
     assert recorded.info.status == "FAILED"
-    assert recorded.data.tags["rnnlab.failure"] == "RuntimeError: injected failure"
+    assert recorded.data.tags[names.FAILURE] == "RuntimeError: injected failure"
 
 
 def test_ctrl_c_marks_the_run_killed(compose, tracking_uri, monkeypatch):
@@ -145,7 +160,7 @@ def test_ctrl_c_marks_the_run_killed(compose, tracking_uri, monkeypatch):
     monkeypatch.setattr(keras.Model, "fit", interrupted_fit)
     with pytest.raises(KeyboardInterrupt):
         run(compose("cell.units=4"))
-    assert last_run(tracking_uri).info.status == "KILLED"
+    assert newest_run(tracking_uri).info.status == "KILLED"
 
 
 def test_nan_loss_fails_the_run_with_the_reason(compose, tracking_uri, monkeypatch):
@@ -154,9 +169,9 @@ def test_nan_loss_fails_the_run_with_the_reason(compose, tracking_uri, monkeypat
     )
     with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1, batch 1"):
         run(compose("cell.units=4"))
-    recorded = last_run(tracking_uri)
+    recorded = newest_run(tracking_uri)
     assert recorded.info.status == "FAILED"
-    assert "lower optimizer.learning_rate" in recorded.data.tags["rnnlab.failure"]
+    assert "lower optimizer.learning_rate" in recorded.data.tags[names.FAILURE]
 
 
 @pytest.mark.parametrize("loss", [math.inf, -math.inf, math.nan])
@@ -191,11 +206,10 @@ def test_a_users_own_cell_plugs_in_by_target(compose, tracking_uri, tmp_path, mo
         "~cell.dropout",
         "~cell.recurrent_dropout",
     )
-    run(cfg)
-    recorded = last_run(tracking_uri)
+    recorded = recorded_run(tracking_uri, run(cfg))
     assert recorded.data.params["cell._target_"] == "my_cells.LeakyCell"
-    assert recorded.data.tags["rnnlab.recurrence"] == "keras"
-    assert recorded.data.tags["rnnlab.recurrence.LeakyCell"] == "keras"
+    assert recorded.data.tags[names.RECURRENCE] == "keras"
+    assert recorded.data.tags[f"{names.RECURRENCE_PREFIX}LeakyCell"] == "keras"
     assert math.isfinite(recorded.data.metrics["grad_decay_log10_ratio"]), "the probe sees it too"
 
 
@@ -271,9 +285,9 @@ def test_averaged_weights_are_what_is_validated_and_tested(compose, tracking_uri
     raw = run(compose(*settings)).metrics
     nearly_raw = run(compose(*settings, "trainer.ema_momentum=1e-9")).metrics
     assert nearly_raw["test_loss"] == pytest.approx(raw["test_loss"], rel=1e-5)
-    averaged = run(compose(*settings, "trainer.ema_momentum=0.9")).metrics
-    assert averaged["test_loss"] != pytest.approx(raw["test_loss"], rel=1e-3)
-    assert last_run(tracking_uri).data.params["trainer.ema_momentum"] == "0.9"
+    averaged = run(compose(*settings, "trainer.ema_momentum=0.9"))
+    assert averaged.metrics["test_loss"] != pytest.approx(raw["test_loss"], rel=1e-3)
+    assert recorded_run(tracking_uri, averaged).data.params["trainer.ema_momentum"] == "0.9"
 
 
 def test_the_average_is_swapped_in_before_any_callback_and_kept_after_any_stop(compose):
