@@ -6,7 +6,7 @@ import hashlib
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.config.migrations import hashed_layout
+from rnnlab.config.migrations import hashed_layout, plain
 
 # Keys that say where a run is recorded or how it prints, not what it computes. `per_task`
 # is an experiment's table of settings; the ones for the run's task are already applied.
@@ -16,7 +16,7 @@ NOT_HASHED = ("tracking", "data_dir", "per_task")
 def config_hash(cfg: DictConfig) -> str:
     """Identifies what a run computes: the resolved config without where it is recorded,
     in the layout hashes were defined in (migrations), so a new layout keeps every hash."""
-    content = OmegaConf.to_container(cfg, resolve=True)
+    content = plain(cfg)
     for key in NOT_HASHED:
         content.pop(key, None)
     content.get("trainer", {}).pop("verbose", None)

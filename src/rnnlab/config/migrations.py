@@ -11,15 +11,30 @@ change of layout changes no run's identity. One kind of entry per kind of change
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
+
+
+class Migration(Protocol):
+    """One change of layout, both ways, on a plain resolved config (changed in place)."""
+
+    def to_today(self, content: dict) -> None: ...
+
+    def to_hashed(self, content: dict) -> None: ...
+
+
+def plain(cfg: DictConfig) -> dict:
+    """The config as a plain dict, interpolations resolved."""
+    content = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(content, dict)  # a DictConfig's container is a dict
+    return content
 
 
 def _parent(content: dict, path: str) -> tuple[dict | None, str]:
     """The dict holding `path`'s last key (None where a group is absent), and that key."""
     *groups, key = path.split(".")
-    node = content
+    node: Any = content
     for group in groups:
         node = node.get(group) if isinstance(node, dict) else None
     return (node if isinstance(node, dict) else None), key
@@ -95,10 +110,10 @@ class MovedOutOfTask:
         (content.get("task") or {}).pop(self.key, None)
 
     def to_hashed(self, content: dict) -> None:
-        task = content.get("task")
-        if not isinstance(task, dict) or _task(content) not in self.declared:
+        task, name = content.get("task"), _task(content)
+        if not isinstance(task, dict) or name not in self.declared:
             return
-        value, after = self.declared[_task(content)]
+        value, after = self.declared[name]
         items = list(task.items())
         at = next((i + 1 for i, (key, _) in enumerate(items) if key == after), len(items))
         items.insert(at, (self.key, value))
@@ -142,7 +157,7 @@ class Reordered:
         content.update(items)
 
 
-MIGRATIONS = (
+MIGRATIONS: tuple[Migration, ...] = (
     # Cells moved into rnnlab.recurrence (the packages by role).
     *(
         MovedClass(f"rnnlab.cells.{name}", f"rnnlab.recurrence.cells.{name}")
@@ -201,7 +216,7 @@ def stored_before(task: str) -> dict[str, Any]:
 
 def migrate_stored(cfg: DictConfig) -> DictConfig:
     """A config.yaml stored by an earlier rnnlab, in today's layout (its values resolved)."""
-    content = OmegaConf.to_container(cfg, resolve=True)
+    content = plain(cfg)
     for entry in MIGRATIONS:
         entry.to_today(content)
     return OmegaConf.create(content)
