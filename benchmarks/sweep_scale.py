@@ -37,6 +37,8 @@ import psycopg  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from store_scale import cpu_model  # noqa: E402 (a sibling script)
 
+from rnnlab.records import names  # noqa: E402
+
 SWEEP_FILE = """\
 overrides:
   - task=adding
@@ -201,14 +203,14 @@ def check(study, client) -> list[str]:
     runs, token = [], None
     while True:
         page = client.search_runs(
-            experiments, f"tags.`optuna.study` = '{study.study_name}'", max_results=1000,
+            experiments, f"tags.`{names.OPTUNA_STUDY}` = '{study.study_name}'", max_results=1000,
             page_token=token,
         )  # fmt: skip
         runs += page
         token = page.token
         if not token:
             break
-    numbers = [int(run.data.tags["optuna.trial"]) for run in runs]
+    numbers = [int(run.data.tags[names.OPTUNA_TRIAL]) for run in runs]
     running = [run for run in runs if run.info.status == "RUNNING"]
     return [
         f"trials: {len(trials)} {states}",

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,6 +29,11 @@ from rnnlab.config import (
 )
 from rnnlab.experiments.launchers import LAUNCHERS, Launcher, SlurmOptions, launcher_for
 from rnnlab.records import names
+
+if TYPE_CHECKING:
+    import optuna
+
+    from rnnlab.experiments.sweep_file import Sweep
 
 # TensorFlow's C++ start-up notes drown the progress bar; its warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -162,8 +168,11 @@ def chosen_launcher(
 
 
 def sweep_and_report(
-    spec, workers: int = 1, launcher: Launcher | None = None, best_folder: Path | None = None
-):
+    spec: Sweep,
+    workers: int = 1,
+    launcher: Launcher | None = None,
+    best_folder: Path | None = None,
+) -> optuna.Study:
     """Run (or resume) the sweep, then write its report to its parent run before that ends.
 
     The best trial becomes `<best_folder>/<study>_best.yaml`, by default in conf/experiment/.
@@ -184,7 +193,7 @@ def sweep_and_report(
 def sweep(arguments: list[str]) -> None:
     """`rnnlab sweep <file> [overrides] [--workers N] [--storage URL] [--launcher slurm]`."""
     logging.getLogger("absl").setLevel(logging.WARNING)
-    # The file is checked before Optuna and MLflow load: a mistake costs no start-up.
+    # The file is checked before MLflow and TensorFlow load: a mistake costs no start-up.
     from rnnlab.experiments.sweep_file import load_sweep
 
     options = sweep_parser().parse_intermixed_args(arguments)

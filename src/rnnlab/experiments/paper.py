@@ -15,6 +15,7 @@ cached (`grids.py`), and the store is read with one query (`records/runs.py`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def train_point(claims: GridClaims, point: str, overrides: list[str], name: str)
 
 def run_experiment(
     name: str,
-    extra_overrides: list[str] = (),
+    extra_overrides: Sequence[str] = (),
     workers: int = 1,
     storage: str | None = None,
     launcher: Launcher | None = None,

@@ -41,7 +41,7 @@ def storage_for(sweep: Sweep) -> RDBStorage:
     SQLite by default, PostgreSQL (`postgresql+psycopg://...`) across machines.
     """
     url = sweep.storage
-    engine_kwargs = {}
+    engine_kwargs: dict[str, object]
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # Several workers write to one file: wait for the lock instead of failing at once.
