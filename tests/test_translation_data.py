@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -525,3 +528,27 @@ def test_word_dropout_drops_whole_tokens_and_only_in_training():
     assert set(np.unique(dropped)) == {0.0, 2.0}  # the rest scaled by 1 / (1 - 0.5)
     assert 0.35 < (per_token[0] == 0).mean() < 0.65
     assert np.array_equal(np.asarray(model(ones, training=False)), ones)
+
+
+# The rnnlab layers in the `.keras` file of a stored model of each task at its defaults,
+# besides ProbedRNN (which the loader registers itself): Keras finds them by these names.
+STORED_LAYERS = {
+    "translation": ["rnnlab>EachStep", "rnnlab>TiedEmbedding", "rnnlab>LexiconBias"],
+    "captioning": ["rnnlab>EachStep"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(STORED_LAYERS))
+def test_importing_a_text_task_registers_the_layers_its_stored_models_hold(task):
+    """A fresh process that imports only the task's module (as `get_task` does when a
+    stored model is loaded) can deserialize every rnnlab layer of that task's models."""
+    check = (
+        f"import rnnlab.tasks.{task}, keras; "
+        f"missing = [n for n in {STORED_LAYERS[task]!r} "
+        "if keras.saving.get_registered_object(n) is None]; "
+        "print(missing)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
