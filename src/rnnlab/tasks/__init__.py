@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:  # the CLI imports this registry before TensorFlow: types only
+    from rnnlab.tasks.base import Task, TaskData
 
 TASK_MODULES = {
     "sentiment": ("rnnlab.tasks.sentiment", "SentimentTask"),
@@ -15,7 +20,7 @@ TASK_MODULES = {
 }
 
 
-def get_task(task_cfg: DictConfig, data_dir: str):
+def get_task(task_cfg: DictConfig, data_dir: str) -> Task:
     """Instantiate the task named by task_cfg.name; imports only that task's module."""
     import importlib
 
@@ -27,10 +32,12 @@ def get_task(task_cfg: DictConfig, data_dir: str):
     return getattr(importlib.import_module(module_name), class_name)(task_cfg, data_dir)
 
 
-_LOADED: dict[tuple, tuple] = {}  # the last load_task call's key and result
+_LOADED: dict[tuple, tuple[Task, TaskData]] = {}  # the last load_task call's key and result
 
 
-def load_task(task_cfg: DictConfig, data_dir: str, batch_size: int, seed: int):
+def load_task(
+    task_cfg: DictConfig, data_dir: str, batch_size: int, seed: int
+) -> tuple[Task, TaskData]:
     """The task and its data, loaded once per process for the same arguments.
 
     A sweep's trials share a worker process and usually the task config: reading,
