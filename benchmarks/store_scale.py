@@ -105,11 +105,11 @@ def timed(command: list[str], cache: str | None = None) -> float:
 def measure(uri: str) -> dict[str, float]:
     rnnlab = [sys.executable, "-m", "rnnlab.cli"]
     uri_override = f"tracking.uri={uri}"
-    query = f"from rnnlab.records.runs import finished_runs; finished_runs('{uri}', 'smoke')"
+    query = f"from rnnlab.records.runs import finished_runs; finished_runs('{uri}', '{EXPERIMENT}')"
     search = (
-        "from mlflow import MlflowClient; c = MlflowClient('" + uri + "'); "
+        f"from mlflow import MlflowClient; c = MlflowClient('{uri}'); "
         "c.search_runs([e.experiment_id for e in c.search_experiments()], "
-        "\"tags.`rnnlab.experiment` = 'smoke' and attributes.status = 'FINISHED'\", "
+        f"\"tags.`{names.EXPERIMENT}` = '{EXPERIMENT}' and attributes.status = 'FINISHED'\", "
         "max_results=50000)"
     )
     paper = [*rnnlab, "paper", EXPERIMENT, uri_override, "--no-report"]
