@@ -78,8 +78,9 @@ def test_the_switch_turns_them_off(fresh_ops, monkeypatch):
 def test_the_real_ops_build_past_a_rejected_flag_and_a_second_process_reuses_them(
     tmp_path, monkeypatch
 ):
-    """The chain on the real source (TensorFlow's headers), then `python -m rnnlab.native`
-    in a new process, pointed at the same folder: it loads the library without compiling."""
+    """The chain on the real sources (TensorFlow's headers), then `python -m
+    rnnlab.recurrence.native` in a new process, pointed at the same folder: it loads the
+    library without compiling."""
     chain = build.flag_sets(build.this_cpu())
     monkeypatch.setattr(build, "flag_sets", lambda cpu: [("-fno-such-option-rnnlab",), *chain])
     built = build_in(tmp_path).build(
