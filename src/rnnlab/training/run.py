@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.records import names
 from rnnlab.records.stored_model import log_stored_model
 from rnnlab.records.tracking import log_datasets, recurrence_tags, tracked_run
-from rnnlab.recurrence.fused import forget_custom_gradients
+from rnnlab.recurrence.custom_gradients import forget_custom_gradients
 from rnnlab.recurrence.layer import recurrent_layers
 from rnnlab.recurrence.stack import decoder_stack, recurrent_stack
 from rnnlab.tasks import load_task
