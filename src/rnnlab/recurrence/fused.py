@@ -26,9 +26,6 @@ import tensorflow as tf
 from keras import layers
 
 from rnnlab.recurrence.cell_kinds import CellKind, concat, gate_scale
-
-# Until training/run.py imports it from rnnlab.recurrence.custom_gradients, where it lives.
-from rnnlab.recurrence.custom_gradients import forget_custom_gradients  # noqa: F401
 from rnnlab.recurrence.graph_loop import graph_recurrence
 from rnnlab.recurrence.masks import input_dropout, padding_mask
 from rnnlab.recurrence.native import recurrence_ops
