@@ -95,7 +95,7 @@ def test_a_full_lstm_run_learns_sentiment(compose):
 
 def test_a_process_that_trains_many_models_keeps_only_the_last_ones_graphs(compose):
     """Sweep workers train hundreds of models: TensorFlow's custom-gradient registry kept
-    every traced graph alive until rnnlab cleared it (fused_rnn.forget_custom_gradients)."""
+    every traced graph alive until rnnlab cleared it (custom_gradients.forget_custom_gradients)."""
     from tensorflow.python.framework.func_graph import FuncGraph
 
     cfg = compose(
