@@ -1,10 +1,10 @@
 """Worker processes on this machine: the cores split between them, and a GPU each.
 
 The local launcher (launchers.py) starts a sweep's or a grid's workers here when there
-are several. Each worker is a fresh process (spawned,
-so each loads its own TensorFlow) with its share of the cores as TensorFlow threads, and,
-where the machine has GPUs, one GPU given round-robin through CUDA_VISIBLE_DEVICES before
-TensorFlow starts. Nothing here imports TensorFlow.
+are several. Each worker is a fresh process (spawned, so each loads its own TensorFlow)
+with its share of the cores as TensorFlow threads, and, where the machine has GPUs, one
+GPU given round-robin through CUDA_VISIBLE_DEVICES before TensorFlow starts. Nothing here
+imports TensorFlow.
 """
 
 from __future__ import annotations
