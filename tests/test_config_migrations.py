@@ -90,13 +90,6 @@ def test_a_translation_config_stored_before_its_newer_keys_reads_as_those_runs_r
     assert migrated.trainer.ema_momentum is None
 
 
-def test_stored_before_agrees_with_what_translation_reads():
-    from rnnlab.tasks.translation import STORED_BEFORE
-
-    assert stored_before("translation") == STORED_BEFORE
-    assert stored_before("adding") == {}
-
-
 def test_a_cell_stored_at_its_old_path_builds_at_todays_and_hashes_at_the_old():
     today = compose_config(["task=adding", "cell=lru"])
     stored = OmegaConf.to_container(today, resolve=True)

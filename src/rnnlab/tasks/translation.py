@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 from keras import layers
 from omegaconf import DictConfig
 
+from rnnlab.config import stored_before
 from rnnlab.recurrence.stack import RecurrentStack
 from rnnlab.tasks import datasets
 from rnnlab.tasks.base import TaskData, batched_task_data, supervised_splits, take_each
@@ -52,26 +53,9 @@ from rnnlab.tasks.seq2seq.subwords import SubwordCodec
 from rnnlab.tasks.seq2seq.translation_model import encoder_decoder
 from rnnlab.tasks.seq2seq.translation_options import check_options
 
-# Keys newer than some stored runs; a config without them (`rnnlab evaluate`, `predict`,
-# `reproduce` of such a run) means what those runs did.
-STORED_BEFORE = {
-    "source_vocabulary_size": None,
-    "embedding_dropout": 0.0,
-    "label_smoothing": 0.0,
-    "decode_unknown": True,
-    "beam_size": 1,
-    "dictionary_phrases": 0,
-    "tokens": "words",
-    "translate_unknown": False,
-    "lexicon_bias": 0,
-    "unicode_words": False,
-    "dictionary_glosses": True,
-    "lexicon_sources": ["dictionary", "training"],
-    "whole_annotations": False,
-    "word_dropout": 0.0,
-    "length_penalty": 0.6,
-    "tied_embeddings": False,
-}
+# Keys newer than some stored runs, with what a config without them (`rnnlab evaluate`,
+# `predict`, `reproduce` of such a run) means: the config package's table of migrations.
+STORED_BEFORE = stored_before("translation")
 
 
 class TranslationTask(TextGenerationTask):
