@@ -77,9 +77,10 @@ docs-build:
 test: ## run the test suite
 	$(PYTHON) -m pytest --rootdir=. -c pyproject.toml $(PYTEST_ARGS)
 
-lint: ## check style without changing files
+lint: ## check style and types without changing files
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 style: ## fix style in place
 	$(VENV)/bin/ruff check --fix src tests benchmarks

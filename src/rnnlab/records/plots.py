@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # no display here or on CI; figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from numpy.typing import ArrayLike  # noqa: E402
 
 Band = tuple[np.ndarray, np.ndarray]  # low and high edge of a curve's spread over seeds
 
@@ -48,7 +49,7 @@ def curves_figure(
     return figure
 
 
-def log10_or_nan(values) -> np.ndarray:
+def log10_or_nan(values: ArrayLike) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import sqlalchemy as sa
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +32,7 @@ from rnnlab.records import decay, names
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from sqlalchemy.engine import Connection
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 PAGE = 1000
@@ -60,7 +61,9 @@ def finished_runs(
     return from_api(uri, experiment_name, tags, metrics)
 
 
-def from_database(uri, experiment_name, tags, metrics) -> list[FinishedRun]:
+def from_database(
+    uri: str, experiment_name: str, tags: tuple[str, ...], metrics: tuple[str, ...]
+) -> list[FinishedRun]:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return []  # reading must not create the store
     engine = sa.create_engine(uri)
@@ -82,7 +85,7 @@ def from_database(uri, experiment_name, tags, metrics) -> list[FinishedRun]:
     ]
 
 
-def run_starts(connection, experiment_name: str) -> dict[str, int]:
+def run_starts(connection: Connection, experiment_name: str) -> dict[str, int]:
     query = sa.text(
         "SELECT r.run_uuid, r.start_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
         "WHERE t.key = :experiment_tag AND t.value = :name "
@@ -92,7 +95,9 @@ def run_starts(connection, experiment_name: str) -> dict[str, int]:
     return {row[0]: row[1] or 0 for row in connection.execute(query, bound)}
 
 
-def key_values(connection, table: str, keys: tuple[str, ...], name: str, runs: dict) -> dict:
+def key_values(
+    connection: Connection, table: str, keys: tuple[str, ...], name: str, runs: dict[str, int]
+) -> dict[str, dict]:
     """{run_id: {key: value}} of the experiment's finished runs, for the asked keys only."""
     if not keys or not runs:
         return {}
@@ -109,7 +114,9 @@ def key_values(connection, table: str, keys: tuple[str, ...], name: str, runs: d
     return found
 
 
-def from_api(uri, experiment_name, tags, metrics) -> list[FinishedRun]:
+def from_api(
+    uri: str, experiment_name: str, tags: tuple[str, ...], metrics: tuple[str, ...]
+) -> list[FinishedRun]:
     from mlflow import MlflowClient  # seconds to import: the database path does without
 
     client = MlflowClient(uri)
@@ -158,7 +165,8 @@ def stored_config(client: MlflowClient, run_id: str) -> DictConfig:
                 f"run {run_id} has no {names.CONFIG_FILE} artifact: it was not recorded by "
                 "rnnlab or its artifacts are gone"
             ) from None
-        return migrate_stored(OmegaConf.load(Path(path)))
+        # rnnlab writes config.yaml from a DictConfig: it loads as a mapping, not a list.
+        return migrate_stored(cast(DictConfig, OmegaConf.load(Path(path))))
 
 
 def stored_packages(client: MlflowClient, run_id: str) -> set[str] | None:

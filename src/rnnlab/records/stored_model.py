@@ -19,6 +19,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keras
 import mlflow
@@ -26,25 +27,26 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel, PythonModelContext
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.config import ConfigError, cell_name
 from rnnlab.records import names
-from rnnlab.tasks.base import first_examples
+from rnnlab.tasks.base import Task, TaskData, first_examples
 
 
 class NoStoredModelError(ConfigError):
     """The run stored no model: made with tracking.log_model=false, or before models were."""
 
 
-class StoredModel(mlflow.pyfunc.PythonModel):
+class StoredModel(PythonModel):
     """The Keras model and, rebuilt from its config and input state, the task around it."""
 
     # Its input differs by task (texts, numbers, arrays): the signature says which, not
     # type hints, so MLflow's type-hint wrapping of `predict` is off.
     _skip_type_hint_validation = True
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         self.load_files(context.artifacts["keras_model"], context.artifacts["inputs"])
 
     def load_files(self, keras_file: str, inputs_file: str) -> StoredModel:
@@ -60,7 +62,12 @@ class StoredModel(mlflow.pyfunc.PythonModel):
         self.task.restore_inputs(self.input_state)
         return self
 
-    def predict(self, context, model_input, params=None):
+    def predict(
+        self,
+        context: PythonModelContext | None,
+        model_input: Any,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         if not self.raw_input:
             return self.keras_model.predict(model_input, verbose=0)
         if hasattr(model_input, "iloc"):  # MLflow hands a column of values as a DataFrame
@@ -68,7 +75,9 @@ class StoredModel(mlflow.pyfunc.PythonModel):
         return self.task.predict(self.keras_model, list(model_input))
 
 
-def array_example(model: keras.Model, data, count: int = 2):
+def array_example(
+    model: keras.Model, data: TaskData, count: int = 2
+) -> np.ndarray | dict[str, np.ndarray]:
     """The first test examples, as the Keras model takes them (by input name if several)."""
     inputs = first_examples(data.test, count)[0]
     if isinstance(inputs, tuple | list):
@@ -83,13 +92,16 @@ def requirements() -> list[str]:
     return [f"{module.__name__}=={module.__version__}" for module in (tf, keras, mlflow)]
 
 
-def log_stored_model(model: keras.Model, task, cfg: DictConfig, data) -> str:
+def log_stored_model(model: keras.Model, task: Task, cfg: DictConfig, data: TaskData) -> str:
     """Log the model with its signature and input example to the active run; its model id."""
-    example = task.predict_example()
-    raw_input = example is not None
-    if not raw_input:
+    raw_example = task.predict_example()
+    raw_input = raw_example is not None
+    example: list | np.ndarray | dict[str, np.ndarray]
+    if raw_example is not None:
+        example, answers = raw_example, task.predict(model, raw_example)
+    else:
         example = array_example(model, data)
-    answers = task.predict(model, example) if raw_input else model.predict(example, verbose=0)
+        answers = model.predict(example, verbose=0)
     record = {
         "task": OmegaConf.to_container(cfg.task, resolve=True),
         "data_dir": str(cfg.data_dir),

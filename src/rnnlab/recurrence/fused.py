@@ -46,7 +46,8 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
         keep = None if keep is None else tf.reverse(keep, [0])
     scale = gate_scale(kind.tanh_gates, cell.units, dtype)  # see gate_activations
     kernel = tf.cast(cell.kernel, dtype) * scale
-    input_bias, biases = None, ()
+    input_bias = None
+    biases: tuple[tf.Tensor, ...] = ()  # the GRU's recurrent bias, when it has one
     if cell.use_bias:
         input_bias = tf.cast(cell.bias, dtype) * scale
         if isinstance(cell, layers.GRUCell):  # input and recurrent biases: [2, 3·units]

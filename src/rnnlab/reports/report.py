@@ -21,7 +21,12 @@ from mlflow import MlflowClient
 from rnnlab.config import PROJECT_ROOT
 from rnnlab.experiments.grids import grid_facts
 from rnnlab.records import names
-from rnnlab.records.plots import curves_figure, gradient_decay_figure, metric_by_setting_figure
+from rnnlab.records.plots import (
+    Band,
+    curves_figure,
+    gradient_decay_figure,
+    metric_by_setting_figure,
+)
 from rnnlab.records.runs import decay_curves, finished_runs
 from rnnlab.records.tracking import use_store
 from rnnlab.reports.verdicts import ALPHA, CONFIDENCE, FEW_SEEDS, Verdict, judge, summarize
@@ -109,7 +114,7 @@ def collect(name: str, tracking_uri: str):
         metrics=(*sorted(logged_names), "n_params"),
     )
     for run in runs:
-        place = wanted.get(run.tags.get(names.CONFIG_HASH))
+        place = wanted.get(run.tags.get(names.CONFIG_HASH, ""))
         if place is None:
             continue  # a run of an older version of the experiment's config
         row, column = place
@@ -218,7 +223,7 @@ def decay_curve(client: MlflowClient, run_id: str, at_init: bool = False) -> np.
     return None if curves is None else np.asarray(curves.headline())
 
 
-def seed_band(curves: list[np.ndarray]):
+def seed_band(curves: list[np.ndarray]) -> tuple[np.ndarray, Band]:
     """(geometric mean over seeds, (min, max)): decay curves span many decades."""
     stacked = np.maximum(np.stack(curves), 1e-38)
     return 10 ** np.mean(np.log10(stacked), axis=0), (stacked.min(axis=0), stacked.max(axis=0))
@@ -230,15 +235,18 @@ def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
     written = []
     for index, (row, cells) in enumerate(table.items()):
         learning, learning_bands = {}, {}
-        decay = {"after training": ({}, {}), "at initialisation": ({}, {})}
+        decay: dict[str, tuple[dict[str, np.ndarray], dict[str, Band]]] = {
+            "after training": ({}, {}),
+            "at initialisation": ({}, {}),
+        }
         for column, cell in cells.items():
             if column == BASELINE:
                 continue
             for when, (means, bands) in decay.items():
-                curves = [
+                probed = [
                     decay_curve(client, run, when == "at initialisation") for run in cell.runs
                 ]
-                curves = [curve for curve in curves if curve is not None]
+                curves = [curve for curve in probed if curve is not None]
                 if curves and len({len(curve) for curve in curves}) == 1:
                     means[column], bands[column] = seed_band(curves)
             histories = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import optuna
 import yaml
@@ -75,12 +76,12 @@ def best_experiment(sweep: Sweep, params: dict, header: str) -> str:
             groups[key] = str(override.value())
         else:
             OmegaConf.update(values, key, override.value(), force_add=True)
-    body = {}
+    body: dict[str, Any] = {}
     if groups:
         body["defaults"] = [{f"override /{group}": choice} for group, choice in groups.items()]
     # A complete experiment: its runs are tagged with its name, and `rnnlab paper` runs it.
     body["experiment_name"] = f"{sweep.name}_best"
-    body.update(OmegaConf.to_container(values))
+    body.update(cast(dict[str, Any], OmegaConf.to_container(values)))  # made as a mapping
     return f"# @package _global_\n{header}" + yaml.safe_dump(body, sort_keys=False)
 
 
@@ -141,6 +142,7 @@ def report(
         report_pareto_front(study, sweep, client, run_id)
         return None
     best = study.best_trial
+    assert best.value is not None  # Optuna completes a trial of one objective with its value
     client.log_metric(run_id, f"best_val_{sweep.metric}", best.value)
     client.set_tag(run_id, names.BEST_TRIAL, str(best.number))
     log_best_trial_test(client, run_id, best, sweep.metric)
@@ -149,12 +151,12 @@ def report(
     best_file = write_best_experiment(study, sweep, experiment_folder)
     client.log_artifact(run_id, str(best_file))
     with tempfile.TemporaryDirectory() as folder:
+        importances: dict[str, float] | None = None
         try:
             importances = fanova_importances(study)
         except Exception as error:  # fANOVA needs two completed trials with varied params
-            importances = None
             Path(folder, "fanova_importances.txt").write_text(f"not computed: {error}\n")
-        else:
+        if importances is not None:
             client.log_table(
                 run_id,
                 {"param": list(importances), "importance": list(importances.values())},
@@ -173,7 +175,7 @@ def write_plots(study: optuna.Study, plots: dict, folder: Path) -> None:
     file would carry the 4 MB script. A plot that cannot be drawn yet (too few trials)
     says why in `<name>.txt` and the sweep goes on.
     """
-    sections = []
+    sections: list[str] = []
     for name, plot in plots.items():
         try:
             figure = plot(study)

@@ -126,7 +126,7 @@ def judge(
         base = statistics.mean(baseline.values())
         below = {name for name, mean in means.items() if not better(mean, base)}
     pick = max if direction == "maximize" else min
-    best = pick(means, key=means.get)
+    best = pick(means, key=means.__getitem__)
     if len(scored) > 1 and all(mean == means[best] for mean in means.values()):
         return Verdict(None, None, 1.0, below_baseline=below, few_seeds=few_seeds)
     contenders = {name: scores for name, scores in scored.items() if name != best}

@@ -12,7 +12,7 @@ import optuna
 
 from rnnlab.records import decay, names
 from rnnlab.records.plots import gradient_decay_figure
-from rnnlab.training.probe import decay_statistics
+from rnnlab.training.probe import ProbeResult, decay_statistics
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -191,7 +191,7 @@ class GradientDecayLogger(keras.callbacks.Callback):
         self.batch = batch
         self.every_n_epochs = every_n_epochs
         self.explode_norm = explode_norm
-        self.results: dict[int, object] = {}  # epoch (from 1; 0 at initialisation) -> ProbeResult
+        self.results: dict[int, ProbeResult] = {}  # epoch (from 1; 0 at initialisation)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Probe the untrained model once: where each cell starts, before training moves it.
@@ -227,7 +227,7 @@ class GradientDecayLogger(keras.callbacks.Callback):
             logging.getLogger("rnnlab").warning(warning)
             mlflow.set_tag(names.GRADIENTS_EXPLODED, warning)
 
-    def metrics(self, result) -> dict[str, float]:
+    def metrics(self, result: ProbeResult) -> dict[str, float]:
         metrics = {f"grad_norm.{owner}": norm for owner, norm in result.weight_norms.items()}
         headline = self.probe.layers[-1].name
         for layer, states in result.step_norms.items():

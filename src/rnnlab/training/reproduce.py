@@ -8,6 +8,7 @@ for every difference in data, code or packages that could explain a mismatch.
 from __future__ import annotations
 
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError, validate
@@ -45,7 +46,7 @@ def original_config(client: MlflowClient, run_id: str, tracking_uri: str) -> Dic
     return cfg
 
 
-def differences(client: MlflowClient, original, reproduced) -> list[str]:
+def differences(client: MlflowClient, original: Run, reproduced: Run) -> list[str]:
     """What differs between the two runs' data, code and packages, one line each."""
     warnings = []
     for tag, what in (
@@ -58,11 +59,11 @@ def differences(client: MlflowClient, original, reproduced) -> list[str]:
         before, after = original.data.tags.get(tag), reproduced.data.tags.get(tag)
         if before != after:
             warnings.append(f"{what} differ: {before} then, {after} now")
-    packages = [stored_packages(client, run.info.run_id) for run in (original, reproduced)]
-    if packages[0] is None:
+    then, now = (stored_packages(client, run.info.run_id) for run in (original, reproduced))
+    if then is None:
         warnings.append("the original run recorded no package versions")
-    elif packages[0] != packages[1]:
-        changed = sorted(packages[0] ^ packages[1])
+    elif then != now:
+        changed = sorted(then ^ (now or set()))
         warnings.append(f"package versions differ: {', '.join(changed[:8])}")
     if original.data.params.get("reproducible") != "True":
         warnings.append("the original did not ask for reproducible=true: expect small differences")

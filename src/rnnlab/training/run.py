@@ -10,6 +10,7 @@ import logging
 import statistics
 import sys
 from dataclasses import dataclass
+from typing import cast
 
 import keras
 import mlflow
@@ -65,7 +66,7 @@ def build_model(cell_cfg: DictConfig, model_cfg: DictConfig, task: Task) -> kera
 
 
 def with_units(cell_cfg: DictConfig, units: int) -> DictConfig:
-    return OmegaConf.merge(cell_cfg, {"units": units})
+    return cast(DictConfig, OmegaConf.merge(cell_cfg, {"units": units}))  # a mapping stays one
 
 
 def budgeted_cell(cfg: DictConfig, task) -> DictConfig:
@@ -204,7 +205,7 @@ def training_metrics(
     }
     # What a sweep tunes on: the best validation score of any epoch (never the test
     # split), the epoch whose weights were tested.
-    if best_epoch.best_epoch is not None:
+    if best_epoch.best is not None and best_epoch.best_epoch is not None:  # set together
         metrics[f"best_{best_epoch.monitor}"] = best_epoch.best
         metrics["best_epoch"] = best_epoch.best_epoch
     metrics["tested_epoch"] = best_epoch.tested_epoch()

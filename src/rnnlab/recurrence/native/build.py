@@ -99,7 +99,7 @@ def flag_sets(cpu: Cpu) -> list[tuple[str, ...]]:
         return [("-mcpu=native",), ()]
     if cpu.machine not in ("x86_64", "amd64", "AMD64"):
         return [("-march=native",), ()]
-    sets = [("-march=native",)]
+    sets: list[tuple[str, ...]] = [("-march=native",)]
     if "avx512_fp16" in cpu.flags:  # TensorFlow 2.21's Eigen breaks on g++ 12 with it
         sets.append(("-march=native", "-mno-avx512fp16"))
     if cpu.flags >= X86_64_V3_FLAGS:
