@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -116,6 +118,25 @@ def test_translation_predicts_english_as_greedy_decoding_of_the_trained_model(
         assert line.startswith(f"{g}  ->  ") and "[UNK]" not in line
         if "[UNK]" not in e:
             assert line == f"{g}  ->  {e}"
+
+    # A new process, as a user's `rnnlab predict`, has imported no task module before the
+    # model loads: the layers the task's models hold must still be found.
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnlab.cli",
+            "predict",
+            run_id,
+            *german,
+            f"tracking.uri={tracking_uri}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert fresh.stdout.strip().splitlines()[-2:] == lines
 
 
 @pytest.mark.slow

@@ -118,7 +118,7 @@ def open_parent_run(sweep: Sweep, study: optuna.Study) -> str:
     tags = {
         **git_state(),
         names.SWEEP: sweep.name,
-        "optuna.storage": without_password(sweep.storage),
+        names.OPTUNA_STORAGE: without_password(sweep.storage),
     }
     run = client.create_run(experiment.experiment_id, run_name=f"sweep-{sweep.name}", tags=tags)
     client.log_artifact(run.info.run_id, sweep.source)

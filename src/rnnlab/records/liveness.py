@@ -111,10 +111,6 @@ def fail_dead_runs(uri: str, *, now: bool = False) -> list[str]:
     return failed
 
 
-# The name records/tracking.py calls until it calls fail_dead_runs(uri) itself.
-fail_dead_runs_once_a_beat = fail_dead_runs
-
-
 @contextlib.contextmanager
 def heartbeat(client: MlflowClient, run_id: str) -> Iterator[None]:
     """Beat every HEARTBEAT_SECONDS while the block runs, so other hosts see the run alive."""

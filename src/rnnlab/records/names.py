@@ -47,6 +47,7 @@ OPTUNA_TRIAL = "optuna.trial"  # a trial's run: its trial number
 # sweep can fail a killed trial's run and a sweep report read the best trial's test score.
 TRIAL_RUN_ID = "mlflow_run_id"
 SWEEP = "rnnlab.sweep"  # a sweep's parent run: the sweep's name
+OPTUNA_STORAGE = "optuna.storage"  # and where its study is (without a password)
 BEST_TRIAL = "best_trial"  # the parent run: the best trial's number
 BEST_PARAM_PREFIX = "best."  # + a config path: the best trial's value for it
 SWEEP_PLOTS_FOLDER = "plots"  # the parent run: Optuna's plots (sweep.html), importances

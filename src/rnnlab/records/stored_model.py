@@ -55,10 +55,12 @@ class StoredModel(PythonModel):
         from rnnlab.tasks import get_task
 
         record = json.loads(Path(inputs_file).read_text())
+        # The task first: its module registers the layers its models hold (the decoder's
+        # steps, tied embeddings, the lexicon bias), which Keras must know to load them.
+        self.task = get_task(OmegaConf.create(record["task"]), record["data_dir"])
         self.keras_model = keras.saving.load_model(keras_file, compile=False, safe_mode=True)
         self.input_state = record["inputs"]
         self.raw_input = record["raw_input"]
-        self.task = get_task(OmegaConf.create(record["task"]), record["data_dir"])
         self.task.restore_inputs(self.input_state)
         return self
 

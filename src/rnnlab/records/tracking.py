@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 import rnnlab
 from rnnlab.config import PROJECT_ROOT, cell_name, config_hash
 from rnnlab.records import names
-from rnnlab.records.liveness import fail_dead_runs_once_a_beat, heartbeat, owner_tags
+from rnnlab.records.liveness import fail_dead_runs, heartbeat, owner_tags
 
 if TYPE_CHECKING:  # types only: TensorFlow loads with the model, not with the store
     from mlflow.data.dataset import Dataset
@@ -123,7 +123,7 @@ def use_store(uri: str, experiment: str) -> None:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    for run_id in fail_dead_runs_once_a_beat(uri):
+    for run_id in fail_dead_runs(uri):
         print(f"rnnlab: run {run_id} was RUNNING but its process died; marked FAILED", flush=True)
     client = mlflow.MlflowClient()
     if client.get_experiment_by_name(experiment) is None:
