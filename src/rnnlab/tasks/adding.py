@@ -16,7 +16,9 @@ from rnnlab.recurrence.stack import RecurrentStack
 from rnnlab.tasks.base import SyntheticTask, TaskData
 
 
-def adding_problem(examples: int, length: int, rng: np.random.Generator):
+def adding_problem(
+    examples: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(inputs of shape (examples, length, 2), targets of shape (examples, 1)), float32."""
     if length < 2:
         raise ValueError(f"task.length must be at least 2 for two markers, got {length}")
@@ -37,7 +39,7 @@ class AddingTask(SyntheticTask):
     loss = "mse"
     metrics = ()
 
-    def generate(self, examples: int, rng: np.random.Generator):
+    def generate(self, examples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         return adding_problem(examples, self.cfg.length, rng)
 
     def build_model(self, recurrent: RecurrentStack) -> keras.Model:

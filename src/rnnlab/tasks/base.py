@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError
 from rnnlab.tasks import datasets
@@ -247,8 +248,11 @@ def batched_task_data(
     )
 
 
-def first_examples(split: tf.data.Dataset, count: int):
-    """The first `count` examples of a batched split as one batch, padded to the longest."""
+def first_examples(
+    split: tf.data.Dataset, count: int
+) -> tuple[tf.Tensor | tuple[tf.Tensor, ...], tf.Tensor]:
+    """The first `count` examples of a batched split as one batch, padded to the longest:
+    (inputs, targets), the inputs a tuple for a model of several inputs."""
     return next(iter(split.unbatch().padded_batch(count)))
 
 
@@ -297,7 +301,7 @@ def take_each(splits: dict[str, tf.data.Dataset], count: int | None) -> dict[str
     return {name: split.take(count) for name, split in splits.items()}
 
 
-def arrays_hash(*arrays) -> str:
+def arrays_hash(*arrays: np.ndarray) -> str:
     """SHA-256 of generated arrays: identifies synthetic data as content_hash does files."""
     digest = hashlib.sha256()
     for array in arrays:
@@ -305,7 +309,9 @@ def arrays_hash(*arrays) -> str:
     return digest.hexdigest()[:16]
 
 
-def task_data_from_arrays(splits: dict, batch_size: int, seed: int) -> TaskData:
+def task_data_from_arrays(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]], batch_size: int, seed: int
+) -> TaskData:
     """TaskData from {'train': (inputs, targets), 'validation': ..., 'test': ...} arrays."""
     for name, (inputs, _) in splits.items():
         if len(inputs) == 0:
@@ -326,14 +332,15 @@ class SyntheticTask(TaskDefaults):
 
     SPLITS = ("train", "validation", "test")
 
-    def __init__(self, cfg, data_dir: str) -> None:
+    def __init__(self, cfg: DictConfig, data_dir: str) -> None:
         self.cfg = cfg
-        self.test_split: tuple | None = None
+        self.test_split: tuple[np.ndarray, np.ndarray] | None = None
 
     def prepare(self) -> None:
         """Nothing to prepare: the data is generated from the seed."""
 
-    def generate(self, examples: int, rng):
+    def generate(self, examples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) of `examples` examples drawn from `rng`."""
         raise NotImplementedError
 
     def load(self, batch_size: int, seed: int) -> TaskData:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,7 +184,9 @@ class TwemojiFeatures(tfds.core.GeneratorBasedBuilder):
             license="Graphics CC-BY 4.0; names and packages MIT",
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    def _split_generators(
+        self, dl_manager: tfds.download.DownloadManager
+    ) -> dict[str, Iterator[tuple[str, dict]]]:
         records, images = emoji_files()
         emoji = read_emoji_records(records)
         return {
@@ -192,7 +194,9 @@ class TwemojiFeatures(tfds.core.GeneratorBasedBuilder):
             for name, indices in deal_groups(emoji).items()
         }
 
-    def _generate_examples(self, emoji, images, indices) -> Iterator[tuple[str, dict]]:
+    def _generate_examples(
+        self, emoji: list[Emoji], images: Path, indices: Iterable[int]
+    ) -> Iterator[tuple[str, dict]]:
         for index in indices:
             one = emoji[index]
             yield (
@@ -257,7 +261,9 @@ class CaptioningTask(TextGenerationTask):
         }
         return batched_task_data(vectorized, batch_size, seed, datasets.content_hash(self.builder))
 
-    def _vectorize(self, features: tf.Tensor, caption: tf.Tensor, _code_points: tf.Tensor):
+    def _vectorize(
+        self, features: tf.Tensor, caption: tf.Tensor, _code_points: tf.Tensor
+    ) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor]:
         decoder_tokens, next_tokens = tokenizing.teacher_forcing(self.vectorizer, caption)
         return (features, decoder_tokens), next_tokens
 

@@ -21,7 +21,9 @@ from rnnlab.tasks.base import SyntheticTask, TaskData
 BLANK, DELIMITER, ALPHABET, REMEMBERED = 0, 9, 8, 10  # symbols 1..8 are the alphabet
 
 
-def copy_memory_problem(examples: int, delay: int, rng: np.random.Generator):
+def copy_memory_problem(
+    examples: int, delay: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(one-hot inputs (examples, delay + 20, 10) float32, targets (examples, delay + 20) int32)."""
     if delay < 1:
         raise ValueError(f"task.delay must be at least 1, got {delay}")
@@ -45,7 +47,7 @@ class CopyMemoryTask(SyntheticTask):
     loss = "sparse_categorical_crossentropy"
     metrics = ("accuracy",)
 
-    def generate(self, examples: int, rng: np.random.Generator):
+    def generate(self, examples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         return copy_memory_problem(examples, self.cfg.delay, rng)
 
     def build_model(self, recurrent: RecurrentStack) -> keras.Model:

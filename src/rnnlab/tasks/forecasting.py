@@ -144,7 +144,9 @@ class StatsmodelsSeries(tfds.core.GeneratorBasedBuilder):
             license="Public domain",
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    def _split_generators(
+        self, dl_manager: tfds.download.DownloadManager
+    ) -> dict[str, Iterator[tuple[int, dict]]]:
         path = Path(dl_manager.manual_dir) / SERIES[self.builder_config.name].file
         rows = read_series(path)
         values = fill_gaps([value for _, value in rows])
@@ -153,7 +155,9 @@ class StatsmodelsSeries(tfds.core.GeneratorBasedBuilder):
             for split, (start, end) in split_bounds(len(rows)).items()
         }
 
-    def _generate_examples(self, rows, values, steps) -> Iterator[tuple[int, dict]]:
+    def _generate_examples(
+        self, rows: list[tuple[str, float | None]], values: np.ndarray, steps: range
+    ) -> Iterator[tuple[int, dict]]:
         for step in steps:
             time, observed = rows[step]
             yield (

@@ -89,12 +89,14 @@ class RottenTomatoesSnippets(tfds.core.GeneratorBasedBuilder):
             license="MIT",
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    def _split_generators(
+        self, dl_manager: tfds.download.DownloadManager
+    ) -> dict[str, Iterator[tuple[int, dict]]]:
         path = Path(dl_manager.manual_dir) / SOURCE_MEMBERS[-1]
         splits = split_rows(read_snippets(path))
         return {name: self._generate_examples(rows) for name, rows in splits.items()}
 
-    def _generate_examples(self, rows) -> Iterator[tuple[int, dict]]:
+    def _generate_examples(self, rows: list[tuple[int, float, str]]) -> Iterator[tuple[int, dict]]:
         for snippet_id, rating, text in rows:
             yield snippet_id, {"text": text, "label": int(rating > 0), "rating": rating}
 

@@ -8,7 +8,7 @@ archive's own train/test split is kept; a fixed fifth of its train cases is vali
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +123,9 @@ class UcrArchive(tfds.core.GeneratorBasedBuilder):
             license="Cite the archive; research use",
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    def _split_generators(
+        self, dl_manager: tfds.download.DownloadManager
+    ) -> dict[str, Iterator[tuple[int, dict]]]:
         name = self.builder_config.name
         folder = Path(dl_manager.manual_dir) / name
         train = read_ts(folder / f"{name}_TRAIN.ts")
@@ -139,7 +141,9 @@ class UcrArchive(tfds.core.GeneratorBasedBuilder):
             "test": self._generate_examples(test, range(len(test[0]))),
         }
 
-    def _generate_examples(self, cases_and_labels, indices) -> Iterator[tuple[int, dict]]:
+    def _generate_examples(
+        self, cases_and_labels: tuple[list[np.ndarray], list[str]], indices: Iterable[int]
+    ) -> Iterator[tuple[int, dict]]:
         cases, labels = cases_and_labels
         for index in indices:
             yield int(index), {"series": cases[index], "label": labels[index]}
@@ -180,7 +184,9 @@ class SeriesClassificationTask(TaskDefaults):
         padded = {name: self._pad(split, mean, std) for name, split in splits.items()}
         return batched_task_data(padded, batch_size, seed, datasets.content_hash(self.builder))
 
-    def _pad(self, cases, mean: np.ndarray, std: np.ndarray) -> tf.data.Dataset:
+    def _pad(
+        self, cases: list[tuple[np.ndarray, int]], mean: np.ndarray, std: np.ndarray
+    ) -> tf.data.Dataset:
         """Standardise each case and pad it at the end to the longest case of the set."""
         dimensions = UCR_SETS[self.cfg.dataset].dimensions
         series = np.full((len(cases), self.steps, dimensions), PADDING, dtype=np.float32)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -52,6 +52,9 @@ from rnnlab.tasks.seq2seq.sentence_pairs import (
 from rnnlab.tasks.seq2seq.subwords import SubwordCodec
 from rnnlab.tasks.seq2seq.translation_model import encoder_decoder
 from rnnlab.tasks.seq2seq.translation_options import check_options
+
+if TYPE_CHECKING:  # only a type: lexicon_bias builds the matrices
+    from scipy import sparse
 
 # Keys newer than some stored runs, with what a config without them (`rnnlab evaluate`,
 # `predict`, `reproduce` of such a run) means: the config package's table of migrations.
@@ -193,7 +196,9 @@ class TranslationTask(TextGenerationTask):
             texts = self.segmented_sources(texts)
         return self.source_vectorizer(tf.constant(texts)).numpy()
 
-    def _vectorize(self, source: tf.Tensor, target: tf.Tensor):
+    def _vectorize(
+        self, source: tf.Tensor, target: tf.Tensor
+    ) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor]:
         decoder_tokens, next_tokens = tokenizing.teacher_forcing(self.target_vectorizer, target)
         source_tokens = tokenizing.without_padding(self.source_vectorizer(source))
         return (source_tokens, decoder_tokens), next_tokens
@@ -319,7 +324,7 @@ class TranslationTask(TextGenerationTask):
             self.dictionary_path, held, self.word_standardize, self.option("whole_annotations")
         )
 
-    def training_lexicon(self):
+    def training_lexicon(self) -> sparse.csr_matrix:
         """IBM Model 1's p(e | f) over the training pairs' token ids (phrases not included)."""
         pairs = decoded_pairs(self._loaded_train_pairs())
         sources = self.source_ids([german for german, _ in pairs])

@@ -8,7 +8,8 @@ importing this module: `EachStep` here, and `TiedEmbedding` through its import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import keras
 from keras import layers
@@ -17,6 +18,9 @@ from rnnlab.config import ConfigError
 from rnnlab.tasks.seq2seq.attention import attend
 from rnnlab.tasks.seq2seq.embedding_dropout import embedding_dropouts
 from rnnlab.tasks.seq2seq.tied_embedding import TiedEmbedding
+
+if TYPE_CHECKING:  # types only: the layers compute with keras.ops
+    import tensorflow as tf
 
 
 def conditioned_decoder(
@@ -81,14 +85,18 @@ class EachStep(layers.Layer):
     known only when a batch arrives.
     """
 
-    def call(self, inputs):
+    def call(self, inputs: Sequence[tf.Tensor]) -> tf.Tensor:
         context, sequence = inputs
         steps = keras.ops.shape(sequence)[1]
         return keras.ops.repeat(keras.ops.expand_dims(context, 1), steps, axis=1)
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(
+        self, inputs: Sequence[tf.Tensor], mask: Sequence[tf.Tensor | None] | None = None
+    ) -> None:
         return None  # the decoder's mask comes from its tokens
 
-    def compute_output_shape(self, input_shapes):
+    def compute_output_shape(
+        self, input_shapes: Sequence[tuple[int | None, ...]]
+    ) -> tuple[int | None, ...]:
         context, sequence = input_shapes
         return (context[0], sequence[1], context[-1])

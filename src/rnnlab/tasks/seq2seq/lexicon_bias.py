@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from scipy import sparse
 
 from rnnlab.tasks.seq2seq import tokenizing
+
+if TYPE_CHECKING:  # types only: the layer computes with keras.ops
+    import tensorflow as tf
 
 # Arthur et al.'s ε: a word no attended German word translates to loses log(1e-3) ≈ -6.9.
 EPSILON = 1e-3
@@ -160,13 +164,13 @@ class LexiconBias(keras.layers.Layer):
     probabilities, so a stored model carries the table it was trained with.
     """
 
-    def __init__(self, source_vocabulary_size: int, translations: int, **kwargs) -> None:
+    def __init__(self, source_vocabulary_size: int, translations: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.source_vocabulary_size = source_vocabulary_size
         self.translations = translations
         self.supports_masking = True
 
-    def build(self, input_shapes) -> None:
+    def build(self, input_shapes: Sequence[tuple[int | None, ...]]) -> None:
         shape = (self.source_vocabulary_size, self.translations)
         self.target_ids = self.add_weight(
             shape=shape, dtype="int32", initializer="zeros", trainable=False, name="target_ids"
@@ -179,7 +183,7 @@ class LexiconBias(keras.layers.Layer):
         self.target_ids.assign(ids)
         self.probabilities.assign(probabilities)
 
-    def call(self, inputs):
+    def call(self, inputs: Sequence[tf.Tensor]) -> tf.Tensor:
         scores, weights, source = inputs  # [B, T, V], [B, T, S], [B, S]
         ops = keras.ops
         batch, steps, vocabulary = ops.shape(scores)[0], ops.shape(scores)[1], ops.shape(scores)[2]
@@ -199,13 +203,19 @@ class LexiconBias(keras.layers.Layer):
         lexical = ops.reshape(lexical, (batch, steps, vocabulary))
         return ops.softmax(scores + ops.log(lexical + EPSILON), axis=-1)
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(
+        self,
+        inputs: Sequence[tf.Tensor],
+        mask: Sequence[tf.Tensor | None] | tf.Tensor | None = None,
+    ) -> tf.Tensor | None:
         return mask[0] if isinstance(mask, list | tuple) else mask
 
-    def compute_output_shape(self, input_shapes):
+    def compute_output_shape(
+        self, input_shapes: Sequence[tuple[int | None, ...]]
+    ) -> tuple[int | None, ...]:
         return input_shapes[0]
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return super().get_config() | {
             "source_vocabulary_size": self.source_vocabulary_size,
             "translations": self.translations,

@@ -8,13 +8,19 @@ predicting the padding it is fed, and make a batch's score depend on its longest
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import keras
 
 from rnnlab.config import ConfigError
 
+if TYPE_CHECKING:  # types only: the losses compute with keras.ops
+    import tensorflow as tf
 
-def masked_crossentropy(y_true, y_pred, label_smoothing: float = 0.0):
+
+def masked_crossentropy(
+    y_true: tf.Tensor, y_pred: tf.Tensor, label_smoothing: float = 0.0
+) -> tf.Tensor:
     """Cross-entropy of the next token, averaged over real tokens: padding is not learned.
 
     With `label_smoothing` ε the target is (1 - ε) on the right token and ε spread evenly
@@ -37,7 +43,7 @@ def masked_crossentropy(y_true, y_pred, label_smoothing: float = 0.0):
     return keras.ops.sum(losses * real) / keras.ops.maximum(keras.ops.sum(real), 1.0)
 
 
-def softmax_scores(probabilities):
+def softmax_scores(probabilities: tf.Tensor) -> tf.Tensor:
     """Scores whose softmax gives `probabilities`: the softmax's own input in a TensorFlow
     graph (as Keras's losses read it), else log(p), clipped as Keras clips it."""
     operation = getattr(probabilities, "op", None)
@@ -47,14 +53,14 @@ def softmax_scores(probabilities):
     return keras.ops.log(keras.ops.clip(probabilities, keras.config.epsilon(), 1.0))
 
 
-def smoothed_crossentropy(label_smoothing: float) -> Callable:
+def smoothed_crossentropy(label_smoothing: float) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """`masked_crossentropy` with its label smoothing fixed, for `model.compile`."""
     if not 0.0 <= label_smoothing < 1.0:
         raise ConfigError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
     if not label_smoothing:
         return masked_crossentropy
 
-    def loss(y_true, y_pred):
+    def loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         return masked_crossentropy(y_true, y_pred, label_smoothing)
 
     return loss
@@ -63,12 +69,14 @@ def smoothed_crossentropy(label_smoothing: float) -> Callable:
 class TokenAccuracy(keras.metrics.Metric):
     """Share of non-padding target tokens predicted right, under teacher forcing."""
 
-    def __init__(self, name: str = "token_accuracy", **kwargs) -> None:
+    def __init__(self, name: str = "token_accuracy", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
 
-    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+    def update_state(
+        self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: tf.Tensor | None = None
+    ) -> None:
         y_true = keras.ops.cast(y_true, "int64")
         real = keras.ops.cast(y_true != 0, "float32")
         predicted = keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), "int64")
@@ -76,5 +84,5 @@ class TokenAccuracy(keras.metrics.Metric):
         self.correct.assign_add(keras.ops.sum(hits * real))
         self.total.assign_add(keras.ops.sum(real))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         return self.correct / keras.ops.maximum(self.total, 1.0)

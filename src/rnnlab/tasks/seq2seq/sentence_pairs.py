@@ -7,7 +7,7 @@ same held-out sentences.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +41,16 @@ class DingSentencePairs(tfds.core.GeneratorBasedBuilder):
             license="GPL-2.0-or-later",
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    def _split_generators(
+        self, dl_manager: tfds.download.DownloadManager
+    ) -> dict[str, Iterator[tuple[int, dict]]]:
         pairs = read_sentence_pairs(Path(dl_manager.manual_dir) / DICTIONARY)
         splits = deal(len(pairs), SPLIT_FRACTIONS, SPLIT_SEED)
         return {name: self._generate_examples(pairs, indices) for name, indices in splits.items()}
 
-    def _generate_examples(self, pairs, indices) -> Iterator[tuple[int, dict]]:
+    def _generate_examples(
+        self, pairs: list[tuple[str, str]], indices: Iterable[int]
+    ) -> Iterator[tuple[int, dict]]:
         for index in indices:
             german, english = pairs[index]
             yield int(index), {"de": german, "en": english}
@@ -57,7 +61,7 @@ def decoded_pairs(split: tf.data.Dataset) -> list[tuple[str, str]]:
     return [(german.decode(), english.decode()) for german, english in tfds.as_numpy(split)]
 
 
-def longer_side(inputs, _next_tokens) -> tf.Tensor:
+def longer_side(inputs: tuple[tf.Tensor, tf.Tensor], _next_tokens: tf.Tensor) -> tf.Tensor:
     """A pair's length for batching by length: its longer side, in tokens."""
     source, decoder_tokens = inputs
     return tf.maximum(tf.shape(source)[0], tf.shape(decoder_tokens)[0])
