@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +96,9 @@ def grid_cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rnnlab" / "grids"
 
 
-def grid_facts(name: str, extra_overrides: list[str] = ()) -> list[tuple[GridPoint, PointFacts]]:
+def grid_facts(
+    name: str, extra_overrides: Sequence[str] = ()
+) -> list[tuple[GridPoint, PointFacts]]:
     """Every grid point with its config hash, task, metric and cell.
 
     Composed once per distinct group choices (compose_many), and remembered in a cache

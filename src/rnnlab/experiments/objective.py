@@ -17,12 +17,14 @@ FAILURE_ATTR = "failure"
 
 
 def suggest(trial: optuna.Trial, param: Param):
-    if param.kind == "categorical":
+    if param.choices is not None:  # kind "categorical"
         return trial.suggest_categorical(param.path, list(param.choices))
+    low, high = param.bounds()
     if param.kind == "int":
-        step = param.step or 1
-        return trial.suggest_int(param.path, param.low, param.high, log=param.log, step=step)
-    return trial.suggest_float(param.path, param.low, param.high, log=param.log, step=param.step)
+        # Kind "int" means low, high and step are ints already: int() only says so to mypy.
+        step = int(param.step or 1)
+        return trial.suggest_int(param.path, int(low), int(high), log=param.log, step=step)
+    return trial.suggest_float(param.path, low, high, log=param.log, step=param.step)
 
 
 def trial_overrides(sweep: Sweep, trial: optuna.Trial, parent_run_id: str) -> list[str]:

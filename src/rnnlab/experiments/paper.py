@@ -32,9 +32,10 @@ OTHER_STORE_CLAIMS = "sqlite:///mlruns/optuna.db"
 
 
 def finished_hashes(tracking_uri: str, experiment_name: str) -> set[str]:
-    """Config hashes of the experiment's FINISHED runs in the store."""
+    """Config hashes of the experiment's FINISHED runs in the store (a run without one,
+    which no grid point can match, is left out)."""
     runs = finished_runs(tracking_uri, experiment_name, tags=(names.CONFIG_HASH,))
-    return {run.tags.get(names.CONFIG_HASH) for run in runs}
+    return {run.tags[names.CONFIG_HASH] for run in runs if names.CONFIG_HASH in run.tags}
 
 
 def default_claims_storage(tracking_uri: str) -> str:
@@ -178,10 +179,11 @@ def count_points(job: GridJob, points, skipped: int) -> dict[str, int]:
     counts = {"ran": 0, "skipped": skipped, "failed": 0, "left": 0}
     for _, facts in points:
         claim = held.get(facts.config_hash)
-        this_command = claim is not None and claim.updated >= job.since
+        # Only a claim this command touched counts its point as ran or failed here.
+        ours = claim if claim is not None and claim.updated >= job.since else None
         if facts.config_hash in done:
-            counts["ran"] += this_command
-        elif this_command and claim.state == FAILED:
+            counts["ran"] += ours is not None
+        elif ours is not None and ours.state == FAILED:
             counts["failed"] += 1
         else:
             counts["left"] += 1

@@ -7,6 +7,7 @@ table, so a name cannot be accepted and then silently run as something else.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
@@ -14,7 +15,8 @@ import optuna
 
 @dataclass(frozen=True)
 class SamplerKind:
-    cls: type[optuna.samplers.BaseSampler]
+    # The sampler's class; every one here takes seed= (BaseSampler itself does not).
+    cls: Callable[..., optuna.samplers.BaseSampler]
     multi_objective: bool  # can it search several objectives at once
     needs: str | None = None  # a module it imports on use, with how to install it
 
@@ -55,7 +57,9 @@ def make_sampler(
     """The named sampler; `grid` is the grid sampler's search space (every choice)."""
     cls = SAMPLERS[name].cls
     if cls is optuna.samplers.GridSampler:
-        return cls(grid, seed=seed, **options)
+        if grid is None:
+            raise ValueError("the grid sampler needs a grid: every parameter's choices")
+        return optuna.samplers.GridSampler(grid, seed=seed, **options)
     return cls(seed=seed, **options)
 
 

@@ -114,6 +114,8 @@ def open_parent_run(sweep: Sweep, study: optuna.Study) -> str:
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         return run_id
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is None:  # use_store has just created it: only someone deleting it gets here
+        raise ConfigError(f"MLflow experiment '{cfg.tracking.experiment}' vanished from the store")
     # The children carry the TensorFlow versions; the coordinator never imports TensorFlow.
     tags = {
         **git_state(),

@@ -7,9 +7,10 @@ line naming the file and the line: `sweeps/x.yaml:12: unknown parameter path 'ce
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -57,6 +58,12 @@ KEYS = {
     "slurm": "the SLURM jobs' partition, time_minutes, cpus_per_task, gpus_per_task, jobs, logs",
 }
 PARAM_KEYS = ("choices", "low", "high", "log", "step")
+# Which way an objective is better, spelled as Optuna's create_study takes it.
+Direction = Literal["maximize", "minimize"]
+
+
+def is_direction(value: Any) -> TypeGuard[Direction]:
+    return value in ("maximize", "minimize")
 
 
 class SweepFileError(ConfigError):
@@ -73,6 +80,12 @@ class Param:
     high: float | None = None
     log: bool = False
     step: float | None = None
+
+    def bounds(self) -> tuple[float, float]:
+        """A range's low and high, which the checker requires of every range."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.path}: a parameter with a list of choices has no range")
+        return self.low, self.high
 
     @property
     def kind(self) -> str:
@@ -91,7 +104,7 @@ class Sweep:
     overrides: tuple[str, ...]
     space: tuple[Param, ...]
     metric: str  # the validation score: val_<metric> picks each trial's tested epoch
-    direction: str
+    direction: Direction
     n_trials: int | None
     timeout: float | None
     storage: str = DEFAULT_STORAGE
@@ -103,7 +116,7 @@ class Sweep:
     heartbeat_seconds: int = 30
     retries: int = 2
     costs: tuple[str, ...] = ()  # further objectives of a multi-objective sweep (COST_METRICS)
-    cost_directions: tuple[str, ...] = ()
+    cost_directions: tuple[Direction, ...] = ()
     store_models: bool = False
     launcher: str = "local"
     slurm: dict[str, Any] = field(default_factory=dict)  # launchers.SlurmOptions' fields
@@ -114,7 +127,7 @@ class Sweep:
         return (f"best_val_{self.metric}", *self.costs)
 
     @property
-    def directions(self) -> tuple[str, ...]:
+    def directions(self) -> tuple[Direction, ...]:
         return (self.direction, *self.cost_directions)
 
     @property
@@ -153,7 +166,7 @@ def sample_values(param: Param) -> list[Any]:
     return list(param.choices) if param.choices is not None else [param.low, param.high]
 
 
-def load_sweep(path: str | Path, extra_overrides: list[str] = ()) -> Sweep:
+def load_sweep(path: str | Path, extra_overrides: Sequence[str] = ()) -> Sweep:
     """Parse and check a sweep file; extra_overrides (from the command line) come last."""
     source = Path(path)
     if not source.exists() and (PROJECT_ROOT / "sweeps" / f"{path}.yaml").exists():
@@ -251,7 +264,7 @@ class SweepFileChecker:
             raise self.fail(("slurm",), str(error)) from None
         return values
 
-    def objectives(self, data: dict, task) -> tuple[list[str], list[str]]:
+    def objectives(self, data: dict, task) -> tuple[list[str], list[Direction]]:
         """The metrics and their directions: the validation score first, then any costs."""
         metrics = data.get("metric") or task.metric
         metrics = [str(m) for m in metrics] if isinstance(metrics, list) else [str(metrics)]
@@ -274,11 +287,13 @@ class SweepFileChecker:
             directions = [directions] if len(metrics) == 1 else None
         if directions is None or len(directions) != len(metrics):
             raise self.fail(("direction",), f"direction: give one per metric ({len(metrics)})")
+        checked: list[Direction] = []
         for direction in directions:
-            if direction not in ("maximize", "minimize"):
+            if not is_direction(direction):
                 message = f"direction must be maximize or minimize, not {direction}"
                 raise self.fail(("direction",), message)
-        return metrics, list(directions)
+            checked.append(direction)
+        return metrics, checked
 
     def param(self, name: str, spec: Any) -> Param:
         where = ("space", name)
@@ -296,14 +311,8 @@ class SweepFileChecker:
             if len(set(map(repr, choices))) != len(choices):
                 raise self.fail((*where, "choices"), f"{name}: a choice is listed twice")
             return Param(path=name, choices=tuple(choices))
-        low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
-        for key, value in (("low", low), ("high", high), ("step", step)):
-            if (value is not None or key != "step") and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) else ""
-                message = f"{name}: {key} must be a number, got {value!r}{hint}"
-                raise self.fail((*where, key), message)
+        low, high = self.number(name, spec, "low"), self.number(name, spec, "high")
+        step = None if spec.get("step") is None else self.number(name, spec, "step")
         if not low < high:
             message = f"{name}: bad range: low {low} is not below high {high}"
             raise self.fail((*where, "high"), message)
@@ -314,9 +323,19 @@ class SweepFileChecker:
             raise self.fail((*where, "step"), f"{name}: step must be > 0 and not used with log")
         return Param(path=name, low=low, high=high, log=log, step=step)
 
+    def number(self, name: str, spec: dict, key: str) -> float:
+        """A range's `low`, `high` or `step`: an int or a float, never a bool or text."""
+        value = spec.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) else ""
+            message = f"{name}: {key} must be a number, got {value!r}{hint}"
+            raise self.fail(("space", name, key), message)
+        return value
+
     def check_space(self, overrides: list[str], space: tuple[Param, ...]) -> None:
         """Every path exists; every choice and both ends of every range compose and validate."""
         groups = [param for param in space if (CONF_DIR / param.path).is_dir()]
+        first_choices = []
         for param in groups:
             allowed = group_choices(param.path)
             unknown = [c for c in param.choices or [] if str(c) not in allowed]
@@ -324,7 +343,7 @@ class SweepFileChecker:
                 got = f"unknown {param.path} '{unknown[0]}'" if unknown else "a range"
                 message = f"{got}; choose one of: {', '.join(allowed)}"
                 raise self.fail(("space", param.path), message)
-        first_choices = [f"{param.path}={param.choices[0]}" for param in groups]
+            first_choices.append(f"{param.path}={param.choices[0]}")
         cfg = self.compose(("space",), [*overrides, *first_choices])
         for param in space:
             missing = OmegaConf.select(cfg, param.path, default=KeyError) is KeyError
@@ -351,7 +370,7 @@ class SweepFileChecker:
         except ConfigError as error:
             raise self.fail(("overrides",), str(error)) from None
 
-    def compose_all(self, checks: list[tuple[tuple[str, ...], list[str]]]) -> None:
+    def compose_all(self, checks: Sequence[tuple[tuple[str, ...], list[str]]]) -> None:
         """Compose every (where, overrides) check: through Hydra once per set of group
         choices (`compose_many`: 0.3 s a file, not 2 s), and one by one only if one fails,
         to name the line of the first that does."""
