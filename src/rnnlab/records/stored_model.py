@@ -19,7 +19,6 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import keras
 import mlflow
@@ -64,12 +63,9 @@ class StoredModel(PythonModel):
         self.task.restore_inputs(self.input_state)
         return self
 
-    def predict(
-        self,
-        context: PythonModelContext | None,
-        model_input: Any,
-        params: dict[str, Any] | None = None,
-    ) -> Any:
+    # No type hints: MLflow would infer a signature from them and warn that `Any` is not a
+    # list; the signature is given explicitly where the model is logged.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         if not self.raw_input:
             return self.keras_model.predict(model_input, verbose=0)
         if hasattr(model_input, "iloc"):  # MLflow hands a column of values as a DataFrame
