@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +16,16 @@ import pytest
 from mlflow import MlflowClient
 
 from rnnlab import cli
-from rnnlab.config import compose_config
+from rnnlab.config import ConfigError, compose_config
 from rnnlab.records import names
-from rnnlab.records.stored_model import NoStoredModelError, load_stored_model
+from rnnlab.records.stored_model import (
+    NoStoredModelError,
+    StoredModel,
+    array_example,
+    data_folder,
+    load_stored_model,
+    stored_model_id,
+)
 from rnnlab.tasks import TASK_MODULES, get_task, load_task
 from rnnlab.tasks.base import NoPredictError, Task
 from rnnlab.tasks.seq2seq.decoding import decode
@@ -244,6 +255,134 @@ def test_predict_and_evaluate_fail_in_one_line(compose, tracking_uri, capsys):
             cli.main([*arguments, f"tracking.uri={tracking_uri}"])
         [line] = str(exit_.value.code).splitlines()
         assert line.startswith("rnnlab: ") and message in line, line
+
+
+def model_folder(tracking_uri: str, run_id: str) -> Path:
+    """The run's stored model's folder on disk (the test stores keep artifacts locally)."""
+    client = MlflowClient(tracking_uri)
+    location = client.get_logged_model(stored_model_id(client, run_id)).artifact_location
+    return Path(location.removeprefix("file://"))
+
+
+class Planted:
+    """A pickle whose loading runs a command: what a writer to a shared store could plant."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+def plant_pickle(folder: Path, marker: Path) -> None:
+    (folder / "python_model.pkl").write_bytes(pickle.dumps(Planted(marker)))
+    # The planted pickle is live: whoever unpickles it runs the command.
+    pickle.loads((folder / "python_model.pkl").read_bytes())
+    assert marker.exists()
+    marker.unlink()
+
+
+def store_as_before(tracking_uri: str, run_id: str, scratch: Path) -> None:
+    """Rewrite the run's stored model as rnnlab stored it before its loader module: a
+    pickled `StoredModel` whose MLmodel names MLflow's loader, its files under `artifacts/`."""
+    folder = model_folder(tracking_uri, run_id)
+    data = folder / "data" / "model"
+    mlflow.pyfunc.save_model(
+        path=scratch / "before",
+        python_model=StoredModel(),
+        artifacts={
+            "keras_model": str(data / names.KERAS_FILE),
+            "inputs": str(data / names.INPUTS_FILE),
+        },
+    )
+    shutil.rmtree(folder)
+    shutil.copytree(scratch / "before", folder)
+    assert (folder / "artifacts" / names.KERAS_FILE).exists()
+
+
+def test_a_stored_model_is_read_only_from_inside_its_own_folder():
+    loader = {"loader_module": "rnnlab.records.stored_model"}
+
+    def folder(**flavor: object) -> str:
+        return data_folder(mlflow.models.Model(flavors={"python_function": flavor}), "r1")
+
+    assert folder(**loader, data="data/model") == "data/model"
+    assert folder(loader_module="mlflow.pyfunc.model", python_model="python_model.pkl") == (
+        "artifacts"  # stored before: its two files, never its pickle
+    )
+    for data in ("../../other_model/data", "/etc", "", None):
+        with pytest.raises(ConfigError, match="r1's stored model names no data folder"):
+            folder(**loader, data=data)
+
+
+@pytest.mark.slow
+def test_a_stored_model_holds_data_only_and_names_rnnlabs_loader(task_run, tracking_uri):
+    folder = model_folder(tracking_uri, task_run("sentiment"))
+
+    assert not list(folder.rglob("*.pkl"))
+    flavor = mlflow.models.Model.load(folder / "MLmodel").flavors["python_function"]
+    assert flavor["loader_module"] == "rnnlab.records.stored_model"
+    assert "python_model" not in flavor and not flavor.get("code")
+    assert {path.name for path in (folder / flavor["data"]).iterdir()} == {
+        names.KERAS_FILE,
+        names.INPUTS_FILE,
+    }
+
+
+@pytest.mark.slow
+def test_mlflows_loader_predicts_arrays_as_rnnlabs_loader_does(task_run, tracking_uri):
+    run_id = task_run("adding")
+    stored = load_stored_model(MlflowClient(tracking_uri), run_id)
+    cfg = compose_config(small_config(tracking_uri, "adding"))
+    data = load_task(cfg.task, cfg.data_dir, cfg.trainer.batch_size, cfg.seed)[1]
+    inputs = array_example(stored.keras_model, data)
+
+    mlflow.set_tracking_uri(tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{stored_model_id(MlflowClient(), run_id)}")
+    expected = stored.keras_model.predict(inputs, verbose=0)
+    assert np.allclose(pyfunc.predict(inputs), expected, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stored", ["today", "before"])
+def test_a_pickle_planted_in_a_store_never_runs(tracking_uri, tmp_path, stored):
+    run_id = run(compose_config(small_config(tracking_uri, "sentiment"))).run_id
+    if stored == "before":
+        store_as_before(tracking_uri, run_id, tmp_path)
+    marker = tmp_path / "the-pickle-ran"
+    plant_pickle(model_folder(tracking_uri, run_id), marker)
+
+    texts = ["A gripping, funny and moving film.", "Dull, and far too long."]
+    fresh = subprocess.run(
+        [sys.executable, "-m", "rnnlab.cli", "predict", run_id, *texts,
+         f"tracking.uri={tracking_uri}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert not marker.exists()
+    keras_model = load_stored_model(MlflowClient(tracking_uri), run_id).keras_model
+    tokens = same_data_task(tracking_uri, "sentiment").vectorizer(texts)
+    expected = keras_model.predict(tokens, verbose=0)[:, 0]
+    assert fresh.stdout.strip().splitlines()[-2:] == [
+        f"{p:.3f} positive  {text}" for p, text in zip(expected, texts, strict=True)
+    ]
+    for name, logged, recomputed in evaluate(run_id, tracking_uri):
+        assert recomputed == pytest.approx(logged, rel=1e-5, abs=1e-6), name
+    assert not marker.exists()
+
+    # MLflow's own loader: a model stored today names no pickle, so it runs none; one
+    # stored before names its pickle, so MLflow runs whatever it holds (rnnlab never does).
+    mlflow.set_tracking_uri(tracking_uri)
+    model_uri = f"models:/{stored_model_id(MlflowClient(), run_id)}"
+    if stored == "today":
+        assert np.allclose(mlflow.pyfunc.load_model(model_uri).predict(texts), expected)
+        assert not marker.exists()
+    else:
+        with pytest.raises(Exception):  # noqa: B017 (the planted object is no model)
+            mlflow.pyfunc.load_model(model_uri)
+        assert marker.exists()
 
 
 def test_a_sqlite_store_keeps_its_artifacts_beside_its_database(tmp_path, monkeypatch):

@@ -5,6 +5,14 @@ file of the tested weights and the task's input state (vocabularies). It is a py
 of rnnlab's own rather than MLflow's Keras flavour: that flavour (MLflow 3.17) fails as soon
 as it is given an input example, writing the example before it creates the model's folder.
 
+A store holds data, never code that loading runs: stores are shared, and whoever can write
+to one could otherwise run anything on the machine of whoever loads from it. So the model
+is logged through pyfunc's `loader_module` route, not as a `PythonModel` (which MLflow
+pickles, and unpickles on load): its MLmodel names this module, which MLflow imports from
+the environment (no `code_paths`), and `_load_pyfunc` reads the Keras file in safe mode and
+the inputs' JSON. Models stored before this also hold `python_model.pkl`: rnnlab never
+reads it, but MLflow's own loader would.
+
 Where the task has a predict (sentiment, translation, forecasting) the stored model takes
 what a person gives: raw text, or the series' latest values. Elsewhere it takes the Keras
 model's own arrays. Loading needs only `import rnnlab`, which registers its layers.
@@ -18,14 +26,15 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import keras
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,8 +47,17 @@ class NoStoredModelError(ConfigError):
     """The run stored no model: made with tracking.log_model=false, or before models were."""
 
 
+# Where a model stored before the loader-module route keeps its two files, in its folder.
+# (Its `python_model.pkl` is never read: see the module's docstring.)
+PICKLED_MODEL_DATA = "artifacts"
+
+
 class StoredModel(PythonModel):
-    """The Keras model and, rebuilt from its config and input state, the task around it."""
+    """The Keras model and, rebuilt from its config and input state, the task around it.
+
+    Still a `PythonModel` only so that models stored before, whose pickle names this
+    class, keep loading through MLflow's own loader; new models are never pickled.
+    """
 
     # Its input differs by task (texts, numbers, arrays): the signature says which, not
     # type hints, so MLflow's type-hint wrapping of `predict` is off.
@@ -71,6 +89,25 @@ class StoredModel(PythonModel):
         if hasattr(model_input, "iloc"):  # MLflow hands a column of values as a DataFrame
             model_input = model_input.iloc[:, 0].tolist()
         return self.task.predict(self.keras_model, list(model_input))
+
+
+class LoadedModel:
+    """What `mlflow.pyfunc.load_model` wraps for a model logged through this module."""
+
+    def __init__(self, stored: StoredModel) -> None:
+        self.stored = stored
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        return self.stored.predict(None, model_input, params)
+
+
+def _load_pyfunc(data_path: str) -> LoadedModel:
+    """MLflow's entry point for the loader-module route: the model from its data folder."""
+    folder = Path(data_path)
+    stored = StoredModel().load_files(
+        str(folder / names.KERAS_FILE), str(folder / names.INPUTS_FILE)
+    )
+    return LoadedModel(stored)
 
 
 def array_example(
@@ -107,13 +144,17 @@ def log_stored_model(model: keras.Model, task: Task, cfg: DictConfig, data: Task
         "raw_input": raw_input,
     }
     with tempfile.TemporaryDirectory() as folder, quiet_mlflow():
-        keras_file, inputs_file = Path(folder, names.KERAS_FILE), Path(folder, names.INPUTS_FILE)
-        model.save(keras_file)
-        inputs_file.write_text(json.dumps(record))
+        # MLflow copies this folder to `data/model/` and names that path in the MLmodel.
+        files = Path(folder, "model")
+        files.mkdir()
+        model.save(files / names.KERAS_FILE)
+        (files / names.INPUTS_FILE).write_text(json.dumps(record))
         info = mlflow.pyfunc.log_model(
             name=f"{cell_name(cfg.cell)}-{cfg.task.name}",  # what the UI's Models list shows
-            python_model=StoredModel(),
-            artifacts={"keras_model": str(keras_file), "inputs": str(inputs_file)},
+            # Data and the name of an installed module: no pickle, and no code_paths, so
+            # loading imports rnnlab's loader from the environment, never from the store.
+            loader_module=__name__,
+            data_path=str(files),
             signature=infer_signature(example, answers),
             input_example=example,
             pip_requirements=requirements(),
@@ -123,7 +164,7 @@ def log_stored_model(model: keras.Model, task: Task, cfg: DictConfig, data: Task
 
 @contextlib.contextmanager
 def quiet_mlflow() -> Iterator[None]:
-    """Silence MLflow's notes on pickled models and type hints: they are not the user's."""
+    """Silence MLflow's notes on models and type hints: they are not the user's."""
     logger = logging.getLogger("mlflow")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -152,16 +193,33 @@ def stored_model_id(client: MlflowClient, run_id: str) -> str:
 def load_stored_model(client: MlflowClient, run_id: str) -> StoredModel:
     """The run's model, read from the Keras file and the inputs' JSON in its store.
 
-    MLflow's own loader would unpickle the stored `StoredModel` (python_model.pkl): that runs
-    whatever the pickle holds, and names the class by the module it was stored from. Reading
-    the two data files needs neither.
+    Never through MLflow's loader: for a model stored before the loader-module route, that
+    would unpickle `python_model.pkl`, running whatever the pickle holds. The MLmodel file
+    (YAML, read as data) says where the two files are.
     """
     location = client.get_logged_model(stored_model_id(client, run_id)).artifact_location
     with tempfile.TemporaryDirectory() as folder, quiet_mlflow():
+        mlmodel = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{location}/MLmodel", dst_path=folder
+        )
+        data = data_folder(Model.load(mlmodel), run_id)
         files = [
             mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{location}/artifacts/{name}", dst_path=folder
+                artifact_uri=f"{location}/{data}/{name}", dst_path=folder
             )
             for name in (names.KERAS_FILE, names.INPUTS_FILE)
         ]
         return StoredModel().load_files(*files)
+
+
+def data_folder(mlmodel: Model, run_id: str) -> str:
+    """Where in the model's folder its two data files are, as its MLmodel says."""
+    flavor = mlmodel.flavors.get("python_function", {})
+    if flavor.get("loader_module") != __name__:
+        return PICKLED_MODEL_DATA  # logged as a pickled StoredModel, before this route
+    data = flavor.get("data")
+    parts = PurePosixPath(data).parts if isinstance(data, str) else ()
+    # A store's files name none outside the model's folder: nothing else there is read.
+    if not parts or parts[0] == "/" or ".." in parts:
+        raise ConfigError(f"run {run_id}'s stored model names no data folder of its own: {data!r}")
+    return str(data)
