@@ -29,6 +29,7 @@ from rnnlab.config import (
 )
 from rnnlab.experiments.launchers import LAUNCHERS, Launcher, SlurmOptions, launcher_for
 from rnnlab.records import names
+from rnnlab.records.store_access import check_store
 
 if TYPE_CHECKING:
     import optuna
@@ -84,6 +85,7 @@ def train_job(cfg: DictConfig) -> float:
     try:
         cfg = with_experiment_task_overrides(cfg, given)  # as `rnnlab paper` composes it
         validate(cfg)
+        check_store(cfg.tracking.uri)  # seconds, not minutes of MLflow's retries after TF
     except ConfigError as error:
         sys.exit(f"rnnlab: {error}")
 
@@ -201,6 +203,7 @@ def sweep(arguments: list[str]) -> None:
     spec = load_sweep(options.file, options.overrides)
     if options.storage:
         spec = dataclasses.replace(spec, storage=options.storage)
+    check_store(compose_config(list(spec.overrides)).tracking.uri)
     launcher = chosen_launcher(options, spec.launcher, spec.slurm, f"sweep-{spec.name}")
     study = sweep_and_report(spec, options.workers, launcher)
 
@@ -225,8 +228,9 @@ def paper(arguments: list[str]) -> None:
     )
     check_workers(options)
     launcher = chosen_launcher(options, "local", {}, f"paper-{name}")
-    from rnnlab.experiments.paper import run_experiment
+    from rnnlab.experiments.paper import GridJob, run_experiment
 
+    check_store(GridJob(name, overrides).tracking_uri())
     counts = run_experiment(name, overrides, options.workers, options.storage, launcher)
     print(
         f"{counts['ran']} runs trained, {counts['skipped']} finished before and skipped, "
@@ -239,20 +243,24 @@ def paper(arguments: list[str]) -> None:
 
 
 def report(arguments: list[str]) -> None:
+    name, overrides = name_and_overrides(arguments, "report EXPERIMENT [tracking.uri=...]")
+    uri = compose_config(overrides).tracking.uri
+    check_store(uri)  # the report is logged to the store too
     from rnnlab.reports.report import write_report
 
-    name, overrides = name_and_overrides(arguments, "report EXPERIMENT [tracking.uri=...]")
-    out = write_report(name, compose_config(overrides).tracking.uri)
+    out = write_report(name, uri)
     print(f"report written to {out}/ (table.md, table.tex, figures) and logged to MLflow")
 
 
 def reproduce(arguments: list[str]) -> None:
+    run_id, overrides = name_and_overrides(arguments, "reproduce RUN_ID [tracking.uri=...]")
+    uri = compose_config(overrides).tracking.uri
+    check_store(uri)  # the rerun is recorded there
     from rnnlab.training.reproduce import ReproduceError, comparison_table
     from rnnlab.training.reproduce import reproduce as reproduce_run
 
-    run_id, overrides = name_and_overrides(arguments, "reproduce RUN_ID [tracking.uri=...]")
     try:
-        compared, warnings = reproduce_run(run_id, compose_config(overrides).tracking.uri)
+        compared, warnings = reproduce_run(run_id, uri)
     except ReproduceError as error:
         sys.exit(f"rnnlab: {error}")
     for warning in warnings:
@@ -264,16 +272,18 @@ def stored_model_command(action):
     """Run `action(run_id, tracking_uri, rest)` with its errors as one line each."""
 
     def command(arguments: list[str]) -> None:
+        overrides = [argument for argument in arguments[1:] if argument.startswith("tracking.")]
+        rest = [argument for argument in arguments[1:] if argument not in overrides]
+        run_id, _ = name_and_overrides(arguments[:1] + overrides, f"{action.__name__} RUN_ID")
+        uri = compose_config(overrides).tracking.uri
+        check_store(uri, write=False)  # only read
         # Imported when the command runs, not when the table of commands is built: they
         # load MLflow and TFDS, seconds that every other command would pay for nothing.
         from rnnlab.tasks.datasets import DataNotPreparedError
         from rnnlab.training.reproduce import ReproduceError
 
-        overrides = [argument for argument in arguments[1:] if argument.startswith("tracking.")]
-        rest = [argument for argument in arguments[1:] if argument not in overrides]
-        run_id, _ = name_and_overrides(arguments[:1] + overrides, f"{action.__name__} RUN_ID")
         try:
-            action(run_id, compose_config(overrides).tracking.uri, rest)
+            action(run_id, uri, rest)
         except (ReproduceError, DataNotPreparedError) as error:
             sys.exit(f"rnnlab: {str(error).splitlines()[0]}")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rnnlab.config import compose_config
 from rnnlab.experiments.claims import FAILED, FINISHED, RUNNING, GridClaims, grid_key
@@ -26,6 +25,7 @@ from rnnlab.experiments.launchers import Launcher, LocalLauncher
 from rnnlab.records import names
 from rnnlab.records.liveness import fail_dead_runs
 from rnnlab.records.runs import finished_runs
+from rnnlab.records.store_access import create_store
 
 POLL_SECONDS = 2.0  # how often an idle worker looks at the points others are training
 OTHER_STORE_CLAIMS = "sqlite:///mlruns/optuna.db"
@@ -162,15 +162,6 @@ def run_experiment(
     for problem in problems:
         print(problem, flush=True)
     return count_points(job, points, skipped)
-
-
-def create_store(uri: str) -> None:
-    """Make the MLflow store's tables (a new SQLite file) before several workers open it."""
-    from mlflow import MlflowClient
-
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    MlflowClient(uri).search_experiments(max_results=1)
 
 
 def count_points(job: GridJob, points, skipped: int) -> dict[str, int]:

@@ -30,6 +30,7 @@ import rnnlab
 from rnnlab.config import PROJECT_ROOT, cell_name, config_hash
 from rnnlab.records import names
 from rnnlab.records.liveness import fail_dead_runs, heartbeat, owner_tags
+from rnnlab.records.store_access import create_store
 
 if TYPE_CHECKING:  # types only: TensorFlow loads with the model, not with the store
     from mlflow.data.dataset import Dataset
@@ -118,10 +119,11 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def use_store(uri: str, experiment: str) -> None:
-    """Point MLflow at the store (creating a local SQLite folder) and the experiment, which
-    the UI is told holds model training."""
+    """Point MLflow at the store (creating a local SQLite file's folder and tables, once
+    however many processes start on it) and the experiment, which the UI is told holds
+    model training."""
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        create_store(uri)
     mlflow.set_tracking_uri(uri)
     for run_id in fail_dead_runs(uri):
         print(f"rnnlab: run {run_id} was RUNNING but its process died; marked FAILED", flush=True)
