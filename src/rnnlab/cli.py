@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +23,10 @@ from omegaconf import DictConfig
 from rnnlab.config import (
     CONF_DIR,
     ConfigError,
+    check_first_point,
     check_overrides,
     compose_config,
+    one_line,
     validate,
     with_experiment_task_overrides,
 )
@@ -96,13 +99,29 @@ def train_job(cfg: DictConfig) -> float:
     try:
         result = run(cfg)
     except (ConfigError, DataNotPreparedError, NonFiniteLossError, InstantiationException) as error:
-        sys.exit(f"rnnlab: {str(error).splitlines()[0]}")
+        sys.exit(f"rnnlab: {one_line(error)}")  # a bad `_target_`: its root cause says why
     print(f"run {result.run_id}: `make ui` shows it")
     return result.metrics[f"test_{cfg.task.metric}"]
 
 
+# Hydra's flags that take a value (`--cfg job`): the value is no override.
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--info", "-i"}
+
+
+def train_overrides(arguments: list[str]) -> list[str]:
+    """The overrides among `rnnlab train`'s arguments: not Hydra's flags nor their values."""
+    return [
+        argument
+        for index, argument in enumerate(arguments)
+        if not argument.startswith("-")
+        and not (index and arguments[index - 1] in HYDRA_VALUE_FLAGS and "=" not in argument)
+    ]
+
+
 def train(arguments: list[str]) -> None:
-    check_overrides([arg for arg in arguments if not arg.startswith("-")])
+    overrides = train_overrides(arguments)
+    check_overrides(overrides)
+    check_first_point(overrides)
     sys.argv = ["rnnlab train", *arguments]
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(train_job)()
 
@@ -299,7 +318,26 @@ def evaluate(run_id: str, tracking_uri: str, rest: list[str]) -> None:
     print(evaluation_table(evaluate_run(run_id, tracking_uri)))
 
 
+def check_predict_inputs(inputs: list[str]) -> None:
+    """Every input is non-empty text, checked before TensorFlow loads: the model would
+    answer an empty string or undecodable bytes with a probability of nothing."""
+    if not inputs:
+        raise ConfigError("usage: rnnlab predict RUN_ID INPUT... (texts, numbers or a CSV file)")
+    for number, text in enumerate(inputs, start=1):
+        try:
+            text.encode("utf-8")  # bytes that are not UTF-8 arrive as lone surrogates
+        except UnicodeEncodeError:
+            raise ConfigError(f"predict needs UTF-8 text; input {number} is not") from None
+        if not text.strip():
+            raise ConfigError(f"predict needs non-empty text; input {number} is empty")
+        if any(unicodedata.category(char) == "Cc" and char not in "\t\n\r" for char in text):
+            raise ConfigError(
+                f"predict needs text; input {number} has control characters (binary data?)"
+            )
+
+
 def predict(run_id: str, tracking_uri: str, rest: list[str]) -> None:
+    check_predict_inputs(rest)
     from rnnlab.training.evaluate import predict as predict_inputs
 
     print("\n".join(predict_inputs(run_id, tracking_uri, rest)))

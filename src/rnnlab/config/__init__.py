@@ -15,12 +15,13 @@ TensorFlow, Keras or MLflow.
 """
 
 from rnnlab.config.compose import (
+    check_first_point,
     compose_config,
     compose_unresolved,
     per_task_overrides,
     with_experiment_task_overrides,
 )
-from rnnlab.config.errors import ConfigError
+from rnnlab.config.errors import ConfigError, one_line
 from rnnlab.config.fast_overrides import (
     compose_many,
     composed_groups,
@@ -42,6 +43,7 @@ __all__ = [
     "TASK_SCHEMAS",
     "ConfigError",
     "cell_name",
+    "check_first_point",
     "check_overrides",
     "compose_config",
     "compose_many",
@@ -51,6 +53,7 @@ __all__ = [
     "config_hash",
     "group_choices",
     "migrate_stored",
+    "one_line",
     "per_task_overrides",
     "split_overrides",
     "stored_before",

@@ -15,7 +15,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.config import files
-from rnnlab.config.errors import ConfigError
+from rnnlab.config.errors import ConfigError, one_line
 from rnnlab.config.schemas import validate
 
 
@@ -33,7 +33,29 @@ def compose_unresolved(overrides: list[str] | tuple[str, ...]) -> DictConfig:
         with initialize_config_dir(config_dir=str(files.CONF_DIR), version_base="1.3"):
             return compose(config_name="config", overrides=list(overrides))
     except HydraException as error:
-        raise ConfigError(str(error).splitlines()[0]) from None
+        raise ConfigError(one_line(error)) from None
+
+
+def check_first_point(overrides: list[str]) -> None:
+    """Compose the first configuration of a `train` command line (the first value of each
+    sweep list): an unknown key fails here in one line, not in Hydra's seven after
+    `hydra.main` parsed it. Hydra's own settings (`hydra.*`) are hydra.main's to check."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(one_line(error)) from None
+    first = []
+    for override in parsed:
+        if override.key_or_group.startswith("hydra.") or override.key_or_group == "hydra":
+            continue
+        text = override.input_line or ""
+        if override.is_sweep_override():
+            value = next(iter(override.sweep_string_iterator()), None)
+            if value is None:
+                continue
+            text = f"{override.get_key_element()}={value}"
+        first.append(text)
+    compose_unresolved(first)
 
 
 def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:

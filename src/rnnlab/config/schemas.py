@@ -7,7 +7,7 @@ count. Each failure is one line naming the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +17,29 @@ from rnnlab.config.errors import ConfigError, require
 
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies
 DIRECTIONS = ("maximize", "minimize")
+SEED_RANGE = (0, 2**32 - 1)  # what NumPy's and Keras's seeding accept
+
+
+# Ranges as field metadata, checked by check_ranges: `length: int = field(metadata=SIZE)`.
+SIZE = {"at_least": 1}  # a count or a width: 0 builds an empty split or a layer of no units
+COUNT = {"at_least": 0}  # a count where 0 means none (no samples logged, no phrases added)
+FRACTION = {"fraction": True}  # a rate in [0, 1): 1 would drop (or smooth away) everything
+
+
+def check_ranges(schema: Any, group: str) -> None:
+    """The ranges the fields' metadata declare (SIZE, COUNT, FRACTION); None passes where
+    the type allows null."""
+    for item in fields(schema):
+        value = getattr(schema, item.name)
+        key = f"{group}.{item.name}"
+        if value is None:
+            continue
+        if "at_least" in item.metadata:
+            minimum = item.metadata["at_least"]
+            nullable = "null or " if "None" in str(item.type) else ""
+            require(value >= minimum, f"{key} must be {nullable}at least {minimum}, got {value}")
+        if item.metadata.get("fraction"):
+            require(0 <= value < 1, f"{key} must be in [0, 1), got {value}")
 
 
 @dataclass
@@ -108,6 +131,10 @@ class TrackingSchema:
             self.system_metrics_seconds > 0,
             f"tracking.system_metrics_seconds must be > 0, got {self.system_metrics_seconds}",
         )
+        require(
+            self.experiment.strip() != "",
+            "tracking.experiment must name an MLflow experiment, got an empty name",
+        )
 
 
 # The task files (conf/task/): the keys every task has, then each task's own.
@@ -116,11 +143,12 @@ class TrackingSchema:
 @dataclass
 class TaskSchema:
     name: str
-    max_examples: int | None
+    max_examples: int | None = field(metadata=SIZE)  # a cap of 0 would leave every split empty
     metric: str
     direction: str
 
     def __post_init__(self) -> None:
+        check_ranges(self, "task")
         require(
             self.direction in DIRECTIONS,
             f"task.direction must be maximize or minimize, got {self.direction}",
@@ -129,33 +157,33 @@ class TaskSchema:
 
 @dataclass
 class AddingSchema(TaskSchema):
-    length: int
-    train_examples: int
-    validation_examples: int
-    test_examples: int
+    length: int = field(metadata=SIZE)
+    train_examples: int = field(metadata=SIZE)
+    validation_examples: int = field(metadata=SIZE)
+    test_examples: int = field(metadata=SIZE)
 
 
 @dataclass
 class CopyMemorySchema(TaskSchema):
-    delay: int
-    train_examples: int
-    validation_examples: int
-    test_examples: int
+    delay: int = field(metadata=SIZE)
+    train_examples: int = field(metadata=SIZE)
+    validation_examples: int = field(metadata=SIZE)
+    test_examples: int = field(metadata=SIZE)
 
 
 @dataclass
 class ForecastingSchema(TaskSchema):
     series: str
-    window: int
-    horizon: int
+    window: int = field(metadata=SIZE)
+    horizon: int = field(metadata=SIZE)
 
 
 @dataclass
 class SentimentSchema(TaskSchema):
     source: str
-    vocabulary_size: int
-    sequence_length: int
-    embedding_dim: int
+    vocabulary_size: int = field(metadata=SIZE)
+    sequence_length: int = field(metadata=SIZE)
+    embedding_dim: int = field(metadata=SIZE)
 
 
 @dataclass
@@ -166,11 +194,11 @@ class SeriesClassificationSchema(TaskSchema):
 @dataclass
 class CaptioningSchema(TaskSchema):
     caption: str
-    vocabulary_size: int
-    target_length: int
-    embedding_dim: int
-    context_dim: int
-    samples: int
+    vocabulary_size: int = field(metadata=SIZE)
+    target_length: int = field(metadata=SIZE)
+    embedding_dim: int = field(metadata=SIZE)
+    context_dim: int = field(metadata=SIZE)
+    samples: int = field(metadata=COUNT)
     validation_metric: str
 
 
@@ -178,28 +206,28 @@ class CaptioningSchema(TaskSchema):
 class TranslationSchema(TaskSchema):
     source: str
     tokens: str
-    vocabulary_size: int
-    source_vocabulary_size: int | None
-    source_length: int
-    target_length: int
-    embedding_dim: int
+    vocabulary_size: int = field(metadata=SIZE)
+    source_vocabulary_size: int | None = field(metadata=SIZE)
+    source_length: int = field(metadata=SIZE)
+    target_length: int = field(metadata=SIZE)
+    embedding_dim: int = field(metadata=SIZE)
     unicode_words: bool
     attention: str
-    attention_units: int
+    attention_units: int = field(metadata=SIZE)
     tied_embeddings: bool
-    embedding_dropout: float
-    word_dropout: float
-    label_smoothing: float
+    embedding_dropout: float = field(metadata=FRACTION)
+    word_dropout: float = field(metadata=FRACTION)
+    label_smoothing: float = field(metadata=FRACTION)
     decode_unknown: bool
     translate_unknown: bool
     whole_annotations: bool
     dictionary_glosses: bool
     lexicon_bias: int
     lexicon_sources: list[str]
-    beam_size: int
+    beam_size: int = field(metadata=SIZE)
     length_penalty: float
-    dictionary_phrases: int
-    samples: int
+    dictionary_phrases: int = field(metadata=COUNT)
+    samples: int = field(metadata=COUNT)
     validation_metric: str
 
 
@@ -218,6 +246,11 @@ TASK_SCHEMAS = {
     "series_classification": SeriesClassificationSchema,
     "translation": TranslationSchema,
 }
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (YAML's `true` is an int to Python)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_against(schema: type, node: DictConfig, group: str) -> None:
@@ -251,12 +284,26 @@ def validate(cfg: DictConfig) -> None:
         isinstance(cfg.cell.units, int) and cfg.cell.units >= 1,
         f"cell.units must be a positive integer, got {cfg.cell.units}",
     )
+    # Cells are any Keras cell, so they have no schema: the rates the built-in ones share.
+    for key in ("dropout", "recurrent_dropout"):
+        rate = cfg.cell.get(key)
+        require(
+            rate is None or (is_number(rate) and 0 <= rate < 1),
+            f"cell.{key} must be in [0, 1), got {rate}",
+        )
     learning_rate = cfg.optimizer.get("learning_rate")
     require(
-        learning_rate is None or (isinstance(learning_rate, int | float) and learning_rate > 0),
+        learning_rate is None or (is_number(learning_rate) and learning_rate > 0),
         f"optimizer.learning_rate must be a positive number, got {learning_rate}",
     )
-    require(isinstance(cfg.seed, int), f"seed must be an integer, got {cfg.seed!r}")
+    if isinstance(learning_rate, int):  # `learning_rate=1`: Keras's optimizers want a float
+        cfg.optimizer.learning_rate = float(learning_rate)
+    require(
+        isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool),
+        f"seed must be an integer, got {cfg.seed!r}",
+    )
+    low, high = SEED_RANGE
+    require(low <= cfg.seed <= high, f"seed must be in [{low}, {high}], got {cfg.seed}")
     require(
         "experiment_task_overrides" not in cfg,
         "experiment_task_overrides is now per_task, with nested keys: "

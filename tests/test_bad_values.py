@@ -1,0 +1,162 @@
+"""Every bad value fails in one line (`rnnlab: ...`) before TensorFlow loads (issue #44).
+
+The values the issue found accepted silently or reported by a traceback after TensorFlow's
+start-up, through the real CLI where a subprocess is cheap (about a second each, since
+nothing heavy loads) and through compose_config for the rest.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from rnnlab.cli import check_predict_inputs
+from rnnlab.config import ConfigError, compose_config, one_line
+
+# Run in a fresh interpreter: the CLI's exit line, then whether TensorFlow was imported.
+CLI_PROBE = """
+import sys
+from rnnlab.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    print(exit.code, file=sys.stderr)
+print('tensorflow' in sys.modules)
+"""
+
+
+def run_cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", CLI_PROBE, *arguments], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["optimizer.learning_rate=-1.0"], "optimizer.learning_rate must be a positive number"),
+        (["cell.dropout=2"], r"cell.dropout must be in [0, 1), got 2"),
+        (["task.max_examples=-1"], "task.max_examples must be null or at least 1, got -1"),
+        (["task.max_examples=0"], "task.max_examples must be null or at least 1, got 0"),
+        (["task=adding", "task.length=0"], "task.length must be at least 1, got 0"),
+        (["task=adding", "task.train_examples=0"], "task.train_examples must be at least 1"),
+        (["seed=-1"], "seed must be in [0, 4294967295], got -1"),
+        (["task.vocabulary_size=0"], "task.vocabulary_size must be at least 1, got 0"),
+        (["task.sequence_length=0"], "task.sequence_length must be at least 1, got 0"),
+        (["tracking.experiment="], "tracking.experiment must name an MLflow experiment"),
+        (["task.lenght=5"], "Could not override 'task.lenght'. Key 'lenght' is not in struct"),
+        (["-m", "seed=0,1", "task.lenght=5"], "Could not override 'task.lenght'."),
+    ],
+)
+def test_train_rejects_a_bad_value_in_one_line_before_tensorflow(arguments, message):
+    result = run_cli("train", *arguments)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rnnlab: {message}"), lines
+    assert result.stdout.splitlines() == ["False"], "TensorFlow was imported"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "predict needs non-empty text; input 1 is empty"),
+        ("\udcff\udcfe", "predict needs UTF-8 text; input 1 is not"),
+    ],
+)
+def test_predict_rejects_empty_or_binary_input_before_tensorflow(text, message):
+    # Non-UTF-8 bytes on a command line reach Python as lone surrogates (\udcff for 0xff):
+    # passed as bytes, so the child decodes them as it would from a shell.
+    argument = text.encode("utf-8", "surrogateescape")
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_PROBE, b"predict", b"0123abc", argument],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rnnlab: {message}")
+    assert result.stdout.splitlines() == ["False"], "TensorFlow was imported"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([], "usage: rnnlab predict RUN_ID INPUT"),
+        (["a fine film", "   "], "predict needs non-empty text; input 2 is empty"),
+        (["\x01\x02binary"], "predict needs text; input 1 has control characters"),
+        (["caf\udce9"], "predict needs UTF-8 text; input 1 is not"),
+    ],
+)
+def test_predict_inputs_are_checked_one_by_one(inputs, message):
+    with pytest.raises(ConfigError, match=message):
+        check_predict_inputs(inputs)
+    check_predict_inputs(["café, tab\there", "3.5"])  # text, accents and numbers pass
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["cell.recurrent_dropout=1"], r"cell.recurrent_dropout must be in \[0, 1\), got 1"),
+        (["cell=indrnn", "cell.dropout=-0.1"], r"cell.dropout must be in \[0, 1\)"),
+        (["cell.dropout=true"], r"cell.dropout must be in \[0, 1\), got True"),
+        (["seed=4294967296"], r"seed must be in \[0, 4294967295\], got 4294967296"),
+        (["task=adding", "task.validation_examples=0"], "task.validation_examples must be at"),
+        (["task=adding", "task.test_examples=0"], "task.test_examples must be at least 1"),
+        (["task=copy_memory", "task.delay=0"], "task.delay must be at least 1, got 0"),
+        (["task=copy_memory", "task.train_examples=-3"], "task.train_examples must be at"),
+        (["task=forecasting", "task.window=0"], "task.window must be at least 1"),
+        (["task=forecasting", "task.horizon=0"], "task.horizon must be at least 1"),
+        (["task.embedding_dim=0"], "task.embedding_dim must be at least 1"),
+        (["task=captioning", "task.target_length=0"], "task.target_length must be at least 1"),
+        (["task=captioning", "task.context_dim=0"], "task.context_dim must be at least 1"),
+        (["task=captioning", "task.samples=-1"], "task.samples must be at least 0"),
+        (["task=translation", "task.source_length=0"], "task.source_length must be at least"),
+        (["task=translation", "task.beam_size=0"], "task.beam_size must be at least 1"),
+        (["task=translation", "task.source_vocabulary_size=0"], "must be null or at least 1"),
+        (["task=translation", "task.label_smoothing=1"], r"task.label_smoothing must be in"),
+        (["task=translation", "task.word_dropout=-0.5"], r"task.word_dropout must be in"),
+        (["tracking.experiment=' '"], "tracking.experiment must name an MLflow experiment"),
+        (["optimizer.learning_rate=0"], "optimizer.learning_rate must be a positive number"),
+        (["optimizer.learning_rate=true"], "optimizer.learning_rate must be a positive number"),
+        (["trainer.epochz=3"], "Could not override 'trainer.epochz'. Key 'epochz' is not in"),
+    ],
+)
+def test_compose_config_rejects_a_bad_value_in_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        compose_config(overrides)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["seed=0"],
+        ["seed=4294967295"],
+        ["task.max_examples=null"],
+        ["task.max_examples=1"],
+        ["cell.dropout=0.5"],
+        ["task=translation", "task.samples=0", "task.dictionary_phrases=0"],
+    ],
+)
+def test_the_edges_of_each_range_are_accepted(overrides):
+    compose_config(overrides)
+
+
+def test_an_integer_learning_rate_is_a_float_for_keras():
+    cfg = compose_config(["optimizer.learning_rate=1"])
+    assert cfg.optimizer.learning_rate == 1.0
+    assert isinstance(cfg.optimizer.learning_rate, float)
+    assert OmegaConf.to_yaml(cfg.optimizer).splitlines()[1] == "learning_rate: 1.0"
+
+
+def test_a_failed_instantiation_keeps_its_root_cause_in_the_line():
+    """Hydra's InstantiationException says which target failed; its cause says why."""
+    from hydra.utils import instantiate
+
+    with pytest.raises(Exception) as error:
+        instantiate({"_target_": "collections.OrderedDict", "bogus": 1, "other": 2}, 3)
+    line = one_line(error.value)
+    assert line.startswith("Error in call to target 'collections.OrderedDict': TypeError: ")
+    assert "\n" not in line and len(line) > len("Error in call to target 'x': TypeError: ")
