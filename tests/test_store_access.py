@@ -6,6 +6,7 @@ MLflow's retries; trainings started together on a new SQLite store all finish.
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import os
 import subprocess
@@ -21,7 +22,9 @@ from rnnlab.records import store_access
 from rnnlab.records.store_access import (
     HTTP_DEFAULTS,
     StoreUnreachableError,
+    StoreUnreadableError,
     check_store,
+    create_store,
     tables_made,
 )
 
@@ -224,6 +227,81 @@ def test_processes_racing_on_a_new_store_create_its_tables_once(tmp_path):
     assert [worker.returncode for worker in workers] == [0, 0, 0, 0], errors
     assert tables_made(tmp_path / "store" / "mlflow.db")
     assert (tmp_path / "store" / "mlflow.db.create.lock").exists()
+
+
+# --- a store that is no readable database ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> Path:
+    """A real MLflow SQLite store, made once: the good file the broken ones are cut from."""
+    database = tmp_path_factory.mktemp("good") / "mlflow.db"
+    create_store(f"sqlite:///{database}")
+    return database
+
+
+def broken_store(kind: str, good: Path, folder: Path) -> Path:
+    database = folder / "mlflow.db"
+    if kind == "truncated":  # a copy cut short, as `head -c 1000 good.db > bad.db` makes
+        database.write_bytes(good.read_bytes()[:1000])
+    elif kind == "text":  # another kind of file under the store's name
+        database.write_text("experiment,run\nadding,1\n")
+    else:  # the right length, one page in the middle overwritten
+        data = bytearray(good.read_bytes())
+        data[3 * 4096 : 5 * 4096] = b"\xff" * (2 * 4096)
+        database.write_bytes(bytes(data))
+    return database
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "text"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", *TINY_TRAIN],
+        ["predict", "0123456789abcdef0123456789abcdef", "1"],
+        ["report", "smoke"],
+    ],
+    ids=["train", "predict", "report"],
+)
+def test_a_broken_sqlite_store_is_one_line_naming_it_and_left_as_it_was(
+    kind, command, mlflow_store, tmp_path
+):
+    database = broken_store(kind, mlflow_store, tmp_path)
+    before = digest(database)
+    result = rnnlab(*command, f"tracking.uri=sqlite:///{database}", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"rnnlab: the tracking store {database} is not a readable SQLite database ("
+    )
+    assert "tensorflow loaded: False" in result.stdout
+    assert digest(database) == before
+    beside = [path.name for path in tmp_path.iterdir() if path.name.startswith("mlflow.db")]
+    assert beside == ["mlflow.db"]  # no journal, no lock: the check only read it
+
+
+def test_a_corrupt_page_is_found_by_sqlites_check_in_one_line(mlflow_store, tmp_path):
+    database = broken_store("corrupt page", mlflow_store, tmp_path)
+    assert database.stat().st_size == mlflow_store.stat().st_size  # only the check sees it
+    before = digest(database)
+    with pytest.raises(StoreUnreadableError, match="not a readable SQLite database") as caught:
+        check_store(f"sqlite:///{database}", write=False)
+    assert "\n" not in str(caught.value)
+    assert digest(database) == before
+
+
+def test_a_good_or_empty_store_passes_the_check_unchanged(mlflow_store, tmp_path):
+    before = digest(mlflow_store)
+    check_store(f"sqlite:///{mlflow_store}")
+    assert digest(mlflow_store) == before
+    empty = tmp_path / "mlflow.db"
+    empty.touch()  # SQLite's empty database: MLflow makes its tables in it
+    check_store(f"sqlite:///{empty}")
+    assert empty.stat().st_size == 0
 
 
 def test_tables_made_is_false_for_no_file_or_not_mlflow(tmp_path):

@@ -39,6 +39,10 @@ OTHER_SCHEMES = ("databricks", "databricks-uc", "uc")  # MLflow resolves these i
 # 120 s for each answer. A server that passed the check and then died should end the run in
 # seconds, not minutes: 3 retries still ride out a restart (about 15 s of waits), and 30 s
 # is a long time for a server to say nothing. Only defaults: a user's own settings stand.
+SQLITE_HEADER = b"SQLite format 3\x00"
+# quick_check reads every page: beyond this a store is judged by its header and length only,
+# so the check before each command stays short.
+QUICK_CHECK_BYTES = 256 * 2**20
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
@@ -47,6 +51,18 @@ class StoreUnreachableError(ConfigError):
 
     def __init__(self, uri: str, cause: str) -> None:
         super().__init__(f"cannot reach the tracking store {printable(uri)}: {cause}")
+
+
+class StoreUnreadableError(StoreUnreachableError):
+    """The SQLite file is there but is no database SQLite can read (truncated, corrupt, or
+    another kind of file): the message names the file, in one line."""
+
+    def __init__(self, database: Path, cause: str) -> None:
+        ConfigError.__init__(
+            self,
+            f"the tracking store {database} is not a readable SQLite database "
+            f"({' '.join(cause.split())})",  # quick_check's report spans lines
+        )
 
 
 def printable(uri: str) -> str:
@@ -75,6 +91,8 @@ def check_store(uri: str, *, write: bool = True) -> None:
         if ":///" not in uri:
             raise StoreUnreachableError(uri, "a SQLite URI is sqlite:///PATH")
         path = uri.split(":///", 1)[1]
+        if path not in ("", ":memory:"):
+            check_database(uri, Path(path))
         if write and path not in ("", ":memory:"):
             check_writable(uri, Path(path))
     elif scheme in DATABASE_PORTS:
@@ -161,6 +179,46 @@ def check_writable(uri: str, database: Path) -> None:
             pass
     except OSError as error:
         raise StoreUnreachableError(uri, f"cannot write in {folder} ({reason(error)})") from None
+
+
+def check_database(uri: str, database: Path) -> None:
+    """A SQLite file that exists is one SQLite can read: its header, its length against the
+    page count the header gives, and for a store of ordinary size SQLite's `quick_check`,
+    all read-only. A truncated copy or a text file under the store's name cost 60-117
+    lines of MLflow's and SQLAlchemy's traceback; now it is one line naming the file."""
+    if not database.is_file():
+        return  # none yet (MLflow makes it), or a folder, which check_writable reports
+    try:
+        with database.open("rb") as file:
+            header = file.read(100)
+        size = database.stat().st_size
+    except OSError as error:
+        raise StoreUnreadableError(database, reason(error)) from None
+    if size == 0:
+        return  # SQLite's empty database: MLflow makes its tables
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise StoreUnreadableError(database, "no SQLite header")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The page count in the header is valid when its change counter matches (SQLite ≥ 3.7).
+    if header[24:28] == header[92:96] and size < page_size * pages:
+        raise StoreUnreadableError(database, f"{size} bytes where its header counts {pages} pages")
+    if size > QUICK_CHECK_BYTES:
+        return
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+        ) as db:
+            rows = db.execute("PRAGMA quick_check(1)").fetchall()
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error):  # another process is writing it: it is a database
+            return
+        raise StoreUnreadableError(database, str(error)) from None
+    except sqlite3.Error as error:
+        raise StoreUnreadableError(database, str(error)) from None
+    if rows != [("ok",)]:
+        raise StoreUnreadableError(database, str(rows[0][0]) if rows else "quick_check failed")
 
 
 def reason(error: OSError) -> str:
