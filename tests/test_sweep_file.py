@@ -182,3 +182,103 @@ def test_a_sampler_whose_package_is_missing_says_how_to_install_it(tmp_path, mon
     )
     with pytest.raises(SweepFileError, match=r":9: the gp sampler needs PyTorch: .*pip install"):
         load_sweep(write(tmp_path, GOOD + "sampler: gp\n"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "metric: acc\n",
+            ":9: metric: task sentiment logs no val_acc; its validation scores: loss, accuracy",
+        ),
+        (
+            "direction: maximize\nmetric: [acc, n_params]\n",
+            ":10: metric: task sentiment logs no val_acc; its validation scores: loss, accuracy",
+        ),
+        (
+            "sampler_options:\n  n_startup_trials: 3\n  n_ei_candidate: 8\n",
+            ":11: sampler_options: unknown option 'n_ei_candidate' of Optuna's TPESampler; "
+            "its options: consider_prior,",
+        ),
+        (
+            "sampler_options: {n_startup_trials: 2.5}\n",
+            ":9: sampler_options: n_startup_trials must",
+        ),
+        ("sampler_options: {seed: 3}\n", ":9: sampler_options: 'seed' is not an option here"),
+        ("sampler_options: {gamma: 0.1}\n", ":9: sampler_options: gamma takes a Python function"),
+        ("pruner_options: {n_warmup_step: 2}\n", ":9: pruner_options: unknown option 'n_warmup_s"),
+        ("pruner_options: {n_warmup_steps: two}\n", ":9: pruner_options: n_warmup_steps must be"),
+        (
+            "pruner_options: {n_startup_trials: -1}\n",
+            ":9: pruner_options: Number of startup trials cannot be negative",
+        ),
+        (  # the options of the file's former pruner, which hyperband does not take
+            "pruner: hyperband\npruner_options: {n_startup_trials: 4}\n",
+            ":10: pruner_options: unknown option 'n_startup_trials' of Optuna's HyperbandPruner",
+        ),
+        (
+            "pruner: successive_halving\npruner_options: {reduction_factor: 1}\n",
+            ":10: pruner_options: The value of `reduction_factor` is 1, but must be `reduction_",
+        ),
+    ],
+)
+def test_an_unknown_metric_or_a_bad_algorithm_option_fails_on_its_line(tmp_path, extra, message):
+    """Each would otherwise surface only once the study and the parent run exist: the metric
+    as a KeyError after trial 0 trained, the option when the first worker builds its sampler."""
+    path = write(tmp_path, GOOD + extra)
+    with pytest.raises(SweepFileError) as raised:
+        load_sweep(path)
+    assert str(raised.value).startswith(f"{path}{message}")
+    assert "\n" not in str(raised.value)
+
+
+def test_the_validation_scores_a_sweep_may_rank_by_are_the_ones_the_task_logs(tmp_path):
+    """A task whose headline is test-only (BLEU) is ranked by its validation stand-in by
+    default; a task's second Keras metric (forecasting's rmse) is a valid score too."""
+    translation = load_sweep(write(tmp_path, GOOD), ["task=translation"])
+    assert translation.objectives == ("best_val_token_accuracy",)
+    forecast = load_sweep(write(tmp_path, GOOD + "metric: rmse\n"), ["task=forecasting"])
+    assert forecast.objectives == ("best_val_rmse",)
+    pruned_none = GOOD + "pruner: none\npruner_options: {n_startup_trials: 4}\n"
+    assert load_sweep(write(tmp_path, pruned_none)).pruner == "none"  # options kept, ignored
+
+
+def test_the_metric_table_matches_the_metrics_each_task_compiles():
+    """TASK_KERAS_METRICS restates the tasks' Keras metrics so the check runs before
+    TensorFlow loads: a task that changes its metrics must change the table too."""
+    import importlib
+
+    from rnnlab.experiments.sweep_file import TASK_KERAS_METRICS
+    from rnnlab.tasks import TASK_MODULES
+
+    compiled = {}
+    for task, (module, name) in TASK_MODULES.items():
+        cls = getattr(importlib.import_module(module), name)
+        metrics = cls.metrics.fget(None) if isinstance(cls.metrics, property) else cls.metrics
+        compiled[task] = tuple(m if isinstance(m, str) else m.name for m in metrics)
+    assert compiled == TASK_KERAS_METRICS
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "message"),
+    [
+        ("metric: acc\n", 9, "metric: task sentiment logs no val_acc"),
+        ("pruner_options: {n_warmup_step: 2}\n", 9, "pruner_options: unknown option"),
+    ],
+)
+def test_the_cli_fails_a_bad_metric_or_option_in_one_line_leaving_nothing(
+    tmp_path, extra, line, message
+):
+    path = write(tmp_path, GOOD + extra)
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnlab.cli", "sweep", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith(f"rnnlab: {path}:{line}: {message}")
+    # Neither an Optuna study (the default storage is mlruns/optuna.db) nor an MLflow store.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]

@@ -7,8 +7,10 @@ table, so a name cannot be accepted and then silently run as something else.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
@@ -41,6 +43,54 @@ PRUNERS = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "none": optuna.pruners.NopPruner,
 }
+
+
+# The annotations Optuna's constructors spell their plain options with, as the YAML types
+# that fit them; a parameter annotated otherwise (a callable, a sampler) is not type-checked.
+ANNOTATION_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "None": (type(None),),
+}
+# Keyword arguments rnnlab passes itself: a file's copy would clash with them.
+RESERVED_OPTIONS = {
+    "seed": "set it with the top-level `seed:` key",
+    "search_space": "the grid is the space's choices",
+}
+
+
+def option_problem(cls: Callable[..., Any], options: dict[str, Any]) -> tuple[str, str] | None:
+    """The first option `cls` cannot take, as (option, why); None when all can be passed.
+
+    Read from the constructor's signature, so an unknown keyword or a value of the wrong
+    type is named before anything is built; ranges are the constructor's own to check.
+    """
+    parameters = inspect.signature(cls).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    name = getattr(cls, "__name__", str(cls))
+    for option, value in options.items():
+        if option in RESERVED_OPTIONS:
+            return option, f"'{option}' is not an option here: {RESERVED_OPTIONS[option]}"
+        if option not in parameters:
+            if takes_any:
+                continue
+            known = ", ".join(p for p in parameters if p not in RESERVED_OPTIONS)
+            return option, f"unknown option '{option}' of Optuna's {name}; its options: {known}"
+        annotation = parameters[option].annotation
+        spelled = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        parts = [part.strip() for part in str(spelled).split("|")]
+        if "Callable" in str(spelled) and not callable(value):
+            return option, f"{option} takes a Python function, which a sweep file cannot give"
+        if not all(part in ANNOTATION_TYPES for part in parts):
+            continue  # an object (a mapping, a sampler): the constructor judges it
+        allowed = tuple(t for part in parts for t in ANNOTATION_TYPES[part])
+        wrong_bool = isinstance(value, bool) and bool not in allowed
+        if wrong_bool or not isinstance(value, allowed):
+            wanted = " or ".join(part for part in parts if part != "None")
+            return option, f"{option} must be {wanted}, got {value!r}"
+    return None
 
 
 def missing_requirement(sampler: str) -> str | None:

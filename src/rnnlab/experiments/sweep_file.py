@@ -7,11 +7,13 @@ line naming the file and the line: `sweeps/x.yaml:12: unknown parameter path 'ce
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
+import optuna
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -25,7 +27,14 @@ from rnnlab.config import (
     group_choices,
 )
 from rnnlab.experiments.launchers import LAUNCHERS, SlurmOptions
-from rnnlab.experiments.search_algorithms import PRUNERS, SAMPLERS, missing_requirement
+from rnnlab.experiments.search_algorithms import (
+    PRUNERS,
+    SAMPLERS,
+    make_pruner,
+    make_sampler,
+    missing_requirement,
+    option_problem,
+)
 
 # What a run logs once, after training, that a multi-objective sweep may trade against its
 # validation score, and which way is better.
@@ -34,6 +43,19 @@ COST_METRICS = {
     "n_params_recurrent": "minimize",
     "epoch_seconds": "minimize",
     "samples_per_second": "maximize",
+}
+# The Keras metrics each task compiles (its `metrics` property), which every epoch logs as
+# val_<name> beside val_loss: the scores a sweep can rank trials by. They live in the task
+# modules, which import TensorFlow, so they are restated here for the check that runs before
+# it loads; tests/test_sweep_file.py holds this table equal to the tasks'.
+TASK_KERAS_METRICS = {
+    "sentiment": ("accuracy",),
+    "adding": (),
+    "copy_memory": ("accuracy",),
+    "forecasting": ("mae", "rmse"),
+    "series_classification": ("accuracy",),
+    "translation": ("token_accuracy",),
+    "captioning": ("token_accuracy",),
 }
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"  # beside MLflow's store, in its own file
 KEYS = {
@@ -45,8 +67,8 @@ KEYS = {
     "sampler_options": "keyword arguments of the Optuna sampler",
     "pruner": "one of " + ", ".join(PRUNERS),
     "pruner_options": "keyword arguments of the Optuna pruner",
-    "metric": "a Keras metric name (the sweep tunes val_<metric>), or a list: that, then costs "
-    "(" + ", ".join(COST_METRICS) + ") for a multi-objective sweep",
+    "metric": "a validation score the task logs (the sweep tunes val_<metric>), or a list: "
+    "that, then costs (" + ", ".join(COST_METRICS) + ") for a multi-objective sweep",
     "direction": "maximize or minimize, or a list with one per metric",
     "n_trials": "trials to finish, counted across all workers and resumes",
     "timeout": "seconds after which no new trial starts",
@@ -166,6 +188,15 @@ def sample_values(param: Param) -> list[Any]:
     return list(param.choices) if param.choices is not None else [param.low, param.high]
 
 
+def validation_scores(task) -> list[str]:
+    """The names a run of the composed task logs as val_<name> every epoch, and so as
+    best_val_<name> (the trial's value) and test_<name>: the loss, the task's Keras metrics
+    and whatever stand-in its config names for picking the tested epoch."""
+    names = ["loss", *TASK_KERAS_METRICS.get(task.name, ())]
+    selection = task.get("validation_metric") or task.metric
+    return names if selection in names else [*names, str(selection)]
+
+
 def load_sweep(path: str | Path, extra_overrides: Sequence[str] = ()) -> Sweep:
     """Parse and check a sweep file; extra_overrides (from the command line) come last."""
     source = Path(path)
@@ -231,6 +262,9 @@ class SweepFileChecker:
             raise self.fail(
                 ("pruner",), "Optuna's pruners are single-objective: use pruner: none here"
             )
+        sampler_options = self.mapping(data, "sampler_options")
+        pruner_options = self.mapping(data, "pruner_options")
+        self.check_algorithms(space, sampler, sampler_options, pruner, pruner_options)
         return Sweep(
             name=str(data.get("study") or self.source.stem),
             source=str(self.source),
@@ -242,9 +276,9 @@ class SweepFileChecker:
             timeout=self.positive(data, "timeout", (int, float)),
             storage=str(data.get("storage") or DEFAULT_STORAGE),
             sampler=sampler,
-            sampler_options=self.mapping(data, "sampler_options"),
+            sampler_options=sampler_options,
             pruner=pruner,
-            pruner_options=self.mapping(data, "pruner_options"),
+            pruner_options=pruner_options,
             seed=self.integer(data, "seed", 0),
             heartbeat_seconds=self.positive(data, "heartbeat_seconds", int) or 30,
             retries=self.integer(data, "retries", 2),
@@ -264,15 +298,66 @@ class SweepFileChecker:
             raise self.fail(("slurm",), str(error)) from None
         return values
 
+    def check_algorithms(
+        self,
+        space: tuple[Param, ...],
+        sampler: str,
+        sampler_options: dict[str, Any],
+        pruner: str,
+        pruner_options: dict[str, Any],
+    ) -> None:
+        """Build the sampler and the pruner from the file's options, as each worker will:
+        Optuna's constructors are cheap and need no study, so a wrong option fails here, not
+        after the study and the parent run exist."""
+        grid = {param.path: list(param.choices) for param in space if param.choices}
+        self.check_options(
+            "sampler_options",
+            SAMPLERS[sampler].cls,
+            sampler_options,
+            lambda: make_sampler(sampler, sampler_options, 0, grid),
+        )
+        if pruner != "none":  # `none` ignores the options a file kept for another pruner
+            self.check_options(
+                "pruner_options",
+                PRUNERS[pruner],
+                pruner_options,
+                lambda: make_pruner(pruner, pruner_options),
+            )
+
+    def check_options(
+        self, key: str, cls: Callable[..., Any], options: dict[str, Any], build: Callable
+    ) -> None:
+        """Name an option cls cannot take on its own line, then build it: the constructor
+        checks the ranges (a negative count, a reduction factor of 1)."""
+        if problem := option_problem(cls, options):
+            option, why = problem
+            raise self.fail((key, option), f"{key}: {why}")
+        try:
+            with warnings.catch_warnings():  # an experimental option warns again in the sweep
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                build()
+        except (TypeError, ValueError) as error:
+            first_line = (str(error).splitlines() or [type(error).__name__])[0]
+            raise self.fail((key,), f"{key}: {first_line}") from None
+
     def objectives(self, data: dict, task) -> tuple[list[str], list[Direction]]:
         """The metrics and their directions: the validation score first, then any costs."""
-        metrics = data.get("metric") or task.metric
+        # By default the score that picks each run's tested epoch: the headline metric, or
+        # its validation stand-in when the headline is test-only (BLEU).
+        metrics = data.get("metric") or task.get("validation_metric") or task.metric
         metrics = [str(m) for m in metrics] if isinstance(metrics, list) else [str(metrics)]
         if not metrics or len(set(metrics)) != len(metrics):
             raise self.fail(("metric",), "metric: name each objective once")
         if metrics[0] in COST_METRICS:
             raise self.fail(
                 ("metric",), f"metric: the first objective is a validation score, not {metrics[0]}"
+            )
+        scores = validation_scores(task)
+        if metrics[0] not in scores:
+            raise self.fail(
+                ("metric",),
+                f"metric: task {task.name} logs no val_{metrics[0]}; its validation scores: "
+                f"{', '.join(scores)} (then costs: {', '.join(COST_METRICS)})",
             )
         for cost in metrics[1:]:
             if cost not in COST_METRICS:
