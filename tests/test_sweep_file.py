@@ -239,6 +239,8 @@ def test_the_validation_scores_a_sweep_may_rank_by_are_the_ones_the_task_logs(tm
     assert translation.objectives == ("best_val_token_accuracy",)
     forecast = load_sweep(write(tmp_path, GOOD + "metric: rmse\n"), ["task=forecasting"])
     assert forecast.objectives == ("best_val_rmse",)
+    loss = load_sweep(write(tmp_path, GOOD + "metric: loss\n"))  # sentiment's headline: up
+    assert (loss.metric, loss.direction) == ("loss", "minimize")
     pruned_none = GOOD + "pruner: none\npruner_options: {n_startup_trials: 4}\n"
     assert load_sweep(write(tmp_path, pruned_none)).pruner == "none"  # options kept, ignored
 

@@ -366,7 +366,10 @@ class SweepFileChecker:
                     f"metric: after the validation score come costs "
                     f"({', '.join(COST_METRICS)}), not {cost}",
                 )
-        defaults = [task.direction, *(COST_METRICS[cost] for cost in metrics[1:])]
+        # task.direction is the headline metric's; of the other scores a sweep may rank by
+        # (validation_scores), only the loss can run the other way.
+        score_direction = "minimize" if metrics[0] == "loss" else task.direction
+        defaults = [score_direction, *(COST_METRICS[cost] for cost in metrics[1:])]
         directions = data.get("direction") or defaults
         if not isinstance(directions, list):
             directions = [directions] if len(metrics) == 1 else None
