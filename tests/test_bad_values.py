@@ -49,6 +49,7 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess:
         (["tracking.experiment="], "tracking.experiment must name an MLflow experiment"),
         (["task.lenght=5"], "Could not override 'task.lenght'. Key 'lenght' is not in struct"),
         (["-m", "seed=0,1", "task.lenght=5"], "Could not override 'task.lenght'."),
+        (["seed=0,1"], "'seed=0,1' lists several values: add -m to sweep them"),
     ],
 )
 def test_train_rejects_a_bad_value_in_one_line_before_tensorflow(arguments, message):
@@ -56,6 +57,13 @@ def test_train_rejects_a_bad_value_in_one_line_before_tensorflow(arguments, mess
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"rnnlab: {message}"), lines
     assert result.stdout.splitlines() == ["False"], "TensorFlow was imported"
+
+
+def test_hydras_flag_values_are_no_overrides():
+    """`rnnlab train --cfg job`: `job` is the flag's value, not a key to check."""
+    result = run_cli("train", "--cfg", "job", "seed=3")
+    assert "seed: 3" in result.stdout.splitlines(), result.stderr
+    assert result.stdout.splitlines()[-1] == "False", "TensorFlow was imported"
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ def train_overrides(arguments: list[str]) -> list[str]:
 def train(arguments: list[str]) -> None:
     overrides = train_overrides(arguments)
     check_overrides(overrides)
-    check_first_point(overrides)
+    check_first_point(overrides, multirun=bool({"-m", "--multirun"} & set(arguments)))
     sys.argv = ["rnnlab train", *arguments]
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(train_job)()
 

@@ -36,10 +36,11 @@ def compose_unresolved(overrides: list[str] | tuple[str, ...]) -> DictConfig:
         raise ConfigError(one_line(error)) from None
 
 
-def check_first_point(overrides: list[str]) -> None:
+def check_first_point(overrides: list[str], multirun: bool = False) -> None:
     """Compose the first configuration of a `train` command line (the first value of each
     sweep list): an unknown key fails here in one line, not in Hydra's seven after
-    `hydra.main` parsed it. Hydra's own settings (`hydra.*`) are hydra.main's to check."""
+    `hydra.main` parsed it, and so does a list without `multirun` (-m). Hydra's own settings
+    (`hydra.*`) are hydra.main's to check."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
@@ -50,6 +51,11 @@ def check_first_point(overrides: list[str]) -> None:
             continue
         text = override.input_line or ""
         if override.is_sweep_override():
+            if not multirun:  # Hydra's own message for it takes six lines
+                raise ConfigError(
+                    f"'{text}' lists several values: add -m to sweep them, or write "
+                    f"{override.get_key_element()}=[...] for a list"
+                )
             value = next(iter(override.sweep_string_iterator()), None)
             if value is None:
                 continue
