@@ -43,7 +43,7 @@ def test_too_short_sequences_are_refused(problem, size):
 
 
 def test_an_empty_split_is_refused(compose):
-    with pytest.raises(ValueError, match="the validation split is empty"):
+    with pytest.raises(ValueError, match="task.validation_examples must be at least 1, got 0"):
         run(compose("task=adding", "task.length=10", "task.validation_examples=0"))
 
 
