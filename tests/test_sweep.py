@@ -5,7 +5,6 @@ Every check reads what Optuna's storage and MLflow recorded, as a user would aft
 
 from __future__ import annotations
 
-import ast
 import fcntl
 import itertools
 import math
@@ -30,7 +29,6 @@ from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-import rnnlab.experiments
 from rnnlab.cli import sweep_and_report
 from rnnlab.config import CONF_DIR, PROJECT_ROOT, compose_config, validate
 from rnnlab.experiments.study_storage import (
@@ -414,22 +412,3 @@ def test_two_slurm_jobs_on_postgresql_log_to_a_tracking_server(
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-
-
-def test_experiments_never_import_the_reports_that_read_them():
-    """The sweep's report is called by the CLI: reports import experiments, not the reverse."""
-    imported = {}
-    for path in Path(rnnlab.experiments.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                imported.setdefault(node.module, []).append(path.name)
-            elif isinstance(node, ast.Import):
-                for alias in node.names:
-                    imported.setdefault(alias.name, []).append(path.name)
-    assert "rnnlab.experiments.sweep_file" in imported  # the walk sees the package's imports
-    upward = {
-        module: files
-        for module, files in imported.items()
-        if module.startswith(("rnnlab.reports", "rnnlab.cli", "rnnlab.info"))
-    }
-    assert upward == {}
