@@ -122,12 +122,21 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
             n_params = int(task_runs[0].data.metrics["n_params"])
             assert f"{n_params:,} params" in row
         # Two seeds of two tiny cells learn nothing the baseline does not: nothing is bold.
-        assert "**" not in row and row.endswith(" n < 5 |"), row
+        assert "**" not in row and " n < 5<br>" in row, row
+        # Two paired seeds: the signed-rank test cannot go below 2/2² and says so.
+        assert row.endswith("signed-rank: p = 1 (cannot go below 0.5 with these seeds) |"), row
         assert re.search(r"no cell beats the baseline \(p = [0-9.e-]+\)", row), row
         assert row.count(" against ") == 2, "the other cell and the baseline against the best"
     assert r"\textbf" not in (out / "table.tex").read_text()
     assert "Holm" in table and "Student-t" in (out / "table.tex").read_text()
-    for figure in ("00_adding_gradient_decay.png", "01_copy_memory_learning_curves.png"):
+    across = (out / "README.md").read_text()
+    assert "## Across tasks" in across and "Friedman's test needs at least 3 cells" in across
+    assert "critical_difference.png" in across
+    for figure in (
+        "00_adding_gradient_decay.png",
+        "01_copy_memory_learning_curves.png",
+        "critical_difference.png",
+    ):
         assert (out / figure).stat().st_size > 1000
     report_runs = client.search_runs(
         [client.get_experiment_by_name("reports").experiment_id], f"tags.`{names.REPORT}` = 'smoke'"

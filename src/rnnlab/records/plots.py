@@ -111,3 +111,44 @@ def pareto_figure(
     axes.legend(fontsize="small")
     plt.close(figure)
     return figure
+
+
+def critical_difference_figure(
+    mean_ranks: dict[str, float], cliques: list[list[str]], title: str
+) -> Figure:
+    """Demšar's diagram: cells on an axis of mean rank (1, the best, on the left), a thick
+    bar joining each group of cells that no test tells apart."""
+    order = sorted(mean_ranks, key=mean_ranks.__getitem__)
+    count = len(order)
+    half = (count + 1) // 2
+    first_label = max(0.9, 0.65 + 0.12 * len(cliques))  # below the bars
+    height = first_label + 0.3 * half + 0.1
+    figure, axes = plt.subplots(figsize=(7, 0.5 + height), layout="constrained")
+    axes.set_xlim(0.5, max(count, 2) + 0.5)
+    axes.set_ylim(height, 0)  # y grows downward: the rank axis on top, labels beneath
+    axes.axis("off")
+    axes.hlines(0.4, 1, max(count, 2), color="black", linewidth=1)
+    for rank in range(1, max(count, 2) + 1):
+        axes.vlines(rank, 0.3, 0.4, color="black", linewidth=1)
+        axes.text(rank, 0.25, str(rank), ha="center", va="bottom", fontsize="small")
+    for index, cell in enumerate(order):
+        x = mean_ranks[cell]
+        left = index < half  # the better half labelled on the left, the rest on the right
+        row = first_label + 0.3 * (index if left else count - 1 - index)
+        edge = 0.5 if left else max(count, 2) + 0.5
+        axes.plot([x, x, edge], [0.4, row, row], color="black", linewidth=0.8)
+        axes.text(
+            edge + (0.05 if left else -0.05),
+            row - 0.03,
+            f"{cell} ({x:.2f})",
+            ha="left" if left else "right",
+            va="bottom",
+            fontsize="small",
+        )
+    for number, members in enumerate(cliques):
+        ranks = [mean_ranks[cell] for cell in members]
+        y = 0.55 + 0.12 * number
+        axes.hlines(y, min(ranks) - 0.03, max(ranks) + 0.03, color="black", linewidth=3)
+    axes.set_title(title, fontsize="medium")
+    plt.close(figure)
+    return figure

@@ -23,13 +23,24 @@ from rnnlab.experiments.grids import grid_facts
 from rnnlab.records import names
 from rnnlab.records.plots import (
     Band,
+    critical_difference_figure,
     curves_figure,
     gradient_decay_figure,
     metric_by_setting_figure,
 )
 from rnnlab.records.runs import decay_curves, finished_runs
 from rnnlab.records.tracking import use_store
-from rnnlab.reports.verdicts import ALPHA, CONFIDENCE, FEW_SEEDS, Verdict, judge, summarize
+from rnnlab.reports.across_tasks import Standing, TaskScores, standing
+from rnnlab.reports.verdicts import (
+    ALPHA,
+    CONFIDENCE,
+    FEW_SEEDS,
+    Verdict,
+    cohens_d,
+    improvement_interval,
+    judge,
+    summarize,
+)
 
 NOT_ROW_AXES = ("cell", "seed")
 BASELINE = "baseline"  # the task's trivial baseline, where it logs one: never in bold
@@ -42,8 +53,11 @@ CAPTION = (
     "the best mean. Verdict: the best mean against every "
     "other cell and the baseline, two-sided t-tests (paired by seed where both ran the same "
     f"seeds, Welch's otherwise), Holm-corrected; bold only when every p < {ALPHA:g} and the "
-    "winner beats the baseline. † not better than the task's trivial baseline. "
-    f"n < {FEW_SEEDS}: few seeds, so intervals are wide and tests weak."
+    "winner beats the baseline. Beside each t-test p, the exact signed-rank (paired) or "
+    "rank-sum p of the same comparison, Holm-corrected, which assumes no normal scores; "
+    "d is Cohen's d against the best, P(>) the probability that a run beats a run of the "
+    "best (ties half) with its bootstrap interval. † not better than the task's trivial "
+    f"baseline. n < {FEW_SEEDS}: few seeds, so intervals are wide and tests weak."
 )
 
 
@@ -144,8 +158,20 @@ def entry_lines(cells: dict[str, Cell], column: str, judged: Verdict) -> list[st
     if column in judged.below_baseline:
         lines[0] += " †"
     if column in judged.p_against:
-        lines.append(f"p = {judged.p_against[column]:.2g} against {judged.best}")
+        rank = judged.rank_p_against.get(column)
+        beside = f", rank {rank:.2g}" if rank is not None else ""
+        lines.append(f"p = t {judged.p_against[column]:.2g}{beside} against {judged.best}")
+        if column != BASELINE and judged.best in cells:
+            lines += effect_lines(cells[column], cells[judged.best], judged.direction)
     return lines
+
+
+def effect_lines(cell: Cell, best: Cell, direction: str) -> list[str]:
+    """How large the difference from the best is, beyond whether it is significant."""
+    d = cohens_d(cell.scores, best.scores)
+    chance, low, high = improvement_interval(cell.values, best.values, direction)
+    size = f"d = {d:.2g}, " if d is not None else ""
+    return [f"{size}P(>) = {chance:.2f} [{low:.2f}, {high:.2f}]"]
 
 
 def table_columns(table) -> list[str]:
@@ -168,10 +194,11 @@ def markdown_table(table, directions, metrics) -> str:
             text = "<br>".join(entry_lines(cells, column, judged))
             entries.append(f"**{text}**" if column == judged.winner else text)
         arrow = "↑" if directions[row] == "maximize" else "↓"
+        rank = judged.rank_text()
         lines.append(
             f"| {row} | test {metrics[row]} {arrow} | "
             + " | ".join(entries)
-            + f" | {judged.text()} |"
+            + f" | {judged.text()}{'<br>' + rank if rank else ''} |"
         )
     return "\n".join(lines) + "\n\n" + CAPTION + "\n"
 
@@ -214,6 +241,36 @@ def latex_table(table, directions, metrics) -> str:
         )
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{escape(CAPTION)}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def across_tasks(table, directions, metrics) -> Standing | None:
+    """The cells compared over the table's rows (see rnnlab.reports.across_tasks)."""
+    tasks = {}
+    for row, cells in table.items():
+        baseline = cells.get(BASELINE)
+        tasks[row] = TaskScores(
+            {column: cell.scores for column, cell in cells.items() if column != BASELINE},
+            directions[row],
+            metrics[row],
+            summarize(baseline.values).mean if baseline and baseline.scores else None,
+        )
+    return standing(tasks) if len(tasks) >= 2 else None
+
+
+def across_tasks_section(table, directions, metrics, out: Path) -> tuple[str, list[str]]:
+    """The report's "Across tasks" text and its critical-difference diagram."""
+    result = across_tasks(table, directions, metrics)
+    if result is None:
+        return "", []
+    figure = critical_difference_figure(
+        result.mean_ranks,
+        result.cliques,
+        f"Mean rank over {len(result.tasks)} tasks (bars: no significant difference)",
+    )
+    figure.savefig(out / "critical_difference.png", dpi=120)
+    text = "\n## Across tasks\n\n" + result.markdown()
+    (out / "across_tasks.md").write_text(text.lstrip())
+    return text, ["critical_difference.png"]
 
 
 def decay_curve(client: MlflowClient, run_id: str, at_init: bool = False) -> np.ndarray | None:
@@ -297,9 +354,10 @@ def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> P
     table, directions, metrics = collect(name, tracking_uri)
     (out / "table.md").write_text(markdown_table(table, directions, metrics))
     (out / "table.tex").write_text(latex_table(table, directions, metrics))
+    overall, diagrams = across_tasks_section(table, directions, metrics, out)
     images = figures(table, metrics, tracking_uri, out)
-    body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics)]
-    body += [f"\n![{image}]({image})\n" for image in images]
+    body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics), overall]
+    body += [f"\n![{image}]({image})\n" for image in [*diagrams, *images]]
     (out / "README.md").write_text("".join(body))
     use_store(tracking_uri, "reports")
     with mlflow.start_run(run_name=name, tags={names.REPORT: name}):
