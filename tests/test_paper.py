@@ -144,6 +144,32 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     report_run = report_runs[0].info.run_id
     artifacts = {a.path for a in client.list_artifacts(report_run, names.REPORT_FOLDER)}
     assert "report/table.md" in artifacts
+    assert_seed_groups(client, runs)
+    write_report("smoke", uri, out_dir=tmp_path / "again")
+    assert_seed_groups(client, runs)  # the same groups: a second report logs no new ones
+
+
+def assert_seed_groups(client: MlflowClient, runs) -> None:
+    """One group run per (task, cell) holds its seeds' mean, std and count; the seed
+    runs are its children."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    groups = client.search_runs(experiments, f"tags.`{names.SEED_GROUP}` = 'smoke'")
+    assert len(groups) == 4
+    for group in groups:
+        seeds = [
+            run
+            for run in runs
+            if run.data.tags[names.TASK] == group.data.tags[names.TASK]
+            and run.data.tags[names.CELL] == group.data.tags[names.CELL]
+        ]
+        losses = [run.data.metrics["test_loss"] for run in seeds]
+        assert group.data.metrics["test_loss"] == pytest.approx(statistics.mean(losses))
+        assert group.data.metrics["test_loss_std"] == pytest.approx(statistics.stdev(losses))
+        assert group.data.metrics["n_seeds"] == 2 and "seed" not in group.data.params
+        assert group.data.params["cell.units"] == seeds[0].data.params["cell.units"]
+        for seed in seeds:
+            parent = client.get_run(seed.info.run_id).data.tags["mlflow.parentRunId"]
+            assert parent == group.info.run_id
 
 
 def test_a_diverging_configuration_is_counted_and_the_experiment_goes_on(tmp_path, monkeypatch):

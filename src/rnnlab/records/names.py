@@ -55,6 +55,9 @@ PARETO_FOLDER = "pareto"  # a multi-objective parent run: the Pareto front
 
 # Runs that are not trainings.
 REPORT = "rnnlab.report"  # an experiment's report run: the experiment's name
+SEED_GROUP = "rnnlab.seed_group"  # a grid entry's group run (reports/seed_groups.py): experiment
+GROUP_KEY = "rnnlab.group_key"  # which entry: `experiment | row | cell`
+SEED_RUNS = "rnnlab.seed_runs"  # the group's seed runs, comma-separated (they are its children)
 REPORT_FOLDER = "report"  # the report run: the report's Markdown, LaTeX and figures
 
 # Artifacts of a run.

@@ -31,6 +31,7 @@ from rnnlab.records.plots import (
 from rnnlab.records.runs import decay_curves, finished_runs
 from rnnlab.records.tracking import use_store
 from rnnlab.reports.across_tasks import Standing, TaskScores, standing
+from rnnlab.reports.seed_groups import log_seed_groups
 from rnnlab.reports.verdicts import (
     ALPHA,
     CONFIDENCE,
@@ -359,6 +360,13 @@ def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> P
     body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics), overall]
     body += [f"\n![{image}]({image})\n" for image in [*diagrams, *images]]
     (out / "README.md").write_text("".join(body))
+    entries = {
+        (row, column): (metrics[row], cell.runs)
+        for row, cells in table.items()
+        for column, cell in cells.items()
+        if column != BASELINE
+    }
+    log_seed_groups(MlflowClient(tracking_uri), name, entries)
     use_store(tracking_uri, "reports")
     with mlflow.start_run(run_name=name, tags={names.REPORT: name}):
         mlflow.log_artifacts(str(out), artifact_path=names.REPORT_FOLDER)
