@@ -72,31 +72,48 @@ def test_unknown_experiment_lists_the_known_ones():
 
 @pytest.mark.slow
 def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monkeypatch):
+    """The smoke grid is tuned (2 trials per entry, then 2 seeds): killed once while tuning
+    and once while training seeds, it resumes without repeating a finished trial or seed."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     real_run, calls = rnnlab.training.run.run, []
 
-    def killed_at_the_third_run(cfg, **kwargs):
-        calls.append(cfg)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_run(cfg, **kwargs)
+    def killed_at(call: int):
+        def run(cfg, **kwargs):
+            calls.append(cfg)
+            if len(calls) == call:
+                raise KeyboardInterrupt
+            return real_run(cfg, **kwargs)
 
-    monkeypatch.setattr(rnnlab.training.run, "run", killed_at_the_third_run)
+        return run
+
+    # Call 3 is the second entry's first trial; after it resumes, its 6 trials, then seeds.
+    monkeypatch.setattr(rnnlab.training.run, "run", killed_at(3))
     with pytest.raises(KeyboardInterrupt):
         run_experiment("smoke", [f"tracking.uri={uri}"])
-    monkeypatch.setattr(rnnlab.training.run, "run", real_run)
+    calls.clear()
+    monkeypatch.setattr(rnnlab.training.run, "run", killed_at(9))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("smoke", [f"tracking.uri={uri}"])
+    assert [cfg.seed for cfg in calls] == [100] * 6 + [0, 1, 0]
+    calls.clear()
+    monkeypatch.setattr(rnnlab.training.run, "run", killed_at(0))
     assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {
         "ran": 6,
         "skipped": 2,
         "failed": 0,
         "left": 0,
     }
+    assert len(calls) == 6 and {cfg.seed for cfg in calls} == {0, 1}  # no trial again
     assert run_experiment("smoke", [f"tracking.uri={uri}"]) == {
         "ran": 0,
         "skipped": 8,
         "failed": 0,
         "left": 0,
     }
+    assert len(calls) == 6
+    chosen = assert_every_entry_had_two_trials(f"sqlite:///{tmp_path}/optuna.db")
+    # Each seed trained at its entry's best trial's learning rate.
+    assert {(cfg.task.name, cfg.optimizer.learning_rate) for cfg in calls} <= chosen
 
     out = write_report("smoke", uri, out_dir=tmp_path / "report")
     table = (out / "table.md").read_text()
@@ -149,6 +166,23 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     assert_seed_groups(client, runs)  # the same groups: a second report logs no new ones
 
 
+def assert_every_entry_had_two_trials(storage: str) -> set[tuple[str, float]]:
+    """Each entry's study has 2 completed trials (one was interrupted: not counted, run
+    again); returns (task, best learning rate) of every entry."""
+    import optuna
+
+    chosen = set()
+    studies = optuna.get_all_study_summaries(storage)
+    assert len(studies) == 4
+    for summary in studies:
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        assert len(completed) == 2, summary.study_name
+        task = summary.study_name.split("task-")[1].split("_cell")[0]
+        chosen.add((task, study.best_params["optimizer.learning_rate"]))
+    return chosen
+
+
 def assert_seed_groups(client: MlflowClient, runs) -> None:
     """One group run per (task, cell) holds its seeds' mean, std and count; the seed
     runs are its children."""
@@ -177,8 +211,11 @@ def test_a_diverging_configuration_is_counted_and_the_experiment_goes_on(tmp_pat
         raise NonFiniteLossError(f"loss became nan for {cfg.task.name}")
 
     monkeypatch.setattr(rnnlab.training.run, "run", diverging)
-    counts = run_experiment("smoke", [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
-    assert counts == {"ran": 0, "skipped": 0, "failed": 8, "left": 0}
+    untuned = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "tune=null"]
+    assert run_experiment("smoke", untuned) == {"ran": 0, "skipped": 0, "failed": 8, "left": 0}
+    # Tuned: every trial diverges, so no entry has values to train its seeds at.
+    tuned = [f"tracking.uri=sqlite:///{tmp_path}/tuned.db"]
+    assert run_experiment("smoke", tuned) == {"ran": 0, "skipped": 0, "failed": 0, "left": 8}
 
 
 def cells(**scores: list[float]) -> dict[str, Cell]:

@@ -18,7 +18,13 @@ from rnnlab.experiments.grids import grid_facts
 from rnnlab.records import names
 
 # Plumbing, not learning: each point without the probe and the stored model.
-LEAN = ["probe.enabled=false", "tracking.log_model=false", "tracking.system_metrics=false"]
+# Untuned: these tests kill grid workers; tuning's resume is test_paper's.
+LEAN = [
+    "probe.enabled=false",
+    "tracking.log_model=false",
+    "tracking.system_metrics=false",
+    "tune=null",
+]
 
 
 def paper_command(*arguments: str, cwd: Path) -> subprocess.Popen:

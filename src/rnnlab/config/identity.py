@@ -10,7 +10,8 @@ from rnnlab.config.migrations import hashed_layout, plain
 
 # Keys that say where a run is recorded or how it prints, not what it computes. `per_task`
 # is an experiment's table of settings; the ones for the run's task are already applied.
-NOT_HASHED = ("tracking", "data_dir", "per_task")
+# `tune` says how a grid chose its values, which its points' overrides then carry.
+NOT_HASHED = ("tracking", "data_dir", "per_task", "tune")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,12 @@ class GridPoint:
 
     axes: list[str]  # e.g. ["task=adding", "cell=lstm", "seed=0"]
     overrides: list[str]  # the experiment, the axes, then the task's own overrides
+
+
+def entry_key(point: GridPoint) -> str:
+    """A grid entry: the point's axes but its seed (`task=adding cell=gru`); its seeds are
+    one entry of the report's table, and one study of a tuned grid (tuning.py)."""
+    return " ".join(axis for axis in point.axes if not axis.startswith("seed="))
 
 
 def experiment_grid(name: str) -> list[GridPoint]:
@@ -97,23 +103,31 @@ def grid_cache_folder() -> Path:
 
 
 def grid_facts(
-    name: str, extra_overrides: Sequence[str] = ()
+    name: str,
+    extra_overrides: Sequence[str] = (),
+    tuned: Mapping[str, Sequence[str]] | None = None,
 ) -> list[tuple[GridPoint, PointFacts]]:
-    """Every grid point with its config hash, task, metric and cell.
+    """Every grid point with its config hash, task, metric and cell; `tuned` adds each
+    entry's chosen values (tuning.py) to its points' overrides, before the command line's.
 
     Composed once per distinct group choices (compose_many), and remembered in a cache
     keyed by the config files' contents, so the next `rnnlab paper` or `rnnlab report` of
     the same grid decides in milliseconds instead of composing every point again.
     """
+    tuned = tuned or {}
     if name not in group_choices("experiment"):
         experiment_grid(name)  # its one-line error, never a cached answer
-    cache = grid_cache_folder() / f"{grid_cache_key([[name, *extra_overrides]])}.json"
+    chosen = sorted((key, list(values)) for key, values in tuned.items())
+    key = grid_cache_key([[name, *extra_overrides], *[[k, *v] for k, v in chosen]])
+    cache = grid_cache_folder() / f"{key}.json"
     try:
         cached = json.loads(cache.read_text())
         return [(GridPoint(**point), PointFacts(**facts)) for point, facts in cached]
     except (OSError, ValueError, TypeError):
         pass
     grid = experiment_grid(name)
+    for point in grid:
+        point.overrides += list(tuned.get(entry_key(point), ()))
     lists = [[*point.overrides, *extra_overrides] for point in grid]
     facts = [
         PointFacts(

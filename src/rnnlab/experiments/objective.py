@@ -14,6 +14,7 @@ from rnnlab.experiments.sweep_file import Param, Sweep
 
 # The Optuna user attribute holding a failed trial's one-line reason, for the progress line.
 FAILURE_ATTR = "failure"
+INTERRUPTED_ATTR = "interrupted"  # a trial stopped by Ctrl-C or a killed grid: not counted
 
 
 def suggest(trial: optuna.Trial, param: Param):
@@ -59,6 +60,10 @@ class Objective:
             metrics = run(cfg, trial=trial).metrics
         except (NonFiniteLossError, ConfigError) as error:
             trial.set_user_attr(FAILURE_ATTR, str(error).splitlines()[0])
+            raise
+        except KeyboardInterrupt:
+            # Optuna fails the trial; it spent no budget, so a resume runs it again.
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
             raise
         values = tuple(metrics[objective] for objective in self.sweep.objectives)
         return values if self.sweep.multi_objective else values[0]

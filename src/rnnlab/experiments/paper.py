@@ -14,14 +14,16 @@ cached (`grids.py`), and the store is read with one query (`records/runs.py`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rnnlab.config import compose_config
 from rnnlab.experiments.claims import FAILED, FINISHED, RUNNING, GridClaims, grid_key
-from rnnlab.experiments.grids import GridPoint, PointFacts, grid_facts
+from rnnlab.experiments.grids import GridPoint, PointFacts, entry_key, grid_facts
 from rnnlab.experiments.launchers import Launcher, LocalLauncher
+from rnnlab.experiments.tuning import entry_sweeps, tune_entries, tuned_overrides
 from rnnlab.records import names
 from rnnlab.records.liveness import fail_dead_runs
 from rnnlab.records.runs import finished_runs
@@ -54,17 +56,24 @@ class GridJob:
     overrides: list[str] = field(default_factory=list)
     storage: str | None = None  # the claims' database; None: default_claims_storage
     since: float = 0.0  # when the command began: points settled before it are tried again
+    # A tuned grid (tuning.py): each entry's chosen values, and the entries whose study
+    # chose nothing (every trial failed), whose seeds are not trained.
+    tuned: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    untuned: tuple[str, ...] = ()
 
     def points(self) -> list[tuple[GridPoint, PointFacts]]:
-        return grid_facts(self.name, self.overrides)
+        points = grid_facts(self.name, self.overrides, dict(self.tuned))
+        return [(point, facts) for point, facts in points if entry_key(point) not in self.untuned]
 
     def tracking_uri(self) -> str:
-        first = self.points()[0][0]
+        first = grid_facts(self.name, self.overrides)[0][0]
         return compose_config([*first.overrides, *self.overrides]).tracking.uri
 
+    def claims_storage(self) -> str:
+        return self.storage or default_claims_storage(self.tracking_uri())
+
     def claims(self) -> GridClaims:
-        uri = self.tracking_uri()
-        return GridClaims(self.storage or default_claims_storage(uri), grid_key(self.name, uri))
+        return GridClaims(self.claims_storage(), grid_key(self.name, self.tracking_uri()))
 
 
 def work(job: GridJob, worker: int = 0, threads: int | None = None, label: str = "") -> None:
@@ -145,6 +154,17 @@ def run_experiment(
     here by default); returns how many this command's workers ran, how many finished before
     and were skipped, how many failed, and how many are left (a worker died with them)."""
     job = GridJob(name, list(extra_overrides), storage, since=time.time())
+    launcher = launcher or LocalLauncher({}, f"paper-{name}")
+    untuned_points = 0
+    sweeps = entry_sweeps(name, job.tracking_uri(), job.claims_storage(), extra_overrides)
+    if sweeps:
+        create_store(job.tracking_uri())  # once, before workers race to create its tables
+        chosen = tune_entries(sweeps, workers, launcher)
+        untuned = tuple(key for key, found in chosen.items() if not found.values)
+        for key in untuned:
+            print(f"{name}: {key}: no tuning trial completed; its seeds are not trained")
+        untuned_points = len(job.points()) - len(dataclasses.replace(job, untuned=untuned).points())
+        job = dataclasses.replace(job, tuned=tuned_overrides(chosen), untuned=untuned)
     points = job.points()
     # Read without opening MLflow: a store not written yet has nothing finished.
     done = finished_hashes(job.tracking_uri(), name)
@@ -157,11 +177,12 @@ def run_experiment(
     problems = []
     if skipped < len(points):
         create_store(job.tracking_uri())  # once, before workers race to create its tables
-        launcher = launcher or LocalLauncher({}, f"paper-{name}")
         problems = launcher.run(work, (job,), workers)
     for problem in problems:
         print(problem, flush=True)
-    return count_points(job, points, skipped)
+    counts = count_points(job, points, skipped)
+    counts["left"] += untuned_points
+    return counts
 
 
 def count_points(job: GridJob, points, skipped: int) -> dict[str, int]:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from rnnlab.config import ConfigError, compose_config
 from rnnlab.experiments import search_algorithms
+from rnnlab.experiments.objective import INTERRUPTED_ATTR
 from rnnlab.experiments.sweep_file import Sweep
 from rnnlab.locks import exclusive
 from rnnlab.records import names
@@ -141,10 +142,17 @@ class StaleTrialHandler:
 
 
 def trials_counted(study: optuna.Study) -> int:
-    """Trials toward n_trials: all but those whose worker died (their retry counts instead)."""
+    """Trials toward n_trials: all but those whose worker died (their retry counts instead)
+    and those interrupted (Ctrl-C), which a resume runs again: a trial failed by its own
+    loss or config spent its budget; one stopped from outside did not, and every cell of a
+    tuned grid must get the same number of trials."""
     trials = study.get_trials(deepcopy=False)
     retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) for trial in trials}
-    return sum(1 for trial in trials if trial.number not in retried)
+    return sum(
+        1
+        for trial in trials
+        if trial.number not in retried and not trial.user_attrs.get(INTERRUPTED_ATTR)
+    )
 
 
 def without_password(url: str) -> str:

@@ -20,6 +20,8 @@ from mlflow import MlflowClient
 
 from rnnlab.config import PROJECT_ROOT
 from rnnlab.experiments.grids import grid_facts
+from rnnlab.experiments.paper import default_claims_storage
+from rnnlab.experiments.tuning import caption, chosen_values, tune_block, tuned_overrides
 from rnnlab.records import names
 from rnnlab.records.plots import (
     Band,
@@ -108,13 +110,14 @@ def row_label(axes: list[str], task: str) -> str:
     return f"{task} ({', '.join(settings)})" if settings else task
 
 
-def collect(name: str, tracking_uri: str):
-    """The table's rows, columns and cells, filled from the experiment's FINISHED runs."""
+def collect(name: str, tracking_uri: str, tuned: dict[str, tuple[str, ...]] | None = None):
+    """The table's rows, columns and cells, filled from the experiment's FINISHED runs
+    (of a tuned grid, the runs at each entry's chosen values)."""
     table: dict[str, dict[str, Cell]] = {}
     directions: dict[str, str] = {}
     metrics: dict[str, str] = {}
     wanted: dict[str, tuple[str, str]] = {}
-    for point, facts in grid_facts(name, [f"tracking.uri={tracking_uri}"]):
+    for point, facts in grid_facts(name, [f"tracking.uri={tracking_uri}"], tuned):
         row = row_label(point.axes, facts.task)
         table.setdefault(row, {}).setdefault(facts.cell, Cell())
         directions[row], metrics[row] = facts.direction, facts.metric
@@ -244,6 +247,28 @@ def latex_table(table, directions, metrics) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tuning_section(name: str, tracking_uri: str) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """A tuned grid's protocol and each entry's chosen values; ("", {}) for an untuned one."""
+    block = tune_block(name, [f"tracking.uri={tracking_uri}"])
+    if block is None:
+        return "", {}
+    chosen = chosen_values(name, tracking_uri, default_claims_storage(tracking_uri))
+    lines = [
+        "\n## Tuning\n",
+        caption(block) + "\n",
+        "| entry | chosen values | best validation score | trials |",
+        "|---|---|---|---|",
+    ]
+    for key, found in chosen.items():
+        values = ", ".join(
+            f"{path}={value:.3g}" if isinstance(value, float) else f"{path}={value}"
+            for path, value in found.values.items()
+        )
+        score = "—" if found.score is None else f"{found.score:.4f}"
+        lines.append(f"| {key} | {values or 'not tuned yet'} | {score} | {found.trials} |")
+    return "\n".join(lines) + "\n", dict(tuned_overrides(chosen))
+
+
 def across_tasks(table, directions, metrics) -> Standing | None:
     """The cells compared over the table's rows (see rnnlab.reports.across_tasks)."""
     tasks = {}
@@ -352,12 +377,14 @@ def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> P
     gc.freeze()
     out = out_dir or PROJECT_ROOT / "reports" / name
     out.mkdir(parents=True, exist_ok=True)
-    table, directions, metrics = collect(name, tracking_uri)
+    tuning, tuned = tuning_section(name, tracking_uri)
+    table, directions, metrics = collect(name, tracking_uri, tuned)
     (out / "table.md").write_text(markdown_table(table, directions, metrics))
     (out / "table.tex").write_text(latex_table(table, directions, metrics))
     overall, diagrams = across_tasks_section(table, directions, metrics, out)
     images = figures(table, metrics, tracking_uri, out)
-    body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics), overall]
+    body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics), tuning]
+    body.append(overall)
     body += [f"\n![{image}]({image})\n" for image in [*diagrams, *images]]
     (out / "README.md").write_text("".join(body))
     entries = {
