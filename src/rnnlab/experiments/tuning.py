@@ -156,19 +156,58 @@ def choice(study_name: str, storage: str) -> Choice:
 
 
 def tune_entries(sweeps: dict[str, Sweep], workers: int, launcher) -> dict[str, Choice]:
-    """Run (or resume) every entry's study to its trial count, one entry after another;
-    returns each entry's choice. An entry whose every trial failed has no values."""
-    from rnnlab.experiments.study_storage import open_study, trials_counted
-    from rnnlab.experiments.sweep import sweep as run_sweep
+    """Run (or resume) every entry's study to its trial count; returns each entry's choice.
 
-    chosen = {}
-    for number, (key, spec) in enumerate(sweeps.items(), start=1):
+    One set of workers serves all the studies, entry after entry (`work_studies`): a worker
+    starts TensorFlow once, and one that finishes its share of a study moves on to the next
+    instead of waiting. Each study has its own parent run in MLflow, ended as a sweep's is.
+    """
+    import optuna
+    from mlflow import MlflowClient
+    from mlflow.entities import RunStatus
+
+    from rnnlab.experiments.study_storage import open_study, trials_counted
+    from rnnlab.experiments.sweep import open_parent_run
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pending, parents = [], []
+    for key, spec in sweeps.items():
         study = open_study(spec)
-        if spec.n_trials is None or trials_counted(study) < spec.n_trials:
-            print(f"tuning [{number}/{len(sweeps)}] {key}", flush=True)
-            run_sweep(spec, workers, launcher)
-        chosen[key] = choice(spec.name, spec.storage)
-    return chosen
+        if spec.n_trials is not None and trials_counted(study) >= spec.n_trials:
+            continue
+        pending.append(spec)
+        parents.append(open_parent_run(spec, study))
+    if pending:
+        print(
+            f"tuning {len(pending)} of {len(sweeps)} entries, {pending[0].n_trials} trials "
+            f"each, on {workers} worker(s)",
+            flush=True,
+        )
+        status = RunStatus.FAILED
+        client = MlflowClient()
+        try:
+            problems = launcher.run(work_studies, (tuple(pending),), workers)
+            for problem in problems:
+                print(problem, flush=True)
+            if not problems:
+                status = RunStatus.FINISHED
+        except KeyboardInterrupt:
+            status = RunStatus.KILLED
+            raise
+        finally:
+            for run_id in parents:
+                client.set_terminated(run_id, RunStatus.to_string(status))
+    return {key: choice(spec.name, spec.storage) for key, spec in sweeps.items()}
+
+
+def work_studies(
+    sweeps: tuple[Sweep, ...], worker: int = 0, threads: int | None = None, label: str = ""
+) -> None:
+    """One worker's loop over the studies: its share of each, then the next."""
+    from rnnlab.experiments.sweep import work
+
+    for number, spec in enumerate(sweeps):
+        work(spec, worker, threads if number == 0 else None, label)
 
 
 def chosen_values(name: str, tracking_uri: str, storage: str) -> dict[str, Choice]:

@@ -163,8 +163,8 @@ def entry_lines(cells: dict[str, Cell], column: str, judged: Verdict) -> list[st
         lines[0] += " †"
     if column in judged.p_against:
         rank = judged.rank_p_against.get(column)
-        beside = f", rank {rank:.2g}" if rank is not None else ""
-        lines.append(f"p = t {judged.p_against[column]:.2g}{beside} against {judged.best}")
+        beside = f", {rank:.2g} (rank)" if rank is not None else ""
+        lines.append(f"p = {judged.p_against[column]:.2g} (t){beside} against {judged.best}")
         if column != BASELINE and judged.best in cells:
             lines += effect_lines(cells[column], cells[judged.best], judged.direction)
     return lines
