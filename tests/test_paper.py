@@ -149,6 +149,8 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     across = (out / "README.md").read_text()
     assert "## Across tasks" in across and "Friedman's test needs at least 3 cells" in across
     assert "critical_difference.png" in across
+    assert "## Claims" in across and "| Two epochs of an 8-unit SimpleRNN learn nothing" in across
+    assert "## Tuning" in across and "2 trials of random" in across
     for figure in (
         "00_adding_gradient_decay.png",
         "01_copy_memory_learning_curves.png",

@@ -10,8 +10,9 @@ from rnnlab.config.migrations import hashed_layout, plain
 
 # Keys that say where a run is recorded or how it prints, not what it computes. `per_task`
 # is an experiment's table of settings; the ones for the run's task are already applied.
-# `tune` says how a grid chose its values, which its points' overrides then carry.
-NOT_HASHED = ("tracking", "data_dir", "per_task", "tune")
+# `tune` says how a grid chose its values, which its points' overrides then carry;
+# `claims` what its report checks.
+NOT_HASHED = ("tracking", "data_dir", "per_task", "tune", "claims")
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -165,6 +165,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # Weight averaging came after the first grids: off, as they ran.
     Added("trainer.ema_momentum", None, hashed_when_set=True),
+    # Experiment-only keys of tuned grids and published claims (never hashed: NOT_HASHED).
+    Added("tune", None),
+    Added("claims", []),
     # Translation's options, each added with the value that reproduces the runs before it.
     *(
         Added(f"task.{key}", before, task="translation")

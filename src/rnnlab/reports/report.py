@@ -17,8 +17,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.config import PROJECT_ROOT
+from rnnlab.config import PROJECT_ROOT, ConfigError, compose_config
 from rnnlab.experiments.grids import grid_facts
 from rnnlab.experiments.paper import default_claims_storage
 from rnnlab.experiments.tuning import caption, chosen_values, tune_block, tuned_overrides
@@ -33,6 +34,7 @@ from rnnlab.records.plots import (
 from rnnlab.records.runs import decay_curves, finished_runs
 from rnnlab.records.tracking import use_store
 from rnnlab.reports.across_tasks import Standing, TaskScores, standing
+from rnnlab.reports.known_results import Claim, claims_table, judge_claim
 from rnnlab.reports.seed_groups import log_seed_groups
 from rnnlab.reports.verdicts import (
     ALPHA,
@@ -247,6 +249,38 @@ def latex_table(table, directions, metrics) -> str:
     return "\n".join(lines) + "\n"
 
 
+def claims_section(name: str, tracking_uri: str, table, directions, tuned) -> str:
+    """The experiment's published claims, each judged from its grid points' seeds."""
+    cfg = compose_config([f"experiment={name}", f"tracking.uri={tracking_uri}"])
+    claims = []
+    for number, item in enumerate(cfg.get("claims") or []):
+        raw = OmegaConf.to_container(item, resolve=True) if isinstance(item, DictConfig) else item
+        claims.append(Claim.from_config(number, raw))
+    points = grid_facts(name, [f"tracking.uri={tracking_uri}"], tuned)
+    found = []
+    for number, claim in enumerate(claims):
+        row = claim_row(number, claim, points)
+        cells = table.get(row, {})
+        scores = {column: cell.scores for column, cell in cells.items() if column != BASELINE}
+        baseline = cells.get(BASELINE)
+        judged = judge_claim(
+            claim, scores, directions.get(row, "maximize"), baseline.scores if baseline else None
+        )
+        found.append((claim, judged))
+    return claims_table(found)
+
+
+def claim_row(number: int, claim: Claim, points) -> str:
+    """The table row of the grid points the claim's `where` picks (its cell aside)."""
+    wanted = {key: value for key, value in claim.where.items() if key != "cell"}
+    for point, facts in points:
+        axes = dict(axis.split("=", 1) for axis in point.axes)
+        if all(axes.get(key, str(value)) == str(value) for key, value in wanted.items()):
+            return row_label(point.axes, facts.task)
+    where = " ".join(f"{key}={value}" for key, value in wanted.items())
+    raise ConfigError(f"claims[{number}]: no grid point has {where}")
+
+
 def tuning_section(name: str, tracking_uri: str) -> tuple[str, dict[str, tuple[str, ...]]]:
     """A tuned grid's protocol and each entry's chosen values; ("", {}) for an untuned one."""
     block = tune_block(name, [f"tracking.uri={tracking_uri}"])
@@ -382,9 +416,10 @@ def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> P
     (out / "table.md").write_text(markdown_table(table, directions, metrics))
     (out / "table.tex").write_text(latex_table(table, directions, metrics))
     overall, diagrams = across_tasks_section(table, directions, metrics, out)
+    claims = claims_section(name, tracking_uri, table, directions, tuned)
     images = figures(table, metrics, tracking_uri, out)
     body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics), tuning]
-    body.append(overall)
+    body += [claims, overall]
     body += [f"\n![{image}]({image})\n" for image in [*diagrams, *images]]
     (out / "README.md").write_text("".join(body))
     entries = {

@@ -1,0 +1,133 @@
+"""Published claims judged from seeds, on fixed scores whose outcome is clear by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from rnnlab.config import ConfigError
+from rnnlab.reports.known_results import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Claim,
+    claims_table,
+    judge_claim,
+)
+
+BASELINE = {0: 0.167, 1: 0.166, 2: 0.168, 3: 0.167}  # the adding problem's MSE of always 1
+
+
+def claim(kind: str, **settings) -> Claim:
+    where = settings.pop("where", {"task": "adding", "cell": "lstm"})
+    return Claim.from_config(
+        0, {"source": "paper, Fig. 1", "published": "it", "kind": kind, "where": where, **settings}
+    )
+
+
+def by_seed(*values: float) -> dict[int, float]:
+    return dict(enumerate(values))
+
+
+def test_solves_needs_the_whole_interval_past_the_bar():
+    solves = claim("solves", factor=0.1)  # MSE at most 0.0167
+    clearly = {"lstm": by_seed(0.004, 0.005, 0.003, 0.004)}
+    short = {"lstm": by_seed(0.15, 0.16, 0.17, 0.16)}
+    straddles = {"lstm": by_seed(0.001, 0.03, 0.002, 0.03)}
+    assert judge_claim(solves, clearly, "minimize", BASELINE).outcome == REPRODUCED
+    assert judge_claim(solves, short, "minimize", BASELINE).outcome == NOT_REPRODUCED
+    assert judge_claim(solves, straddles, "minimize", BASELINE).outcome == INCONCLUSIVE
+    accuracy = claim("solves", threshold=0.9)
+    assert judge_claim(accuracy, {"lstm": by_seed(0.97, 0.96, 0.98)}, "maximize", None).outcome == (
+        REPRODUCED
+    )
+
+
+def test_fails_is_no_significant_improvement_on_the_baseline():
+    fails = claim("fails")
+    at_baseline = {"lstm": by_seed(0.166, 0.169, 0.165, 0.168)}
+    far_below = {"lstm": by_seed(0.01, 0.02, 0.015, 0.012)}
+    worse = {"lstm": by_seed(0.30, 0.31, 0.29, 0.30)}  # worse than trivial still fails
+    assert judge_claim(fails, at_baseline, "minimize", BASELINE).outcome == REPRODUCED
+    assert judge_claim(fails, far_below, "minimize", BASELINE).outcome == NOT_REPRODUCED
+    assert judge_claim(fails, worse, "minimize", BASELINE).outcome == REPRODUCED
+    assert judge_claim(fails, at_baseline, "minimize", None).outcome == INCONCLUSIVE
+
+
+def test_ordering_needs_a_significant_difference_in_the_claimed_direction():
+    ordering = claim("ordering", better="gru", worse="simple_rnn", where={"task": "adding"})
+    scores = {"gru": by_seed(0.01, 0.02, 0.015), "simple_rnn": by_seed(0.16, 0.17, 0.165)}
+    assert judge_claim(ordering, scores, "minimize", BASELINE).outcome == REPRODUCED
+    assert judge_claim(ordering, scores, "maximize", None).outcome == NOT_REPRODUCED
+    close = {"gru": by_seed(0.10, 0.16, 0.12), "simple_rnn": by_seed(0.11, 0.15, 0.14)}
+    finding = judge_claim(ordering, close, "minimize", BASELINE)
+    assert finding.outcome == INCONCLUSIVE and finding.reason.startswith("paired t: p = ")
+
+
+def test_number_is_the_mean_within_the_tolerance():
+    number = claim("number", value=0.97, tolerance=0.02)
+    near = judge_claim(number, {"lstm": by_seed(0.96, 0.95, 0.97)}, "maximize", None)
+    assert near.outcome == REPRODUCED and near.ours.startswith("0.96 [")
+    far = judge_claim(number, {"lstm": by_seed(0.80, 0.81, 0.79)}, "maximize", None)
+    assert far.outcome == NOT_REPRODUCED
+    wide = judge_claim(number, {"lstm": by_seed(0.90, 0.99, 0.92)}, "maximize", None)
+    assert wide.outcome == INCONCLUSIVE  # mean 0.937 outside 0.95-0.99, interval reaches it
+
+
+def test_one_seed_is_inconclusive_whatever_it_says():
+    one = {"lstm": by_seed(0.001)}
+    for kind, settings in [
+        ("solves", {"factor": 0.1}),
+        ("fails", {}),
+        ("number", {"value": 0.0, "tolerance": 1.0}),
+    ]:
+        finding = judge_claim(claim(kind, **settings), one, "minimize", BASELINE)
+        assert (finding.outcome, finding.reason) == (INCONCLUSIVE, "too few seeds")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"kind": "solves", "where": {"cell": "lstm"}, "published": "x"}, "'source' is required"),
+        ({"source": "s", "published": "x", "kind": "wins", "where": {"cell": "l"}}, "kind must"),
+        ({"source": "s", "published": "x", "kind": "solves", "where": {"cell": "l"}}, "factor or"),
+        ({"source": "s", "published": "x", "kind": "fails", "where": {"task": "a"}}, "the cell"),
+        ({"source": "s", "published": "x", "kind": "fails", "where": {"cell": "l"}, "n": 1}, "'n'"),
+    ],
+)
+def test_a_malformed_claim_fails_in_one_line_naming_it(raw, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        Claim.from_config(3, raw)
+    assert str(error.value).startswith("claims[3]: ") and "\n" not in str(error.value)
+
+
+def test_the_table_counts_outcomes_and_bolds_only_reproduced():
+    solves = claim("solves", factor=0.1, figure="MSE 0.004")
+    rows = [
+        (solves, judge_claim(solves, {"lstm": by_seed(0.004, 0.005, 0.003)}, "minimize", BASELINE)),
+        (solves, judge_claim(solves, {"lstm": by_seed(0.15, 0.16, 0.17)}, "minimize", BASELINE)),
+    ]
+    table = claims_table(rows)
+    assert "| it | paper, Fig. 1 | MSE 0.004 | 0.004 [" in table
+    assert table.count("**reproduced**") == 1 and "| not reproduced (whole interval short" in table
+    assert "1 of 2 claims reproduced, 1 not reproduced" in table
+
+
+def test_a_claim_finds_its_row_or_names_what_no_point_has():
+    from rnnlab.experiments.grids import GridPoint, PointFacts
+    from rnnlab.reports.report import claim_row
+
+    points = [
+        (
+            GridPoint([f"task={task}", f"task.length={length}", "cell=lstm", "seed=0"], []),
+            PointFacts("hash", task, "loss", "minimize", "lstm"),
+        )
+        for task in ("adding",)
+        for length in (100, 200)
+    ]
+    at_200 = claim("solves", factor=0.1, where={"task": "adding", "task.length": 200, "cell": "l"})
+    assert claim_row(0, at_200, points) == "adding (length=200)"
+    nowhere = claim("fails", where={"task": "adding", "task.length": 400, "cell": "lstm"})
+    with pytest.raises(
+        ConfigError, match=r"claims\[2\]: no grid point has task=adding task.length=400"
+    ):
+        claim_row(2, nowhere, points)
