@@ -92,8 +92,30 @@ def split_settings(table: pd.DataFrame, cfg: DictConfig, columns: Sequence[str])
     return settings | {key: cfg[key] for key in keys}
 
 
+def require_unicode(file: DataFile, table: pd.DataFrame, column: str | int) -> None:
+    """One line naming the first row whose cell is not UTF-8 text, if any: pyarrow reads a
+    CSV column with bytes that are not UTF-8 as a column of raw bytes, not as an error."""
+    if table[column].dtype != object:
+        return
+    raw = table[column].map(lambda value: isinstance(value, bytes) and not is_utf8(value))
+    if raw.any():
+        index = int(np.flatnonzero(raw.to_numpy())[0])
+        raise file.fail(
+            f"{row_name(file, index)}: column '{column}' is not UTF-8 text; save the file as UTF-8"
+        )
+
+
+def is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def require_texts(file: DataFile, table: pd.DataFrame, column: str | int, what: str) -> None:
-    """One line naming the first row whose text is missing or blank, if any."""
+    """One line naming the first row whose text is missing, blank or not UTF-8, if any."""
+    require_unicode(file, table, column)
     values = table[column]
     empty = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
     if empty.any():
@@ -151,6 +173,7 @@ def label_values(file: DataFile, table: pd.DataFrame, column: str) -> pd.Series:
     floats, as a numeric column with a gap reads, as ints), else text."""
     import pandas as pd
 
+    require_unicode(file, table, column)
     values = table[column]
     missing = values.isna().to_numpy()
     if missing.any():
