@@ -68,7 +68,9 @@ class Added:
 
     def to_hashed(self, content: dict) -> None:
         node, key = _parent(content, self.path)
-        if self.hashed_when_set and node is not None and node.get(key, self.before) == self.before:
+        if not (self.hashed_when_set and node is not None and self.applies(content)):
+            return
+        if node.get(key, self.before) == self.before:
             node.pop(key, None)
 
 
@@ -204,6 +206,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     Reordered("task", before="cell"),
     # Experiments' per-task settings became `per_task` (nested keys, not override strings).
     Dropped("experiment_task_overrides"),
+    # A user's texts as sentiment's or translation's data (task.source=file:PATH, #45): the
+    # keys say how to read a file, so a run on the embedded data keeps its hash.
+    *(
+        Added(f"task.{key}", before, task=task, hashed_when_set=True)
+        for task, columns in (
+            ("sentiment", {"text_column": "text", "label_column": "label"}),
+            ("translation", {"source_column": "source", "target_column": "target"}),
+        )
+        for key, before in (
+            columns | {"validation_fraction": 0.1, "test_fraction": 0.1, "split_seed": 0}
+        ).items()
+    ),
 )
 
 

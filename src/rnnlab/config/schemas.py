@@ -178,12 +178,35 @@ class ForecastingSchema(TaskSchema):
     horizon: int = field(metadata=SIZE)
 
 
+def check_file_split(task: Any) -> None:
+    """A file without a split of its own is dealt at these fractions: train keeps the rest."""
+    held_out = task.validation_fraction + task.test_fraction
+    require(
+        held_out < 1,
+        f"task.validation_fraction + task.test_fraction must be below 1 (the training split "
+        f"takes the rest), got {held_out:g}",
+    )
+
+
 @dataclass
 class SentimentSchema(TaskSchema):
     source: str
+    text_column: str
+    label_column: str
+    validation_fraction: float = field(metadata=FRACTION)
+    test_fraction: float = field(metadata=FRACTION)
+    split_seed: int = field(metadata=COUNT)
     vocabulary_size: int = field(metadata=SIZE)
     sequence_length: int = field(metadata=SIZE)
     embedding_dim: int = field(metadata=SIZE)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_file_split(self)
+        require(
+            self.text_column != self.label_column,
+            f"task.text_column and task.label_column name one column, '{self.text_column}'",
+        )
 
 
 @dataclass
@@ -205,6 +228,11 @@ class CaptioningSchema(TaskSchema):
 @dataclass
 class TranslationSchema(TaskSchema):
     source: str
+    source_column: str
+    target_column: str
+    validation_fraction: float = field(metadata=FRACTION)
+    test_fraction: float = field(metadata=FRACTION)
+    split_seed: int = field(metadata=COUNT)
     tokens: str
     vocabulary_size: int = field(metadata=SIZE)
     source_vocabulary_size: int | None = field(metadata=SIZE)
@@ -229,6 +257,14 @@ class TranslationSchema(TaskSchema):
     dictionary_phrases: int = field(metadata=COUNT)
     samples: int = field(metadata=COUNT)
     validation_metric: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_file_split(self)
+        require(
+            self.source_column != self.target_column,
+            f"task.source_column and task.target_column name one column, '{self.source_column}'",
+        )
 
 
 SCHEMAS = {

@@ -55,6 +55,24 @@ def get_task(task_cfg: DictConfig, data_dir: str) -> Task:
     return getattr(importlib.import_module(module_name), class_name)(task_cfg, data_dir)
 
 
+def file_state(source: str | None) -> tuple | None:
+    """A user's file (`task.source=file:PATH`) as it is now: where (a relative path names
+    another file in another folder), how long, when changed. A file edited since the last
+    load is loaded again, so its data hash is the content's."""
+    from pathlib import Path
+
+    from rnnlab.tasks.data_files import FILE_PREFIX, is_file_source
+
+    if not is_file_source(source):
+        return None
+    path = Path(str(source).removeprefix(FILE_PREFIX).strip()).expanduser().resolve()
+    try:
+        status = path.stat()
+    except OSError:
+        return (str(path),)  # load says what is wrong with it
+    return (str(path), status.st_size, status.st_mtime_ns)
+
+
 _LOADED: dict[tuple, tuple[Task, TaskData]] = {}  # the last load_task call's key and result
 
 
@@ -68,7 +86,13 @@ def load_task(
     the same examples with `train` freshly shuffled from the seed, the order a new process
     would see. Only the last load is kept, so memory holds one task's data.
     """
-    key = (OmegaConf.to_yaml(task_cfg, resolve=True), str(data_dir), batch_size, seed)
+    key = (
+        OmegaConf.to_yaml(task_cfg, resolve=True),
+        str(data_dir),
+        batch_size,
+        seed,
+        file_state(task_cfg.get("source")),
+    )
     if key in _LOADED:
         task, data = _LOADED[key]
         return task, data.reshuffled()

@@ -1,9 +1,13 @@
-"""Sentiment: is a Rotten Tomatoes review snippet positive or negative?
+"""Sentiment: is a Rotten Tomatoes review snippet positive or negative? Or, with
+`task.source=file:PATH`, text classification of a user's labelled texts into any classes.
 
 The 10,605 snippets (Pang & Lee 2005, each rated by 20 people in Hutto & Gilbert 2014) ship
 in the vaderSentiment source distribution. The 37 snippets rated exactly 0 are dropped:
 they belong to neither class. The split is fixed (80/10/10 by a constant seed) so that every
 run of every cell is tested on the same held-out snippets.
+
+A user's file (CSV, JSON Lines or Parquet with a text and a label column, `text_files`)
+trains the same model: two classes keep the sigmoid, more take a softmax.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from omegaconf import DictConfig
 from rnnlab.recurrence.stack import RecurrentStack
 from rnnlab.tasks import datasets
 from rnnlab.tasks.base import (
+    DatasetRecord,
     TaskData,
     TaskDefaults,
     batched_task_data,
@@ -30,6 +35,8 @@ from rnnlab.tasks.base import (
     supervised_splits,
     take_each,
 )
+from rnnlab.tasks.data_files import DataFile, is_file_source
+from rnnlab.tasks.text_files import LABELLED_FORMATS, file_record, read_labelled_texts
 
 SOURCE_REQUIREMENT = "vaderSentiment==3.3.2"
 SOURCE_MEMBERS = [
@@ -102,9 +109,9 @@ class RottenTomatoesSnippets(tfds.core.GeneratorBasedBuilder):
 
 
 class SentimentTask(TaskDefaults):
-    """Binary classification of text: embedding, recurrent stack, sigmoid."""
+    """Classification of text: embedding, recurrent stack, then a sigmoid for two classes
+    (the snippets' negative and positive) or a softmax for more (a user's file)."""
 
-    loss = "binary_crossentropy"
     metrics = ("accuracy",)
 
     def __init__(self, cfg: DictConfig, data_dir: str) -> None:
@@ -112,6 +119,21 @@ class SentimentTask(TaskDefaults):
         self.root = datasets.data_root(data_dir)
         self.builder = RottenTomatoesSnippets(data_dir=str(self.root / "tfds"))
         self._vectorizer: layers.TextVectorization | None = None
+        # A user's file: its class names (the training split's labels, sorted), the file,
+        # and two of its test texts, the stored model's input example.
+        self.classes: list[str] | None = None
+        self.data_file: DataFile | None = None
+        self.example_texts: list[str] | None = None
+
+    @property
+    def class_count(self) -> int:
+        return 2 if self.classes is None else len(self.classes)
+
+    @property
+    def loss(self) -> str:
+        if self.class_count > 2:
+            return "sparse_categorical_crossentropy"
+        return "binary_crossentropy"
 
     @property
     def vectorizer(self) -> layers.TextVectorization:
@@ -127,9 +149,12 @@ class SentimentTask(TaskDefaults):
 
     def load(self, batch_size: int, seed: int) -> TaskData:
         # imdb_reviews has no validation split: the last tenth of its train split is held out.
-        catalog = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
-        splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
-        splits = take_each(splits, self.cfg.max_examples)
+        if is_file_source(self.cfg.source):
+            splits, data_hash = self._file_splits()
+        else:
+            catalog = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
+            splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
+            splits = take_each(splits, self.cfg.max_examples)
         # The vocabulary comes from the training split only: test words stay unseen.
         self._vectorizer = layers.TextVectorization(
             max_tokens=self.cfg.vocabulary_size,
@@ -142,6 +167,18 @@ class SentimentTask(TaskDefaults):
         }
         return batched_task_data(vectorized, batch_size, seed, data_hash)
 
+    def _file_splits(self) -> tuple[dict[str, tf.data.Dataset], str]:
+        """The user's labelled texts, split and checked (`read_labelled_texts`), and the
+        data hash of their content and the settings that split them."""
+        self.data_file = DataFile.from_source(self.cfg.source, LABELLED_FORMATS)
+        splits, self.classes, settings = read_labelled_texts(self.data_file, self.cfg)
+        self.example_texts = splits["test"][0][:2]
+        pipelines = {
+            name: tf.data.Dataset.from_tensor_slices((texts, labels))
+            for name, (texts, labels) in splits.items()
+        }
+        return pipelines, self.data_file.data_hash(settings)
+
     def _vectorize(self, text: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.vectorizer(text), label
 
@@ -152,8 +189,12 @@ class SentimentTask(TaskDefaults):
             self.vectorizer.vocabulary_size(), self.cfg.embedding_dim, mask_zero=True
         )(tokens)
         summary = recurrent(embedded)
-        positive = layers.Dense(1, activation="sigmoid", name="positive")(summary)
-        return keras.Model(tokens, positive, name="sentiment")
+        if self.class_count == 2:
+            # One probability, of the second class: the snippets' positive.
+            answer = layers.Dense(1, activation="sigmoid", name="positive")(summary)
+        else:
+            answer = layers.Dense(self.class_count, activation="softmax", name="classes")(summary)
+        return keras.Model(tokens, answer, name="sentiment")
 
     def evaluate_extra(
         self, model: keras.Model, data: TaskData
@@ -161,20 +202,44 @@ class SentimentTask(TaskDefaults):
         return majority_class_baseline(data), {}
 
     def input_state(self) -> dict[str, Any]:
-        return {"vocabulary": self.vectorizer.get_vocabulary()}
+        state: dict[str, Any] = {"vocabulary": self.vectorizer.get_vocabulary()}
+        if self.classes is not None:
+            state["classes"] = self.classes
+        return state
 
     def restore_inputs(self, state: dict[str, Any]) -> None:
+        self.classes = state.get("classes")
         self._vectorizer = layers.TextVectorization(
             vocabulary=state["vocabulary"], output_sequence_length=self.cfg.sequence_length
         )
 
-    def predict(self, model: keras.Model, inputs: list[str]) -> list[float]:
-        """The probability that each text is positive."""
-        tokens = self.vectorizer(tf.constant(inputs))
-        return [float(p) for p in model.predict(tokens, verbose=0)[:, 0]]
+    def predict(self, model: keras.Model, inputs: list[str]) -> list:
+        """For two classes, the probability of the second (positive) for each text; for
+        more, each text's probabilities of all classes."""
+        probabilities = model.predict(self.vectorizer(tf.constant(inputs)), verbose=0)
+        if probabilities.shape[-1] == 1:
+            return [float(p) for p in probabilities[:, 0]]
+        return [[float(p) for p in row] for row in probabilities]
 
     def predict_example(self) -> list[str]:
+        if self.example_texts is not None:
+            return self.example_texts
         return ["A gripping, funny and moving film.", "Dull, and far too long."]
 
-    def prediction_lines(self, inputs: list[str], answers: list[float]) -> list[str]:
-        return [f"{p:.3f} positive  {text}" for text, p in zip(inputs, answers, strict=True)]
+    def prediction_lines(self, inputs: list[str], answers: list) -> list[str]:
+        """The snippets' probability of positive; a file's most probable class, and its
+        probability."""
+        if self.classes is None:
+            return [f"{p:.3f} positive  {text}" for text, p in zip(inputs, answers, strict=True)]
+        lines = []
+        for text, answer in zip(inputs, answers, strict=True):
+            probabilities = [1 - answer, answer] if isinstance(answer, float) else answer
+            best = int(np.argmax(probabilities))
+            lines.append(f"{probabilities[best]:.3f} {self.classes[best]}  {text}")
+        return lines
+
+    def dataset_record(self) -> DatasetRecord:
+        """A user's file: its name and path; else the snippets or the catalog set."""
+        if self.data_file is not None:
+            return file_record(self.data_file)
+        return super().dataset_record()

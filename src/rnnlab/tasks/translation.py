@@ -7,7 +7,8 @@ the same cell, writes English conditioned on it: teacher forcing in training, gr
 decoding at test, scored with token accuracy and sacrebleu's corpus BLEU.
 
 `task.source=tfds:<name>` trains on a TensorFlow Datasets catalog set instead, such as
-`ted_hrlr_translate/pt_to_en` (downloaded by TFDS on first use: online machines only).
+`ted_hrlr_translate/pt_to_en` (downloaded by TFDS on first use: online machines only), and
+`task.source=file:PATH` on a user's sentence pairs in any two languages (`text_files`).
 
 This module is the task: it reads its options and ties the parts in `seq2seq/` together.
 The data set is `sentence_pairs`, the options' checks `translation_options`, the model
@@ -31,7 +32,14 @@ from omegaconf import DictConfig
 from rnnlab.config import stored_before
 from rnnlab.recurrence.stack import RecurrentStack
 from rnnlab.tasks import datasets
-from rnnlab.tasks.base import TaskData, batched_task_data, supervised_splits, take_each
+from rnnlab.tasks.base import (
+    DatasetRecord,
+    TaskData,
+    batched_task_data,
+    supervised_splits,
+    take_each,
+)
+from rnnlab.tasks.data_files import DataFile, is_file_source
 from rnnlab.tasks.seq2seq import bleu, decoding, lexicon_bias, tokenizing, unknown_words
 from rnnlab.tasks.seq2seq.ding import (
     DICTIONARY,
@@ -52,6 +60,7 @@ from rnnlab.tasks.seq2seq.sentence_pairs import (
 from rnnlab.tasks.seq2seq.subwords import SubwordCodec
 from rnnlab.tasks.seq2seq.translation_model import encoder_decoder
 from rnnlab.tasks.seq2seq.translation_options import check_options
+from rnnlab.tasks.text_files import PAIR_FORMATS, file_record, read_sentence_pairs
 
 if TYPE_CHECKING:  # only a type: lexicon_bias builds the matrices
     from scipy import sparse
@@ -59,6 +68,14 @@ if TYPE_CHECKING:  # only a type: lexicon_bias builds the matrices
 # Keys newer than some stored runs, with what a config without them (`rnnlab evaluate`,
 # `predict`, `reproduce` of such a run) means: the config package's table of migrations.
 STORED_BEFORE = stored_before("translation")
+# What the options that read the Ding dictionary are on a user's file: Ding translates
+# German to English only, so its words, word groups and lexicon are left out; the lexicon
+# bias reads IBM Model 1 of the file's own training pairs, which knows any two languages.
+WITHOUT_DICTIONARY = {
+    "translate_unknown": False,
+    "dictionary_phrases": 0,
+    "lexicon_sources": ["training"],
+}
 
 
 class TranslationTask(TextGenerationTask):
@@ -75,6 +92,7 @@ class TranslationTask(TextGenerationTask):
         self.source_codec: SubwordCodec | None = None  # with task.tokens=subwords
         self.target_codec: SubwordCodec | None = None
         self.lexicon: dict[str, str] | None = None  # with task.translate_unknown, on first use
+        self.data_file: DataFile | None = None  # with task.source=file:PATH
         check_options(cfg, self.option)
 
     def prepare(self) -> None:
@@ -83,7 +101,10 @@ class TranslationTask(TextGenerationTask):
         datasets.prepare(self.builder, raw)
 
     def option(self, key: str) -> Any:
-        """`task.<key>` of a key in STORED_BEFORE, or what runs made before it did."""
+        """`task.<key>` of a key in STORED_BEFORE, or what runs made before it did; on a
+        user's file, the dictionary's options are off (WITHOUT_DICTIONARY)."""
+        if key in WITHOUT_DICTIONARY and is_file_source(self.cfg.source):
+            return WITHOUT_DICTIONARY[key]
         return self.cfg.get(key, STORED_BEFORE[key])
 
     @property
@@ -101,8 +122,11 @@ class TranslationTask(TextGenerationTask):
         return self._target_vectorizer
 
     def load(self, batch_size: int, seed: int) -> TaskData:
-        catalog = {name: name for name in SPLIT_FRACTIONS}  # ted_hrlr_translate's are ours
-        splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
+        if is_file_source(self.cfg.source):
+            splits, data_hash = self._file_splits()
+        else:
+            catalog = {name: name for name in SPLIT_FRACTIONS}  # ted_hrlr_translate's are ours
+            splits, data_hash = supervised_splits(self.builder, self.cfg.source, catalog)
         splits = take_each(splits, self.cfg.max_examples)
         self.train_pairs = splits["train"]  # the trivial baseline's candidates
         if self.option("dictionary_phrases"):
@@ -131,6 +155,16 @@ class TranslationTask(TextGenerationTask):
             for name, split in splits.items()
         }
         return batched_task_data(vectorized, batch_size, seed, data_hash, longer_side)
+
+    def _file_splits(self) -> tuple[dict[str, tf.data.Dataset], str]:
+        """The user's sentence pairs, split and checked (`read_sentence_pairs`), and the
+        data hash of their content and the settings that split them."""
+        self.data_file = DataFile.from_source(self.cfg.source, PAIR_FORMATS)
+        splits, settings = read_sentence_pairs(self.data_file, self.cfg)
+        pipelines = {
+            name: tf.data.Dataset.from_tensor_slices(pair) for name, pair in splits.items()
+        }
+        return pipelines, self.data_file.data_hash(settings)
 
     def _with_phrases(self, sentences: tf.data.Dataset, seed: int) -> tf.data.Dataset:
         """The training sentences and the dictionary's word groups (`with_phrases`);
@@ -352,7 +386,15 @@ class TranslationTask(TextGenerationTask):
         return set(decoded_pairs(splits["validation"].concatenate(splits["test"])))
 
     def predict_example(self) -> list[str]:
+        if self.data_file is not None:  # two of the file's test sentences, after load
+            return [source for source, _ in self.test_pairs[:2]]
         return ["Ich habe keine Zeit.", "Das Wetter ist heute schön."]
+
+    def dataset_record(self) -> DatasetRecord:
+        """A user's file: its name and path; else Ding's pairs or the catalog set."""
+        if self.data_file is not None:
+            return file_record(self.data_file)
+        return super().dataset_record()
 
     def prediction_lines(self, inputs: list[str], answers: list[str]) -> list[str]:
         return [f"{german}  ->  {english}" for german, english in zip(inputs, answers, strict=True)]

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError
+from rnnlab.tasks.data_files import is_file_source
 
 LEXICON_SOURCES = ("dictionary", "training")
 TOKENS = ("words", "subwords")
@@ -53,7 +54,8 @@ def check_dictionary_needs(cfg: DictConfig, option: Callable[[str], Any]) -> Non
     )
     missing = {
         attention: cfg.attention == "none",
-        ding: cfg.source != "embedded",
+        # A user's file turns the dictionary's options off (translation.WITHOUT_DICTIONARY).
+        ding: cfg.source != "embedded" and not is_file_source(cfg.source),
         words: option("tokens") != "words",
     }
     needs = {  # option: (its value when off, what it needs)
