@@ -68,7 +68,9 @@ class Added:
 
     def to_hashed(self, content: dict) -> None:
         node, key = _parent(content, self.path)
-        if self.hashed_when_set and node is not None and node.get(key, self.before) == self.before:
+        if not (self.hashed_when_set and node is not None and self.applies(content)):
+            return  # another task's key of the same name (task.source) is its own
+        if node.get(key, self.before) == self.before:
             node.pop(key, None)
 
 
@@ -201,6 +203,19 @@ MIGRATIONS: tuple[Migration, ...] = (
     Reordered("task", before="cell"),
     # Experiments' per-task settings became `per_task` (nested keys, not override strings).
     Dropped("experiment_task_overrides"),
+    # A user's own file (#45): the keys that read one; at these values, the built-in set.
+    *(
+        Added(f"task.{key}", before, task=task, hashed_when_set=True)
+        for task, keys in {
+            "series_classification": {
+                "source": "embedded",
+                "validation_fraction": 0.2,
+                "test_fraction": 0.2,
+                "nonfinite": "fail",
+            },
+        }.items()
+        for key, before in keys.items()
+    ),
 )
 
 

@@ -186,9 +186,39 @@ class SentimentSchema(TaskSchema):
     embedding_dim: int = field(metadata=SIZE)
 
 
+def check_file_source(source: str, choices: tuple[str, ...] = ("embedded",)) -> None:
+    """`task.source` is a built-in set or `file:PATH` (whose file the task checks as it loads)."""
+    require(
+        source in choices or (source.startswith("file:") and source != "file:"),
+        f"task.source must be {' or '.join(choices)} or file:PATH, got '{source}'",
+    )
+
+
+def check_split_fractions(validation: float, test: float) -> None:
+    """The shares of a file's cases dealt to validation and test: each a part, some left over."""
+    require(
+        validation > 0 and test > 0 and validation + test < 1,
+        "task.validation_fraction and task.test_fraction must be above 0 and sum below 1, "
+        f"got {validation} and {test}",
+    )
+
+
 @dataclass
 class SeriesClassificationSchema(TaskSchema):
+    source: str
     dataset: str
+    validation_fraction: float = field(metadata=FRACTION)
+    test_fraction: float = field(metadata=FRACTION)
+    nonfinite: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_file_source(self.source)
+        check_split_fractions(self.validation_fraction, self.test_fraction)
+        require(
+            self.nonfinite in ("fail", "drop"),
+            f"task.nonfinite must be fail or drop, got '{self.nonfinite}'",
+        )
 
 
 @dataclass

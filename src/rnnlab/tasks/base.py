@@ -31,7 +31,10 @@ class DatasetRecord:
     """What MLflow's dataset column shows for a run: name and version, and where it lives."""
 
     name: str  # e.g. rotten_tomatoes_snippets/1.0.0, or the generator of synthetic data
-    location: str | None  # the prepared TFDS folder; None for generated or catalog data
+    location: str | None  # the prepared TFDS folder or a user's file; None: generated, catalog
+    # A user's file (`DataFile.record`): its format, content hash and rows, shown as the
+    # dataset's profile in MLflow; None for the built-in sets, whose name says it all.
+    profile: dict | None = None
 
 
 @runtime_checkable

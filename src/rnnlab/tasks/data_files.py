@@ -23,6 +23,8 @@ from rnnlab.config import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from rnnlab.tasks.base import DatasetRecord
+
 FILE_PREFIX = "file:"
 SPLITS = ("train", "validation", "test")
 
@@ -82,6 +84,23 @@ class DataFile:
         """The error to raise for this file: `raise file.fail("no rows in the test split")`."""
         return DataFileError(f"{self.path}: {reason}")
 
+    def row(self, index: int) -> str:
+        """How a person finds a table's row `index` (from 0) in the file: the line an editor
+        shows (after a CSV's header; a TSV's pairs have none), or Parquet's row number."""
+        if self.format == "csv":
+            return f"line {index + 2}"
+        if self.format in ("tsv", "jsonl"):
+            return f"line {index + 1}"
+        return f"row {index}"
+
+    def record(self, rows: int, name: str | None = None) -> DatasetRecord:
+        """What the run logs of this file as its MLflow dataset input: where it is, its
+        format, content hash and rows (a table's rows, or an array file's cases)."""
+        from rnnlab.tasks.base import DatasetRecord
+
+        profile = {"format": self.format, "content_hash": self.content_hash, "rows": rows}
+        return DatasetRecord(name or self.path.name, str(self.path), profile)
+
     def data_hash(self, settings: dict | None = None) -> str:
         """The run's data hash: the file's content, and the task settings that change which
         examples it makes (a window, a split fraction), so `rnnlab evaluate` can check both."""
@@ -133,21 +152,33 @@ def read_table(
     except Exception as error:  # pyarrow, pandas and the codecs each raise their own
         raise file.fail(f"unreadable as {file.format}: {first_line(error)}") from None
     if file.format != "tsv":
-        missing = [column for column in required if column not in table.columns]
-        if missing:
-            columns = ", ".join(map(str, table.columns[:12]))
-            raise file.fail(
-                f"no column '{missing[0]}' (its columns: {columns}); name it with "
-                f"{setting(missing[0])}"
-            )
+        require_columns(
+            file, table.columns, required, lambda column: f"name it with {setting(column)}"
+        )
     if table.empty:
         raise file.fail("no rows")
     return table
 
 
+def require_columns(
+    file: DataFile, columns: Iterable, required: Iterable[str], fix: Callable[[str], str]
+) -> None:
+    """Fail on the first `required` column the file lacks, listing those it has and how to
+    mend it (`fix(column)`: a setting to name it with, or the header the task expects)."""
+    present = [str(column) for column in columns]
+    missing = [column for column in required if column not in present]
+    if missing:
+        listed = ", ".join(present[:12]) + (", ..." if len(present) > 12 else "")
+        raise file.fail(f"no column '{missing[0]}' (its columns: {listed}); {fix(missing[0])}")
+
+
 def read_npz(file: DataFile) -> dict[str, np.ndarray]:
-    """The arrays of a NumPy `.npz` file, loaded without pickles (an object array of
-    ragged series is the one exception, and only its float rows are kept)."""
+    """The arrays of a NumPy `.npz` file, loaded without pickles where it has none.
+
+    Object arrays are the exception, and only two kinds are kept: ragged series (an array
+    of numeric arrays) and labels (strings or numbers, as `np.array(list_of_str, object)`
+    makes them). Loading them unpickles, which can run code: it is the user's own file.
+    """
     try:
         with np.load(file.path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
@@ -156,17 +187,22 @@ def read_npz(file: DataFile) -> dict[str, np.ndarray]:
             raise file.fail(f"unreadable as npz: {first_line(error)}") from None
     except Exception as error:
         raise file.fail(f"unreadable as npz: {first_line(error)}") from None
-    # Ragged series saved as an object array of (steps, channels) float arrays.
-    with np.load(file.path, allow_pickle=True) as archive:
-        arrays = {}
-        for name in archive.files:
-            array = archive[name]
-            if array.dtype == object and not all(
-                isinstance(item, np.ndarray) and item.dtype.kind in "fiu" for item in array
-            ):
-                raise file.fail(f"array '{name}' holds objects that are not numeric arrays")
-            arrays[name] = array
-        return arrays
+    try:
+        with np.load(file.path, allow_pickle=True) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as error:
+        raise file.fail(f"unreadable as npz: {first_line(error)}") from None
+    for name, array in arrays.items():
+        if array.dtype != object:
+            continue
+        items = array.ravel().tolist()
+        if all(isinstance(item, np.ndarray) and item.dtype.kind in "fiu" for item in items):
+            continue  # ragged series
+        if all(isinstance(item, str | int | float) for item in items):
+            arrays[name] = np.array(items).reshape(array.shape)  # labels: a plain dtype
+            continue
+        raise file.fail(f"array '{name}' holds objects that are neither numeric arrays nor labels")
+    return arrays
 
 
 def first_line(error: BaseException) -> str:

@@ -4,6 +4,9 @@ The UCR/UEA archive files come from the sktime wheel, unzipped without importing
 JapaneseVowels is the default because it is the recurrent test among them: 9 speakers,
 12 cepstral coefficients per frame, 7 to 29 frames, so padding must be masked. The
 archive's own train/test split is kept; a fixed fifth of its train cases is validation.
+
+`task.source=file:PATH` reads a user's file instead (series_classification_files.py says
+which files): its channels and classes come from the file, its arrays are cached by content.
 """
 
 from __future__ import annotations
@@ -22,18 +25,23 @@ from omegaconf import DictConfig
 from rnnlab.config import ConfigError
 from rnnlab.tasks import datasets
 from rnnlab.tasks.base import (
+    DatasetRecord,
     TaskData,
     TaskDefaults,
     batched_task_data,
     deal,
     majority_class_baseline,
 )
+from rnnlab.tasks.data_files import DataFile, cache_path, is_file_source, load_cached, save_cached
 
 SOURCE_REQUIREMENT = "sktime==1.2.0"
 SOURCE_FOLDER = "sktime/datasets/data"
-SPLIT_SEED = 19990401  # fixed forever: which train cases are held out for validation
+SPLIT_SEED = 19990401  # fixed forever: which train cases are held out (a user's file's too)
 VALIDATION_FRACTION = 0.2
 PADDING = 0.0  # after standardisation; the mask skips padded frames
+# The version of a user's file's prepared arrays: raise it when preparing them changes, so
+# that no cache of the old way is read.
+PREPARED_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,11 @@ class SeriesClassificationTask(TaskDefaults):
         self.root = datasets.data_root(data_dir)
         self.builder = UcrArchive(config=cfg.dataset, data_dir=str(self.root / "tfds"))
         self.steps = 0
+        # A user's file (read by load): the file, its channel count, classes and rows.
+        self.file: DataFile | None = None
+        self.channels = UCR_SETS[cfg.dataset].dimensions
+        self.classes: tuple[str, ...] = UCR_SETS[cfg.dataset].classes
+        self.rows = 0
 
     def prepare(self) -> None:
         raw = self.root / "raw" / "series_classification"
@@ -170,6 +183,8 @@ class SeriesClassificationTask(TaskDefaults):
             datasets.prepare(UcrArchive(config=name, data_dir=str(self.root / "tfds")), raw)
 
     def load(self, batch_size: int, seed: int) -> TaskData:
+        if is_file_source(self.cfg.source):
+            return self.load_file(batch_size, seed)
         datasets.require_prepared(self.builder)
         splits = {}
         for name in ("train", "validation", "test"):
@@ -183,6 +198,45 @@ class SeriesClassificationTask(TaskDefaults):
         self.steps = max(len(series) for split in splits.values() for series, _ in split)
         padded = {name: self._pad(split, mean, std) for name, split in splits.items()}
         return batched_task_data(padded, batch_size, seed, datasets.content_hash(self.builder))
+
+    def load_file(self, batch_size: int, seed: int) -> TaskData:
+        """A user's file, prepared once per content and settings, then read from the cache."""
+        from rnnlab.tasks import series_classification_files as files
+
+        self.file = file = DataFile.from_source(self.cfg.source, files.FORMATS)
+        settings = {
+            "validation_fraction": self.cfg.validation_fraction,
+            "test_fraction": self.cfg.test_fraction,
+            "nonfinite": self.cfg.nonfinite,
+        }
+        test_file = files.paired_test_file(file)
+        if test_file is not None:  # the archive's pair: its test file is data of the run too
+            settings["test_file"] = test_file.content_hash
+        data_hash = file.data_hash(settings)
+        cache = cache_path(self.root, "series_classification", f"{data_hash}-{PREPARED_VERSION}")
+        arrays = load_cached(cache)
+        if arrays is None:
+            fractions = {"validation": self.cfg.validation_fraction, "test": self.cfg.test_fraction}
+            prepared = files.prepare_series_file(
+                file, fractions, SPLIT_SEED, self.cfg.nonfinite, PADDING
+            )
+            arrays = prepared.arrays
+            save_cached(cache, arrays)
+        self.classes = tuple(str(name) for name in arrays["classes"])
+        self.channels = int(arrays["series_train"].shape[2])
+        self.rows = int(arrays["rows"])
+        count = self.cfg.max_examples
+        lengths = {
+            split: arrays[f"lengths_{split}"][:count] for split in ("train", "validation", "test")
+        }
+        self.steps = int(max(part.max() for part in lengths.values()))
+        splits = {
+            split: tf.data.Dataset.from_tensor_slices(
+                (arrays[f"series_{split}"][:count, : self.steps], arrays[f"labels_{split}"][:count])
+            )
+            for split in lengths
+        }
+        return batched_task_data(splits, batch_size, seed, data_hash)
 
     def _pad(
         self, cases: list[tuple[np.ndarray, int]], mean: np.ndarray, std: np.ndarray
@@ -198,15 +252,20 @@ class SeriesClassificationTask(TaskDefaults):
     def build_model(
         self, recurrent: Callable[[keras.KerasTensor], keras.KerasTensor]
     ) -> keras.Model:
-        ucr = UCR_SETS[self.cfg.dataset]
-        series = keras.Input(shape=(None, ucr.dimensions), name="series")
+        # The channels and classes are the UCR set's, or those `load` found in a user's file.
+        series = keras.Input(shape=(None, self.channels), name="series")
         # Frames that are all padding are skipped: the cell ends at each case's last frame.
         masked = layers.Masking(mask_value=PADDING, name="mask_padding")(series)
         summary = recurrent(masked)
-        classes = layers.Dense(len(ucr.classes), activation="softmax", name="classes")(summary)
+        classes = layers.Dense(len(self.classes), activation="softmax", name="classes")(summary)
         return keras.Model(series, classes, name="series_classification")
 
     def evaluate_extra(
         self, model: keras.Model, data: TaskData
     ) -> tuple[dict[str, float], dict[str, str]]:
         return majority_class_baseline(data), {}
+
+    def dataset_record(self) -> DatasetRecord:
+        if self.file is not None:
+            return self.file.record(self.rows)
+        return super().dataset_record()
