@@ -159,6 +159,26 @@ class Reordered:
         content.update(items)
 
 
+# Each task's keys for a user's own file (`task.source=file:PATH`, #45), with the values
+# that read its built-in set as the runs before them did.
+FILE_SOURCE_KEYS: dict[str, dict[str, Any]] = {
+    "series_classification": {
+        "source": "embedded",
+        "validation_fraction": 0.2,
+        "test_fraction": 0.2,
+        "nonfinite": "fail",
+    },
+    "forecasting": {
+        "source": "embedded",
+        "time_column": "time",
+        "value_columns": None,
+        "id_column": None,
+        "validation_fraction": 0.15,
+        "test_fraction": 0.15,
+        "nonfinite": "fail",
+    },
+}
+
 MIGRATIONS: tuple[Migration, ...] = (
     # Cells moved into rnnlab.recurrence (the packages by role).
     *(
@@ -206,14 +226,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # A user's own file (#45): the keys that read one; at these values, the built-in set.
     *(
         Added(f"task.{key}", before, task=task, hashed_when_set=True)
-        for task, keys in {
-            "series_classification": {
-                "source": "embedded",
-                "validation_fraction": 0.2,
-                "test_fraction": 0.2,
-                "nonfinite": "fail",
-            },
-        }.items()
+        for task, keys in FILE_SOURCE_KEYS.items()
         for key, before in keys.items()
     ),
 )

@@ -171,21 +171,6 @@ class CopyMemorySchema(TaskSchema):
     test_examples: int = field(metadata=SIZE)
 
 
-@dataclass
-class ForecastingSchema(TaskSchema):
-    series: str
-    window: int = field(metadata=SIZE)
-    horizon: int = field(metadata=SIZE)
-
-
-@dataclass
-class SentimentSchema(TaskSchema):
-    source: str
-    vocabulary_size: int = field(metadata=SIZE)
-    sequence_length: int = field(metadata=SIZE)
-    embedding_dim: int = field(metadata=SIZE)
-
-
 def check_file_source(source: str, choices: tuple[str, ...] = ("embedded",)) -> None:
     """`task.source` is a built-in set or `file:PATH` (whose file the task checks as it loads)."""
     require(
@@ -201,6 +186,41 @@ def check_split_fractions(validation: float, test: float) -> None:
         "task.validation_fraction and task.test_fraction must be above 0 and sum below 1, "
         f"got {validation} and {test}",
     )
+
+
+@dataclass
+class ForecastingSchema(TaskSchema):
+    source: str
+    series: str
+    time_column: str
+    value_columns: list[str] | None
+    id_column: str | None
+    window: int = field(metadata=SIZE)
+    horizon: int = field(metadata=SIZE)
+    validation_fraction: float = field(metadata=FRACTION)
+    test_fraction: float = field(metadata=FRACTION)
+    nonfinite: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_file_source(self.source)
+        check_split_fractions(self.validation_fraction, self.test_fraction)
+        require(
+            self.nonfinite in ("fail", "drop", "interpolate"),
+            f"task.nonfinite must be fail, drop or interpolate, got '{self.nonfinite}'",
+        )
+        require(
+            self.value_columns is None or len(self.value_columns) > 0,
+            "task.value_columns must name a column, or be null for every column but time and id",
+        )
+
+
+@dataclass
+class SentimentSchema(TaskSchema):
+    source: str
+    vocabulary_size: int = field(metadata=SIZE)
+    sequence_length: int = field(metadata=SIZE)
+    embedding_dim: int = field(metadata=SIZE)
 
 
 @dataclass

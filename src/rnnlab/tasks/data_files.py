@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnlab.config import ConfigError
+from rnnlab.config import PROJECT_ROOT, ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -205,6 +205,11 @@ def read_npz(file: DataFile) -> dict[str, np.ndarray]:
     return arrays
 
 
+def quoted(value: object) -> str:
+    """A value of the file as its line shows it: 'a', 3, never NumPy's np.str_('a')."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else type(error).__name__
@@ -233,8 +238,11 @@ def seeded_split(
         raise file.fail(str(error)) from None
 
 
-def cache_path(root: Path, task: str, key: str) -> Path:
-    """Where a task's prepared arrays of one file and settings live: `<data>/cache/...`."""
+def cache_path(data_dir: str | Path, task: str, key: str) -> Path:
+    """Where a task's prepared arrays of one file and settings live: `<data_dir>/cache/...`
+    (a relative data_dir is the project's, as `datasets.data_root` reads it)."""
+    root = Path(data_dir)
+    root = root if root.is_absolute() else PROJECT_ROOT / root
     return root / "cache" / task / f"{key}.npz"
 
 

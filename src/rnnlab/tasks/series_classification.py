@@ -32,16 +32,12 @@ from rnnlab.tasks.base import (
     deal,
     majority_class_baseline,
 )
-from rnnlab.tasks.data_files import DataFile, cache_path, is_file_source, load_cached, save_cached
+from rnnlab.tasks.data_files import DataFile, is_file_source
+from rnnlab.tasks.series_classification_files import PADDING, SPLIT_SEED, read_ts
 
 SOURCE_REQUIREMENT = "sktime==1.2.0"
 SOURCE_FOLDER = "sktime/datasets/data"
-SPLIT_SEED = 19990401  # fixed forever: which train cases are held out (a user's file's too)
 VALIDATION_FRACTION = 0.2
-PADDING = 0.0  # after standardisation; the mask skips padded frames
-# The version of a user's file's prepared arrays: raise it when preparing them changes, so
-# that no cache of the old way is read.
-PREPARED_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -64,41 +60,6 @@ UCR_SETS = {
     ),
     "ArrowHead": UcrSet(1, ("0", "1", "2"), "Outlines of arrowheads, 251 steps."),
 }
-
-
-def read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
-    """Parse a UCR `.ts` file: `@key` headers, `@data`, then `dim:dim:...:label` per case.
-
-    Each case is returned as a (steps, dimensions) array; a malformed case names file and line.
-    """
-    cases, labels, classes, in_data = [], [], None, False
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if not in_data:
-                key, _, value = line.partition(" ")
-                if key.lower() == "@classlabel":
-                    classes = value.split()[1:]
-                in_data = key.lower() == "@data"
-                continue
-            *dimensions, label = line.split(":")
-            try:
-                channels = [[float(v) for v in dimension.split(",")] for dimension in dimensions]
-                case = np.array(channels, dtype=np.float32).T
-            except ValueError:
-                raise ValueError(
-                    f"{path}:{number}: expected 'values:...:label' with equal-length "
-                    f"dimensions, got {line[:60]!r}"
-                ) from None
-            if not dimensions or (classes is not None and label not in classes):
-                raise ValueError(f"{path}:{number}: unknown class label {label!r}")
-            cases.append(case)
-            labels.append(label)
-    if not cases:
-        raise ValueError(f"{path}: no cases after @data")
-    return cases, labels
 
 
 class UcrArchive(tfds.core.GeneratorBasedBuilder):
@@ -168,6 +129,7 @@ class SeriesClassificationTask(TaskDefaults):
             raise ConfigError(f"unknown task.dataset '{cfg.dataset}'; known: {', '.join(UCR_SETS)}")
         self.cfg = cfg
         self.root = datasets.data_root(data_dir)
+        self.data_dir = data_dir
         self.builder = UcrArchive(config=cfg.dataset, data_dir=str(self.root / "tfds"))
         self.steps = 0
         # A user's file (read by load): the file, its channel count, classes and rows.
@@ -201,40 +163,21 @@ class SeriesClassificationTask(TaskDefaults):
 
     def load_file(self, batch_size: int, seed: int) -> TaskData:
         """A user's file, prepared once per content and settings, then read from the cache."""
-        from rnnlab.tasks import series_classification_files as files
+        from rnnlab.tasks.series_classification_files import prepared
 
-        self.file = file = DataFile.from_source(self.cfg.source, files.FORMATS)
-        settings = {
-            "validation_fraction": self.cfg.validation_fraction,
-            "test_fraction": self.cfg.test_fraction,
-            "nonfinite": self.cfg.nonfinite,
-        }
-        test_file = files.paired_test_file(file)
-        if test_file is not None:  # the archive's pair: its test file is data of the run too
-            settings["test_file"] = test_file.content_hash
-        data_hash = file.data_hash(settings)
-        cache = cache_path(self.root, "series_classification", f"{data_hash}-{PREPARED_VERSION}")
-        arrays = load_cached(cache)
-        if arrays is None:
-            fractions = {"validation": self.cfg.validation_fraction, "test": self.cfg.test_fraction}
-            prepared = files.prepare_series_file(
-                file, fractions, SPLIT_SEED, self.cfg.nonfinite, PADDING
-            )
-            arrays = prepared.arrays
-            save_cached(cache, arrays)
+        self.file, data_hash, arrays = prepared(self.cfg, self.data_dir)
         self.classes = tuple(str(name) for name in arrays["classes"])
         self.channels = int(arrays["series_train"].shape[2])
         self.rows = int(arrays["rows"])
         count = self.cfg.max_examples
-        lengths = {
-            split: arrays[f"lengths_{split}"][:count] for split in ("train", "validation", "test")
-        }
+        names = ("train", "validation", "test")
+        lengths = {split: arrays[f"lengths_{split}"][:count] for split in names}
         self.steps = int(max(part.max() for part in lengths.values()))
         splits = {
             split: tf.data.Dataset.from_tensor_slices(
                 (arrays[f"series_{split}"][:count, : self.steps], arrays[f"labels_{split}"][:count])
             )
-            for split in lengths
+            for split in names
         }
         return batched_task_data(splits, batch_size, seed, data_hash)
 

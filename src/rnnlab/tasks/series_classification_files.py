@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,13 +29,25 @@ from rnnlab.tasks.data_files import (
     SPLITS,
     DataFile,
     DataFileError,
+    cache_path,
+    load_cached,
+    quoted,
     read_npz,
     read_table,
     require_columns,
+    save_cached,
     seeded_split,
 )
 
+if TYPE_CHECKING:  # pandas loads with a table file, not with the task
+    import pandas as pd
+
 FORMATS = ("npz", "csv", "parquet", "ts")
+SPLIT_SEED = 19990401  # fixed forever: which train cases are held out (the archive's, a file's)
+PADDING = 0.0  # after standardisation; the model's mask skips padded frames
+# The version of a file's prepared arrays: raise it when preparing them changes, so that no
+# cache of the old way is read.
+PREPARED_VERSION = 1
 # The long table's columns; every other column is a channel.
 SPLIT_COLUMN, SERIES_COLUMN, STEP_COLUMN, LABEL_COLUMN = "split", "series", "step", "label"
 LONG_FORM = "split,series,step,<one column per channel>,label"
@@ -66,6 +79,41 @@ class Cases:
             self.origin[indices],
             self.describe,
         )
+
+
+def read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
+    """Parse a UCR `.ts` file: `@key` headers, `@data`, then `dim:dim:...:label` per case.
+
+    Each case is returned as a (steps, dimensions) array; a malformed case names file and line.
+    """
+    cases, labels, classes, in_data = [], [], None, False
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not in_data:
+                key, _, value = line.partition(" ")
+                if key.lower() == "@classlabel":
+                    classes = value.split()[1:]
+                in_data = key.lower() == "@data"
+                continue
+            *dimensions, label = line.split(":")
+            try:
+                channels = [[float(v) for v in dimension.split(",")] for dimension in dimensions]
+                case = np.array(channels, dtype=np.float32).T
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{number}: expected 'values:...:label' with equal-length "
+                    f"dimensions, got {line[:60]!r}"
+                ) from None
+            if not dimensions or (classes is not None and label not in classes):
+                raise ValueError(f"{path}:{number}: unknown class label {label!r}")
+            cases.append(case)
+            labels.append(label)
+    if not cases:
+        raise ValueError(f"{path}: no cases after @data")
+    return cases, labels
 
 
 def paired_test_file(file: DataFile) -> DataFile | None:
@@ -133,8 +181,11 @@ def padded(
     file: DataFile, items: list[np.ndarray], where: Callable[[int], str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ragged (steps, channels) arrays as one zero-padded array and their lengths."""
-    shapes = [item.reshape(len(item), -1).shape if item.ndim else (0, 0) for item in items]
-    for index, (steps, channels) in enumerate(shapes):
+    shapes = [(len(item), 1) if item.ndim == 1 else item.shape for item in items]
+    for index, shape in enumerate(shapes):
+        if len(shape) != 2:
+            raise file.fail(f"{where(index)} has shape {shape}: a series is (steps, channels)")
+        steps, channels = shape
         if steps == 0:
             raise file.fail(f"{where(index)}: a series of length 0")
         if channels != shapes[0][1]:
@@ -144,7 +195,7 @@ def padded(
     lengths = np.array([steps for steps, _ in shapes], dtype=np.int64)
     series = np.zeros((len(items), int(lengths.max()), shapes[0][1]), dtype=np.float32)
     for index, item in enumerate(items):  # one copy per case: cases, not rows
-        series[index, : lengths[index]] = item.reshape(lengths[index], -1)
+        series[index, : lengths[index]] = item.reshape(int(lengths[index]), -1)
     return series, lengths
 
 
@@ -233,8 +284,6 @@ def require_labels(file: DataFile, labels: np.ndarray, where: Callable[[int], st
 
 def cases_from_ts(file: DataFile) -> Cases:
     """The cases of one `.ts` file (its parser names file and line of a malformed case)."""
-    from rnnlab.tasks.series_classification import read_ts
-
     try:
         items, labels = read_ts(file.path)
     except (ValueError, UnicodeDecodeError) as error:
@@ -281,8 +330,9 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
         if not pd.api.types.is_numeric_dtype(table[column]):
             numbers = pd.to_numeric(table[column], errors="coerce")
             row = int(np.flatnonzero(numbers.isna() & table[column].notna())[0])
+            value = quoted(table[column].iloc[row])
             raise file.fail(
-                f"{file.row(row)}, column '{column}': {table[column].iloc[row]!r} is not a number "
+                f"{file.row(row)}, column '{column}': {value} is not a number "
                 f"(every column but split, series, step and label is a channel)"
             )
     for column in named & set(table.columns):
@@ -304,9 +354,8 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
     repeated = np.flatnonzero(same_series & (ranks[order][1:] == ranks[order][:-1]))
     if len(repeated):
         row = int(order[repeated[0] + 1])
-        raise file.fail(
-            f"{file.row(row)}: series {names[codes[row]]!r} has step {steps[row]!r} twice"
-        )
+        which, step = quoted(names[codes[row]]), quoted(steps[row])
+        raise file.fail(f"{file.row(row)}: series {which} has step {step} twice")
     labels = per_series(file, table, LABEL_COLUMN, order, starts, lengths)
     split_of = (
         per_series(file, table, SPLIT_COLUMN, order, starts, lengths)
@@ -315,7 +364,7 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
     )
 
     def where(case: int) -> str:
-        return f"series {names[case]!r} ({file.row(int(first_rows[case]))})"
+        return f"series {quoted(names[case])} ({file.row(int(first_rows[case]))})"
 
     nonfinite = ~np.isfinite(values)
     kept = np.ones(len(names), dtype=bool)
@@ -339,8 +388,8 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
     if len(unknown):
         case = int(unknown[0])
         raise file.fail(
-            f"{file.row(int(first_rows[case]))}, column 'split': {split_names[case]!r} is not "
-            f"one of {', '.join(SPLITS)}"
+            f"{file.row(int(first_rows[case]))}, column 'split': {quoted(split_names[case])} "
+            f"is not one of {', '.join(SPLITS)}"
         )
     found = {
         split: everything.take(np.flatnonzero((split_names == split) & kept))
@@ -352,7 +401,7 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
 
 def per_series(
     file: DataFile,
-    table,  # noqa: ANN001 (a pandas DataFrame; pandas loads with the file)
+    table: pd.DataFrame,
     column: str,
     order: np.ndarray,
     starts: np.ndarray,
@@ -368,10 +417,10 @@ def per_series(
     differs = np.flatnonzero(in_order != np.repeat(first, lengths))
     if len(differs):
         row = int(order[differs[0]])
+        series_first = first[np.searchsorted(starts, differs[0], side="right") - 1]
         raise file.fail(
-            f"{file.row(row)}, column '{column}': {values[row]!r}, but the series's first row "
-            f"says {first[np.searchsorted(starts, differs[0], side='right') - 1]!r}; a series "
-            f"has one {column}"
+            f"{file.row(row)}, column '{column}': {quoted(values[row])}, but the series's "
+            f"first row says {quoted(series_first)}; a series has one {column}"
         )
     return first
 
@@ -440,7 +489,7 @@ def prepare_series_file(
         if len(unseen):
             case = int(unseen[0])
             raise file.fail(
-                f"{cases.where(case)}: label {cases.labels[case]!r} of the {split} split is "
+                f"{cases.where(case)}: label {quoted(cases.labels[case])} of the {split} split is "
                 f"never in the train split (its classes: {', '.join(map(str, classes[:12]))})"
             )
         within = np.arange(cases.series.shape[1]) < cases.lengths[:, np.newaxis]
@@ -450,3 +499,28 @@ def prepare_series_file(
         arrays[f"labels_{split}"] = index.astype(np.int64)
         arrays[f"lengths_{split}"] = cases.lengths
     return PreparedSeries(arrays)
+
+
+def prepared(task_cfg: Any, data_dir: str) -> tuple[DataFile, str, dict[str, np.ndarray]]:
+    """The file `task.source` names, the run's data hash, and its prepared arrays: from the
+    cache when this content was prepared with these settings before, else read, checked and
+    cached. Needs no TensorFlow, so `rnnlab train` checks a file before loading it."""
+    file = DataFile.from_source(task_cfg.source, FORMATS)
+    settings = {
+        "validation_fraction": task_cfg.validation_fraction,
+        "test_fraction": task_cfg.test_fraction,
+        "nonfinite": task_cfg.nonfinite,
+    }
+    test_file = paired_test_file(file)
+    if test_file is not None:  # the archive's pair: its test file is the run's data too
+        settings["test_file"] = test_file.content_hash
+    data_hash = file.data_hash(settings)
+    cache = cache_path(data_dir, "series_classification", f"{data_hash}-{PREPARED_VERSION}")
+    arrays = load_cached(cache)
+    if arrays is None:
+        fractions = {"validation": task_cfg.validation_fraction, "test": task_cfg.test_fraction}
+        arrays = prepare_series_file(
+            file, fractions, SPLIT_SEED, task_cfg.nonfinite, PADDING
+        ).arrays
+        save_cached(cache, arrays)
+    return file, data_hash, arrays
