@@ -124,6 +124,29 @@ def test_npz_csv_parquet_and_ts_files_of_the_same_series_prepare_the_same_arrays
     assert not train[~real].any()
 
 
+def test_rows_in_any_order_and_numbered_series_group_as_written_ones(tmp_path):
+    table = long_table()
+    held_out = table.series.isin([f"train-{index}" for index in range(24, 30)])
+    table.loc[held_out, "split"] = "validation"  # all three splits the file's own: no dealing
+    table.to_csv(tmp_path / "written.csv", index=False)
+    # Numbered series, their rows shuffled: grouped by a sort, not by where rows stand.
+    numbered = table.assign(series=pd.factorize(table.series)[0] * 7)
+    numbered.sample(frac=1, random_state=0).to_csv(tmp_path / "shuffled.csv", index=False)
+    written = prepared(tmp_path / "written.csv").arrays
+    shuffled = prepared(tmp_path / "shuffled.csv").arrays
+    assert written["classes"].tolist() == shuffled["classes"].tolist()
+
+    def cases(arrays, split):
+        """The split's cases as rows (label, then the padded series), in a fixed order."""
+        flat = arrays[f"series_{split}"].reshape(len(arrays[f"series_{split}"]), -1)
+        every = np.column_stack([arrays[f"labels_{split}"], flat])
+        return every[np.lexsort(every.T[::-1])]
+
+    for split in ("train", "validation", "test"):
+        assert np.allclose(cases(written, split), cases(shuffled, split), atol=1e-6), split
+    assert len(shuffled["labels_validation"]) == 6
+
+
 def test_padded_npz_with_lengths_reads_as_the_ragged_one(tmp_path):
     cases, labels = TRAIN
     lengths = np.array([len(case) for case in cases])
@@ -545,3 +568,25 @@ def test_the_command_fails_on_a_bad_file_in_one_line_and_leaves_no_run(tmp_path)
         client = MlflowClient(uri)
         experiments = [e.experiment_id for e in client.search_experiments()]
         assert not client.search_runs(experiments), "the file is checked before a run opens"
+
+
+def test_a_file_is_read_checked_and_cached_without_tensorflow(tmp_path):
+    """What `rnnlab train` does before TensorFlow loads, so a bad file costs seconds."""
+    write_npz(tmp_path / "series.npz")
+    sensors_table().to_csv(tmp_path / "sensors.csv", index=False)
+    script = (
+        "import sys\n"
+        "from rnnlab.config import compose_config\n"
+        "from rnnlab.tasks import check_data_file\n"
+        "for task, source in (('series_classification', 'series.npz'), "
+        "('forecasting', 'sensors.csv')):\n"
+        "    cfg = compose_config([f'task={task}', f'task.source=file:{source}', "
+        "'task.id_column=sensor' if task == 'forecasting' else 'seed=0'])\n"
+        f"    check_data_file(cfg.task, {str(tmp_path / 'data')!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+    assert len(list((tmp_path / "data" / "cache").glob("*/*.npz"))) == 2

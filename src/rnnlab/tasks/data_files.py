@@ -151,6 +151,8 @@ def read_table(
         raise
     except Exception as error:  # pyarrow, pandas and the codecs each raise their own
         raise file.fail(f"unreadable as {file.format}: {first_line(error)}") from None
+    finally:
+        release_arrow_memory()
     if file.format != "tsv":
         require_columns(
             file, table.columns, required, lambda column: f"name it with {setting(column)}"
@@ -158,6 +160,14 @@ def read_table(
     if table.empty:
         raise file.fail("no rows")
     return table
+
+
+def release_arrow_memory() -> None:
+    """Hand pyarrow's parse buffers back to the system: its allocator keeps them for reuse,
+    and every array made after the read would otherwise come on top of them."""
+    import pyarrow
+
+    pyarrow.default_memory_pool().release_unused()
 
 
 def require_columns(
@@ -226,12 +236,25 @@ def require_finite(
         raise file.fail(f"{row_of(index)}: {what} is not finite; drop or fill it")
 
 
+def deal(count: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Deal indices 0..count-1 into named splits by a fixed seed; the last split takes the rest.
+
+    The seed is a constant of each task: changing it changes the test set of every past run.
+    """
+    order = np.random.default_rng(seed).permutation(count)
+    names = list(fractions)
+    bounds = np.cumsum([int(fractions[name] * count) for name in names[:-1]]).tolist()
+    parts = np.split(order, bounds)
+    for name, part in zip(names, parts, strict=True):
+        if not len(part):
+            raise ValueError(f"the {name} split is empty: {count} examples are too few to split")
+    return dict(zip(names, parts, strict=True))
+
+
 def seeded_split(
     file: DataFile, count: int, fractions: dict[str, float], seed: int
 ) -> dict[str, np.ndarray]:
     """Indices of a file without splits of its own, dealt by a seed the run records."""
-    from rnnlab.tasks.base import deal
-
     try:
         return deal(count, fractions, seed)
     except ValueError as error:

@@ -340,28 +340,34 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
         if len(missing):
             raise file.fail(f"{file.row(int(missing[0]))}, column '{column}': empty")
     values = table[channel_names].to_numpy(dtype=np.float32)
-    codes, names = pd.factorize(table[SERIES_COLUMN])
+    codes, names = series_codes(table[SERIES_COLUMN])
     steps = table[STEP_COLUMN].to_numpy()
     # Steps that are not numbers or times (ISO dates as text) are ordered by their rank.
     ranks = steps if steps.dtype.kind in "iufM" else pd.factorize(steps, sort=True)[0]
-    # Rows in series order (first appearance), each series's steps in order.
-    order = np.lexsort((ranks, codes))
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    # Rows in series order (first appearance), each series's steps in order: most files
+    # are written so already, and then need no sort.
+    same_series = codes[1:] == codes[:-1]
+    in_order = bool((codes[1:] >= codes[:-1]).all() and (ranks[1:] > ranks[:-1])[same_series].all())
+    order = np.arange(len(codes)) if in_order else np.lexsort((ranks, codes))
+    if not in_order:
+        codes, ranks, values = codes[order], ranks[order], values[order]
+        same_series = codes[1:] == codes[:-1]
+        repeated = np.flatnonzero(same_series & (ranks[1:] == ranks[:-1]))
+        if len(repeated):
+            row = int(order[repeated[0] + 1])
+            which, step = quoted(names[codes[repeated[0]]]), quoted(steps[row])
+            raise file.fail(f"{file.row(row)}: series {which} has step {step} twice")
+    starts = np.flatnonzero(np.r_[True, ~same_series])
     lengths = np.diff(np.r_[starts, len(order)]).astype(np.int64)
     first_rows = order[starts]
-    same_series = sorted_codes[1:] == sorted_codes[:-1]
-    repeated = np.flatnonzero(same_series & (ranks[order][1:] == ranks[order][:-1]))
-    if len(repeated):
-        row = int(order[repeated[0] + 1])
-        which, step = quoted(names[codes[row]]), quoted(steps[row])
-        raise file.fail(f"{file.row(row)}: series {which} has step {step} twice")
     labels = per_series(file, table, LABEL_COLUMN, order, starts, lengths)
     split_of = (
         per_series(file, table, SPLIT_COLUMN, order, starts, lengths)
         if SPLIT_COLUMN in table.columns
         else None
     )
+    rows = len(table)
+    del table  # all it holds is in the arrays now: a million rows need not stay twice
 
     def where(case: int) -> str:
         return f"series {quoted(names[case])} ({file.row(int(first_rows[case]))})"
@@ -370,19 +376,21 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
     kept = np.ones(len(names), dtype=bool)
     if nonfinite.any():
         if not drop_nonfinite:
-            row, channel = np.argwhere(nonfinite)[0]
+            bad = np.flatnonzero(nonfinite.any(axis=1))
+            at = bad[np.argmin(order[bad])]  # the first in the file's order
+            row, channel = int(order[at]), int(np.argmax(nonfinite[at]))
             raise file.fail(
-                f"{file.row(int(row))}, column '{channel_names[channel]}': not a finite "
+                f"{file.row(row)}, column '{channel_names[channel]}': not a finite "
                 "number; fix it, or leave such series out with task.nonfinite=drop"
             )
         kept[np.unique(codes[nonfinite.any(axis=1)])] = False
     # One scatter: row k of the sorted rows is step k - start of its series.
     series = np.zeros((len(names), int(lengths.max()), len(channel_names)), dtype=np.float32)
     position = np.arange(len(order)) - np.repeat(starts, lengths)
-    series[sorted_codes, position] = values[order]
+    series[codes, position] = values
     everything = Cases(series, lengths, labels, np.arange(len(names)), where)
     if split_of is None:
-        return {"train": everything.take(np.flatnonzero(kept))}, len(table)
+        return {"train": everything.take(np.flatnonzero(kept))}, rows
     split_names = split_of.astype(str)
     unknown = np.flatnonzero(~np.isin(split_names, SPLITS))
     if len(unknown):
@@ -396,7 +404,24 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
         for split in SPLITS
         if (split_names == split).any()
     }
-    return found, len(table)
+    return found, rows
+
+
+def series_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's series as a number 0, 1, ... in order of first appearance, and the ids.
+
+    Numeric ids written series after series (as most exports are) are numbered from where
+    they change, in one pass; anything else is hashed (pandas's factorize)."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column):
+        ids = column.to_numpy()
+        change = np.r_[True, ids[1:] != ids[:-1]]
+        firsts = ids[change]
+        if len(np.unique(firsts)) == len(firsts):  # no series comes back after another
+            return np.cumsum(change) - 1, firsts
+    codes, names = pd.factorize(column)
+    return codes, np.asarray(names)
 
 
 def per_series(
@@ -408,21 +433,23 @@ def per_series(
     lengths: np.ndarray,
 ) -> np.ndarray:
     """A column that holds one value per series (its label, its split), checked to be the
-    same on every row of the series."""
-    values = table[column].to_numpy()
-    if values.dtype == object or values.dtype.kind in "UST":
-        values = values.astype(str)
-    in_order = values[order]
+    same on every row of the series. Compared as integer codes: a million labels as Python
+    strings would cost more memory than the whole table."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(table[column])
+    in_order = codes[order]
     first = in_order[starts]
     differs = np.flatnonzero(in_order != np.repeat(first, lengths))
     if len(differs):
         row = int(order[differs[0]])
-        series_first = first[np.searchsorted(starts, differs[0], side="right") - 1]
+        series_first = uniques[first[np.searchsorted(starts, differs[0], side="right") - 1]]
         raise file.fail(
-            f"{file.row(row)}, column '{column}': {quoted(values[row])}, but the series's "
-            f"first row says {quoted(series_first)}; a series has one {column}"
+            f"{file.row(row)}, column '{column}': {quoted(uniques[codes[row]])}, but the "
+            f"series's first row says {quoted(series_first)}; a series has one {column}"
         )
-    return first
+    values = np.asarray(uniques)[first]
+    return values.astype(str) if values.dtype == object else values
 
 
 def dealt_splits(
@@ -479,10 +506,12 @@ def prepare_series_file(
     # not be learned, and its score would be a quiet zero.
     classes = np.unique(splits["train"].labels)
     arrays: dict[str, np.ndarray] = {"classes": classes, "rows": np.array(rows)}
+    del found  # the splits hold what is used of it
     train = splits["train"]
     within = np.arange(train.series.shape[1]) < train.lengths[:, np.newaxis]
     frames = train.series[within]  # (frames, channels): the training cases' real steps
     mean, std = frames.mean(axis=0), frames.std(axis=0) + 1e-6
+    del frames
     for split, cases in splits.items():
         index = np.searchsorted(classes, cases.labels).clip(0, len(classes) - 1)
         unseen = np.flatnonzero(classes[index] != cases.labels)
@@ -493,9 +522,11 @@ def prepare_series_file(
                 f"never in the train split (its classes: {', '.join(map(str, classes[:12]))})"
             )
         within = np.arange(cases.series.shape[1]) < cases.lengths[:, np.newaxis]
-        standardised = (cases.series - mean) / std
+        standardised = cases.series  # each split's own array: standardised in place
+        standardised -= mean
+        standardised /= std
         standardised[~within] = padding
-        arrays[f"series_{split}"] = standardised.astype(np.float32)
+        arrays[f"series_{split}"] = standardised
         arrays[f"labels_{split}"] = index.astype(np.int64)
         arrays[f"lengths_{split}"] = cases.lengths
     return PreparedSeries(arrays)
