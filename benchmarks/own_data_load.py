@@ -56,12 +56,11 @@ if kind == "pandas":
         table = pd.read_parquet(path)
     else:
         table = pd.read_csv(path, engine="pyarrow")
-    size = int(table.memory_usage(deep=True).sum())
 else:
-    size = 0
     files.prepared(task, data_dir)
 seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
 peak = resident("VmHWM") - before
+size = int(table.memory_usage(deep=True).sum()) if kind == "pandas" else 0
 print(json.dumps({"seconds": seconds, "cpu": cpu, "peak": peak, "size": size}))
 """
 

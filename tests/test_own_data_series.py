@@ -292,6 +292,14 @@ BAD_SERIES_FILES = {
         lambda d: (write_npz(d / "f.npz"), truncated(d / "f.npz")),
         r"f\.npz: unreadable as npz",
     ),
+    "a channel of text": (
+        lambda d: (
+            long_table()
+            .assign(gyro=lambda t: t.gyro.astype(str).where(t.index != 9, "hi"))
+            .to_parquet(d / "f.parquet")
+        ),
+        r"f\.parquet: row 9, column 'gyro': 'hi' is not a number",
+    ),
     "a step twice": (
         lambda d: long_table().replace({"step": {1: 0}}).to_csv(d / "f.csv", index=False),
         r"f\.csv: line 3: series 'train-0' has step 0 twice",

@@ -315,7 +315,7 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
     """A long table's rows grouped into cases by one sort on (series, step), no row loop."""
     import pandas as pd
 
-    table = read_table(file, ())
+    table = read_table(file, (), text_as_categories=True)
     require_columns(
         file,
         table.columns,
@@ -328,9 +328,10 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
         raise file.fail(f"no channel columns: a series table's columns are {LONG_FORM}")
     for column in channel_names:
         if not pd.api.types.is_numeric_dtype(table[column]):
-            numbers = pd.to_numeric(table[column], errors="coerce")
-            row = int(np.flatnonzero(numbers.isna() & table[column].notna())[0])
-            value = quoted(table[column].iloc[row])
+            text = table[column].astype(object)
+            numbers = pd.to_numeric(text, errors="coerce")
+            row = int(np.flatnonzero(numbers.isna() & text.notna())[0])
+            value = quoted(text.iloc[row])
             raise file.fail(
                 f"{file.row(row)}, column '{column}': {value} is not a number "
                 f"(every column but split, series, step and label is a channel)"
@@ -360,9 +361,10 @@ def cases_from_table(file: DataFile, drop_nonfinite: bool) -> tuple[dict[str, Ca
     starts = np.flatnonzero(np.r_[True, ~same_series])
     lengths = np.diff(np.r_[starts, len(order)]).astype(np.int64)
     first_rows = order[starts]
-    labels = per_series(file, table, LABEL_COLUMN, order, starts, lengths)
+    sorting = None if in_order else order
+    labels = per_series(file, table, LABEL_COLUMN, sorting, same_series, starts)
     split_of = (
-        per_series(file, table, SPLIT_COLUMN, order, starts, lengths)
+        per_series(file, table, SPLIT_COLUMN, sorting, same_series, starts)
         if SPLIT_COLUMN in table.columns
         else None
     )
@@ -428,27 +430,28 @@ def per_series(
     file: DataFile,
     table: pd.DataFrame,
     column: str,
-    order: np.ndarray,
+    order: np.ndarray | None,
+    same_series: np.ndarray,
     starts: np.ndarray,
-    lengths: np.ndarray,
 ) -> np.ndarray:
     """A column that holds one value per series (its label, its split), checked to be the
-    same on every row of the series. Compared as integer codes: a million labels as Python
-    strings would cost more memory than the whole table."""
+    same on every row of the series: no row differs from the one before it in its series.
+    Compared as integer codes: a million labels as Python strings would cost more memory
+    than the whole table. `order` sorts the rows by series (None: they are sorted)."""
     import pandas as pd
 
     codes, uniques = pd.factorize(table[column])
-    in_order = codes[order]
-    first = in_order[starts]
-    differs = np.flatnonzero(in_order != np.repeat(first, lengths))
+    sorted_codes = codes if order is None else codes[order]
+    differs = np.flatnonzero(same_series & (sorted_codes[1:] != sorted_codes[:-1]))
     if len(differs):
-        row = int(order[differs[0]])
-        series_first = uniques[first[np.searchsorted(starts, differs[0], side="right") - 1]]
+        at = int(differs[0]) + 1
+        row = at if order is None else int(order[at])
         raise file.fail(
-            f"{file.row(row)}, column '{column}': {quoted(uniques[codes[row]])}, but the "
-            f"series's first row says {quoted(series_first)}; a series has one {column}"
+            f"{file.row(row)}, column '{column}': {quoted(uniques[sorted_codes[at]])}, but the "
+            f"series's first row says {quoted(uniques[sorted_codes[at - 1]])}; a series has "
+            f"one {column}"
         )
-    values = np.asarray(uniques)[first]
+    values = np.asarray(uniques)[sorted_codes[starts]]
     return values.astype(str) if values.dtype == object else values
 
 
