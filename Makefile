@@ -86,7 +86,7 @@ style: ## fix style in place
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
-bench: ## speed against bare Keras and PyTorch; sweeps, stores and system metrics at scale
+bench: ## speed against bare Keras and PyTorch; sweeps, stores, system metrics and own-data loading at scale
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q -e ".[bench]" -c constraints.txt \
 		|| echo "PyTorch did not install: its column stays empty"
 	$(PYTHON) benchmarks/recurrence_speed.py
@@ -99,6 +99,7 @@ bench: ## speed against bare Keras and PyTorch; sweeps, stores and system metric
 	$(PYTHON) benchmarks/sweep_pruning.py
 	$(PYTHON) benchmarks/sweep_early_stopping.py
 	$(PYTHON) benchmarks/system_metrics_cost.py
+	$(PYTHON) benchmarks/own_data_load.py
 	url=$$(scripts/local_postgres.sh start $(POSTGRES_DIR)) && \
 		$(PYTHON) benchmarks/store_scale.py --postgres $$url && \
 		$(PYTHON) benchmarks/sweep_scale.py --postgres $$url

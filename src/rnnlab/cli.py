@@ -85,10 +85,13 @@ def train_job(cfg: DictConfig) -> float:
     """Hydra's task function: validate, then train (TensorFlow is imported only now)."""
     logging.getLogger("absl").setLevel(logging.WARNING)  # TFDS reports every file it opens
     given = list(HydraConfig.get().overrides.task)
+    from rnnlab.tasks import check_data_file
+
     try:
         cfg = with_experiment_task_overrides(cfg, given)  # as `rnnlab paper` composes it
         validate(cfg)
         check_store(cfg.tracking.uri)  # seconds, not minutes of MLflow's retries after TF
+        check_data_file(cfg.task, cfg.data_dir)  # a user's file: read, checked and cached
     except ConfigError as error:
         sys.exit(f"rnnlab: {error}")
 

@@ -69,7 +69,7 @@ class Added:
     def to_hashed(self, content: dict) -> None:
         node, key = _parent(content, self.path)
         if not (self.hashed_when_set and node is not None and self.applies(content)):
-            return
+            return  # another task's key of the same name (task.source) is its own
         if node.get(key, self.before) == self.before:
             node.pop(key, None)
 
@@ -159,6 +159,41 @@ class Reordered:
         content.update(items)
 
 
+# Each task's keys for a user's own file (`task.source=file:PATH`, #45), with the values
+# that read its built-in set as the runs before them did.
+FILE_SOURCE_KEYS: dict[str, dict[str, Any]] = {
+    "series_classification": {
+        "source": "embedded",
+        "validation_fraction": 0.2,
+        "test_fraction": 0.2,
+        "nonfinite": "fail",
+    },
+    "forecasting": {
+        "source": "embedded",
+        "time_column": "time",
+        "value_columns": None,
+        "id_column": None,
+        "validation_fraction": 0.15,
+        "test_fraction": 0.15,
+        "nonfinite": "fail",
+    },
+    # A user's texts as sentiment's or translation's data (`task.source` was there before).
+    "sentiment": {
+        "text_column": "text",
+        "label_column": "label",
+        "validation_fraction": 0.1,
+        "test_fraction": 0.1,
+        "split_seed": 0,
+    },
+    "translation": {
+        "source_column": "source",
+        "target_column": "target",
+        "validation_fraction": 0.1,
+        "test_fraction": 0.1,
+        "split_seed": 0,
+    },
+}
+
 MIGRATIONS: tuple[Migration, ...] = (
     # Cells moved into rnnlab.recurrence (the packages by role).
     *(
@@ -206,17 +241,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Reordered("task", before="cell"),
     # Experiments' per-task settings became `per_task` (nested keys, not override strings).
     Dropped("experiment_task_overrides"),
-    # A user's texts as sentiment's or translation's data (task.source=file:PATH, #45): the
-    # keys say how to read a file, so a run on the embedded data keeps its hash.
+    # A user's own file (#45): the keys that read one; at these values, the built-in set.
     *(
         Added(f"task.{key}", before, task=task, hashed_when_set=True)
-        for task, columns in (
-            ("sentiment", {"text_column": "text", "label_column": "label"}),
-            ("translation", {"source_column": "source", "target_column": "target"}),
-        )
-        for key, before in (
-            columns | {"validation_fraction": 0.1, "test_fraction": 0.1, "split_seed": 0}
-        ).items()
+        for task, keys in FILE_SOURCE_KEYS.items()
+        for key, before in keys.items()
     ),
 )
 

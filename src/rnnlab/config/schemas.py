@@ -171,11 +171,48 @@ class CopyMemorySchema(TaskSchema):
     test_examples: int = field(metadata=SIZE)
 
 
+def check_file_source(source: str, choices: tuple[str, ...] = ("embedded",)) -> None:
+    """`task.source` is a built-in set or `file:PATH` (whose file the task checks as it loads)."""
+    require(
+        source in choices or (source.startswith("file:") and source != "file:"),
+        f"task.source must be {' or '.join(choices)} or file:PATH, got '{source}'",
+    )
+
+
+def check_split_fractions(validation: float, test: float) -> None:
+    """The shares of a file's cases dealt to validation and test: each a part, some left over."""
+    require(
+        validation > 0 and test > 0 and validation + test < 1,
+        "task.validation_fraction and task.test_fraction must be above 0 and sum below 1, "
+        f"got {validation} and {test}",
+    )
+
+
 @dataclass
 class ForecastingSchema(TaskSchema):
+    source: str
     series: str
+    time_column: str
+    value_columns: list[str] | None
+    id_column: str | None
     window: int = field(metadata=SIZE)
     horizon: int = field(metadata=SIZE)
+    validation_fraction: float = field(metadata=FRACTION)
+    test_fraction: float = field(metadata=FRACTION)
+    nonfinite: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_file_source(self.source)
+        check_split_fractions(self.validation_fraction, self.test_fraction)
+        require(
+            self.nonfinite in ("fail", "drop", "interpolate"),
+            f"task.nonfinite must be fail, drop or interpolate, got '{self.nonfinite}'",
+        )
+        require(
+            self.value_columns is None or len(self.value_columns) > 0,
+            "task.value_columns must name a column, or be null for every column but time and id",
+        )
 
 
 def check_file_split(task: Any) -> None:
@@ -211,7 +248,20 @@ class SentimentSchema(TaskSchema):
 
 @dataclass
 class SeriesClassificationSchema(TaskSchema):
+    source: str
     dataset: str
+    validation_fraction: float = field(metadata=FRACTION)
+    test_fraction: float = field(metadata=FRACTION)
+    nonfinite: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_file_source(self.source)
+        check_split_fractions(self.validation_fraction, self.test_fraction)
+        require(
+            self.nonfinite in ("fail", "drop"),
+            f"task.nonfinite must be fail or drop, got '{self.nonfinite}'",
+        )
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
@@ -203,12 +204,36 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
 SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
 
 
+@functools.cache
+def profiled_dataset_class() -> type:
+    """MLflow's metadata-only dataset with a profile (a user's file: format, content hash,
+    rows), which the UI shows beside it. MLflow marks `Dataset.profile` abstract and leaves
+    it out of `MetaDataset`; this gives it. Made on first use: `mlflow.data` loads slowly."""
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class ProfiledDataset(MetaDataset):
+        def __init__(self, source: Any, name: str, digest: str, profile: dict | None) -> None:
+            self.facts = profile
+            super().__init__(source, name=name, digest=digest)
+
+        @property
+        def profile(self) -> dict | None:
+            return self.facts
+
+        def to_dict(self) -> dict[str, str]:
+            config = super().to_dict()
+            if self.facts:
+                config["profile"] = json.dumps(self.facts)
+            return config
+
+    return ProfiledDataset
+
+
 def log_datasets(record: DatasetRecord, data_hash: str) -> None:
     """The run's splits as MLflow datasets (name and version, where, the data hash as
-    digest), so the UI's dataset column shows what the run saw."""
+    digest, and a user's file's profile), so the UI's dataset column shows what the run saw."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
 
     if record.location:
         with warnings.catch_warnings():  # MLflow registers its local source class twice
@@ -216,12 +241,9 @@ def log_datasets(record: DatasetRecord, data_hash: str) -> None:
             source = resolve_dataset_source(record.location)
     else:
         source = CodeDatasetSource({"generator": record.name})
+    dataset_class = profiled_dataset_class()
     for split, context in SPLIT_CONTEXTS.items():
-        # MLflow marks Dataset.profile abstract but Dataset is no ABC: MetaDataset, which
-        # leaves it out, is instantiable (MLflow 3.17), though the checker cannot know.
-        dataset = MetaDataset(  # type: ignore[abstract]
-            source, name=f"{record.name} [{split}]", digest=data_hash
-        )
+        dataset = dataset_class(source, f"{record.name} [{split}]", data_hash, record.profile)
         log_input_past_a_race(dataset, context)
 
 

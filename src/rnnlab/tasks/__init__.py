@@ -55,22 +55,40 @@ def get_task(task_cfg: DictConfig, data_dir: str) -> Task:
     return getattr(importlib.import_module(module_name), class_name)(task_cfg, data_dir)
 
 
-def file_state(source: str | None) -> tuple | None:
-    """A user's file (`task.source=file:PATH`) as it is now: where (a relative path names
-    another file in another folder), how long, when changed. A file edited since the last
-    load is loaded again, so its data hash is the content's."""
+# The modules that read a task's own file (`task.source=file:PATH`) without TensorFlow: each
+# has `prepared(task_cfg, data_dir)`, which reads, checks and caches the file.
+FILE_READERS = {
+    "series_classification": "rnnlab.tasks.series_classification_files",
+    "forecasting": "rnnlab.tasks.forecasting_files",
+}
+
+
+def check_data_file(task_cfg: DictConfig, data_dir: str) -> None:
+    """Read, check and cache the task's own file, if it has one, before TensorFlow loads:
+    a bad file is one line (DataFileError) in seconds, and the run then starts from the
+    cache. A task without a reader here checks its file as it loads."""
+    import importlib
+
+    from rnnlab.tasks.data_files import is_file_source
+
+    reader = FILE_READERS.get(task_cfg.name)
+    if reader is not None and is_file_source(task_cfg.get("source")):
+        importlib.import_module(reader).prepared(task_cfg, data_dir)
+
+
+def file_identity(task_cfg: DictConfig) -> tuple:
+    """What tells whether the task's own file changed since it was last loaded here (its
+    size and modification time: hashing it again would cost a read); () for no file."""
     from pathlib import Path
 
     from rnnlab.tasks.data_files import FILE_PREFIX, is_file_source
 
+    source = task_cfg.get("source")
     if not is_file_source(source):
-        return None
+        return ()
     path = Path(str(source).removeprefix(FILE_PREFIX).strip()).expanduser().resolve()
-    try:
-        status = path.stat()
-    except OSError:
-        return (str(path),)  # load says what is wrong with it
-    return (str(path), status.st_size, status.st_mtime_ns)
+    status = path.stat() if path.is_file() else None
+    return (str(path), status.st_size, status.st_mtime_ns) if status else (str(path),)
 
 
 _LOADED: dict[tuple, tuple[Task, TaskData]] = {}  # the last load_task call's key and result
@@ -91,7 +109,7 @@ def load_task(
         str(data_dir),
         batch_size,
         seed,
-        file_state(task_cfg.get("source")),
+        file_identity(task_cfg),  # the same path with new content is other data
     )
     if key in _LOADED:
         task, data = _LOADED[key]

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError
 from rnnlab.tasks import datasets
+from rnnlab.tasks.data_files import deal as deal  # the tasks' dealer, without TensorFlow
 
 if TYPE_CHECKING:  # only a type: the recurrence loads with the model, not with the data
     from rnnlab.recurrence.stack import RecurrentStack
@@ -31,7 +32,10 @@ class DatasetRecord:
     """What MLflow's dataset column shows for a run: name and version, and where it lives."""
 
     name: str  # e.g. rotten_tomatoes_snippets/1.0.0, or the generator of synthetic data
-    location: str | None  # the prepared TFDS folder; None for generated or catalog data
+    location: str | None  # the prepared TFDS folder or a user's file; None: generated, catalog
+    # A user's file (`DataFile.record`): its format, content hash and rows, shown as the
+    # dataset's profile in MLflow; None for the built-in sets, whose name says it all.
+    profile: dict | None = None
 
 
 @runtime_checkable
@@ -260,21 +264,6 @@ def example_count(split: tf.data.Dataset) -> int:
     """The split's size: known to tf.data for most pipelines, else counted in one pass."""
     known = int(split.cardinality())
     return known if known >= 0 else int(split.reduce(0, lambda count, _: count + 1))
-
-
-def deal(count: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
-    """Deal indices 0..count-1 into named splits by a fixed seed; the last split takes the rest.
-
-    The seed is a constant of each task: changing it changes the test set of every past run.
-    """
-    order = np.random.default_rng(seed).permutation(count)
-    names = list(fractions)
-    bounds = np.cumsum([int(fractions[name] * count) for name in names[:-1]]).tolist()
-    parts = np.split(order, bounds)
-    for name, part in zip(names, parts, strict=True):
-        if not len(part):
-            raise ValueError(f"the {name} split is empty: {count} examples are too few to split")
-    return dict(zip(names, parts, strict=True))
 
 
 def supervised_splits(

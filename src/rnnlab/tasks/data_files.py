@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnlab.config import ConfigError
+from rnnlab.config import PROJECT_ROOT, ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from rnnlab.tasks.base import DatasetRecord
 
 FILE_PREFIX = "file:"
 SPLITS = ("train", "validation", "test")
@@ -82,6 +84,23 @@ class DataFile:
         """The error to raise for this file: `raise file.fail("no rows in the test split")`."""
         return DataFileError(f"{self.path}: {reason}")
 
+    def row(self, index: int) -> str:
+        """How a person finds a table's row `index` (from 0) in the file: the line an editor
+        shows (after a CSV's header; a TSV's pairs have none), or Parquet's row number."""
+        if self.format == "csv":
+            return f"line {index + 2}"
+        if self.format in ("tsv", "jsonl"):
+            return f"line {index + 1}"
+        return f"row {index}"
+
+    def record(self, rows: int, name: str | None = None) -> DatasetRecord:
+        """What the run logs of this file as its MLflow dataset input: where it is, its
+        format, content hash and rows (a table's rows, or an array file's cases)."""
+        from rnnlab.tasks.base import DatasetRecord
+
+        profile = {"format": self.format, "content_hash": self.content_hash, "rows": rows}
+        return DatasetRecord(name or self.path.name, str(self.path), profile)
+
     def data_hash(self, settings: dict | None = None) -> str:
         """The run's data hash: the file's content, and the task settings that change which
         examples it makes (a window, a split fraction), so `rnnlab evaluate` can check both."""
@@ -105,13 +124,17 @@ def read_table(
     file: DataFile,
     required: Iterable[str],
     setting: Callable[[str], str] = lambda column: f"task.{column}_column",
+    text_as_categories: bool = False,
 ) -> pd.DataFrame:
     """The file as a pandas DataFrame with every `required` column, or one line saying
     what is wrong: unreadable or truncated, no rows, a column missing (and the setting
     that names it, from `setting(column)`).
 
     CSV is read by pyarrow's parser through pandas: several times faster than pandas's own
-    on a million rows, and the same frame.
+    on a million rows, and the same frame. With `text_as_categories`, a Parquet file's text
+    columns come as categories, as Parquet stores them: a million labels cost a few bytes
+    each, and grouping them costs nothing (CSV has no such store: parsing text to
+    categories there is slower, so it reads text as text).
     """
     import pandas as pd
 
@@ -125,29 +148,62 @@ def read_table(
         elif file.format == "jsonl":
             table = pd.read_json(file.path, lines=True)
         elif file.format == "parquet":
-            table = pd.read_parquet(file.path)
+            categories = text_columns(file.path) if text_as_categories else None
+            table = pd.read_parquet(file.path, read_dictionary=categories)
         else:
             raise DataFileError(f"{file.path}: {file.format} is not a table format")
     except DataFileError:
         raise
     except Exception as error:  # pyarrow, pandas and the codecs each raise their own
         raise file.fail(f"unreadable as {file.format}: {first_line(error)}") from None
+    finally:
+        release_arrow_memory()
     if file.format != "tsv":
-        missing = [column for column in required if column not in table.columns]
-        if missing:
-            columns = ", ".join(map(str, table.columns[:12]))
-            raise file.fail(
-                f"no column '{missing[0]}' (its columns: {columns}); name it with "
-                f"{setting(missing[0])}"
-            )
+        require_columns(
+            file, table.columns, required, lambda column: f"name it with {setting(column)}"
+        )
     if table.empty:
         raise file.fail("no rows")
     return table
 
 
+def text_columns(path: Path) -> list[str]:
+    """The text columns of a Parquet file, from its footer alone."""
+    import pyarrow
+    import pyarrow.parquet
+
+    schema = pyarrow.parquet.read_schema(path)
+    text = (pyarrow.types.is_string, pyarrow.types.is_large_string)
+    return [field.name for field in schema if any(check(field.type) for check in text)]
+
+
+def release_arrow_memory() -> None:
+    """Hand pyarrow's parse buffers back to the system: its allocator keeps them for reuse,
+    and every array made after the read would otherwise come on top of them."""
+    import pyarrow
+
+    pyarrow.default_memory_pool().release_unused()
+
+
+def require_columns(
+    file: DataFile, columns: Iterable, required: Iterable[str], fix: Callable[[str], str]
+) -> None:
+    """Fail on the first `required` column the file lacks, listing those it has and how to
+    mend it (`fix(column)`: a setting to name it with, or the header the task expects)."""
+    present = [str(column) for column in columns]
+    missing = [column for column in required if column not in present]
+    if missing:
+        listed = ", ".join(present[:12]) + (", ..." if len(present) > 12 else "")
+        raise file.fail(f"no column '{missing[0]}' (its columns: {listed}); {fix(missing[0])}")
+
+
 def read_npz(file: DataFile) -> dict[str, np.ndarray]:
-    """The arrays of a NumPy `.npz` file, loaded without pickles (an object array of
-    ragged series is the one exception, and only its float rows are kept)."""
+    """The arrays of a NumPy `.npz` file, loaded without pickles where it has none.
+
+    Object arrays are the exception, and only two kinds are kept: ragged series (an array
+    of numeric arrays) and labels (strings or numbers, as `np.array(list_of_str, object)`
+    makes them). Loading them unpickles, which can run code: it is the user's own file.
+    """
     try:
         with np.load(file.path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
@@ -156,17 +212,27 @@ def read_npz(file: DataFile) -> dict[str, np.ndarray]:
             raise file.fail(f"unreadable as npz: {first_line(error)}") from None
     except Exception as error:
         raise file.fail(f"unreadable as npz: {first_line(error)}") from None
-    # Ragged series saved as an object array of (steps, channels) float arrays.
-    with np.load(file.path, allow_pickle=True) as archive:
-        arrays = {}
-        for name in archive.files:
-            array = archive[name]
-            if array.dtype == object and not all(
-                isinstance(item, np.ndarray) and item.dtype.kind in "fiu" for item in array
-            ):
-                raise file.fail(f"array '{name}' holds objects that are not numeric arrays")
-            arrays[name] = array
-        return arrays
+    try:
+        with np.load(file.path, allow_pickle=True) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as error:
+        raise file.fail(f"unreadable as npz: {first_line(error)}") from None
+    for name, array in arrays.items():
+        if array.dtype != object:
+            continue
+        items = array.ravel().tolist()
+        if all(isinstance(item, np.ndarray) and item.dtype.kind in "fiu" for item in items):
+            continue  # ragged series
+        if all(isinstance(item, str | int | float) for item in items):
+            arrays[name] = np.array(items).reshape(array.shape)  # labels: a plain dtype
+            continue
+        raise file.fail(f"array '{name}' holds objects that are neither numeric arrays nor labels")
+    return arrays
+
+
+def quoted(value: object) -> str:
+    """A value of the file as its line shows it: 'a', 3, never NumPy's np.str_('a')."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def first_line(error: BaseException) -> str:
@@ -185,20 +251,36 @@ def require_finite(
         raise file.fail(f"{row_of(index)}: {what} is not finite; drop or fill it")
 
 
+def deal(count: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Deal indices 0..count-1 into named splits by a fixed seed; the last split takes the rest.
+
+    The seed is a constant of each task: changing it changes the test set of every past run.
+    """
+    order = np.random.default_rng(seed).permutation(count)
+    names = list(fractions)
+    bounds = np.cumsum([int(fractions[name] * count) for name in names[:-1]]).tolist()
+    parts = np.split(order, bounds)
+    for name, part in zip(names, parts, strict=True):
+        if not len(part):
+            raise ValueError(f"the {name} split is empty: {count} examples are too few to split")
+    return dict(zip(names, parts, strict=True))
+
+
 def seeded_split(
     file: DataFile, count: int, fractions: dict[str, float], seed: int
 ) -> dict[str, np.ndarray]:
     """Indices of a file without splits of its own, dealt by a seed the run records."""
-    from rnnlab.tasks.base import deal
-
     try:
         return deal(count, fractions, seed)
     except ValueError as error:
         raise file.fail(str(error)) from None
 
 
-def cache_path(root: Path, task: str, key: str) -> Path:
-    """Where a task's prepared arrays of one file and settings live: `<data>/cache/...`."""
+def cache_path(data_dir: str | Path, task: str, key: str) -> Path:
+    """Where a task's prepared arrays of one file and settings live: `<data_dir>/cache/...`
+    (a relative data_dir is the project's, as `datasets.data_root` reads it)."""
+    root = Path(data_dir)
+    root = root if root.is_absolute() else PROJECT_ROOT / root
     return root / "cache" / task / f"{key}.npz"
 
 

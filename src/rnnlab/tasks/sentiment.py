@@ -36,7 +36,7 @@ from rnnlab.tasks.base import (
     take_each,
 )
 from rnnlab.tasks.data_files import DataFile, is_file_source
-from rnnlab.tasks.text_files import LABELLED_FORMATS, file_record, read_labelled_texts
+from rnnlab.tasks.text_files import LABELLED_FORMATS, read_labelled_texts
 
 SOURCE_REQUIREMENT = "vaderSentiment==3.3.2"
 SOURCE_MEMBERS = [
@@ -123,6 +123,7 @@ class SentimentTask(TaskDefaults):
         # and two of its test texts, the stored model's input example.
         self.classes: list[str] | None = None
         self.data_file: DataFile | None = None
+        self.file_rows = 0  # the user's file's labelled texts, once loaded
         self.example_texts: list[str] | None = None
 
     @property
@@ -172,6 +173,7 @@ class SentimentTask(TaskDefaults):
         data hash of their content and the settings that split them."""
         self.data_file = DataFile.from_source(self.cfg.source, LABELLED_FORMATS)
         splits, self.classes, settings = read_labelled_texts(self.data_file, self.cfg)
+        self.file_rows = sum(len(texts) for texts, _ in splits.values())
         self.example_texts = splits["test"][0][:2]
         pipelines = {
             name: tf.data.Dataset.from_tensor_slices((texts, labels))
@@ -241,5 +243,5 @@ class SentimentTask(TaskDefaults):
     def dataset_record(self) -> DatasetRecord:
         """A user's file: its name and path; else the snippets or the catalog set."""
         if self.data_file is not None:
-            return file_record(self.data_file)
+            return self.data_file.record(self.file_rows)
         return super().dataset_record()

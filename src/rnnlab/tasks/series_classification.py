@@ -4,6 +4,9 @@ The UCR/UEA archive files come from the sktime wheel, unzipped without importing
 JapaneseVowels is the default because it is the recurrent test among them: 9 speakers,
 12 cepstral coefficients per frame, 7 to 29 frames, so padding must be masked. The
 archive's own train/test split is kept; a fixed fifth of its train cases is validation.
+
+`task.source=file:PATH` reads a user's file instead (series_classification_files.py says
+which files): its channels and classes come from the file, its arrays are cached by content.
 """
 
 from __future__ import annotations
@@ -22,18 +25,19 @@ from omegaconf import DictConfig
 from rnnlab.config import ConfigError
 from rnnlab.tasks import datasets
 from rnnlab.tasks.base import (
+    DatasetRecord,
     TaskData,
     TaskDefaults,
     batched_task_data,
     deal,
     majority_class_baseline,
 )
+from rnnlab.tasks.data_files import DataFile, is_file_source
+from rnnlab.tasks.series_classification_files import PADDING, SPLIT_SEED, read_ts
 
 SOURCE_REQUIREMENT = "sktime==1.2.0"
 SOURCE_FOLDER = "sktime/datasets/data"
-SPLIT_SEED = 19990401  # fixed forever: which train cases are held out for validation
 VALIDATION_FRACTION = 0.2
-PADDING = 0.0  # after standardisation; the mask skips padded frames
 
 
 @dataclass(frozen=True)
@@ -56,41 +60,6 @@ UCR_SETS = {
     ),
     "ArrowHead": UcrSet(1, ("0", "1", "2"), "Outlines of arrowheads, 251 steps."),
 }
-
-
-def read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
-    """Parse a UCR `.ts` file: `@key` headers, `@data`, then `dim:dim:...:label` per case.
-
-    Each case is returned as a (steps, dimensions) array; a malformed case names file and line.
-    """
-    cases, labels, classes, in_data = [], [], None, False
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if not in_data:
-                key, _, value = line.partition(" ")
-                if key.lower() == "@classlabel":
-                    classes = value.split()[1:]
-                in_data = key.lower() == "@data"
-                continue
-            *dimensions, label = line.split(":")
-            try:
-                channels = [[float(v) for v in dimension.split(",")] for dimension in dimensions]
-                case = np.array(channels, dtype=np.float32).T
-            except ValueError:
-                raise ValueError(
-                    f"{path}:{number}: expected 'values:...:label' with equal-length "
-                    f"dimensions, got {line[:60]!r}"
-                ) from None
-            if not dimensions or (classes is not None and label not in classes):
-                raise ValueError(f"{path}:{number}: unknown class label {label!r}")
-            cases.append(case)
-            labels.append(label)
-    if not cases:
-        raise ValueError(f"{path}: no cases after @data")
-    return cases, labels
 
 
 class UcrArchive(tfds.core.GeneratorBasedBuilder):
@@ -160,8 +129,14 @@ class SeriesClassificationTask(TaskDefaults):
             raise ConfigError(f"unknown task.dataset '{cfg.dataset}'; known: {', '.join(UCR_SETS)}")
         self.cfg = cfg
         self.root = datasets.data_root(data_dir)
+        self.data_dir = data_dir
         self.builder = UcrArchive(config=cfg.dataset, data_dir=str(self.root / "tfds"))
         self.steps = 0
+        # A user's file (read by load): the file, its channel count, classes and rows.
+        self.file: DataFile | None = None
+        self.channels = UCR_SETS[cfg.dataset].dimensions
+        self.classes: tuple[str, ...] = UCR_SETS[cfg.dataset].classes
+        self.rows = 0
 
     def prepare(self) -> None:
         raw = self.root / "raw" / "series_classification"
@@ -170,6 +145,8 @@ class SeriesClassificationTask(TaskDefaults):
             datasets.prepare(UcrArchive(config=name, data_dir=str(self.root / "tfds")), raw)
 
     def load(self, batch_size: int, seed: int) -> TaskData:
+        if is_file_source(self.cfg.source):
+            return self.load_file(batch_size, seed)
         datasets.require_prepared(self.builder)
         splits = {}
         for name in ("train", "validation", "test"):
@@ -183,6 +160,26 @@ class SeriesClassificationTask(TaskDefaults):
         self.steps = max(len(series) for split in splits.values() for series, _ in split)
         padded = {name: self._pad(split, mean, std) for name, split in splits.items()}
         return batched_task_data(padded, batch_size, seed, datasets.content_hash(self.builder))
+
+    def load_file(self, batch_size: int, seed: int) -> TaskData:
+        """A user's file, prepared once per content and settings, then read from the cache."""
+        from rnnlab.tasks.series_classification_files import prepared
+
+        self.file, data_hash, arrays = prepared(self.cfg, self.data_dir)
+        self.classes = tuple(str(name) for name in arrays["classes"])
+        self.channels = int(arrays["series_train"].shape[2])
+        self.rows = int(arrays["rows"])
+        count = self.cfg.max_examples
+        names = ("train", "validation", "test")
+        lengths = {split: arrays[f"lengths_{split}"][:count] for split in names}
+        self.steps = int(max(part.max() for part in lengths.values()))
+        splits = {
+            split: tf.data.Dataset.from_tensor_slices(
+                (arrays[f"series_{split}"][:count, : self.steps], arrays[f"labels_{split}"][:count])
+            )
+            for split in names
+        }
+        return batched_task_data(splits, batch_size, seed, data_hash)
 
     def _pad(
         self, cases: list[tuple[np.ndarray, int]], mean: np.ndarray, std: np.ndarray
@@ -198,15 +195,20 @@ class SeriesClassificationTask(TaskDefaults):
     def build_model(
         self, recurrent: Callable[[keras.KerasTensor], keras.KerasTensor]
     ) -> keras.Model:
-        ucr = UCR_SETS[self.cfg.dataset]
-        series = keras.Input(shape=(None, ucr.dimensions), name="series")
+        # The channels and classes are the UCR set's, or those `load` found in a user's file.
+        series = keras.Input(shape=(None, self.channels), name="series")
         # Frames that are all padding are skipped: the cell ends at each case's last frame.
         masked = layers.Masking(mask_value=PADDING, name="mask_padding")(series)
         summary = recurrent(masked)
-        classes = layers.Dense(len(ucr.classes), activation="softmax", name="classes")(summary)
+        classes = layers.Dense(len(self.classes), activation="softmax", name="classes")(summary)
         return keras.Model(series, classes, name="series_classification")
 
     def evaluate_extra(
         self, model: keras.Model, data: TaskData
     ) -> tuple[dict[str, float], dict[str, str]]:
         return majority_class_baseline(data), {}
+
+    def dataset_record(self) -> DatasetRecord:
+        if self.file is not None:
+            return self.file.record(self.rows)
+        return super().dataset_record()

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rnnlab.tasks.base import DatasetRecord
 from rnnlab.tasks.data_files import SPLITS, DataFile, read_table, seeded_split
 
 if TYPE_CHECKING:
@@ -212,8 +211,3 @@ def read_sentence_pairs(
         for name, frame in split_frames(file, table, cfg).items()
     }
     return splits, split_settings(table, cfg, [str(column) for column in columns])
-
-
-def file_record(file: DataFile) -> DatasetRecord:
-    """What MLflow's dataset column shows for a run on a user's file: its name, and where."""
-    return DatasetRecord(file.path.name, str(file.path))

@@ -60,7 +60,7 @@ from rnnlab.tasks.seq2seq.sentence_pairs import (
 from rnnlab.tasks.seq2seq.subwords import SubwordCodec
 from rnnlab.tasks.seq2seq.translation_model import encoder_decoder
 from rnnlab.tasks.seq2seq.translation_options import check_options
-from rnnlab.tasks.text_files import PAIR_FORMATS, file_record, read_sentence_pairs
+from rnnlab.tasks.text_files import PAIR_FORMATS, read_sentence_pairs
 
 if TYPE_CHECKING:  # only a type: lexicon_bias builds the matrices
     from scipy import sparse
@@ -93,6 +93,7 @@ class TranslationTask(TextGenerationTask):
         self.target_codec: SubwordCodec | None = None
         self.lexicon: dict[str, str] | None = None  # with task.translate_unknown, on first use
         self.data_file: DataFile | None = None  # with task.source=file:PATH
+        self.file_rows = 0  # its sentence pairs, once loaded
         check_options(cfg, self.option)
 
     def prepare(self) -> None:
@@ -161,6 +162,7 @@ class TranslationTask(TextGenerationTask):
         data hash of their content and the settings that split them."""
         self.data_file = DataFile.from_source(self.cfg.source, PAIR_FORMATS)
         splits, settings = read_sentence_pairs(self.data_file, self.cfg)
+        self.file_rows = sum(len(sources) for sources, _ in splits.values())
         pipelines = {
             name: tf.data.Dataset.from_tensor_slices(pair) for name, pair in splits.items()
         }
@@ -393,7 +395,7 @@ class TranslationTask(TextGenerationTask):
     def dataset_record(self) -> DatasetRecord:
         """A user's file: its name and path; else Ding's pairs or the catalog set."""
         if self.data_file is not None:
-            return file_record(self.data_file)
+            return self.data_file.record(self.file_rows)
         return super().dataset_record()
 
     def prediction_lines(self, inputs: list[str], answers: list[str]) -> list[str]:

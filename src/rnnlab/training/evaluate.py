@@ -24,6 +24,7 @@ class RunDataChangedError(ConfigError):
 def evaluate(run_id: str, tracking_uri: str) -> list[tuple[str, float | None, float]]:
     """(metric, logged value or None, recomputed value) for every test metric."""
     from rnnlab.tasks import load_task
+    from rnnlab.tasks.data_files import is_file_source
     from rnnlab.threads import configure_threads
 
     configure_threads()
@@ -34,9 +35,15 @@ def evaluate(run_id: str, tracking_uri: str) -> list[tuple[str, float | None, fl
     task, data = load_task(cfg.task, cfg.data_dir, cfg.trainer.batch_size, cfg.seed)
     run = client.get_run(run_id)
     if data.data_hash != run.data.tags.get(names.DATA_HASH):
+        source = str(cfg.task.get("source", ""))
+        fix = (
+            f"{source.removeprefix('file:')} is not the file it was (its content changed)"
+            if is_file_source(source)
+            else "prepare the run's data"
+        )
         raise RunDataChangedError(
             f"the {cfg.task.name} data loads with hash {data.data_hash}, but run {run_id} "
-            f"trained on {run.data.tags.get(names.DATA_HASH)}: prepare the run's data"
+            f"trained on {run.data.tags.get(names.DATA_HASH)}: {fix}"
         )
     if task.input_state() != stored.input_state:
         raise RunDataChangedError(
