@@ -36,7 +36,12 @@ def leaves(node, prefix: str = "") -> dict:
 
 
 def declared_values(group: str, choice: str) -> dict:
-    """What a group file declares, read as plain YAML: {dotted key: value}, placed where
+    """What a group file declares: {dotted key: value} (see declared_paths)."""
+    return {".".join(path): value for path, value in declared_paths(group, choice).items()}
+
+
+def declared_paths(group: str, choice: str) -> dict:
+    """What a group file declares, read as plain YAML: {path of keys: value}, placed where
     Hydra puts it (a `# @package _global_` file at the top, any other under its group)."""
     path = CONF_DIR / group / f"{choice}.yaml"
     data = yaml.safe_load(path.read_text()) or {}
@@ -45,15 +50,22 @@ def declared_values(group: str, choice: str) -> dict:
     if not path.read_text().startswith("# @package _global_"):
         data = {group: data}
 
-    def leaves(node, prefix=""):
+    def leaves(node, prefix=()):
+        """{path as a tuple of keys: value}: a key may hold dots (a search space's paths)."""
         if not isinstance(node, dict):
-            return {prefix.rstrip("."): node}
+            return {prefix: node}
         return {
-            k: v for key, value in node.items() for k, v in leaves(value, f"{prefix}{key}.").items()
+            k: v for key, value in node.items() for k, v in leaves(value, (*prefix, key)).items()
         }
 
     # An interpolation is resolved against the rest of the config; its value is not the text.
     return {k: v for k, v in leaves(data).items() if not (isinstance(v, str) and "${" in v)}
+
+
+def at(cfg, path: tuple):
+    for key in path:
+        cfg = cfg[key]
+    return cfg
 
 
 @pytest.mark.parametrize(
@@ -61,9 +73,9 @@ def declared_values(group: str, choice: str) -> dict:
 )
 def test_every_group_choice_composes_to_the_values_its_file_declares(group, choice):
     cfg = compose_config([f"{group}={choice}"])
-    declared = declared_values(group, choice)
+    declared = declared_paths(group, choice)
     assert declared, f"conf/{group}/{choice}.yaml declares nothing"
-    composed = {key: OmegaConf.select(cfg, key) for key in declared}
+    composed = {path: at(cfg, path) for path in declared}
     composed = {
         key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
         for key, value in composed.items()
