@@ -189,6 +189,27 @@ def check_split_fractions(validation: float, test: float) -> None:
 
 
 @dataclass
+class SelectiveCopyingSchema(TaskSchema):
+    length: int = field(metadata=SIZE)
+    tokens: int = field(metadata=SIZE)
+    vocabulary_size: int = field(metadata=SIZE)
+    train_examples: int = field(metadata=SIZE)
+    validation_examples: int = field(metadata=SIZE)
+    test_examples: int = field(metadata=SIZE)
+
+
+@dataclass
+class AssociativeRecallSchema(TaskSchema):
+    length: int = field(metadata=SIZE)
+    pairs: int = field(metadata=SIZE)
+    queries: int = field(metadata=SIZE)
+    vocabulary_size: int = field(metadata=SIZE)
+    train_examples: int = field(metadata=SIZE)
+    validation_examples: int = field(metadata=SIZE)
+    test_examples: int = field(metadata=SIZE)
+
+
+@dataclass
 class ForecastingSchema(TaskSchema):
     source: str
     series: str
@@ -327,6 +348,8 @@ TASK_SCHEMAS = {
     "adding": AddingSchema,
     "captioning": CaptioningSchema,
     "copy_memory": CopyMemorySchema,
+    "selective_copying": SelectiveCopyingSchema,
+    "associative_recall": AssociativeRecallSchema,
     "forecasting": ForecastingSchema,
     "sentiment": SentimentSchema,
     "series_classification": SeriesClassificationSchema,

@@ -52,6 +52,8 @@ TASK_KERAS_METRICS = {
     "sentiment": ("accuracy",),
     "adding": (),
     "copy_memory": ("accuracy",),
+    "selective_copying": ("accuracy",),
+    "associative_recall": ("accuracy",),
     "forecasting": ("mae", "rmse"),
     "series_classification": ("accuracy",),
     "translation": ("token_accuracy",),

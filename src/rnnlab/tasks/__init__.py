@@ -13,6 +13,8 @@ TASK_MODULES = {
     "sentiment": ("rnnlab.tasks.sentiment", "SentimentTask"),
     "adding": ("rnnlab.tasks.adding", "AddingTask"),
     "copy_memory": ("rnnlab.tasks.copy_memory", "CopyMemoryTask"),
+    "selective_copying": ("rnnlab.tasks.selective_copying", "SelectiveCopyingTask"),
+    "associative_recall": ("rnnlab.tasks.associative_recall", "AssociativeRecallTask"),
     "forecasting": ("rnnlab.tasks.forecasting", "ForecastingTask"),
     "series_classification": ("rnnlab.tasks.series_classification", "SeriesClassificationTask"),
     "translation": ("rnnlab.tasks.translation", "TranslationTask"),
@@ -25,9 +27,11 @@ if TYPE_CHECKING:
     # missing member makes the class abstract ("Only concrete class can be given"), a wrong
     # signature an override error. tests/test_task_registry.py keeps it equal to TASK_MODULES.
     from rnnlab.tasks.adding import AddingTask
+    from rnnlab.tasks.associative_recall import AssociativeRecallTask
     from rnnlab.tasks.captioning import CaptioningTask
     from rnnlab.tasks.copy_memory import CopyMemoryTask
     from rnnlab.tasks.forecasting import ForecastingTask
+    from rnnlab.tasks.selective_copying import SelectiveCopyingTask
     from rnnlab.tasks.sentiment import SentimentTask
     from rnnlab.tasks.series_classification import SeriesClassificationTask
     from rnnlab.tasks.translation import TranslationTask
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
         "sentiment": SentimentTask,
         "adding": AddingTask,
         "copy_memory": CopyMemoryTask,
+        "selective_copying": SelectiveCopyingTask,
+        "associative_recall": AssociativeRecallTask,
         "forecasting": ForecastingTask,
         "series_classification": SeriesClassificationTask,
         "translation": TranslationTask,

@@ -346,3 +346,18 @@ class SyntheticTask(TaskDefaults):
         """Generated from the seed: the generator and its config name the data."""
         settings = ", ".join(f"{key}={value}" for key, value in self.cfg.items() if key != "name")
         return DatasetRecord(f"{self.cfg.name} ({settings})", None)
+
+
+def answers_at_the_end(
+    recurrent: RecurrentStack, steps: int, symbols: int, answers: int, classes: int, name: str
+) -> keras.Model:
+    """A model of one-hot `symbols`-wide sequences of `steps` steps that answers at the last
+    `answers` steps only, with a softmax over `classes`: the recall tasks, whose questions
+    come at the end and whose loss must not be diluted by the steps that ask nothing."""
+    from keras import layers
+
+    sequence = keras.Input(shape=(steps, symbols), name="symbols")
+    states = recurrent(sequence, return_sequences=True)
+    asked = layers.Cropping1D((steps - answers, 0), name="answer_steps")(states)
+    answered = layers.Dense(classes, activation="softmax", name="answers")(asked)
+    return keras.Model(sequence, answered, name=name)
