@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from command_checks import rnnlab_command
 from mlflow import MlflowClient
 
 from rnnlab.config import ConfigError
@@ -550,21 +551,13 @@ def test_the_command_fails_on_a_bad_file_in_one_line_and_leaves_no_run(tmp_path)
     table.loc[5, "accel"] = np.inf
     table.to_csv(tmp_path / "bad.csv", index=False)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnlab.cli",
-            "train",
-            "task=series_classification",
-            "task.source=file:bad.csv",
-            f"tracking.uri={uri}",
-            f"data_dir={tmp_path / 'data'}",
-        ],  # fmt: skip
+    result = rnnlab_command(
+        "train",
+        "task=series_classification",
+        "task.source=file:bad.csv",
+        f"tracking.uri={uri}",
+        f"data_dir={tmp_path / 'data'}",
         cwd=tmp_path,  # the path is relative to where the command runs
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

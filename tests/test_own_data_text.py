@@ -5,14 +5,12 @@ on the way in, trained, evaluated and predicted from the store."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from command_checks import rnnlab_command, running_runs
 from mlflow import MlflowClient
 
 from rnnlab.tasks import get_task, load_task
@@ -362,21 +360,12 @@ def test_a_truncated_parquet_file_and_a_missing_path_are_one_line(compose, tmp_p
 def test_rnnlab_train_on_a_bad_file_fails_in_one_line_and_leaves_no_run(tmp_path):
     (tmp_path / "reviews.csv").write_text("review,label\ngood film,good\n", encoding="utf-8")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnlab.cli",
-            "train",
-            "task.source=file:reviews.csv",
-            "trainer.epochs=1",
-            f"tracking.uri={uri}",
-        ],
+    result = rnnlab_command(
+        "train",
+        "task.source=file:reviews.csv",
+        "trainer.epochs=1",
+        f"tracking.uri={uri}",
         cwd=tmp_path,
-        env={**os.environ},
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
@@ -384,6 +373,4 @@ def test_rnnlab_train_on_a_bad_file_fails_in_one_line_and_leaves_no_run(tmp_path
         f"rnnlab: {tmp_path / 'reviews.csv'}: no column 'text' (its columns: review, label); "
         "name it with task.text_column"
     )
-    client = MlflowClient(uri)
-    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    assert not [run for run in client.search_runs(experiments) if run.info.status == "RUNNING"]
+    assert not running_runs(uri)

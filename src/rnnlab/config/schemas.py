@@ -156,19 +156,22 @@ class TaskSchema:
 
 
 @dataclass
-class AddingSchema(TaskSchema):
-    length: int = field(metadata=SIZE)
+class GeneratedSchema(TaskSchema):
+    """A task generated from the seed: how many examples each split draws."""
+
     train_examples: int = field(metadata=SIZE)
     validation_examples: int = field(metadata=SIZE)
     test_examples: int = field(metadata=SIZE)
 
 
 @dataclass
-class CopyMemorySchema(TaskSchema):
+class AddingSchema(GeneratedSchema):
+    length: int = field(metadata=SIZE)
+
+
+@dataclass
+class CopyMemorySchema(GeneratedSchema):
     delay: int = field(metadata=SIZE)
-    train_examples: int = field(metadata=SIZE)
-    validation_examples: int = field(metadata=SIZE)
-    test_examples: int = field(metadata=SIZE)
 
 
 def check_file_source(source: str, choices: tuple[str, ...] = ("embedded",)) -> None:
@@ -189,24 +192,18 @@ def check_split_fractions(validation: float, test: float) -> None:
 
 
 @dataclass
-class SelectiveCopyingSchema(TaskSchema):
+class SelectiveCopyingSchema(GeneratedSchema):
     length: int = field(metadata=SIZE)
     tokens: int = field(metadata=SIZE)
     vocabulary_size: int = field(metadata=SIZE)
-    train_examples: int = field(metadata=SIZE)
-    validation_examples: int = field(metadata=SIZE)
-    test_examples: int = field(metadata=SIZE)
 
 
 @dataclass
-class AssociativeRecallSchema(TaskSchema):
+class AssociativeRecallSchema(GeneratedSchema):
     length: int = field(metadata=SIZE)
     pairs: int = field(metadata=SIZE)
     queries: int = field(metadata=SIZE)
     vocabulary_size: int = field(metadata=SIZE)
-    train_examples: int = field(metadata=SIZE)
-    validation_examples: int = field(metadata=SIZE)
-    test_examples: int = field(metadata=SIZE)
 
 
 @dataclass

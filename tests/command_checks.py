@@ -1,0 +1,26 @@
+"""What the tests of commands share: running `rnnlab` as a user does, and what it left."""
+
+from __future__ import annotations
+
+
+def rnnlab_command(*arguments: str, cwd, timeout: int = 600):
+    """`python -m rnnlab.cli ARGUMENTS` in `cwd`, as a user types it: its exit code and output."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "rnnlab.cli", *arguments],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def running_runs(uri: str) -> list:
+    """The store's runs still RUNNING: none should be, whatever failed."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    return [run for run in client.search_runs(experiments) if run.info.status == "RUNNING"]
