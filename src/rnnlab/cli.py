@@ -10,10 +10,11 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import sys
 import unicodedata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -87,9 +88,10 @@ def train_job(cfg: DictConfig) -> float:
     given = list(HydraConfig.get().overrides.task)
     try:
         cfg = with_experiment_task_overrides(cfg, given)  # as `rnnlab paper` composes it
-        validate(cfg)
+        validate(cfg)  # a later point of a multirun: check_train saw only the first
         check_store(cfg.tracking.uri)  # seconds, not minutes of MLflow's retries after TF
     except ConfigError as error:
+        discard_job_folder()
         sys.exit(f"rnnlab: {error}")
 
     from rnnlab.tasks.datasets import DataNotPreparedError
@@ -99,29 +101,70 @@ def train_job(cfg: DictConfig) -> float:
     try:
         result = run(cfg)
     except (ConfigError, DataNotPreparedError, NonFiniteLossError, InstantiationException) as error:
+        discard_job_folder()  # the MLflow run, if one began, keeps the config and the reason
         sys.exit(f"rnnlab: {one_line(error)}")  # a bad `_target_`: its root cause says why
     print(f"run {result.run_id}: `make ui` shows it")
     return result.metrics[f"test_{cfg.task.metric}"]
 
 
-# Hydra's flags that take a value (`--cfg job`): the value is no override.
-HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--info", "-i"}
+def discard_job_folder() -> None:
+    """Remove the folder hydra.main made for this job (outputs/<day>/<time>/: the composed
+    config and an empty log), and the folders above it that it leaves empty: a command that
+    fails in one line leaves nothing behind."""
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    stop = Path.cwd()
+    for parent in folder.parents:
+        if parent == stop or stop not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only while empty: other jobs' folders stay
+        except OSError:
+            break
 
 
-def train_overrides(arguments: list[str]) -> list[str]:
-    """The overrides among `rnnlab train`'s arguments: not Hydra's flags nor their values."""
-    return [
-        argument
-        for index, argument in enumerate(arguments)
-        if not argument.startswith("-")
-        and not (index and arguments[index - 1] in HYDRA_VALUE_FLAGS and "=" not in argument)
-    ]
+# Hydra's flags that print something and exit instead of training: their config is composed
+# (an unknown key is still one line) but not validated, and no store is asked.
+SHOW_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion")
+# Hydra's flags that would compose another config than conf/config.yaml, which every check
+# here reads, or load a pickled one (--experimental-rerun): rnnlab train refuses them.
+OTHER_CONFIG_FLAGS = ("config_path", "config_name", "config_dir", "experimental_rerun")
+
+
+def hydra_arguments(arguments: list[str]) -> argparse.Namespace:
+    """`rnnlab train`'s arguments parsed by hydra.main's own parser, its errors one line."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def fail(message: str) -> NoReturn:
+        raise ConfigError(f"train: {message} (rnnlab train --help lists the flags)")
+
+    parser.error = fail  # type: ignore[method-assign]
+    parsed = parser.parse_args(arguments)
+    for name in OTHER_CONFIG_FLAGS:
+        if getattr(parsed, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"rnnlab train composes {CONF_DIR}; {flag} is not supported")
+    return parsed
+
+
+def check_train(arguments: list[str]) -> DictConfig:
+    """Everything `rnnlab train` checks before hydra.main makes its output folder and before
+    TensorFlow loads: the flags, the overrides, the first configuration's values and its
+    tracking store. Raises ConfigError (one line); creates nothing. The config it returns is
+    the first run's (validated unless a flag only shows it)."""
+    parsed = hydra_arguments(arguments)
+    shows_only = any(getattr(parsed, name) for name in SHOW_FLAGS)
+    check_overrides(parsed.overrides)
+    cfg = check_first_point(parsed.overrides, multirun=parsed.multirun, validated=not shows_only)
+    if not shows_only:
+        check_store(cfg.tracking.uri)
+    return cfg
 
 
 def train(arguments: list[str]) -> None:
-    overrides = train_overrides(arguments)
-    check_overrides(overrides)
-    check_first_point(overrides, multirun=bool({"-m", "--multirun"} & set(arguments)))
+    check_train(arguments)
     sys.argv = ["rnnlab train", *arguments]
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(train_job)()
 
@@ -134,6 +177,15 @@ def prepare(task_names: list[str]) -> None:
         cfg = compose_config([f"task={name}"])
         print(f"preparing {name} in {cfg.data_dir}/ ...", flush=True)
         get_task(cfg.task, cfg.data_dir).prepare()
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, its mistakes one line (`rnnlab: sweep: ...`) rather than the usage and the
+    error on two."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("rnnlab ")
+        raise ConfigError(f"{command}: {message} ({self.prog} --help lists the arguments)")
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser, storage_help: str) -> None:
@@ -154,7 +206,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser, storage_help: str) -> 
 
 
 def sweep_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnlab sweep", description=USAGE_SWEEP)
+    parser = OneLineParser(prog="rnnlab sweep", description=USAGE_SWEEP)
     parser.add_argument("file", help="sweeps/<name>.yaml, or just <name>")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every trial")
     add_worker_arguments(parser, "Optuna storage URL; replaces the sweep file's")
@@ -162,7 +214,7 @@ def sweep_parser() -> argparse.ArgumentParser:
 
 
 def paper_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnlab paper", description=USAGE_PAPER)
+    parser = OneLineParser(prog="rnnlab paper", description=USAGE_PAPER)
     parser.add_argument("experiment", help="a name in conf/experiment/")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every point")
     add_worker_arguments(parser, "database the workers share the grid through")
@@ -211,10 +263,12 @@ def sweep_and_report(
     )
 
 
-def sweep(arguments: list[str]) -> None:
-    """`rnnlab sweep <file> [overrides] [--workers N] [--storage URL] [--launcher slurm]`."""
-    logging.getLogger("absl").setLevel(logging.WARNING)
+def check_sweep(arguments: list[str]) -> tuple[argparse.Namespace, Sweep, Launcher]:
+    """Everything `rnnlab sweep` checks before a study or an MLflow run exists and before
+    TensorFlow loads: the flags, the sweep file, the study's storage and the tracking store.
+    Raises ConfigError (one line); creates nothing."""
     # The file is checked before MLflow and TensorFlow load: a mistake costs no start-up.
+    from rnnlab.experiments.study_storage import check_study_storage
     from rnnlab.experiments.sweep_file import load_sweep
 
     options = sweep_parser().parse_intermixed_args(arguments)
@@ -222,8 +276,17 @@ def sweep(arguments: list[str]) -> None:
     spec = load_sweep(options.file, options.overrides)
     if options.storage:
         spec = dataclasses.replace(spec, storage=options.storage)
-    check_store(compose_config(list(spec.overrides)).tracking.uri)
+    tracking_uri = compose_config(list(spec.overrides)).tracking.uri
+    check_study_storage(spec.storage, tracking_uri)
+    check_store(tracking_uri)
     launcher = chosen_launcher(options, spec.launcher, spec.slurm, f"sweep-{spec.name}")
+    return options, spec, launcher
+
+
+def sweep(arguments: list[str]) -> None:
+    """`rnnlab sweep <file> [overrides] [--workers N] [--storage URL] [--launcher slurm]`."""
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    options, spec, launcher = check_sweep(arguments)
     study = sweep_and_report(spec, options.workers, launcher)
 
     from optuna.trial import TrialState
