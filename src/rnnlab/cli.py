@@ -50,12 +50,15 @@ commands:
   train [overrides]   train one run; `-m` sweeps comma lists (e.g. -m cell=lstm,gru)
   prepare [task ...]  fetch and build the embedded datasets (run by `make install`)
   sweep <file> [overrides] [--workers N] [--storage URL] [--launcher slurm]
-                      an Optuna search (sweeps/<name>.yaml); the same command resumes it
+                      an Optuna search (sweeps/<name>.yaml); the same command resumes it;
+                      the winner: conf/experiment/<study>_best.yaml (--output DIR: DIR/)
   paper EXPERIMENT [overrides] [--workers N] [--storage URL] [--launcher slurm]
                       run every configuration of conf/experiment/EXPERIMENT (resumable;
                       workers here, on other machines or SLURM share it), then report
-                      (--no-report: only run)
-  report EXPERIMENT   tables (Markdown, LaTeX) and figures in reports/EXPERIMENT/
+                      (--no-report: only run; --output DIR: where the report goes)
+  report EXPERIMENT [--output DIR]
+                      tables (Markdown, LaTeX) and figures in reports/EXPERIMENT/ of the
+                      working directory, or in DIR
   reproduce RUN_ID    retrain a recorded run from its records and compare the metrics
   evaluate RUN_ID     rescore a run's stored model on its test split, beside the logged metrics
   predict RUN_ID INPUT...
@@ -205,12 +208,33 @@ def add_worker_arguments(parser: argparse.ArgumentParser, storage_help: str) -> 
         parser.add_argument(flag, type=kind, default=None, help=f"slurm: {field.name}")
 
 
+# What a command writes goes under the working directory (or --output), never into rnnlab's
+# own folders, which an installed package's user need not own. Run from the project's
+# root, these are the folders they always were.
+REPORTS = Path("reports")  # reports/<experiment>/
+BEST_EXPERIMENTS = Path("conf") / "experiment"  # <study>_best.yaml
+
+
 def sweep_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="rnnlab sweep", description=USAGE_SWEEP)
     parser.add_argument("file", help="sweeps/<name>.yaml, or just <name>")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every trial")
     add_worker_arguments(parser, "Optuna storage URL; replaces the sweep file's")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=BEST_EXPERIMENTS,
+        help=f"folder of <study>_best.yaml (default: {BEST_EXPERIMENTS}/ here)",
+    )
     return parser
+
+
+def add_report_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"the report's folder (default: {REPORTS}/EXPERIMENT/ here)",
+    )
 
 
 def paper_parser() -> argparse.ArgumentParser:
@@ -219,7 +243,26 @@ def paper_parser() -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every point")
     add_worker_arguments(parser, "database the workers share the grid through")
     parser.add_argument("--no-report", action="store_true", help="only run the grid")
+    add_report_output(parser)
     return parser
+
+
+def report_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="rnnlab report", description="An experiment's tables and figures.")
+    parser.add_argument("experiment", help="a name in conf/experiment/")
+    parser.add_argument("overrides", nargs="*", help="tracking.uri=... to read another store")
+    add_report_output(parser)
+    return parser
+
+
+def check_output(folder: Path) -> None:
+    """`--output` (or its default) can be made and written, checked before any work: a
+    report after an hour's grid should not fail on a folder the user cannot write."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {folder}/: {existing} is not a folder this user can write")
 
 
 def check_workers(options: argparse.Namespace) -> None:
@@ -248,13 +291,14 @@ def sweep_and_report(
 ) -> optuna.Study:
     """Run (or resume) the sweep, then write its report to its parent run before that ends.
 
-    The best trial becomes `<best_folder>/<study>_best.yaml`, by default in conf/experiment/.
-    The report is called from here, not from experiments/: reports read experiments.
+    The best trial becomes `<best_folder>/<study>_best.yaml`, by default in conf/experiment/
+    of the working directory. The report is called from here, not from experiments/:
+    reports read experiments.
     """
     from rnnlab.experiments.sweep import sweep as run_sweep
     from rnnlab.reports.sweep_report import report
 
-    folder = best_folder or CONF_DIR / "experiment"
+    folder = best_folder or BEST_EXPERIMENTS
     return run_sweep(
         spec,
         workers,
@@ -273,6 +317,7 @@ def check_sweep(arguments: list[str]) -> tuple[argparse.Namespace, Sweep, Launch
 
     options = sweep_parser().parse_intermixed_args(arguments)
     check_workers(options)
+    check_output(options.output)
     spec = load_sweep(options.file, options.overrides)
     if options.storage:
         spec = dataclasses.replace(spec, storage=options.storage)
@@ -287,7 +332,7 @@ def sweep(arguments: list[str]) -> None:
     """`rnnlab sweep <file> [overrides] [--workers N] [--storage URL] [--launcher slurm]`."""
     logging.getLogger("absl").setLevel(logging.WARNING)
     options, spec, launcher = check_sweep(arguments)
-    study = sweep_and_report(spec, options.workers, launcher)
+    study = sweep_and_report(spec, options.workers, launcher, options.output)
 
     from optuna.trial import TrialState
 
@@ -309,6 +354,8 @@ def paper(arguments: list[str]) -> None:
         [options.experiment, *options.overrides], "paper EXPERIMENT [overrides] [--workers N]"
     )
     check_workers(options)
+    if not options.no_report:
+        check_output(options.output or REPORTS / name)
     launcher = chosen_launcher(options, "local", {}, f"paper-{name}")
     from rnnlab.experiments.paper import GridJob, run_experiment
 
@@ -321,16 +368,26 @@ def paper(arguments: list[str]) -> None:
     if counts["left"]:
         sys.exit(f"rnnlab: {counts['left']} point(s) left untrained: rerun the same command")
     if not options.no_report:
-        report([name, *overrides])
+        write_report(name, overrides, options.output)
 
 
 def report(arguments: list[str]) -> None:
-    name, overrides = name_and_overrides(arguments, "report EXPERIMENT [tracking.uri=...]")
+    options = report_parser().parse_intermixed_args(arguments)
+    name, overrides = name_and_overrides(
+        [options.experiment, *options.overrides], "report EXPERIMENT [tracking.uri=...]"
+    )
+    write_report(name, overrides, options.output)
+
+
+def write_report(name: str, overrides: list[str], output: Path | None) -> None:
+    """`rnnlab report`'s work, also the end of `rnnlab paper`."""
     uri = compose_config(overrides).tracking.uri
     check_store(uri)  # the report is logged to the store too
-    from rnnlab.reports.report import write_report
+    out = output or REPORTS / name
+    check_output(out)
+    from rnnlab.reports.report import write_report as write
 
-    out = write_report(name, uri)
+    out = write(name, uri, out)
     print(f"report written to {out}/ (table.md, table.tex, figures) and logged to MLflow")
 
 

@@ -18,7 +18,6 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
-from rnnlab.config import PROJECT_ROOT
 from rnnlab.experiments.grids import grid_facts
 from rnnlab.records import names
 from rnnlab.records.plots import (
@@ -288,11 +287,12 @@ def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
 
 
 def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> Path:
-    """Write reports/<name>/ (Markdown, LaTeX, PNG) and log it to MLflow as a report run."""
+    """Write the report (Markdown, LaTeX, PNG) into `out_dir`, by default reports/<name>/ of
+    the working directory, and log it to MLflow as a report run."""
     # Imports are long-lived: exempt them from garbage collection, which statsmodels' Holm
     # correction runs on every call (0.2 s each over MLflow's and matplotlib's objects).
     gc.freeze()
-    out = out_dir or PROJECT_ROOT / "reports" / name
+    out = out_dir or Path("reports") / name
     out.mkdir(parents=True, exist_ok=True)
     table, directions, metrics = collect(name, tracking_uri)
     (out / "table.md").write_text(markdown_table(table, directions, metrics))
