@@ -382,7 +382,7 @@ def report(arguments: list[str]) -> None:
 def write_report(name: str, overrides: list[str], output: Path | None) -> None:
     """`rnnlab report`'s work, also the end of `rnnlab paper`."""
     uri = compose_config(overrides).tracking.uri
-    check_store(uri)  # the report is logged to the store too
+    check_store(uri, existing=True)  # read for its runs; the report is logged there too
     out = output or REPORTS / name
     check_output(out)
     from rnnlab.reports.report import write_report as write
@@ -394,7 +394,7 @@ def write_report(name: str, overrides: list[str], output: Path | None) -> None:
 def reproduce(arguments: list[str]) -> None:
     run_id, overrides = name_and_overrides(arguments, "reproduce RUN_ID [tracking.uri=...]")
     uri = compose_config(overrides).tracking.uri
-    check_store(uri)  # the rerun is recorded there
+    check_store(uri, existing=True)  # the run is read there and the rerun recorded
     from rnnlab.training.reproduce import ReproduceError, comparison_table
     from rnnlab.training.reproduce import reproduce as reproduce_run
 
@@ -415,7 +415,7 @@ def stored_model_command(action):
         rest = [argument for argument in arguments[1:] if argument not in overrides]
         run_id, _ = name_and_overrides(arguments[:1] + overrides, f"{action.__name__} RUN_ID")
         uri = compose_config(overrides).tracking.uri
-        check_store(uri, write=False)  # only read
+        check_store(uri, write=False, existing=True)  # only read
         # Imported when the command runs, not when the table of commands is built: they
         # load MLflow and TFDS, seconds that every other command would pay for nothing.
         from rnnlab.tasks.datasets import DataNotPreparedError

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,14 +294,20 @@ def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> P
     # correction runs on every call (0.2 s each over MLflow's and matplotlib's objects).
     gc.freeze()
     out = out_dir or Path("reports") / name
+    table, directions, metrics = collect(name, tracking_uri)  # first: it may fail
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    table, directions, metrics = collect(name, tracking_uri)
-    (out / "table.md").write_text(markdown_table(table, directions, metrics))
-    (out / "table.tex").write_text(latex_table(table, directions, metrics))
-    images = figures(table, metrics, tracking_uri, out)
-    body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics)]
-    body += [f"\n![{image}]({image})\n" for image in images]
-    (out / "README.md").write_text("".join(body))
+    try:
+        (out / "table.md").write_text(markdown_table(table, directions, metrics))
+        (out / "table.tex").write_text(latex_table(table, directions, metrics))
+        images = figures(table, metrics, tracking_uri, out)
+        body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics)]
+        body += [f"\n![{image}]({image})\n" for image in images]
+        (out / "README.md").write_text("".join(body))
+    except BaseException:
+        if made:  # the folders this report made go with it: no half report is left
+            shutil.rmtree(made[-1], ignore_errors=True)
+        raise
     use_store(tracking_uri, "reports")
     with mlflow.start_run(run_name=name, tags={names.REPORT: name}):
         mlflow.log_artifacts(str(out), artifact_path=names.REPORT_FOLDER)
