@@ -36,7 +36,7 @@ from rnnlab.config import ConfigError, compose_config, group_choices
 IN_PROCESS = settings(
     database=None,
     deadline=None,
-    max_examples=100,
+    max_examples=80,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 # No shrinking: each step would start a process, and a derandomized failure is shown as is.

@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file
 
-USAGE = """usage: rnnlab <command> [options]
+USAGE = """usage: rnnlab <command> [options] [--verbose]
+
+--verbose shows the libraries' start-up notes (TensorFlow's, MLflow's), which are hidden.
 
 commands:
   train [overrides]   train one run; `-m` sweeps comma lists (e.g. -m cell=lstm,gru)
@@ -497,7 +499,20 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console command; `argv` given (a test, a library) runs it without the stderr
+    filter, which would take over the calling process's fd 2."""
     arguments = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" in arguments:
+        arguments = [argument for argument in arguments if argument != "--verbose"]
+        os.environ["RNNLAB_VERBOSE"] = "1"  # for the workers this command starts, too
+    if os.environ.get("RNNLAB_VERBOSE") != "1":
+        # Before MLflow loads: its INFO lines (`Creating initial MLflow database tables`)
+        # are notes on its own work. A user's own setting wins.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        if argv is None:
+            from rnnlab.chatter import quiet_stderr
+
+            quiet_stderr()
     if not arguments or arguments[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return
