@@ -409,13 +409,15 @@ def reproduce(arguments: list[str]) -> None:
     print(comparison_table(compared))
 
 
-def stored_model_command(action):
-    """Run `action(run_id, tracking_uri, rest)` with its errors as one line each."""
+def stored_model_command(action, check_rest):
+    """Run `action(run_id, tracking_uri, rest)` with its errors as one line each, once
+    `check_rest(rest)` has checked the other arguments: the cheapest checks come first."""
 
     def command(arguments: list[str]) -> None:
         overrides = [argument for argument in arguments[1:] if argument.startswith("tracking.")]
         rest = [argument for argument in arguments[1:] if argument not in overrides]
         run_id, _ = name_and_overrides(arguments[:1] + overrides, f"{action.__name__} RUN_ID")
+        check_rest(rest)
         uri = compose_config(overrides).tracking.uri
         check_store(uri, write=False, existing=True)  # only read
         # Imported when the command runs, not when the table of commands is built: they
@@ -431,12 +433,15 @@ def stored_model_command(action):
     return command
 
 
+def check_evaluate_arguments(rest: list[str]) -> None:
+    if rest:
+        raise ConfigError("usage: rnnlab evaluate RUN_ID [tracking.uri=...]")
+
+
 def evaluate(run_id: str, tracking_uri: str, rest: list[str]) -> None:
     from rnnlab.training.evaluate import evaluate as evaluate_run
     from rnnlab.training.evaluate import evaluation_table
 
-    if rest:
-        raise ConfigError("usage: rnnlab evaluate RUN_ID [tracking.uri=...]")
     print(evaluation_table(evaluate_run(run_id, tracking_uri)))
 
 
@@ -459,7 +464,6 @@ def check_predict_inputs(inputs: list[str]) -> None:
 
 
 def predict(run_id: str, tracking_uri: str, rest: list[str]) -> None:
-    check_predict_inputs(rest)
     from rnnlab.training.evaluate import predict as predict_inputs
 
     print("\n".join(predict_inputs(run_id, tracking_uri, rest)))
@@ -491,8 +495,8 @@ COMMANDS = {
     "paper": paper,
     "report": report,
     "reproduce": reproduce,
-    "evaluate": stored_model_command(evaluate),
-    "predict": stored_model_command(predict),
+    "evaluate": stored_model_command(evaluate, check_evaluate_arguments),
+    "predict": stored_model_command(predict, check_predict_inputs),
     "native": native,
     "info": info,
 }
