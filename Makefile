@@ -46,8 +46,8 @@ sweep: ## run or resume sweeps/$(SWEEP).yaml (WORKERS=2 uses both cores, ARGS=ov
 dashboard: ## optuna-dashboard on the sweeps' storage, http://$(HOST):8080
 	$(VENV)/bin/optuna-dashboard $(STUDY_STORAGE) --host $(HOST) --port 8080
 
-postgres: ## start a local PostgreSQL on 127.0.0.1 (data in POSTGRES_DIR) and print its URL
-	@scripts/local_postgres.sh start $(POSTGRES_DIR)
+postgres: ## start a local PostgreSQL on 127.0.0.1 with a password (data in POSTGRES_DIR) and print its URL
+	@scripts/local_postgres.sh start $(POSTGRES_DIR) --password
 
 slurm: ## start a single-node SLURM cluster on this machine (root; data in SLURM_DIR); export what it prints
 	@echo "export SLURM_CONF=$$(scripts/local_slurm.sh start $(SLURM_DIR))"

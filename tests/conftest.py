@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Hypothesis keeps caches (and, unless a test says database=None, its examples) in
+# .hypothesis/ of the working directory: out of the tree, in the system's temporary folder.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "rnnlab-hypothesis")
+)
 
 from rnnlab.config import compose_config  # noqa: E402
 

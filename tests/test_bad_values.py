@@ -129,6 +129,20 @@ def test_predict_inputs_are_checked_one_by_one(inputs, message):
         (["optimizer.learning_rate=0"], "optimizer.learning_rate must be a positive number"),
         (["optimizer.learning_rate=true"], "optimizer.learning_rate must be a positive number"),
         (["trainer.epochz=3"], "Could not override 'trainer.epochz'. Key 'epochz' is not in"),
+        # Found by tests/test_fuzz_inputs.py: each trained first, or was a traceback.
+        (["~cell"], "cell is missing; a run needs one"),
+        (["~trainer"], "trainer is missing; a run needs one"),
+        (["task.metric=f1"], "task.metric: task sentiment logs no test_f1; choose one of: loss"),
+        (["task=translation", "task.validation_metric=bleu"], "task.validation_metric: task"),
+        (["task=adding", "task.metric=accuracy"], "task adding logs no test_accuracy"),
+        (["cell._target_=0"], "cell._target_ must be a dotted import path such as"),
+        (
+            ["optimizer._target_=keras.optimizers.Nope"],
+            "optimizer._target_=keras.optimizers.Nope: keras.optimizers has no 'Nope'",
+        ),
+        (["cell._target_=keras.layers.GRUcell"], "did you mean keras.layers.GRUCell"),
+        (["cell._target_=keras.layers"], "names a module, not a class or function in it"),
+        (["optimizer._target_=torchh.optim.Adam"], "no module named 'torchh' is installed"),
     ],
 )
 def test_compose_config_rejects_a_bad_value_in_one_line(overrides, message):
@@ -146,6 +160,12 @@ def test_compose_config_rejects_a_bad_value_in_one_line(overrides, message):
         ["task.max_examples=1"],
         ["cell.dropout=0.5"],
         ["task=translation", "task.samples=0", "task.dictionary_phrases=0"],
+        ["task=translation", "task.metric=token_accuracy"],
+        ["task.metric=loss"],
+        # A module that makes names at import time (TensorFlow's lazy `keras`) is not judged
+        # by its source: Hydra imports it after TensorFlow loads.
+        ["optimizer._target_=tensorflow.keras.optimizers.Adam"],
+        ["optimizer._target_=keras.src.optimizers.sgd.SGD"],
     ],
 )
 def test_the_edges_of_each_range_are_accepted(overrides):
@@ -168,3 +188,34 @@ def test_a_failed_instantiation_keeps_its_root_cause_in_the_line():
     line = one_line(error.value)
     assert line.startswith("Error in call to target 'collections.OrderedDict': TypeError: ")
     assert "\n" not in line and len(line) > len("Error in call to target 'x': TypeError: ")
+
+
+def test_what_the_user_typed_is_quoted_on_one_line():
+    """An error quoting a newline the user typed (an override, a sweep file's key) escapes it."""
+    from rnnlab.config import check_overrides
+
+    with pytest.raises(ConfigError) as error:
+        check_overrides(["cell='ls\ntm'"])
+    assert str(error.value).startswith("unknown cell 'ls\\ntm'; choose one of:")
+    with pytest.raises(ConfigError) as error:
+        check_overrides(["seed=\x00"])
+    assert str(error.value).startswith("cannot parse the override 'seed=\\x00': quote a value")
+
+
+def test_no_target_is_imported_to_check_it():
+    """The targets are read from their modules' source: TensorFlow stays unloaded."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from rnnlab.config import compose_config\n"
+            "for cell in ('lstm', 'indrnn', 'lru'):\n"
+            "    compose_config([f'cell={cell}'])\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.split() == ["False", "False"], result.stderr

@@ -59,3 +59,4 @@ def test_missing_data_is_one_line_telling_to_run_make_install(tmp_path, tiny_ove
     assert last_line.startswith("rnnlab: dataset 'rotten_tomatoes_snippets' is not prepared")
     assert last_line.endswith("run `make install`")
     assert not (tmp_path / "mlflow.db").exists(), "no run is opened without data"
+    assert list(tmp_path.iterdir()) == [], "hydra.main's outputs/ is removed on a failure"

@@ -15,7 +15,7 @@ import rnnlab
 
 PACKAGE = Path(rnnlab.__file__).parent
 FLOORS = [  # top first
-    {"cli", "info"},
+    {"cli", "info", "chatter"},
     {"reports"},
     {"experiments"},
     {"training"},

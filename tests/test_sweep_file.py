@@ -250,7 +250,7 @@ def test_the_metric_table_matches_the_metrics_each_task_compiles():
     TensorFlow loads: a task that changes its metrics must change the table too."""
     import importlib
 
-    from rnnlab.experiments.sweep_file import TASK_KERAS_METRICS
+    from rnnlab.config import TASK_KERAS_METRICS
     from rnnlab.tasks import TASK_MODULES
 
     compiled = {}

@@ -7,6 +7,7 @@ identity needs. One module per job:
 - `compose`: Hydra's composition, and an experiment's settings for one task;
 - `fast_overrides`: many compositions at once, as Hydra would make them;
 - `schemas`: types and ranges of every group's keys, one line per mistake;
+- `targets`: a `_target_` checked against its module's source, without importing it;
 - `identity`: the config hash that identifies what a run computes;
 - `migrations`: the one table of layout changes, for the hash and for stored configs.
 
@@ -31,7 +32,13 @@ from rnnlab.config.fast_overrides import (
 from rnnlab.config.files import CONF_DIR, PROJECT_ROOT, check_overrides, group_choices
 from rnnlab.config.identity import NOT_HASHED, cell_name, config_hash
 from rnnlab.config.migrations import MIGRATIONS, migrate_stored, stored_before
-from rnnlab.config.schemas import PRECISIONS, SCHEMAS, TASK_SCHEMAS, validate
+from rnnlab.config.schemas import (
+    PRECISIONS,
+    SCHEMAS,
+    TASK_KERAS_METRICS,
+    TASK_SCHEMAS,
+    validate,
+)
 
 __all__ = [
     "CONF_DIR",
@@ -40,6 +47,7 @@ __all__ = [
     "PRECISIONS",
     "PROJECT_ROOT",
     "SCHEMAS",
+    "TASK_KERAS_METRICS",
     "TASK_SCHEMAS",
     "ConfigError",
     "cell_name",

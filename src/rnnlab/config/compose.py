@@ -36,15 +36,15 @@ def compose_unresolved(overrides: list[str] | tuple[str, ...]) -> DictConfig:
         raise ConfigError(one_line(error)) from None
 
 
-def check_first_point(overrides: list[str], multirun: bool = False) -> None:
-    """Compose the first configuration of a `train` command line (the first value of each
-    sweep list): an unknown key fails here in one line, not in Hydra's seven after
-    `hydra.main` parsed it, and so does a list without `multirun` (-m). Hydra's own settings
-    (`hydra.*`) are hydra.main's to check."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as error:
-        raise ConfigError(one_line(error)) from None
+def check_first_point(
+    overrides: list[str], multirun: bool = False, validated: bool = True
+) -> DictConfig:
+    """The first configuration of a `train` command line (the first value of each sweep
+    list), composed as `rnnlab train` runs it and validated: an unknown key or a bad value
+    fails here in one line, before `hydra.main` has made its output folder, and so does a
+    list without `multirun` (-m). Hydra's own settings (`hydra.*`) are hydra.main's to check.
+    `validated=False` only composes (`--cfg job` prints a config as it is)."""
+    parsed = files.parse_overrides(overrides)
     first = []
     for override in parsed:
         if override.key_or_group.startswith("hydra.") or override.key_or_group == "hydra":
@@ -61,7 +61,11 @@ def check_first_point(overrides: list[str], multirun: bool = False) -> None:
                 continue
             text = f"{override.get_key_element()}={value}"
         first.append(text)
-    compose_unresolved(first)
+    cfg = compose_unresolved(first)
+    if validated:
+        cfg = with_experiment_task_overrides(cfg, first)
+        validate(cfg)
+    return cfg
 
 
 def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:

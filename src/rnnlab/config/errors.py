@@ -4,7 +4,21 @@ from __future__ import annotations
 
 
 class ConfigError(ValueError):
-    """A config mistake, reported to the user as one line."""
+    """A config mistake, reported to the user as one line.
+
+    Its text often quotes what the user typed, which may hold a newline (an override, a key
+    of a sweep file): such characters are shown escaped (`\\n`), so the line stays one.
+    """
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
+
+
+def printable(text: str) -> str:
+    """text with each character that is not printable (newlines, tabs, NUL) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def require(condition: bool, message: str) -> None:

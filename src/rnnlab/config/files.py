@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 
 from rnnlab.config.errors import ConfigError
@@ -28,13 +29,33 @@ def is_group(key: str) -> bool:
     return (CONF_DIR / key).is_dir()
 
 
+def parse_overrides(overrides: list[str]) -> list[Override]:
+    """Hydra's parse of command-line overrides; a malformed one is one line naming it.
+
+    Hydra's own first line for a character its grammar does not take is the lexer's name
+    and the override (`LexerNoViableAltException: task=é`), its hint two lines below.
+    """
+    parser = OverridesParser.create()
+    try:
+        return parser.parse_overrides(list(overrides))
+    except HydraException as error:
+        line = (str(error).splitlines() or [""])[0]
+    if not line.startswith("LexerNoViableAltException"):
+        raise ConfigError(line)
+    for text in overrides:  # which one: the lexer's line may be cut by a newline in it
+        try:
+            parser.parse_overrides([text])
+        except HydraException:
+            raise ConfigError(
+                f"cannot parse the override '{text}': quote a value with spaces or symbols "
+                "(key='...'); grammar: https://hydra.cc/docs/advanced/override_grammar/basic/"
+            ) from None
+    raise ConfigError(line)
+
+
 def check_overrides(overrides: list[str]) -> None:
     """Reject an unknown group choice such as `cell=foo`, naming the allowed ones."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as error:
-        raise ConfigError(str(error).splitlines()[0]) from None
-    for override in parsed:
+    for override in parse_overrides(overrides):
         group = override.key_or_group
         if override.is_delete() or not is_group(group):
             continue

@@ -14,10 +14,33 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnlab.config.errors import ConfigError, require
+from rnnlab.config.targets import check_target
 
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies
 DIRECTIONS = ("maximize", "minimize")
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy's and Keras's seeding accept
+REQUIRED_GROUPS = ("task", "cell", "optimizer")  # the groups without a schema of their own
+
+
+# The Keras metrics each task compiles (its `metrics` property), which every epoch logs as
+# val_<name> beside val_loss and the test split as test_<name>: what task.metric may name, and
+# the scores a sweep can rank trials by. They live in the task modules, which import
+# TensorFlow, so they are restated here for the checks that run before it loads;
+# tests/test_sweep_file.py holds this table equal to the tasks'.
+TASK_KERAS_METRICS = {
+    "sentiment": ("accuracy",),
+    "adding": (),
+    "copy_memory": ("accuracy",),
+    "selective_copying": ("accuracy",),
+    "associative_recall": ("accuracy",),
+    "forecasting": ("mae", "rmse"),
+    "series_classification": ("accuracy",),
+    "translation": ("token_accuracy",),
+    "captioning": ("token_accuracy",),
+}
+# Scores only the whole test split gives (decoding it): a headline, never a validation score,
+# so such a task names a validation_metric to pick its tested epoch by.
+TEST_ONLY_METRICS = {"translation": ("bleu",), "captioning": ("bleu",)}
 
 
 # Ranges as field metadata, checked by check_ranges: `length: int = field(metadata=SIZE)`.
@@ -373,6 +396,8 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
         raise ConfigError(str(error).splitlines()[0]) from None
+    for key in (*REQUIRED_GROUPS, *SCHEMAS, "seed"):  # `~cell` deletes a group
+        require(key in cfg, f"{key} is missing; a run needs one (conf/config.yaml's defaults)")
     for group, schema in SCHEMAS.items():
         check_against(schema, cfg[group], group)
     # A task outside the registry's files is reported by the registry, by name.
@@ -384,8 +409,12 @@ def validate(cfg: DictConfig) -> None:
             cfg.task.get("direction") in DIRECTIONS,
             f"task.direction must be maximize or minimize, got {cfg.task.get('direction')}",
         )
+    check_metric(cfg.task)
     for key in ("_target_", "units"):
         require(key in cfg.cell, f"cell needs a '{key}' key (see conf/cell/lstm.yaml)")
+    for group in ("cell", "optimizer"):
+        for key, target in targets_in(cfg[group], group):
+            check_target(key, target)
     require(
         isinstance(cfg.cell.units, int) and cfg.cell.units >= 1,
         f"cell.units must be a positive integer, got {cfg.cell.units}",
@@ -415,3 +444,36 @@ def validate(cfg: DictConfig) -> None:
         "experiment_task_overrides is now per_task, with nested keys: "
         "per_task: {copy_memory: {task: {delay: 20}}} (see conf/experiment/smoke.yaml)",
     )
+
+
+def check_metric(task: DictConfig) -> None:
+    """task.metric is a score the task logs on its test split, and the score that picks the
+    tested epoch (validation_metric, else the metric) one it logs every epoch: `task.metric=f1`
+    trained to the end and then failed on a missing test_f1."""
+    if task.name not in TASK_KERAS_METRICS:
+        return  # a task outside the registry is reported by the registry, by name
+    scores = ["loss", *TASK_KERAS_METRICS[task.name]]
+    headlines = [*scores, *TEST_ONLY_METRICS.get(task.name, ())]
+    require(
+        task.metric in headlines,
+        f"task.metric: task {task.name} logs no test_{task.metric}; "
+        f"choose one of: {', '.join(headlines)}",
+    )
+    selection = task.get("validation_metric")
+    key = "task.validation_metric" if selection else "task.metric"
+    require(
+        (selection or task.metric) in scores,
+        f"{key}: task {task.name} logs no val_{selection or task.metric} every epoch to pick the "
+        f"tested epoch by; choose one of: {', '.join(scores)}",
+    )
+
+
+def targets_in(node: Any, path: str) -> list[tuple[str, Any]]:
+    """Every `_target_` in a config node (a cell's initializers have their own), by key."""
+    if isinstance(node, DictConfig):
+        found = [(f"{path}._target_", node["_target_"])] if "_target_" in node else []
+        for key, value in node.items():
+            if key != "_target_":
+                found += targets_in(value, f"{path}.{key!s}")
+        return found
+    return []

@@ -19,6 +19,7 @@ accounting (like the local test cluster, scripts/local_slurm.sh) have no `sacct`
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from rnnlab.config import ConfigError
 
 LOGS = Path("logs") / "slurm"  # each job's stdout and stderr: logs/slurm/<name>/<job id>_0_log.*
 POLL_SECONDS = 2.0
+CONTROLLER_SECONDS = 10.0  # a controller answers sinfo in well under a second
 
 
 class Launcher(Protocol):
@@ -102,6 +104,22 @@ class SlurmLauncher:
     def __init__(self, settings: dict[str, Any], name: str) -> None:
         self.options = SlurmOptions.from_mapping(settings, "command line")
         self.name = name
+        # Checked before the command makes its study or grid: without it, those were made
+        # and then the submission failed.
+        if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+            raise ConfigError("--launcher slurm needs SLURM's sbatch and sinfo on PATH")
+        try:
+            answer = subprocess.run(
+                ["sinfo", "--noheader"], capture_output=True, text=True, timeout=CONTROLLER_SECONDS
+            )
+        except subprocess.TimeoutExpired:
+            raise ConfigError(
+                f"--launcher slurm: SLURM's controller did not answer sinfo in "
+                f"{CONTROLLER_SECONDS:g} s"
+            ) from None
+        if answer.returncode != 0:
+            last = (answer.stderr.strip().splitlines() or ["no reason given"])[-1]
+            raise ConfigError(f"--launcher slurm: sinfo cannot reach the controller: {last}")
 
     def executor(self):
         import submitit

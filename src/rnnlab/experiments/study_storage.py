@@ -25,14 +25,66 @@ from sqlalchemy.engine import make_url
 from rnnlab.config import ConfigError, compose_config
 from rnnlab.experiments import search_algorithms
 from rnnlab.experiments.objective import INTERRUPTED_ATTR
-from rnnlab.experiments.sweep_file import Sweep
+from rnnlab.experiments.sweep_file import DEFAULT_STORAGE, Sweep
 from rnnlab.locks import exclusive
 from rnnlab.records import names
+from rnnlab.records.store_access import StoreUnreachableError, check_store
 
 # Heartbeats and retries are "experimental" in Optuna since 2.x; they are what resume relies on.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 STALE_REASON = "its worker stopped sending heartbeats (killed?); retried as a new trial"
+
+
+# The databases Optuna's RDBStorage is tested on; SQLAlchemy names each by its dialect.
+STORAGE_DIALECTS = ("sqlite", "postgresql", "mysql")
+
+
+def check_study_storage(url: str, tracking_uri: str) -> None:
+    """A storage URL Optuna can open, checked before any study or run exists: a database
+    URL of a known dialect, not the tracking store's database (Optuna's and MLflow's
+    migrations both keep an `alembic_version` table: one failed on the other's), then the
+    same checks as a tracking store (a SQLite file that is a database and can be written, a
+    server that answers). `storage: nonsense` was a 40-line SQLAlchemy traceback after MLflow
+    had loaded."""
+    from sqlalchemy.exc import ArgumentError
+
+    shown = without_password(url) if "://" in url else repr(url)
+    try:
+        dialect = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError):
+        dialect = ""
+    if dialect not in STORAGE_DIALECTS:
+        raise ConfigError(
+            f"study storage {shown} is no database URL Optuna opens; use sqlite:///PATH or "
+            "postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        )
+    if same_database(url, tracking_uri):
+        raise ConfigError(
+            f"study storage {shown} is the tracking store's database: give the study its "
+            f"own (the default is {DEFAULT_STORAGE})"
+        )
+    try:
+        check_store(url)
+    except StoreUnreachableError as error:
+        raise ConfigError(str(error).replace("tracking store", "study storage", 1)) from None
+
+
+def same_database(url: str, tracking_uri: str) -> bool:
+    """Whether two URLs name one database: a SQLite file by its resolved path, any other
+    by its URL without the driver (`postgresql+psycopg://` is `postgresql://`)."""
+    if url.startswith("sqlite:///") and tracking_uri.startswith("sqlite:///"):
+        paths = [u.removeprefix("sqlite:///") for u in (url, tracking_uri)]
+        if {"", ":memory:"} & set(paths):  # each in-memory database is its own
+            return False
+        return Path(paths[0]).resolve() == Path(paths[1]).resolve()
+    try:
+        first_url, second_url = make_url(url), make_url(tracking_uri)
+    except Exception:  # a tracking URI need not be a database URL (http://, a folder)
+        return False
+    return first_url.set(drivername=first_url.get_backend_name()) == second_url.set(
+        drivername=second_url.get_backend_name()
+    )
 
 
 def storage_for(sweep: Sweep) -> RDBStorage:

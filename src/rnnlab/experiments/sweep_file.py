@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from rnnlab.config import (
     CONF_DIR,
     PROJECT_ROOT,
+    TASK_KERAS_METRICS,
     ConfigError,
     compose_config,
     compose_many,
@@ -43,21 +44,6 @@ COST_METRICS = {
     "n_params_recurrent": "minimize",
     "epoch_seconds": "minimize",
     "samples_per_second": "maximize",
-}
-# The Keras metrics each task compiles (its `metrics` property), which every epoch logs as
-# val_<name> beside val_loss: the scores a sweep can rank trials by. They live in the task
-# modules, which import TensorFlow, so they are restated here for the check that runs before
-# it loads; tests/test_sweep_file.py holds this table equal to the tasks'.
-TASK_KERAS_METRICS = {
-    "sentiment": ("accuracy",),
-    "adding": (),
-    "copy_memory": ("accuracy",),
-    "selective_copying": ("accuracy",),
-    "associative_recall": ("accuracy",),
-    "forecasting": ("mae", "rmse"),
-    "series_classification": ("accuracy",),
-    "translation": ("token_accuracy",),
-    "captioning": ("token_accuracy",),
 }
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"  # beside MLflow's store, in its own file
 KEYS = {

@@ -74,15 +74,19 @@ def printable(uri: str) -> str:
     return uri.replace(f":{password}@", ":***@") if password else uri or repr(uri)
 
 
-def check_store(uri: str, *, write: bool = True) -> None:
+def check_store(uri: str, *, write: bool = True, existing: bool = False) -> None:
     """Raise StoreUnreachableError unless the store at `uri` answers (a server) or can be
     written (a SQLite file or a folder; `write=False` when a command only reads), within a
-    few seconds. Creates nothing."""
+    few seconds. `existing=True` when the command reads runs it needs: a local store that is
+    not there is a mistyped path, not a store to make (MLflow would make an empty one).
+    Creates nothing."""
     scheme = urlsplit(uri).scheme.split("+", 1)[0] if "://" in uri else ""
     if not uri.strip():
         raise StoreUnreachableError(uri, "the URI is empty; set tracking.uri")
     if uri.split(":", 1)[0] in OTHER_SCHEMES:  # `databricks` alone is such a URI too
         return
+    if existing:
+        check_exists(uri, scheme)
     if scheme in ("http", "https"):
         check_server(uri)
         for name, value in HTTP_DEFAULTS.items():
@@ -107,6 +111,21 @@ def check_store(uri: str, *, write: bool = True) -> None:
             uri,
             f"unknown scheme '{uri.split(':', 1)[0]}'; use sqlite:///PATH, http(s)://HOST:PORT, "
             "postgresql://..., or a folder",
+        )
+
+
+def check_exists(uri: str, scheme: str) -> None:
+    """A SQLite file or a folder store is there (servers hold theirs)."""
+    if scheme == "sqlite" and ":///" in uri:
+        path = uri.split(":///", 1)[1]
+        local = None if path in ("", ":memory:") else Path(path)
+    elif scheme == "file" or (not scheme and ":" not in uri.split("/", 1)[0]):
+        local = Path(urlsplit(uri).path if scheme else uri)
+    else:
+        return
+    if local is not None and not local.exists():
+        raise StoreUnreachableError(
+            uri, f"{local} does not exist (a mistyped path? `rnnlab train` makes a store)"
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.config import PROJECT_ROOT, ConfigError, compose_config
+from rnnlab.config import ConfigError, compose_config
 from rnnlab.experiments.grids import grid_facts
 from rnnlab.experiments.paper import default_claims_storage
 from rnnlab.experiments.tuning import caption, chosen_values, tune_block, tuned_overrides
@@ -405,23 +406,30 @@ def figures(table, metrics, tracking_uri: str, out: Path) -> list[str]:
 
 
 def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> Path:
-    """Write reports/<name>/ (Markdown, LaTeX, PNG) and log it to MLflow as a report run."""
+    """Write the report (Markdown, LaTeX, PNG) into `out_dir`, by default reports/<name>/ of
+    the working directory, and log it to MLflow as a report run."""
     # Imports are long-lived: exempt them from garbage collection, which statsmodels' Holm
     # correction runs on every call (0.2 s each over MLflow's and matplotlib's objects).
     gc.freeze()
-    out = out_dir or PROJECT_ROOT / "reports" / name
-    out.mkdir(parents=True, exist_ok=True)
-    tuning, tuned = tuning_section(name, tracking_uri)
+    out = out_dir or Path("reports") / name
+    tuning, tuned = tuning_section(name, tracking_uri)  # first: these may fail
     table, directions, metrics = collect(name, tracking_uri, tuned)
-    (out / "table.md").write_text(markdown_table(table, directions, metrics))
-    (out / "table.tex").write_text(latex_table(table, directions, metrics))
-    overall, diagrams = across_tasks_section(table, directions, metrics, out)
-    claims = claims_section(name, tracking_uri, table, directions, tuned)
-    images = figures(table, metrics, tracking_uri, out)
-    body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics), tuning]
-    body += [claims, overall]
-    body += [f"\n![{image}]({image})\n" for image in [*diagrams, *images]]
-    (out / "README.md").write_text("".join(body))
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "table.md").write_text(markdown_table(table, directions, metrics))
+        (out / "table.tex").write_text(latex_table(table, directions, metrics))
+        overall, diagrams = across_tasks_section(table, directions, metrics, out)
+        claims = claims_section(name, tracking_uri, table, directions, tuned)
+        images = figures(table, metrics, tracking_uri, out)
+        body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics), tuning]
+        body += [claims, overall]
+        body += [f"\n![{image}]({image})\n" for image in [*diagrams, *images]]
+        (out / "README.md").write_text("".join(body))
+    except BaseException:
+        if made:  # the folders this report made go with it: no half report is left
+            shutil.rmtree(made[-1], ignore_errors=True)
+        raise
     entries = {
         (row, column): (metrics[row], cell.runs)
         for row, cells in table.items()

@@ -1,10 +1,11 @@
 """What a finished sweep leaves in its MLflow parent run, and the winner as a Hydra experiment.
 
 The parent run gets the best value and params, trial counts, Optuna's plots (one HTML page
-that works offline), the fANOVA importances as a table, and
-`conf/experiment/<study>_best.yaml`, so the winner retrains with
-`rnnlab train experiment=<study>_best`. A multi-objective sweep has no single winner: its
-parent run gets the Pareto front instead, as a table, a PNG and Optuna's plot.
+that works offline), the fANOVA importances as a table, and `<study>_best.yaml`, also
+written to conf/experiment/ of the working directory (or `--output`), so that, run from the
+project's root, the winner retrains with `rnnlab train experiment=<study>_best`. A
+multi-objective sweep has no single winner: its parent run gets the Pareto front instead,
+as a table, a PNG and Optuna's plot.
 """
 
 from __future__ import annotations
@@ -107,15 +108,21 @@ def log_best_trial_test(client: MlflowClient, run_id: str, best, metric: str) ->
 
 
 def write_best_experiment(study: optuna.Study, sweep: Sweep, folder: Path) -> Path:
+    """`<folder>/<study>_best.yaml`. In rnnlab's conf/experiment/ (a sweep run from the
+    project's root) it retrains by name; elsewhere its header says where to put it first."""
     best = study.best_trial
     name = f"{sweep.name}_best"
+    retrain = f"rnnlab train experiment={name}"
+    if folder.resolve() != (CONF_DIR / "experiment").resolve():
+        retrain = f"copy it into {CONF_DIR / 'experiment'}/, then {retrain}"
     header = (
         f"# Trial {best.number} of sweep '{sweep.name}': val_{sweep.metric} {best.value:.4f}.\n"
-        f"# Written by `rnnlab sweep {sweep.source}`; retrain: rnnlab train experiment={name}\n"
+        f"# Written by `rnnlab sweep {sweep.source}`; retrain: {retrain}\n"
     )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
     path.write_text(best_experiment(sweep, best.params, header))
+    print(f"the best trial as an experiment: {path} (retrain: {retrain})", flush=True)
     return path
 
 
