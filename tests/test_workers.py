@@ -17,6 +17,7 @@ from rnnlab import cli
 from rnnlab.config import PROJECT_ROOT, ConfigError
 from rnnlab.experiments import launchers, paper, sweep, workers
 from rnnlab.experiments.launchers import LocalLauncher, SlurmOptions, job_problem, launcher_for
+from rnnlab.experiments.tuning import work_studies
 from rnnlab.records import names
 from rnnlab.records.tracking import recurrence_tags
 from rnnlab.recurrence import layer as recurrence_layer
@@ -205,15 +206,21 @@ def recording_launcher(monkeypatch):
     return RecordingLauncher.calls
 
 
-def test_rnnlab_paper_hands_its_workers_to_the_launcher_named(tmp_path, recording_launcher):
+@pytest.mark.parametrize("tuned", [False, True])
+def test_rnnlab_paper_hands_its_workers_to_the_launcher_named(tmp_path, recording_launcher, tuned):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    arguments = ["smoke", f"tracking.uri={uri}", "--launcher", "recording", "--workers", "3"]
+    overrides = [f"tracking.uri={uri}", *([] if tuned else ["tune=null"])]
+    arguments = ["smoke", *overrides, "--launcher", "recording", "--workers", "3"]
     with pytest.raises(SystemExit) as exited:
         cli.main(["paper", *arguments, "--jobs", "5", "--storage", f"sqlite:///{tmp_path}/c.db"])
     assert str(exited.value) == "rnnlab: 8 point(s) left untrained: rerun the same command"
     [(name, settings, target, args, count)] = recording_launcher
-    assert (name, settings, target, count) == ("paper-smoke", {"jobs": 5}, paper.work, 3)
-    assert (args[0].name, args[0].overrides) == ("smoke", [f"tracking.uri={uri}"])
+    if tuned:  # the entries' studies come first; none ran here, so no grid point is trained
+        assert (name, settings, target, count) == ("paper-smoke", {"jobs": 5}, work_studies, 3)
+        assert len(args[0]) == 4 and all(spec.n_trials == 2 for spec in args[0])
+    else:
+        assert (name, settings, target, count) == ("paper-smoke", {"jobs": 5}, paper.work, 3)
+        assert (args[0].name, args[0].overrides) == ("smoke", overrides)
 
 
 def test_rnnlab_sweep_takes_the_launcher_its_file_names(tmp_path, recording_launcher):

@@ -140,7 +140,23 @@ def use_store(uri: str, experiment: str) -> None:
     current = mlflow.set_experiment(experiment)
     for key, value in EXPERIMENT_KIND.items():
         if current.tags.get(key) != value:
-            client.set_experiment_tag(current.experiment_id, key, value)
+            set_experiment_tag_past_a_race(client, current.experiment_id, key, value)
+
+
+def set_experiment_tag_past_a_race(
+    client: mlflow.MlflowClient, experiment_id: str, key: str, value: str
+) -> None:
+    """`set_experiment_tag`, tried again once if another worker set it at the same moment.
+
+    MLflow's database store looks the tag up, then inserts it when absent: two SLURM jobs
+    starting on a new experiment in PostgreSQL both inserted, and one failed its unique key
+    before training anything. The second try finds the row and updates it."""
+    try:
+        client.set_experiment_tag(experiment_id, key, value)
+    except MlflowException as error:
+        if not any(text in str(error) for text in DUPLICATE_KEY):
+            raise
+        client.set_experiment_tag(experiment_id, key, value)
 
 
 def artifacts_beside(uri: str, experiment: str) -> str | None:
