@@ -20,3 +20,15 @@ def test_configure_threads_keeps_pools_already_chosen(monkeypatch):
     assert calls == []  # a sweep worker's share stays
     threads.configure_threads(cores=1)
     assert calls == [("intra", 1), ("inter", 1)]
+
+
+def test_a_batch_is_split_into_two_shards_per_thread_or_one_for_a_single_thread(monkeypatch):
+    """Two shards per inter-op thread, so a thread whose core is busy hands one over."""
+    for inter_op, shards in ((2, 4), (3, 6), (1, 1)):
+        monkeypatch.setattr(
+            tf.config.threading, "get_inter_op_parallelism_threads", lambda: inter_op
+        )
+        assert threads.parallel_shards() == shards
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 0)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    assert threads.parallel_shards() == 4  # TensorFlow's default pool: one thread per core
