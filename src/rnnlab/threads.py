@@ -34,9 +34,15 @@ def configure_threads(cores: int | None = None) -> None:
         pass
 
 
-def parallel_shards() -> int:
-    """How many row shards a recurrence splits a batch into: two per inter-op thread (else
-    per core), one where there is a single thread.
+# Row shards per inter-op thread, by how a recurrence runs: rnnlab's native ops (a shard
+# costs little more than its rows), or TensorFlow's graph loop (a shard is a loop of ~25
+# small ops a step, each paying dispatch: 4 shards took 15% more CPU than 2 on 2 cores).
+SHARDS_PER_THREAD = {"native": 2, "graph": 1}
+
+
+def parallel_shards(route: str = "native") -> int:
+    """How many row shards a recurrence splits a batch into: for rnnlab's native ops two
+    per inter-op thread (else per core), for the graph loop one; one for a single thread.
 
     The shards of a step are independent ops (or, for the scans, pieces one op hands out),
     and every thread takes the next one as soon as it is free. With one shard per thread, a
@@ -44,10 +50,10 @@ def parallel_shards() -> int:
     whole step runs at that core's share (an LSTM's epochs flipped between ~2.7 s and ~5 s
     on a 2-core machine shared with other jobs); with two per thread, the free thread takes
     the other core's second one. Measured on 2 cores with a process taking half of one:
-    epochs 2.3× faster with 4 shards than 2, at the same CPU time per epoch
+    native LSTM epochs 2.3× faster with 4 shards than 2, at the same CPU time per epoch
     (docs/results/benchmarks.md, issue 47).
     """
     import tensorflow as tf
 
     threads = tf.config.threading.get_inter_op_parallelism_threads() or available_cores()
-    return threads if threads == 1 else 2 * threads
+    return threads if threads == 1 else SHARDS_PER_THREAD[route] * threads
