@@ -50,7 +50,7 @@ def parallel_shards(route: str = "native") -> int:
     whole step runs at that core's share (an LSTM's epochs flipped between ~2.7 s and ~5 s
     on a 2-core machine shared with other jobs); with two per thread, the free thread takes
     the other core's second one. Measured on 2 cores with a process taking half of one:
-    native LSTM epochs 2.3× faster with 4 shards than 2, at the same CPU time per epoch
+    native LSTM epochs 2.4× faster with 4 shards than 2, at the same CPU time per epoch
     (docs/results/benchmarks.md, issue 47).
     """
     import tensorflow as tf
