@@ -93,6 +93,7 @@ bench: ## speed against bare Keras and PyTorch; sweeps, stores, system metrics a
 	$(PYTHON) benchmarks/recurrence_speed.py --cells modern --tasks none
 	command -v valgrind >/dev/null && $(PYTHON) benchmarks/scan_instructions.py \
 		|| echo "valgrind is not installed (apt-get install valgrind): scan_instructions skipped"
+	$(PYTHON) benchmarks/fused_instructions.py
 	$(PYTHON) benchmarks/throughput.py
 	$(PYTHON) benchmarks/translation_step_cost.py
 	$(PYTHON) benchmarks/paper_workers.py

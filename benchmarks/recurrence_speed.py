@@ -11,7 +11,9 @@ random regression data with Adam and a mean squared error:
 - PyTorch (when `torch` imports; `pip install -e ".[bench]"`): `nn.RNN`/`nn.LSTM`/`nn.GRU`.
 Epoch times on these machines flip between a fast and a slow mode about 2× apart, so the
 contenders are interleaved epoch by epoch (A, B, C, A, B, C, ...) after a warm-up round,
-with a matmul-peak probe in every round; ratios are taken between medians of one run.
+with a matmul-peak probe in every round; ratios are taken between medians of one run. Every
+contender's speed is shown as its median epoch's samples/s, its slowest and fastest epochs',
+and its spread: the farthest any epoch's time lies from the median's, as ± a share of it.
 
 FLOPs of useful work per sample: forward 2·g·(inputs + units)·units per step (g = 1, 4, 3
 for SimpleRNN, LSTM, GRU), times 3 for forward and backward. The peak is `cores`
@@ -291,11 +293,24 @@ def race(racing: dict, epochs: int, probes: dict) -> dict[str, list[float]]:
     return times
 
 
+def spread(seconds: list[float]) -> float:
+    """How far the epoch farthest from the median lies from it, as a share of the median:
+    every epoch is within ± this of the median epoch."""
+    median = statistics.median(seconds)
+    return max(abs(value - median) for value in seconds) / median
+
+
 def speed_text(times: dict[str, list[float]], name: str, samples: int) -> str:
-    """Samples/s as median (fastest)."""
+    """Samples/s of the median epoch [slowest–fastest] ±spread."""
     if name not in times:
         return "—"
-    return f"{samples / statistics.median(times[name]):,.0f} ({samples / min(times[name]):,.0f})"
+    seconds = times[name]
+    median, slowest, fastest = (
+        samples / statistics.median(seconds),
+        samples / max(seconds),
+        samples / min(seconds),
+    )
+    return f"{median:,.0f} [{slowest:,.0f}–{fastest:,.0f}] ±{spread(seconds):.0%}"
 
 
 def share_text(achieved: float, best: float, digits: int = 0) -> str:
@@ -372,7 +387,8 @@ def main() -> None:
     print(
         f"CPU: {this_cpu().model}; rnnlab {describe(native_status())}\n"
         f"{options.epochs} timed epochs of {options.batches} batches per contender after a "
-        f"warm-up, interleaved; samples/s as median (fastest); TensorFlow threads: "
+        f"warm-up, interleaved; samples/s of the median epoch [slowest–fastest] ±the farthest "
+        f"epoch from the median (as a share of its time); ratios of medians; TensorFlow threads: "
         f"{tf.config.threading.get_intra_op_parallelism_threads()} per op, "
         f"{tf.config.threading.get_inter_op_parallelism_threads()} ops at once; PyTorch: "
         f"{torch.get_num_threads() if torch else '—'} threads\n",

@@ -33,7 +33,7 @@ def native_calls(monkeypatch, native_ops):
 @pytest.fixture
 def shards(monkeypatch):
     """shards(n): split every batch into n row shards, whatever this machine's core count."""
-    return lambda count: monkeypatch.setattr(fused, "parallel_shards", lambda: count)
+    return lambda count: monkeypatch.setattr(fused, "parallel_shards", lambda *_: count)
 
 
 def randomize(fused, keras_loop, seed=0):

@@ -76,7 +76,7 @@ def test_each_cell_trains_and_mlflow_holds_the_run(compose, tracking_uri, cell):
     route = "native" if recurrence_ops() is not None else "graph"
     cell_class = {"simple_rnn": "SimpleRNNCell", "lstm": "LSTMCell", "gru": "GRUCell"}[cell]
     assert tags[names.RECURRENCE] == tags[f"{names.RECURRENCE_PREFIX}{cell_class}"] == route
-    assert tags[names.RECURRENCE_SHARDS] == str(parallel_shards())
+    assert tags[names.RECURRENCE_SHARDS] == str(parallel_shards(route))
     assert tags[names.CPU] == this_cpu().model
 
     config_file = mlflow.artifacts.download_artifacts(

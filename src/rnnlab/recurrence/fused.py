@@ -55,11 +55,9 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
     recurrent_kernel = tf.cast(cell.recurrent_kernel, dtype) * scale
     # Rows of a batch are independent: one recurrence per core runs the loops side by side,
     # each with its own share of the input projection.
-    shard_count = parallel_shards()
-    layer.recurrence_routes[bool(training)] = (
-        recurrence_route(dtype, bool(layer.unroll)),
-        shard_count,
-    )
+    route = recurrence_route(dtype, bool(layer.unroll))
+    shard_count = parallel_shards(route)
+    layer.recurrence_routes[bool(training)] = (route, shard_count)
     shards = []
     for inputs, states, shard_keep in zip(
         _split_rows(time_major, shard_count, axis=1),
