@@ -92,7 +92,7 @@ bench: ## speed against bare Keras and PyTorch; sweeps, stores, system metrics a
 	$(PYTHON) benchmarks/recurrence_speed.py
 	$(PYTHON) benchmarks/recurrence_speed.py --cells modern --tasks none
 	command -v valgrind >/dev/null && $(PYTHON) benchmarks/scan_instructions.py \
-		|| echo "valgrind is not installed (apt-get install valgrind): scan_instructions skipped"
+		|| echo "scan_instructions skipped: valgrind is missing (apt-get install valgrind) or cannot run this CPU's code (valgrind 3.19 stops at AVX-512)"
 	$(PYTHON) benchmarks/fused_instructions.py
 	$(PYTHON) benchmarks/throughput.py
 	$(PYTHON) benchmarks/translation_step_cost.py
