@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import tensorflow as tf
+from scan_instructions import callgrind_count  # benchmarks/, the script's own folder
 
 from rnnlab.recurrence.native.build import SOURCE_DIRECTORY, flag_sets, this_compiler, this_cpu
 
@@ -70,22 +71,8 @@ def milliseconds(program: Path, cell: str, repeats: int) -> tuple[float, float]:
 
 def instructions(program: Path, cell: str, function: str, folder: Path) -> int:
     """Instructions executed inside `function` (and what it calls) for one pass."""
-    output = folder / f"callgrind.{cell}.{function}"
-    subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={output}",
-            f"--toggle-collect=*{function}*",
-            *(str(program), cell, "100", "32", "128", "1"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    summary = re.search(r"^summary:\s*(\d+)", output.read_text(), re.MULTILINE)
-    if summary is None:
-        raise SystemExit(f"no summary line in {output}")
-    return int(summary.group(1))
+    command = [str(program), cell, "100", "32", "128", "1"]
+    return callgrind_count(command, function, folder / f"callgrind.{cell}.{function}")
 
 
 def main() -> None:

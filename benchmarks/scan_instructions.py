@@ -64,14 +64,19 @@ def build_driver(kernels: Path, folder: Path) -> Path:
 def count(program: Path, cell: str, rows: int, inputs: int, function: str, folder: Path) -> int:
     """Instructions executed inside `function` (and what it calls) for one run."""
     output = folder / f"callgrind.{cell}.{inputs}.{function}"
+    return callgrind_count([str(program), cell, str(rows), str(inputs)], function, output)
+
+
+def callgrind_count(command: list[str], function: str, output: Path) -> int:
+    """Instructions callgrind counts inside `function` (and what it calls) while `command`
+    runs: steady where wall clocks are not (fused_instructions.py counts with it too)."""
     subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
             f"--callgrind-out-file={output}",
             f"--toggle-collect=*{function}*",
-            str(program),
-            *(cell, str(rows), str(inputs)),
+            *command,
         ],
         check=True,
         capture_output=True,

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+# A tiny adding run without the probe, stored model or system metrics: a command that is
+# fine trains in seconds.
+TINY_ADDING = [
+    "task=adding",
+    "task.max_examples=32",
+    "task.length=10",
+    "cell.units=4",
+    "trainer.epochs=1",
+    "trainer.verbose=0",
+    "tracking.log_model=false",
+    "tracking.system_metrics=false",
+    "probe.enabled=false",
+]
+
 
 def rnnlab_command(*arguments: str, cwd, timeout: int = 600):
     """`python -m rnnlab.cli ARGUMENTS` in `cwd`, as a user types it: its exit code and output."""

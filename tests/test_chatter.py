@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+from command_checks import TINY_ADDING
 
 from rnnlab.chatter import forward, is_chatter
 
@@ -68,18 +69,7 @@ def test_what_a_command_wrote_before_it_aborted_is_forwarded():
     assert result.stderr.splitlines() == [f"line {number}" for number in range(2000)]
 
 
-TINY_TRAIN = [
-    "train",
-    "task=adding",
-    "task.max_examples=32",
-    "task.length=10",
-    "cell.units=4",
-    "trainer.epochs=1",
-    "trainer.verbose=0",
-    "tracking.log_model=false",
-    "tracking.system_metrics=false",
-    "probe.enabled=false",
-]
+TINY_TRAIN = ["train", *TINY_ADDING]
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from command_checks import TINY_ADDING
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -257,18 +258,7 @@ def test_sweep_files_are_accepted_or_one_line_and_leave_nothing(in_empty_folder,
 
 
 # The real command: a tiny adding run, so that an input that is fine trains in seconds.
-TINY = [
-    "task=adding",
-    "task.max_examples=32",
-    "task.length=10",
-    "cell.units=4",
-    "trainer.epochs=1",
-    "trainer.verbose=0",
-    "tracking.log_model=false",
-    "tracking.system_metrics=false",
-    "probe.enabled=false",
-    "tracking.uri=sqlite:///store/mlflow.db",
-]
+TINY = [*TINY_ADDING, "tracking.uri=sqlite:///store/mlflow.db"]
 
 
 def rnnlab(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:
