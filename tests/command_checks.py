@@ -17,14 +17,18 @@ TINY_ADDING = [
 ]
 
 
-def rnnlab_command(*arguments: str, cwd, timeout: int = 600):
+def rnnlab_command(
+    *arguments: str, cwd, env_extra: dict[str, str] | None = None, timeout: int = 600
+):
     """`python -m rnnlab.cli ARGUMENTS` in `cwd`, as a user types it: its exit code and output."""
+    import os
     import subprocess
     import sys
 
     return subprocess.run(
         [sys.executable, "-m", "rnnlab.cli", *arguments],
         cwd=cwd,
+        env={**os.environ, **(env_extra or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

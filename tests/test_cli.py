@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
+from command_checks import rnnlab_command as rnnlab
 from mlflow import MlflowClient
-
-
-def rnnlab(*arguments: str, cwd, env_extra: dict[str, str] | None = None):
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "rnnlab.cli", *arguments],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.mark.slow
