@@ -125,9 +125,9 @@ def test_a_claim_finds_its_row_or_names_what_no_point_has():
         for length in (100, 200)
     ]
     at_200 = claim("solves", factor=0.1, where={"task": "adding", "task.length": 200, "cell": "l"})
-    assert claim_row(0, at_200, points) == "adding (length=200)"
+    assert claim_row(0, at_200.where, points) == "adding (length=200)"
     nowhere = claim("fails", where={"task": "adding", "task.length": 400, "cell": "lstm"})
     with pytest.raises(
         ConfigError, match=r"claims\[2\]: no grid point has task=adding task.length=400"
     ):
-        claim_row(2, nowhere, points)
+        claim_row(2, nowhere.where, points)

@@ -4,7 +4,8 @@
 last commit before the move): `rnnlab paper smoke` (8 runs) and one `rnnlab train
 task=adding cell=lru` (experiment `before41`), each with its stored model.
 `fixtures/config_hashes_before_41.json` holds the config hashes that code computed for every
-task x cell, a few overrides, and every experiment's grid. Today's code must find the same
+task x cell, a few overrides, and every experiment's grid (but adding_lengths, redefined on
+purpose since: its claims need other lengths and budgets). Today's code must find the same
 identities, resume nothing that finished, and evaluate and reproduce the stored runs.
 """
 

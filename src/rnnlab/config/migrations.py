@@ -202,6 +202,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # Weight averaging came after the first grids: off, as they ran.
     Added("trainer.ema_momentum", None, hashed_when_set=True),
+    # Adam's momentum, searched by learning_rate_importance: Keras's default, as they ran.
+    Added("optimizer.beta_1", 0.9, hashed_when_set=True),
     # Experiment-only keys of tuned grids and published claims (never hashed: NOT_HASHED).
     Added("tune", None),
     Added("claims", []),

@@ -11,11 +11,17 @@ it, and the report judges every one from the seeds, never from a single run:
 - `fails`: the cell is no better than the trivial baseline. Reproduced when a one-sided
   test (Welch's or paired t, as the verdicts) finds no improvement at alpha; not
   reproduced when it does.
-- `ordering`: cell `better` beats cell `worse` on a task. Reproduced when the two-sided test
-  of the verdicts says so at alpha in the claimed direction; not reproduced when it says
-  the opposite; else inconclusive.
+- `ordering`: `better` beats `worse`. Each side is a cell of the row `where` picks, or a
+  mapping of grid axes that replaces some of `where` (`{cell.units: 128}` against
+  `{cell.units: 16}`: one cell at two widths). Reproduced when the two-sided test of the
+  verdicts says so at alpha in the claimed direction; not reproduced when it says the
+  opposite; else inconclusive.
 - `number`: the paper's figure, within `tolerance`. Reproduced when the mean is inside the
   band; not reproduced when the whole interval is outside it; else inconclusive.
+- `importance`: in a tuned grid, `parameter` matters most to the entry's score: fANOVA
+  (Optuna's, as sweeps report it) ranks it first among the searched keys. Reproduced when
+  it is first under every one of IMPORTANCE_FITS forests, not reproduced when it is first
+  under none; else inconclusive. It reads the entry's tuning study, not its seeds.
 
 Fewer than 2 seeds is always inconclusive: one run proves nothing either way.
 """
@@ -29,7 +35,11 @@ from typing import Any
 from rnnlab.config import ConfigError
 from rnnlab.reports.verdicts import ALPHA, Scores, better_than, compare, summarize
 
-KINDS = ("solves", "fails", "ordering", "number")
+KINDS = ("solves", "fails", "ordering", "number", "importance")
+# fANOVA fits a random forest; a ranking that holds under several seeds of it is not luck.
+IMPORTANCE_FITS = 5
+# Fewer completed trials than this leave fANOVA too little to rank keys by.
+IMPORTANCE_TRIALS = 10
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 
 
@@ -44,10 +54,11 @@ class Claim:
     figure: str = ""  # the paper's number as it prints it
     factor: float | None = None  # solves: the bar is factor × baseline
     threshold: float | None = None  # solves: or a fixed bar
-    better: str | None = None  # ordering
-    worse: str | None = None
+    better: str | dict[str, str] | None = None  # ordering: a cell, or axes replacing `where`'s
+    worse: str | dict[str, str] | None = None
     value: float | None = None  # number
     tolerance: float | None = None
+    parameter: str | None = None  # importance: the searched key that should matter most
 
     @classmethod
     def from_config(cls, number: int, raw: Any) -> Claim:
@@ -62,12 +73,21 @@ class Claim:
         for key in ("source", "published", "kind", "where"):
             if not raw.get(key):
                 raise ConfigError(f"{where}: '{key}' is required")
-        claim = cls(**{**raw, "where": {str(k): str(v) for k, v in dict(raw["where"]).items()}})
+
+        def axes(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {str(k): str(v) for k, v in value.items()}
+            return value
+
+        claim = cls(
+            **{**raw, **{key: axes(raw[key]) for key in ("where", "better", "worse") if key in raw}}
+        )
         needs = {
             "solves": claim.factor is not None or claim.threshold is not None,
             "fails": True,
             "ordering": bool(claim.better and claim.worse),
             "number": claim.value is not None and claim.tolerance is not None,
+            "importance": bool(claim.parameter),
         }
         if claim.kind not in needs:
             raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, not {claim.kind}")
@@ -76,11 +96,34 @@ class Claim:
                 "solves": "factor or threshold",
                 "ordering": "better and worse",
                 "number": "value and tolerance",
+                "importance": "parameter",
             }[claim.kind]
             raise ConfigError(f"{where}: a '{claim.kind}' claim needs {wanted}")
         if claim.kind != "ordering" and "cell" not in claim.where:
             raise ConfigError(f"{where}: 'where' must name the cell (cell: ...)")
+        if claim.kind == "ordering":
+            for side in claim.sides().values():
+                if "cell" not in side:
+                    raise ConfigError(f"{where}: each side of an ordering must name its cell")
         return claim
+
+    def sides(self) -> dict[str, dict[str, str]]:
+        """An ordering's two sides as their labels and the grid axes each picks."""
+        found = {}
+        for side in (self.better, self.worse):
+            axes = (
+                {**self.where, **side} if isinstance(side, dict) else {**self.where, "cell": side}
+            )
+            found[side_label(side, axes)] = axes
+        return found
+
+
+def side_label(side: str | dict[str, str] | None, axes: dict[str, str]) -> str:
+    """A cell's name, or the cell with the axes its side changes (`gru cell.units=128`)."""
+    if not isinstance(side, dict):
+        return str(side)
+    changed = " ".join(f"{key}={value}" for key, value in side.items() if key != "cell")
+    return f"{axes['cell']} {changed}".strip()
 
 
 @dataclass(frozen=True)
@@ -108,10 +151,12 @@ def judge_claim(
     alpha: float = ALPHA,
 ) -> Finding:
     """The claim's outcome from the row's scores by cell (and its baseline's)."""
+    if claim.kind == "importance":
+        raise ValueError("an importance claim is judged from its study: judge_importance")
     if claim.kind == "ordering":
-        assert claim.better is not None and claim.worse is not None  # from_config checked
-        better, worse = scores.get(claim.better, {}), scores.get(claim.worse, {})
-        ours = f"{claim.better} {ours_text(better)}; {claim.worse} {ours_text(worse)}"
+        (better_label, worse_label) = claim.sides()
+        better, worse = scores.get(better_label, {}), scores.get(worse_label, {})
+        ours = f"{better_label} {ours_text(better)}; {worse_label} {ours_text(worse)}"
         if min(len(better), len(worse)) < 2:
             return Finding(INCONCLUSIVE, ours, "too few seeds")
         test = compare(better, worse)
@@ -166,6 +211,24 @@ def judge_claim(
     return Finding(INCONCLUSIVE, ours, f"interval straddles {named}")
 
 
+def judge_importance(claim: Claim, fits: list[dict[str, float]], trials: int) -> Finding:
+    """An importance claim from fANOVA's importances under several forest seeds (`fits`),
+    of a study with `trials` completed trials."""
+    assert claim.parameter is not None  # from_config checked
+    if not fits or trials < IMPORTANCE_TRIALS:
+        return Finding(INCONCLUSIVE, f"{trials} trials", f"fANOVA needs {IMPORTANCE_TRIALS}")
+    if claim.parameter not in fits[0]:
+        raise ConfigError(f"claim on '{claim.parameter}': the study searched {sorted(fits[0])}")
+    mean = {key: statistics.mean(fit.get(key, 0.0) for fit in fits) for key in fits[0]}
+    ranked = sorted(mean, key=mean.__getitem__, reverse=True)
+    ours = ", ".join(f"{key} {mean[key]:.2f}" for key in ranked[:3]) + f" ({trials} trials)"
+    first = sum(max(fit, key=fit.__getitem__) == claim.parameter for fit in fits)
+    reason = f"first in {first} of {len(fits)} fANOVA fits"
+    if first == len(fits):
+        return Finding(REPRODUCED, ours, reason)
+    return Finding(NOT_REPRODUCED if first == 0 else INCONCLUSIVE, ours, reason)
+
+
 def claims_table(rows: list[tuple[Claim, Finding]]) -> str:
     """The report's Claims section: each claim, the paper's figure, ours, the outcome."""
     if not rows:
@@ -188,7 +251,8 @@ def claims_table(rows: list[tuple[Claim, Finding]]) -> str:
         f"not reproduced, the rest inconclusive. A claim is judged from the seeds: "
         f"`solves` needs the whole 95% interval past its bar, `fails` no significant "
         f"improvement on the baseline (one-sided, alpha {ALPHA:g}), `ordering` a significant "
-        f"difference in the claimed direction, `number` the mean within the stated tolerance; "
+        f"difference in the claimed direction, `number` the mean within the stated "
+        f"tolerance, `importance` the key first under every fANOVA fit of the tuning study; "
         f"fewer than 2 seeds is inconclusive.",
     ]
     return "\n".join(lines) + "\n"

@@ -10,10 +10,13 @@ with no finished run shows as missing rather than failing the report.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -21,9 +24,15 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.config import ConfigError, compose_config
-from rnnlab.experiments.grids import grid_facts
+from rnnlab.experiments.grids import entry_key, grid_facts
 from rnnlab.experiments.paper import default_claims_storage
-from rnnlab.experiments.tuning import caption, chosen_values, tune_block, tuned_overrides
+from rnnlab.experiments.tuning import (
+    caption,
+    chosen_values,
+    study_name,
+    tune_block,
+    tuned_overrides,
+)
 from rnnlab.records import names
 from rnnlab.records.plots import (
     Band,
@@ -35,8 +44,17 @@ from rnnlab.records.plots import (
 from rnnlab.records.runs import decay_curves, finished_runs
 from rnnlab.records.tracking import use_store
 from rnnlab.reports.across_tasks import Standing, TaskScores, standing
-from rnnlab.reports.known_results import Claim, claims_table, judge_claim
+from rnnlab.reports.known_results import (
+    IMPORTANCE_FITS,
+    IMPORTANCE_TRIALS,
+    Claim,
+    Finding,
+    claims_table,
+    judge_claim,
+    judge_importance,
+)
 from rnnlab.reports.seed_groups import log_seed_groups
+from rnnlab.reports.sweep_report import fanova_importances
 from rnnlab.reports.verdicts import (
     ALPHA,
     CONFIDENCE,
@@ -250,8 +268,11 @@ def latex_table(table, directions, metrics) -> str:
     return "\n".join(lines) + "\n"
 
 
-def claims_section(name: str, tracking_uri: str, table, directions, tuned) -> str:
-    """The experiment's published claims, each judged from its grid points' seeds."""
+def claims_section(
+    name: str, tracking_uri: str, table, directions, tuned
+) -> tuple[str, list[tuple[Claim, Finding]]]:
+    """The experiment's published claims, each judged from its grid points' seeds (or, for
+    an importance claim, from its entry's tuning study)."""
     cfg = compose_config([f"experiment={name}", f"tracking.uri={tracking_uri}"])
     claims = []
     for number, item in enumerate(cfg.get("claims") or []):
@@ -260,26 +281,130 @@ def claims_section(name: str, tracking_uri: str, table, directions, tuned) -> st
     points = grid_facts(name, [f"tracking.uri={tracking_uri}"], tuned)
     found = []
     for number, claim in enumerate(claims):
-        row = claim_row(number, claim, points)
+        if claim.kind == "importance":
+            found.append((claim, importance_finding(name, tracking_uri, number, claim, points)))
+            continue
+        row = claim_row(number, claim.where, points)
         cells = table.get(row, {})
         scores = {column: cell.scores for column, cell in cells.items() if column != BASELINE}
+        if claim.kind == "ordering":  # each side may sit in a row of its own
+            scores = {
+                label: getattr(
+                    table.get(claim_row(number, axes, points), {}).get(axes["cell"]), "scores", {}
+                )
+                for label, axes in claim.sides().items()
+            }
         baseline = cells.get(BASELINE)
         judged = judge_claim(
             claim, scores, directions.get(row, "maximize"), baseline.scores if baseline else None
         )
         found.append((claim, judged))
-    return claims_table(found)
+    return claims_table(found), found
 
 
-def claim_row(number: int, claim: Claim, points) -> str:
-    """The table row of the grid points the claim's `where` picks (its cell aside)."""
-    wanted = {key: value for key, value in claim.where.items() if key != "cell"}
+def compute_spent(name: str, tracking_uri: str, table, tuned) -> dict[str, Any]:
+    """What the reported runs (and, for a tuned grid, its tuning trials) cost: how many, their
+    summed run time, the span from the first start to the last end, and the CPUs they ran
+    on, so a claim's verdict travels with the hardware and time it took."""
+    reported = {
+        run
+        for cells in table.values()
+        for column, cell in cells.items()
+        if column != BASELINE
+        for run in cell.runs
+    }
+    studies = {study_name(name, tracking_uri, key) for key in tuned} if tuned else set()
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    spans, cpus, trials = [], set(), 0
+    for tag in (name, f"{name}-tune"):
+        for run in client.search_runs(
+            experiments, f"tags.`{names.EXPERIMENT}` = '{tag}' and attributes.status = 'FINISHED'"
+        ):
+            in_grid = run.info.run_id in reported
+            in_study = run.data.tags.get(names.OPTUNA_STUDY) in studies
+            if not (in_grid or in_study) or run.info.end_time is None:
+                continue
+            trials += in_study
+            spans.append((run.info.start_time, run.info.end_time))
+            cpus.add(run.data.tags.get(names.CPU, "unknown CPU"))
+    if not spans:
+        return {"runs": 0}
+    return {
+        "runs": len(spans),
+        "tuning_trials": trials,
+        "run_hours": sum(end - start for start, end in spans) / 3.6e6,
+        "span_hours": (max(e for _, e in spans) - min(s for s, _ in spans)) / 3.6e6,
+        "first_start": min(s for s, _ in spans),
+        "cpus": sorted(cpus),
+    }
+
+
+def compute_section(compute: dict[str, Any]) -> str:
+    if not compute.get("runs"):
+        return ""
+    started = time.strftime("%Y-%m-%d", time.gmtime(compute["first_start"] / 1000))
+    return (
+        f"\n## Compute\n\n{compute['runs']} runs ({compute['tuning_trials']} of them tuning "
+        f"trials) took {compute['run_hours']:.2f} h of run time, {compute['span_hours']:.2f} h "
+        f"from the first start to the last end (from {started}; parallel workers overlap, a "
+        f"resumed grid's pause counts), on {'; '.join(compute['cpus'])}.\n"
+    )
+
+
+def claims_record(name: str, found: list[tuple[Claim, Finding]], compute: dict[str, Any]) -> str:
+    """claims.json: the judged claims and their cost, which `rnnlab.reports.reproduced`
+    gathers from every report into one page."""
+    claims = [
+        {
+            "published": claim.published,
+            "source": claim.source,
+            "figure": claim.figure,
+            "ours": finding.ours,
+            "outcome": finding.outcome,
+            "reason": finding.reason,
+        }
+        for claim, finding in found
+    ]
+    return json.dumps({"experiment": name, "claims": claims, "compute": compute}, indent=1)
+
+
+def claim_point(number: int, where: dict[str, str], points):
+    """The first grid point (and its facts) whose axes agree with `where`."""
     for point, facts in points:
         axes = dict(axis.split("=", 1) for axis in point.axes)
-        if all(axes.get(key, str(value)) == str(value) for key, value in wanted.items()):
-            return row_label(point.axes, facts.task)
-    where = " ".join(f"{key}={value}" for key, value in wanted.items())
-    raise ConfigError(f"claims[{number}]: no grid point has {where}")
+        if all(axes.get(key, str(value)) == str(value) for key, value in where.items()):
+            return point, facts
+    wanted = " ".join(f"{key}={value}" for key, value in where.items())
+    raise ConfigError(f"claims[{number}]: no grid point has {wanted}")
+
+
+def claim_row(number: int, where: dict[str, str], points) -> str:
+    """The table row of the grid points `where` picks (its cell aside)."""
+    point, facts = claim_point(number, {k: v for k, v in where.items() if k != "cell"}, points)
+    return row_label(point.axes, facts.task)
+
+
+def importance_finding(name: str, tracking_uri: str, number: int, claim: Claim, points):
+    """An importance claim, judged from the fANOVA importances of its entry's study."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if tune_block(name, [f"tracking.uri={tracking_uri}"]) is None:
+        raise ConfigError(f"claims[{number}]: an importance claim needs the grid's tune: block")
+    point, _ = claim_point(number, claim.where, points)
+    storage = default_claims_storage(tracking_uri)
+    try:
+        study = optuna.load_study(
+            study_name=study_name(name, tracking_uri, entry_key(point)), storage=storage
+        )
+    except KeyError:  # not tuned yet
+        return judge_importance(claim, [], 0)
+    trials = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if trials < IMPORTANCE_TRIALS:
+        return judge_importance(claim, [], trials)
+    fits = [fanova_importances(study, seed) for seed in range(IMPORTANCE_FITS)]
+    return judge_importance(claim, fits, trials)
 
 
 def tuning_section(name: str, tracking_uri: str) -> tuple[str, dict[str, tuple[str, ...]]]:
@@ -420,10 +545,12 @@ def write_report(name: str, tracking_uri: str, out_dir: Path | None = None) -> P
         (out / "table.md").write_text(markdown_table(table, directions, metrics))
         (out / "table.tex").write_text(latex_table(table, directions, metrics))
         overall, diagrams = across_tasks_section(table, directions, metrics, out)
-        claims = claims_section(name, tracking_uri, table, directions, tuned)
+        claims, found = claims_section(name, tracking_uri, table, directions, tuned)
+        compute = compute_spent(name, tracking_uri, table, tuned)
+        (out / "claims.json").write_text(claims_record(name, found, compute))
         images = figures(table, metrics, tracking_uri, out)
         body = [f"# Experiment `{name}`\n", markdown_table(table, directions, metrics), tuning]
-        body += [claims, overall]
+        body += [claims, overall, compute_section(compute)]
         body += [f"\n![{image}]({image})\n" for image in [*diagrams, *images]]
         (out / "README.md").write_text("".join(body))
     except BaseException:

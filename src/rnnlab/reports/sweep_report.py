@@ -126,8 +126,9 @@ def write_best_experiment(study: optuna.Study, sweep: Sweep, folder: Path) -> Pa
     return path
 
 
-def fanova_importances(study: optuna.Study) -> dict[str, float]:
-    evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=FANOVA_TREES, seed=0)
+def fanova_importances(study: optuna.Study, seed: int = 0) -> dict[str, float]:
+    """fANOVA's importance of each searched key; `seed` seeds its random forest."""
+    evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=FANOVA_TREES, seed=seed)
     return optuna.importance.get_param_importances(study, evaluator=evaluator)
 
 
