@@ -17,7 +17,7 @@ POSTGRES_DIR ?= /tmp/rnnlab-postgres
 SLURM_DIR ?= /tmp/rnnlab-slurm
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train sweep dashboard postgres slurm server paper report ui docs docs-build test lint style bench lock clean
+.PHONY: help install data train sweep dashboard postgres slurm server paper report reproduced ui docs docs-build test lint style bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ paper: ## run every configuration of experiment EXP (resumable, WORKERS=2 uses b
 
 report: ## tables and figures of experiment EXP in reports/EXP/
 	$(RNNLAB) report $(EXP) $(ARGS)
+
+reproduced: ## docs/results/reproduced.md: every report's published claims, judged, with their cost
+	$(PYTHON) -m rnnlab.reports.reproduced reports docs/results/reproduced.md
 
 ui: ## open the MLflow dashboards on http://$(HOST):$(PORT)
 	@echo "open http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning (MLflow's Model training view)"

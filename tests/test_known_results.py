@@ -12,6 +12,7 @@ from rnnlab.reports.known_results import (
     Claim,
     claims_table,
     judge_claim,
+    judge_importance,
 )
 
 BASELINE = {0: 0.167, 1: 0.166, 2: 0.168, 3: 0.167}  # the adding problem's MSE of always 1
@@ -131,3 +132,100 @@ def test_a_claim_finds_its_row_or_names_what_no_point_has():
         ConfigError, match=r"claims\[2\]: no grid point has task=adding task.length=400"
     ):
         claim_row(2, nowhere.where, points)
+
+
+def test_an_ordering_side_may_sit_in_another_row():
+    from rnnlab.experiments.grids import GridPoint, PointFacts
+    from rnnlab.reports.report import claim_row
+
+    wider = claim(
+        "ordering",
+        where={"task": "associative_recall", "task.pairs": 8, "cell": "gru"},
+        better={"cell.units": 128},
+        worse={"cell.units": 16},
+    )
+    sides = wider.sides()
+    assert list(sides) == ["gru cell.units=128", "gru cell.units=16"]
+    points = [
+        (
+            GridPoint([f"task.pairs={pairs}", f"cell.units={units}", "cell=gru", "seed=0"], []),
+            PointFacts("hash", "associative_recall", "accuracy", "maximize", "gru"),
+        )
+        for pairs in (2, 8)
+        for units in (16, 128)
+    ]
+    rows = [claim_row(0, axes, points) for axes in sides.values()]
+    assert rows == [
+        "associative_recall (pairs=8, cell.units=128)",
+        "associative_recall (pairs=8, cell.units=16)",
+    ]
+    scores = {
+        "gru cell.units=128": by_seed(0.9, 0.95, 0.92),
+        "gru cell.units=16": by_seed(0.3, 0.35, 0.33),
+    }
+    assert judge_claim(wider, scores, "maximize", None).outcome == REPRODUCED
+    with pytest.raises(ConfigError, match="each side of an ordering must name its cell"):
+        claim("ordering", where={"task": "adding"}, better={"cell.units": 8}, worse="gru")
+
+
+def test_importance_needs_the_parameter_first_under_every_fit():
+    lr = claim("importance", parameter="optimizer.learning_rate")
+    first = {"optimizer.learning_rate": 0.7, "cell.units": 0.2, "cell.dropout": 0.1}
+    second = {"optimizer.learning_rate": 0.3, "cell.units": 0.6, "cell.dropout": 0.1}
+    always = judge_importance(lr, [first] * 5, 30)
+    assert always.outcome == REPRODUCED and always.reason == "first in 5 of 5 fANOVA fits"
+    assert (
+        always.ours
+        == "optimizer.learning_rate 0.70, cell.units 0.20, cell.dropout 0.10 (30 trials)"
+    )
+    assert judge_importance(lr, [second] * 5, 30).outcome == NOT_REPRODUCED
+    assert judge_importance(lr, [first, first, second, first, first], 30).outcome == INCONCLUSIVE
+    few = judge_importance(lr, [first] * 5, 9)
+    assert few.outcome == INCONCLUSIVE and few.reason == "fANOVA needs 10"
+    with pytest.raises(ConfigError, match="the study searched"):
+        judge_importance(claim("importance", parameter="cell.nope"), [first], 30)
+    with pytest.raises(ConfigError, match="needs parameter"):
+        claim("importance")
+
+
+def test_the_reproduced_page_gathers_every_reports_claims(tmp_path):
+    import json
+
+    from rnnlab.reports.reproduced import page
+
+    compute = {
+        "runs": 12,
+        "tuning_trials": 4,
+        "run_hours": 0.5,
+        "span_hours": 0.3,
+        "first_start": 0,
+        "cpus": ["Intel Xeon"],
+    }
+    for name, outcomes in (
+        ("a_exp", ["reproduced", "inconclusive"]),
+        ("b_exp", ["not reproduced"]),
+    ):
+        (tmp_path / name).mkdir()
+        claims = [
+            {
+                "published": f"{name} claim {n}",
+                "source": "paper",
+                "figure": "",
+                "ours": "0.1 (n=3)",
+                "outcome": outcome,
+                "reason": "why",
+            }
+            for n, outcome in enumerate(outcomes)
+        ]
+        (tmp_path / name / "claims.json").write_text(
+            json.dumps({"experiment": name, "claims": claims, "compute": compute})
+        )
+    text = page(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [row.split(" | ")[1] for row in rows] == [
+        "a_exp claim 0",
+        "a_exp claim 1",
+        "b_exp claim 0",
+    ]
+    assert "| **reproduced** (why) | 12 runs, 0.50 h run time, 0.30 h span; Intel Xeon |" in rows[0]
+    assert "1 of 3 claims reproduced, 1 not reproduced" in text

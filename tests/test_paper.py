@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 
@@ -151,6 +152,17 @@ def test_paper_resumes_after_a_kill_and_reports_what_mlflow_holds(tmp_path, monk
     assert "critical_difference.png" in across
     assert "## Claims" in across and "| Two epochs of an 8-unit SimpleRNN learn nothing" in across
     assert "## Tuning" in across and "2 trials of random" in across
+    # What the claims cost travels with them: the 8 seeds and the 8 completed trials.
+    record = json.loads((out / "claims.json").read_text())
+    (claim,) = record["claims"]
+    assert claim["published"].startswith("Two epochs of an 8-unit SimpleRNN learn nothing")
+    assert (
+        f"{claim['outcome']}{'**' * (claim['outcome'] == 'reproduced')} ({claim['reason']})"
+        in across
+    )
+    assert (record["compute"]["runs"], record["compute"]["tuning_trials"]) == (16, 8)
+    assert record["compute"]["cpus"] == sorted({run.data.tags[names.CPU] for run in runs})
+    assert "## Compute\n\n16 runs (8 of them tuning trials)" in across
     for figure in (
         "00_adding_gradient_decay.png",
         "01_copy_memory_learning_curves.png",

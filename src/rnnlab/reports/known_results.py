@@ -123,7 +123,7 @@ def side_label(side: str | dict[str, str] | None, axes: dict[str, str]) -> str:
     if not isinstance(side, dict):
         return str(side)
     changed = " ".join(f"{key}={value}" for key, value in side.items() if key != "cell")
-    return f"{axes['cell']} {changed}".strip()
+    return f"{axes.get('cell', '')} {changed}".strip()
 
 
 @dataclass(frozen=True)
