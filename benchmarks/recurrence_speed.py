@@ -77,8 +77,8 @@ GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 BARE_KERAS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 REFERENCE_SHAPE = (64, 100, 32, 128)  # batch, steps, inputs, units
 LONG_SHAPE = (64, 1000, 2, 64)  # --cells modern: long sequences, where a scan should pay
-MODERN_CELLS = ("gru", "lstm", "indrnn", "mingru", "minlstm", "lru")
-LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru")
+MODERN_CELLS = ("gru", "lstm", "indrnn", "mingru", "minlstm", "lru", "rglru", "hgrn")
+LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru", "rglru", "hgrn")
 # A linear cell's alternatives to its native scan: extra overrides, native ops on, the route
 # its layer must take (what `ProbedRNN.recurrence_routes` records when the step is traced).
 ALTERNATIVES = {

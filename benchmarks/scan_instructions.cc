@@ -56,13 +56,15 @@ void Run(int64_t rows, int64_t inputs) {
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    std::fprintf(stderr, "usage: %s mingru|minlstm|lru ROWS INPUTS\n", argv[0]);
+    std::fprintf(stderr, "usage: %s mingru|minlstm|lru|rglru|hgrn ROWS INPUTS\n", argv[0]);
     return 2;
   }
   const int64_t rows = std::atoll(argv[2]), inputs = std::atoll(argv[3]);
   if (!std::strcmp(argv[1], "mingru")) Run<MinGruScan>(rows, inputs);
   else if (!std::strcmp(argv[1], "minlstm")) Run<MinLstmScan>(rows, inputs);
   else if (!std::strcmp(argv[1], "lru")) Run<LruScan>(rows, inputs);
+  else if (!std::strcmp(argv[1], "rglru")) Run<RgLruScan>(rows, inputs);
+  else if (!std::strcmp(argv[1], "hgrn")) Run<HgrnScan>(rows, inputs);
   else return 2;
   return 0;
 }

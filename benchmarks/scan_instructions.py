@@ -33,7 +33,7 @@ from rnnlab.recurrence.native.build import SOURCE_DIRECTORY, flag_sets, this_com
 
 DRIVER = Path(__file__).with_name("scan_instructions.cc")
 SCANS = SOURCE_DIRECTORY / "scans.cc"  # the scan kernels; it includes checks.h beside it
-CELLS = ("mingru", "minlstm", "lru")
+CELLS = ("mingru", "minlstm", "lru", "rglru", "hgrn")
 STEPS, LANES = 1000, 64  # as in the driver
 PASSES = {"forward": "ScanForwardRow", "backward": "ScanBackwardRow"}
 

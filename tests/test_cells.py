@@ -19,9 +19,18 @@ import tensorflow as tf
 from mlflow import MlflowClient
 
 from rnnlab.recurrence import scan
-from rnnlab.recurrence.cells import IndRNNCell, LRUCell, MinGRUCell, MinLSTMCell
-from rnnlab.recurrence.layer import ProbedRNN
+from rnnlab.recurrence.cells import (
+    HGRNCell,
+    IndRNNCell,
+    LRUCell,
+    MinGRUCell,
+    MinLSTMCell,
+    RGLRUCell,
+)
+from rnnlab.recurrence.layer import ProbedRNN, recurrent_layers
 from rnnlab.recurrence.native import recurrence_ops
+from rnnlab.recurrence.native_calls import native_scan
+from rnnlab.recurrence.stack import recurrent_stack
 from rnnlab.training.run import run
 
 erfc = np.vectorize(math.erfc)
@@ -29,6 +38,10 @@ erfc = np.vectorize(math.erfc)
 
 def sigmoid(x):
     return 1 / (1 + np.exp(-x))
+
+
+def silu(x):
+    return x * sigmoid(x)
 
 
 def candidate(x):
@@ -82,6 +95,27 @@ def minlstm_reference(cell, x, state):
     return new, new
 
 
+def rglru_reference(cell, x, state):
+    """The RG-LRU step as the paper writes it: a = σ(Λ) raised to the power c·r_t."""
+    recurrence, gate, value = np.split(x @ cell.kernel.numpy() + cell.bias.numpy(), 3, axis=-1)
+    decay = sigmoid(cell.a_logit.numpy()) ** (cell.gate_power * sigmoid(recurrence))
+    new = decay * state + np.sqrt(1 - decay**2) * (sigmoid(gate) * value)
+    return new, new
+
+
+def hgrn_reference(cell, x, state):
+    """HGRN's real step: the bounded forget gate, SiLU input, gated and normalised output."""
+    forget, candidate = np.split(x @ cell.kernel.numpy() + cell.bias.numpy(), 2, axis=-1)
+    bound = cell.forget_lower_bound
+    f = bound + (1 - bound) * sigmoid(forget)
+    new = f * state + (1 - f) * silu(candidate)
+    if not cell.output_gate:
+        return new, new
+    gated = silu(x @ cell.gate_kernel.numpy() + cell.gate_bias.numpy()) * new
+    centred = gated - gated.mean(axis=-1, keepdims=True)
+    return centred / np.sqrt(gated.var(axis=-1, keepdims=True) + 1e-5), new
+
+
 STEP_CASES = {  # name: (make the cell, its input width, the reference step)
     "indrnn": (lambda: IndRNNCell(4, dtype="float64"), 3, indrnn_reference),
     "mingru": (lambda: MinGRUCell(4, dtype="float64"), 3, mingru_reference),
@@ -89,6 +123,13 @@ STEP_CASES = {  # name: (make the cell, its input width, the reference step)
     # D is the paper's diagonal where inputs and units have one width, else a matrix.
     "lru-diagonal-skip": (lambda: LRUCell(4, state_units=3, dtype="float64"), 4, lru_reference),
     "lru-matrix-skip": (lambda: LRUCell(4, state_units=3, dtype="float64"), 5, lru_reference),
+    "rglru": (lambda: RGLRUCell(4, dtype="float64"), 3, rglru_reference),
+    "hgrn": (lambda: HGRNCell(4, forget_lower_bound=0.25, dtype="float64"), 3, hgrn_reference),
+    "hgrn-no-output-gate": (
+        lambda: HGRNCell(4, forget_lower_bound=0.6, output_gate=False, dtype="float64"),
+        3,
+        hgrn_reference,
+    ),
 }
 
 
@@ -147,6 +188,44 @@ def test_lru_initialisation_is_reproducible_from_the_seed():
     assert not np.allclose(b, c)
 
 
+def test_rglru_decay_starts_uniform_in_the_papers_range():
+    cell = RGLRUCell(4096, a_min=0.9, a_max=0.999)  # a sample large enough to see its shape
+    cell.build((None, 2))
+    power = sigmoid(cell.a_logit.numpy().astype(np.float64)) ** cell.gate_power  # a^c
+
+    assert power.min() >= 0.9 - 1e-5 and power.max() <= 0.999 + 1e-5
+    # Uniform on [0.9, 0.999]: mean 0.9495, standard deviation 0.099/√12 = 0.0286.
+    assert power.mean() == pytest.approx(0.9495, abs=0.002)
+    assert power.std() == pytest.approx(0.099 / math.sqrt(12), rel=0.05)
+    # The native op reads -log a^c, the decay rate per unit of the recurrence gate.
+    np.testing.assert_allclose(cell.decay_rates(), -np.log(power), rtol=1e-3)
+
+
+def test_hgrn_forget_lower_bound_rises_with_depth(compose):
+    def bounds(*overrides):
+        cfg = compose("task=adding", "cell=hgrn", "cell.units=4", *overrides)
+        inputs = keras.Input((5, 2))
+        model = keras.Model(inputs, recurrent_stack(cfg.cell, cfg.model)(inputs))
+        return [layer.cell for layer in recurrent_layers(model)]
+
+    cells = bounds("model.layers=3")
+    # The paper's bounds at their start: 0 for the first layer, then k/L.
+    assert [cell.forget_lower_bound for cell in cells] == pytest.approx([0, 1 / 3, 2 / 3])
+    # The gate never closes below its bound, however negative its input.
+    closed = [
+        np.asarray(cell.coefficients([tf.fill((1, 4), -60.0), tf.zeros((1, 4))])[0])
+        for cell in cells
+    ]
+    np.testing.assert_allclose(
+        np.concatenate(closed), np.repeat([[0], [1 / 3], [2 / 3]], 4, axis=1), atol=1e-6
+    )
+    # A stored model rebuilds each cell with its own bound.
+    assert HGRNCell.from_config(cells[2].get_config()).forget_lower_bound == pytest.approx(2 / 3)
+    # A number in the config fixes the bound for every layer.
+    fixed = bounds("model.layers=2", "cell.forget_lower_bound=0.5")
+    assert [cell.forget_lower_bound for cell in fixed] == [0.5, 0.5]
+
+
 def test_indrnn_recurrent_weights_start_in_the_unit_interval():
     cell = IndRNNCell(1000)
     cell.build((None, 2))
@@ -177,6 +256,8 @@ GRADIENT_CELLS = {
     "minlstm": lambda: MinLSTMCell(3, dtype="float64"),
     "lru": lambda: LRUCell(3, state_units=2, dtype="float64"),
     "lru-matrix-skip": lambda: LRUCell(2, state_units=2, dtype="float64"),
+    "rglru": lambda: RGLRUCell(3, dtype="float64"),
+    "hgrn": lambda: HGRNCell(3, forget_lower_bound=0.25, dtype="float64"),
 }
 
 
@@ -220,6 +301,9 @@ SCAN_CELLS = {
     "mingru": lambda units, **options: MinGRUCell(units, **options),
     "minlstm": lambda units, **options: MinLSTMCell(units, **options),
     "lru": lambda units, **options: LRUCell(units, state_units=3, **options),
+    "rglru": lambda units, **options: RGLRUCell(units, **options),
+    # A nonzero bound: the native op reads it as a parameter.
+    "hgrn": lambda units, **options: HGRNCell(units, forget_lower_bound=0.3, **options),
 }
 BATCH, STEPS, FEATURES, UNITS = 3, 9, 4, 4  # FEATURES == UNITS: the LRU's diagonal skip
 SHARDS = 4
@@ -364,6 +448,35 @@ def test_the_scan_computes_in_bfloat16_with_a_mask(name):
     )
 
 
+def test_native_hgrn_scan_gives_the_gradient_of_its_lower_bounds(native_ops):
+    """A config fixes HGRN's bounds, but the op returns their gradient like any parameter's
+    (the paper learns them): held to TensorFlow's, with a different bound in every lane."""
+    cell = HGRNCell(5, output_gate=False)
+    cell.build((None, 2))
+    randomize(cell, seed=13, scale=0.5)
+    inputs = tf.random.normal((2, 7, 2), seed=14)
+    initial = tf.random.normal((2, 5), seed=15)
+    weighting = tf.random.normal((2, 7, 5), seed=16)
+    bounds = tf.Variable([0.0, 0.2, 0.4, 0.6, 0.8])
+    cell.scan_parameters = lambda: bounds
+
+    def by_tensorflow():
+        forget, candidate = cell.project(inputs)
+        forget = bounds + (1 - bounds) * tf.sigmoid(forget)
+        return scan.associative_scan(forget, (1 - forget) * tf.nn.silu(candidate), initial)
+
+    def by_native_op():
+        return native_scan(native_ops, cell, inputs, initial, None)[0]
+
+    gradients = []
+    for states in (by_tensorflow, by_native_op):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(states() * weighting)
+        gradients.append(tape.gradient(loss, bounds))
+    np.testing.assert_allclose(gradients[1], gradients[0], rtol=1e-4, atol=1e-5)
+    assert np.abs(gradients[0]).min() > 1e-3  # every lane's bound matters
+
+
 # The native ops check what they are given --------------------------------------------------
 
 NOTHING = tf.zeros([0])
@@ -401,6 +514,11 @@ X, H0 = tf.zeros([2, 5, 3]), tf.zeros([2, 4])  # inputs [B, T, I] and h0 [B, S]
             r"parameters must be \[Q\] = \[6\]",
         ),
         (
+            "rnnlab_rg_lru_scan_forward",
+            (X, tf.zeros([3, 12]), NOTHING, NOTHING, H0, NOTHING),
+            r"parameters must be \[Q\] = \[4\]",
+        ),
+        (
             "rnnlab_min_gru_scan_forward",
             (X, tf.zeros([3, 8]), NOTHING, NOTHING, H0, tf.zeros([5, 2])),
             r"keep must be \[B, T\] or empty = \[2, 5\]",
@@ -425,6 +543,8 @@ TRAINED = {
     "mingru": ("MinGRUCell", []),
     "minlstm": ("MinLSTMCell", []),
     "lru": ("LRUCell", ["cell.state_units=8"]),
+    "rglru": ("RGLRUCell", []),
+    "hgrn": ("HGRNCell", ["model.layers=2"]),  # two layers: two lower bounds
 }
 
 

@@ -6,8 +6,12 @@
   read only the input, so h_t = a_t ⊙ h_{t-1} + b_t is linear in the state.
 - `LRUCell` (Orvieto et al. 2023): a complex diagonal linear recurrence whose eigenvalues
   start in a ring near the unit circle, with a normalised input and a real readout.
+- `RGLRUCell` (De et al. 2024, Hawk and Griffin): the real-gated LRU, a decay a^(c·r_t) the
+  input gates, with the input scaled by √(1 − a_t²) so the state keeps its size.
+- `HGRNCell` (Qin et al. 2023): a forget gate held above a lower bound that rises with the
+  layer's depth, so upper layers remember longer; an output gate and a LayerNorm.
 
-The last three are `LinearRecurrentCell`s: besides the usual one-step `call` (which the
+All but IndRNN are `LinearRecurrentCell`s: besides the usual one-step `call` (which the
 gradient probe and a user's subclass use), they give their coefficients a_t, b_t for all
 steps at once, and `ProbedRNN` computes the whole sequence with a parallel scan
 (rnnlab.recurrence.scan). Each is a plain Keras cell: `conf/cell/<name>.yaml` names it by
@@ -194,6 +198,24 @@ class LinearRecurrentCell(_InputProjectingCell):
         return {**super().get_config(), "parallel_scan": self.parallel_scan}
 
 
+# The largest gradient √x passes back (at x near 0, where √'s is infinite): the RG-LRU's
+# authors' bound (recurrentgemma's `sqrt_bound_derivative`), which the native op uses too.
+MAX_SQRT_GRADIENT = 1000.0
+
+
+@ops.custom_gradient
+def bounded_sqrt(x):
+    """√x, whose gradient 1/(2√x) is capped at MAX_SQRT_GRADIENT: a gate that saturates
+    (a_t → 1, 1 − a_t² → 0) must not send an infinite gradient to the gates."""
+    root = ops.sqrt(x)
+
+    def gradient(*args, upstream=None):
+        upstream = args[0] if args else upstream  # TensorFlow passes it by position
+        return upstream / (2 * ops.maximum(root, 1 / (2 * MAX_SQRT_GRADIENT)))
+
+    return root, gradient
+
+
 @keras.saving.register_keras_serializable(package="rnnlab")
 class MinGRUCell(LinearRecurrentCell):
     """minGRU: z = σ(W_z x), h̃ = g(W_h x), h_t = (1 - z) ⊙ h_{t-1} + z ⊙ h̃ (Feng et al. 2024)."""
@@ -346,4 +368,167 @@ class LRUCell(LinearRecurrentCell):
             "r_max": self.r_max,
             "max_phase": self.max_phase,
             "activation": keras.activations.serialize(self.activation),
+        }
+
+
+@keras.saving.register_keras_serializable(package="rnnlab")
+class RGLRUCell(LinearRecurrentCell):
+    """The Real-Gated Linear Recurrent Unit of Hawk and Griffin (De et al. 2024):
+
+    r_t = σ(W_a x_t + b_a), i_t = σ(W_x x_t + b_x), a_t = a^(c·r_t) with a = σ(Λ),
+    h_t = a_t ⊙ h_{t-1} + √(1 − a_t²) ⊙ (i_t ⊙ W x_t).
+
+    The recurrence gate r_t only ever shortens the memory (a_t ≥ a), and √(1 − a_t²) keeps
+    the state's size when a_t is near 1. log a_t = −c·softplus(−Λ)·r_t is computed in that
+    form, never as a power. The paper's initialisation: a^c uniform in [a_min, a_max].
+    The paper's x_t is already a projection (after a short convolution in Griffin's block),
+    and its gate matrices are block-diagonal by heads; here W, W_a and W_x are full, one
+    kernel of three blocks.
+    """
+
+    parts = 3
+    native_scan = "rg_lru_scan"
+
+    def __init__(
+        self,
+        units: int,
+        a_min: float = 0.9,
+        a_max: float = 0.999,
+        gate_power: float = 8.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(units, **kwargs)
+        if not 0.0 < a_min < a_max < 1.0:
+            raise ValueError(f"need 0 < a_min < a_max < 1, got a_min={a_min}, a_max={a_max}")
+        if gate_power <= 0:
+            raise ValueError(f"cell.gate_power must be positive, got {gate_power}")
+        self.a_min, self.a_max, self.gate_power = a_min, a_max, gate_power
+
+    def build(self, input_shape) -> None:
+        super().build(input_shape)
+        # a^c uniform in [a_min, a_max], so a = (a^c)^(1/c) and Λ = logit(a). Drawn through
+        # Keras, so `keras.utils.set_random_seed` (and `seed`) fix them.
+        draws = ops.convert_to_numpy(
+            keras.random.uniform((self.units,), seed=self.seed_generator)
+        ).astype(np.float64)
+        a = (self.a_min + draws * (self.a_max - self.a_min)) ** (1 / self.gate_power)
+        self.a_logit = self.add_weight(
+            shape=(self.units,),
+            initializer=initializers.Constant(np.log(a) - np.log1p(-a)),
+            name="a_logit",
+        )
+
+    def decay_rates(self):
+        """c·softplus(−Λ) = −c·log a: log a_t = −r_t times this (what the native op reads)."""
+        return self.gate_power * ops.softplus(-self.a_logit)
+
+    def scan_parameters(self):
+        return self.decay_rates()
+
+    def coefficients(self, parts):
+        recurrence_gate, input_gate, value = parts
+        log_a = -ops.sigmoid(recurrence_gate) * self.decay_rates()
+        # 1 − a_t² by expm1: a_t near 1 loses 1 − a_t² to rounding in a plain subtraction.
+        normaliser = bounded_sqrt(-ops.expm1(2 * log_a))
+        return ops.exp(log_a), normaliser * ops.sigmoid(input_gate) * value
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "a_min": self.a_min,
+            "a_max": self.a_max,
+            "gate_power": self.gate_power,
+        }
+
+
+@keras.saving.register_keras_serializable(package="rnnlab")
+class HGRNCell(LinearRecurrentCell):
+    """HGRN's recurrent unit (Qin et al. 2023), in its real-valued form:
+
+    f_t = γ + (1 − γ)·σ(W_f x_t + b_f), i_t = SiLU(W_i x_t + b_i),
+    h_t = f_t ⊙ h_{t-1} + (1 − f_t) ⊙ i_t,
+    y_t = LayerNorm(SiLU(W_g x_t + b_g) ⊙ h_t)   (`output_gate`; else y_t = h_t).
+
+    γ, the forget gate's lower bound, rises with depth: the paper learns Γ (layers × units)
+    and gives layer k the cumulative softmax Σ_{j<k} softmax(Γ)_j, 0 for the first layer.
+    A Keras cell cannot share a weight with the other layers' cells, so γ is fixed here at
+    that sum's starting value, k/L for layer k of L (Γ = 0): `forget_lower_bound: null`
+    lets the stack set it (`place_in_stack`); a number fixes it for every layer.
+    The paper's state is complex (a phase θ and a complex input); flash-linear-attention's
+    HGRN, which its authors maintain, is real, and so is this one. The paper's output
+    projection W_o is left to the next layer's kernel (or the head), which absorbs it.
+    """
+
+    parts = 2
+    native_scan = "hgrn_scan"
+
+    def __init__(
+        self,
+        units: int,
+        forget_lower_bound: float | None = None,
+        output_gate: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(units, **kwargs)
+        if forget_lower_bound is not None and not 0.0 <= forget_lower_bound < 1.0:
+            raise ValueError(
+                f"cell.forget_lower_bound must be null or in [0, 1), got {forget_lower_bound}"
+            )
+        self.forget_lower_bound = forget_lower_bound
+        self.output_gate = output_gate
+
+    def place_in_stack(self, index: int, layers: int) -> None:
+        """Layer `index` (from 0) of `layers`: the paper's starting bound index/layers,
+        unless the config fixed one."""
+        if self.forget_lower_bound is None:
+            self.forget_lower_bound = index / layers
+
+    @property
+    def lower_bound(self) -> float:
+        return self.forget_lower_bound or 0.0
+
+    def build(self, input_shape) -> None:
+        super().build(input_shape)
+        if not self.output_gate:
+            return
+        self.gate_kernel = self.add_weight(
+            shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer,
+            name="gate_kernel",
+        )
+        self.gate_bias = (
+            self.add_weight(
+                shape=(self.units,), initializer=self.bias_initializer, name="gate_bias"
+            )
+            if self.use_bias
+            else None
+        )
+
+    def scan_parameters(self):
+        """γ for every lane, as the native op reads it."""
+        return ops.full((self.units,), self.lower_bound, dtype=self.compute_dtype)
+
+    def coefficients(self, parts):
+        forget, candidate = parts
+        bound = self.lower_bound
+        forget = bound + (1 - bound) * ops.sigmoid(forget)
+        return forget, (1 - forget) * ops.silu(candidate)
+
+    def readout(self, states, inputs):
+        if not self.output_gate:
+            return states
+        gate = ops.matmul(inputs, self.gate_kernel)
+        if self.gate_bias is not None:
+            gate = gate + self.gate_bias
+        gated = ops.silu(gate) * states
+        mean = ops.mean(gated, axis=-1, keepdims=True)
+        variance = ops.var(gated, axis=-1, keepdims=True)
+        # No scale and offset: the next layer's kernel (or the head) is linear and absorbs them.
+        return (gated - mean) * ops.rsqrt(variance + 1e-5)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "forget_lower_bound": self.forget_lower_bound,
+            "output_gate": self.output_gate,
         }

@@ -3,8 +3,8 @@
 `ProbedRNN` picks how a sequence is computed:
 - while a probe runs, Keras's step-by-step loop, with a zero perturbation added to each
   state after every step (rnnlab.training.probe measures dL/dh_t through it);
-- for a cell whose recurrence is linear in its state (minGRU, minLSTM, LRU: `cells`), the
-  whole sequence at once by a parallel scan (`scan`);
+- for a cell whose recurrence is linear in its state (minGRU, minLSTM, LRU, RG-LRU, HGRN:
+  `cells`), the whole sequence at once by a parallel scan (`scan`);
 - on a GPU, for Keras's LSTM and GRU cells, cuDNN's kernels (what keras.layers.LSTM and GRU
   call; `keras.layers.RNN(LSTMCell)` never reaches them), where the cell's settings allow;
 - for Keras's SimpleRNN, LSTM and GRU cells, rnnlab's fused recurrence (`fused`);

@@ -1,8 +1,9 @@
 """A whole sequence of a linear recurrence at once: h_t = a_t ⊙ h_{t-1} + b_t for every t.
 
-A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM and the LRU
-(rnnlab.recurrence.cells) the coefficients a_t, b_t depend on the inputs only, so every
-step's state follows from prefix products and sums, which a few large ops compute:
+A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM, the LRU,
+RG-LRU and HGRN (rnnlab.recurrence.cells) the coefficients a_t, b_t depend on the inputs
+only, so every step's state follows from prefix products and sums, which a few large ops
+compute:
 - rnnlab's native ops (`native_calls.native_scan`), fastest by far on a CPU: input
   projection, gates and recurrence fused, in one pass over memory each way, the rows split
   between the cores;

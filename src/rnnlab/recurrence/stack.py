@@ -2,7 +2,9 @@
 
 Cells are built from `_target_`, so any Keras RNN cell class (a user's own included) is
 wrapped the same way as the built-in ones: one `ProbedRNN` (a `keras.layers.RNN` the
-gradient probe can look inside) per stacked layer, optionally bidirectional.
+gradient probe can look inside) per stacked layer, optionally bidirectional. A cell whose
+settings depend on its depth (HGRN's forget-gate lower bound) has a `place_in_stack(index,
+layers)` method, which the stack calls before the layer is built.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from rnnlab.config import ConfigError
 from rnnlab.recurrence.layer import ProbedRNN
 
 
-def build_cell(cell_cfg: DictConfig) -> keras.Layer:
+def build_cell(cell_cfg: DictConfig, index: int = 0, layers: int = 1) -> keras.Layer:
+    """A fresh cell for layer `index` (from 0) of a stack of `layers`."""
     cell = instantiate(cell_cfg)
     if not hasattr(cell, "state_size"):
         raise ConfigError(
             f"cell._target_ {cell_cfg._target_} is not a Keras RNN cell: it has no state_size"
         )
+    place_in_stack = getattr(cell, "place_in_stack", None)
+    if place_in_stack is not None:
+        place_in_stack(index, layers)
     return cell
 
 
@@ -53,7 +59,7 @@ def recurrent_stack(
         for index in range(model_cfg.layers):
             last = index == model_cfg.layers - 1
             recurrent = ProbedRNN(
-                build_cell(cell_cfg),
+                build_cell(cell_cfg, index, model_cfg.layers),
                 return_sequences=return_sequences or not last,
                 fused=model_cfg.fused,
                 unroll=model_cfg.unroll,

@@ -1,5 +1,5 @@
 // Linear recurrences h_t = a_t ⊙ h_{t-1} + b_t whose a_t and b_t come from the step's own
-// inputs (rnnlab.recurrence.cells: minGRU, minLSTM, LRU) as TensorFlow ops: input
+// inputs (rnnlab.recurrence.cells: minGRU, minLSTM, LRU, RG-LRU, HGRN) as TensorFlow ops: input
 // projection, gates and recurrence fused.
 // No step depends on another through a matmul, so the work is elementwise: every lane of
 // every step is a few exps and multiply-adds, written here on whole SIMD packets (Eigen's
@@ -216,6 +216,100 @@ struct LruScan {
     d_p[2] = packet::padd(d_p[2], packet::pmadd(gr, x[0], packet::pmul(gi, x[1])));
     grad[0] = packet::pmadd(gr, p[0], packet::pmul(gi, p[1]));
     grad[1] = packet::psub(packet::pmul(gi, p[0]), packet::pmul(gr, p[1]));
+  }
+};
+
+// Two sigmoids, σ(x) and σ(y), by two exps and one division. x and y are held to ±40, where
+// σ is 0 or 1 to float precision and (1 + e^40)² still fits in a float.
+inline void Sigmoids(const Packet& x, const Packet& y, Packet* sigma_x, Packet* sigma_y) {
+  const Packet limit = Constant(40.0f), one = Constant(1.0f);
+  const Packet e_x = ExpInRange<true>(packet::pmax(packet::pmin(x, limit), packet::pnegate(limit)));
+  const Packet e_y = ExpInRange<true>(packet::pmax(packet::pmin(y, limit), packet::pnegate(limit)));
+  Reciprocals(packet::padd(one, e_x), packet::padd(one, e_y), sigma_x, sigma_y);
+}
+
+// The RG-LRU of Hawk and Griffin: r = σ(x_r), i = σ(x_i), log a = -s r with the parameter
+// s = c·softplus(-Λ) per lane, h = a h_prev + √(1 - a²) i x_v. log a is held above -86,
+// where a is 0 to float precision. Backward, √'s derivative is capped at kMaxSqrtGradient, as
+// the authors' code does (rnnlab.recurrence.cells.bounded_sqrt): a saturated gate (a → 1)
+// must not send an infinite gradient.
+constexpr float kMaxSqrtGradient = 1000.0f;
+
+struct RgLruScan {
+  static constexpr int kGates = 3, kStates = 1, kParameters = 1;
+
+  struct Gates {
+    Packet r, i, a, root;  // root = √(1 - a²)
+  };
+
+  static Gates Compute(const Packet* x, const Packet* p) {
+    Gates gates;
+    Sigmoids(x[0], x[1], &gates.r, &gates.i);
+    const Packet log_a = packet::pmax(packet::pnegate(packet::pmul(p[0], gates.r)), Constant(-86.0f));
+    gates.a = ExpInRange(log_a);
+    gates.root = packet::psqrt(packet::pnmadd(gates.a, gates.a, Constant(1.0f)));
+    return gates;
+  }
+
+  static void Forward(const Packet* x, const Packet* p, const Packet* previous, Packet* state) {
+    const Gates g = Compute(x, p);
+    state[0] = packet::pmadd(g.a, previous[0], packet::pmul(packet::pmul(g.root, g.i), x[2]));
+  }
+
+  static void Backward(const Packet* x, const Packet* p, const Packet* previous, Packet* grad,
+                       Packet* d_x, Packet* d_p) {
+    const Gates g = Compute(x, p);
+    const Packet d_root = packet::pmul(packet::pmul(grad[0], g.i), x[2]);
+    const Packet d_input = packet::pmul(packet::pmul(grad[0], g.root), x[2]);
+    d_x[2] = packet::pmul(packet::pmul(grad[0], g.root), g.i);
+    d_x[1] = packet::pmul(d_input, packet::pnmadd(g.i, g.i, g.i));  // σ' = σ - σ²
+    // d(1 - a²) = d_root / (2 max(root, 1/(2 M))), and d a = grad h_prev - 2 a d(1 - a²).
+    const Packet floor = Constant(0.5f / kMaxSqrtGradient);
+    const Packet d_square = packet::pdiv(d_root, packet::pmul(Constant(2.0f), packet::pmax(g.root, floor)));
+    const Packet d_a = packet::pmadd(grad[0], previous[0],
+                                     packet::pmul(Constant(-2.0f), packet::pmul(g.a, d_square)));
+    const Packet d_log_a = packet::pmul(d_a, g.a);
+    d_x[0] = packet::pnegate(packet::pmul(packet::pmul(d_log_a, p[0]), packet::pnmadd(g.r, g.r, g.r)));
+    d_p[0] = packet::psub(d_p[0], packet::pmul(d_log_a, g.r));
+    grad[0] = packet::pmul(grad[0], g.a);
+  }
+};
+
+// HGRN, real-valued: f = γ + (1 - γ) σ(x_f), h = f h_prev + (1 - f) SiLU(x_i), with the
+// forget gate's lower bound γ per lane as the parameter. SiLU(x) = x σ(x): only σ's argument
+// is held to ±40, not x.
+struct HgrnScan {
+  static constexpr int kGates = 2, kStates = 1, kParameters = 1;
+
+  struct Gates {
+    Packet sigma_f, forget, sigma_i, silu;
+  };
+
+  static Gates Compute(const Packet* x, const Packet* p) {
+    Gates g;
+    Sigmoids(x[0], x[1], &g.sigma_f, &g.sigma_i);
+    g.forget = packet::pmadd(packet::psub(Constant(1.0f), p[0]), g.sigma_f, p[0]);
+    g.silu = packet::pmul(x[1], g.sigma_i);
+    return g;
+  }
+
+  static void Forward(const Packet* x, const Packet* p, const Packet* previous, Packet* state) {
+    const Gates g = Compute(x, p);
+    state[0] = packet::pmadd(g.forget, packet::psub(previous[0], g.silu), g.silu);
+  }
+
+  static void Backward(const Packet* x, const Packet* p, const Packet* previous, Packet* grad,
+                       Packet* d_x, Packet* d_p) {
+    const Packet one = Constant(1.0f);
+    const Gates g = Compute(x, p);
+    const Packet d_forget = packet::pmul(grad[0], packet::psub(previous[0], g.silu));
+    const Packet sigma_slope = packet::pnmadd(g.sigma_f, g.sigma_f, g.sigma_f);  // σ - σ²
+    d_x[0] = packet::pmul(packet::pmul(d_forget, packet::psub(one, p[0])), sigma_slope);
+    d_p[0] = packet::pmadd(d_forget, packet::psub(one, g.sigma_f), d_p[0]);
+    // SiLU'(x) = σ(x) + SiLU(x) (1 - σ(x)).
+    const Packet silu_slope = packet::pmadd(g.silu, packet::psub(one, g.sigma_i), g.sigma_i);
+    d_x[1] = packet::pmul(packet::pmul(grad[0], packet::psub(one, g.forget)), silu_slope);
+    grad[0] = packet::pmul(grad[0], g.forget);
   }
 };
 
@@ -664,6 +758,8 @@ absl::Status ScanBackwardShapes(InferenceContext* ctx) {
 RNNLAB_SCAN_OPS(MinGruScan);
 RNNLAB_SCAN_OPS(MinLstmScan);
 RNNLAB_SCAN_OPS(LruScan);
+RNNLAB_SCAN_OPS(RgLruScan);
+RNNLAB_SCAN_OPS(HgrnScan);
 
 namespace rnnlab {
 using MinGruScanForward = ScanForward<MinGruScan>;
@@ -672,6 +768,10 @@ using MinLstmScanForward = ScanForward<MinLstmScan>;
 using MinLstmScanBackward = ScanBackward<MinLstmScan>;
 using LruScanForward = ScanForward<LruScan>;
 using LruScanBackward = ScanBackward<LruScan>;
+using RgLruScanForward = ScanForward<RgLruScan>;
+using RgLruScanBackward = ScanBackward<RgLruScan>;
+using HgrnScanForward = ScanForward<HgrnScan>;
+using HgrnScanBackward = ScanBackward<HgrnScan>;
 }  // namespace rnnlab
 
 using tensorflow::DEVICE_CPU;
@@ -681,3 +781,7 @@ REGISTER_KERNEL_BUILDER(Name("RnnlabMinLstmScanForward").Device(DEVICE_CPU), rnn
 REGISTER_KERNEL_BUILDER(Name("RnnlabMinLstmScanBackward").Device(DEVICE_CPU), rnnlab::MinLstmScanBackward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabLruScanForward").Device(DEVICE_CPU), rnnlab::LruScanForward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabLruScanBackward").Device(DEVICE_CPU), rnnlab::LruScanBackward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabRgLruScanForward").Device(DEVICE_CPU), rnnlab::RgLruScanForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabRgLruScanBackward").Device(DEVICE_CPU), rnnlab::RgLruScanBackward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabHgrnScanForward").Device(DEVICE_CPU), rnnlab::HgrnScanForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabHgrnScanBackward").Device(DEVICE_CPU), rnnlab::HgrnScanBackward);
