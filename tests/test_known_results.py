@@ -229,3 +229,11 @@ def test_the_reproduced_page_gathers_every_reports_claims(tmp_path):
     ]
     assert "| **reproduced** (why) | 12 runs, 0.50 h run time, 0.30 h span; Intel Xeon |" in rows[0]
     assert "1 of 3 claims reproduced, 1 not reproduced" in text
+
+
+def test_the_reproduced_page_without_reports_says_what_to_run(tmp_path):
+    from rnnlab.reports.reproduced import main
+
+    with pytest.raises(SystemExit, match=r"no claims.json under .*: run `rnnlab report EXP` first"):
+        main([str(tmp_path), str(tmp_path / "page.md")])
+    assert not (tmp_path / "page.md").exists()
