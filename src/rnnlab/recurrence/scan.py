@@ -57,16 +57,23 @@ def _sequential_scan(a, b):
     return tf.transpose(states, [1, 0, 2])
 
 
-def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training):
-    """What `layer.inner_loop` returns, for a `LinearRecurrentCell`, by a parallel scan."""
-    cell = layer.cell
+def steps_in_reading_order(layer: keras.layers.RNN, sequences, mask):
+    """The sequence and its keep mask [B, T, 1] (None without padding) in the order the
+    layer reads the steps: Keras's loop returns a backwards layer's outputs in that order."""
     keep = None
     mask = padding_mask(mask)
     if mask is not None:
         keep = tf.cast(mask, tf.bool)[:, :, None]
-    if layer.go_backwards:  # Keras's loop returns outputs in the order it reads the steps
+    if layer.go_backwards:
         sequences = tf.reverse(sequences, [1])
         keep = None if keep is None else tf.reverse(keep, [1])
+    return sequences, keep
+
+
+def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training):
+    """What `layer.inner_loop` returns, for a `LinearRecurrentCell`, by a parallel scan."""
+    cell = layer.cell
+    sequences, keep = steps_in_reading_order(layer, sequences, mask)
     inputs = sequences  # what the readout sees, as in the cell's step
     sequences = input_dropout(cell, sequences, training)
     initial = tf.cast(initial_state[0], sequences.dtype)
@@ -85,7 +92,12 @@ def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training
     if not layer.return_sequences and keep is None:  # only the last step's output is read
         last = cell.readout(final, inputs[:, -1])
         return last, last[:, None], [final]
-    outputs = cell.readout(states, inputs)
+    return loop_results(layer, cell.readout(states, inputs), keep, [final])
+
+
+def loop_results(layer: keras.layers.RNN, outputs, keep, final_states):
+    """What `inner_loop` returns from every step's output [B, T, units] as computed, and the
+    final states: under a mask, outputs as Keras's loop gives them."""
     if keep is not None:
         # A masked step repeats the last output, as Keras's loop does (zeros before any).
         nothing, once = tf.zeros_like(outputs), tf.ones_like(outputs)
@@ -96,8 +108,8 @@ def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training
         outputs = tf.where(keep, outputs, tf.zeros_like(outputs))
     last = outputs[:, -1]
     if not layer.return_sequences:
-        return last, last[:, None], [final]
-    return last, outputs, [final]
+        return last, last[:, None], final_states
+    return last, outputs, final_states
 
 
 def _real_states(cell: LinearRecurrentCell, parts, initial, keep):
