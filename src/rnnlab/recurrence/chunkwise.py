@@ -63,7 +63,11 @@ def chunkwise_layer(layer: keras.layers.RNN, sequences, initial_state, mask, tra
     )
     units = cell.units
     outputs = tf.sigmoid(output_gate) * tf.reshape(readout, [batch, -1, units])
-    final = [tf.reshape(memory, [batch, heads * width * width]), tf.reshape(normaliser, [batch, units]), stabiliser]
+    final = [
+        tf.reshape(memory, [batch, heads * width * width]),
+        tf.reshape(normaliser, [batch, units]),
+        stabiliser,
+    ]
     return loop_results(layer, outputs, keep, final)
 
 

@@ -24,7 +24,7 @@ from keras import layers, ops
 from keras.src import backend  # lstm and gru: the cuDNN kernels Keras's layers use
 
 from rnnlab.recurrence.cell_kinds import fused_cell_kind
-from rnnlab.recurrence.chunkwise import chunkwise_layer, chunks_in_parallel
+from rnnlab.recurrence.chunkwise import chunks_in_parallel, chunkwise_layer
 from rnnlab.recurrence.fused import fused_rnn
 from rnnlab.recurrence.masks import input_dropout, padding_mask
 from rnnlab.recurrence.scan import scan_layer, scans_in_parallel
