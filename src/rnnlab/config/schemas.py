@@ -419,6 +419,17 @@ def validate(cfg: DictConfig) -> None:
         isinstance(cfg.cell.units, int) and cfg.cell.units >= 1,
         f"cell.units must be a positive integer, got {cfg.cell.units}",
     )
+    # Cells with heads (xLSTM's) split their units evenly; a budget picks multiples of heads.
+    heads = cfg.cell.get("heads")
+    if heads is not None:
+        require(
+            isinstance(heads, int) and not isinstance(heads, bool) and heads >= 1,
+            f"cell.heads must be a positive integer, got {heads}",
+        )
+        require(
+            cfg.cell.units % heads == 0 or cfg.model.get("param_budget") is not None,
+            f"cell.units ({cfg.cell.units}) must be a multiple of cell.heads ({heads})",
+        )
     # Cells are any Keras cell, so they have no schema: the rates the built-in ones share.
     for key in ("dropout", "recurrent_dropout"):
         rate = cfg.cell.get(key)

@@ -3,6 +3,7 @@ routes, each faster than Keras's step loop for the cells it knows and equal to i
 
 - `cells`: rnnlab's own cells (minGRU, minLSTM, LRU, RG-LRU, HGRN, IndRNN), plain Keras
   cells.
+- `xlstm`: xLSTM's sLSTM and mLSTM; `chunkwise`, the mLSTM's route for a whole sequence.
 - `stack`: the config's `cell` and `model` groups as a stack of `layer.ProbedRNN` layers.
 - `layer`: `ProbedRNN`, which picks a route per call: the probe's perturbed loop, a
   parallel scan, cuDNN, the fused recurrence, or Keras's own loop.

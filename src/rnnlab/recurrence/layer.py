@@ -5,6 +5,8 @@
   state after every step (rnnlab.training.probe measures dL/dh_t through it);
 - for a cell whose recurrence is linear in its state (minGRU, minLSTM, LRU, RG-LRU, HGRN:
   `cells`), the whole sequence at once by a parallel scan (`scan`);
+- for the mLSTM (`xlstm`), whose gates read the inputs only, the sequence in chunks:
+  matmuls within each, a recurrence between them (`chunkwise`);
 - on a GPU, for Keras's LSTM and GRU cells, cuDNN's kernels (what keras.layers.LSTM and GRU
   call; `keras.layers.RNN(LSTMCell)` never reaches them), where the cell's settings allow;
 - for Keras's SimpleRNN, LSTM and GRU cells, rnnlab's fused recurrence (`fused`);
@@ -22,6 +24,7 @@ from keras import layers, ops
 from keras.src import backend  # lstm and gru: the cuDNN kernels Keras's layers use
 
 from rnnlab.recurrence.cell_kinds import fused_cell_kind
+from rnnlab.recurrence.chunkwise import chunks_in_parallel, chunkwise_layer
 from rnnlab.recurrence.fused import fused_rnn
 from rnnlab.recurrence.masks import input_dropout, padding_mask
 from rnnlab.recurrence.scan import scan_layer, scans_in_parallel
@@ -82,7 +85,8 @@ class ProbedRNN(layers.RNN):
 
     With `fused` (the default), a sequence takes the fastest route its cell has: a parallel
     scan for a linear-recurrence cell, rnnlab's fused recurrence for Keras's own cells (same
-    maths, faster). The probe, `fused=False` and any other cell take Keras's step loop.
+    maths, faster), chunks for the mLSTM. The probe, `fused=False` and any other cell take
+    Keras's step loop.
     """
 
     probe_session: ProbeSession | None = None
@@ -104,6 +108,9 @@ class ProbedRNN(layers.RNN):
         if session is None and self.fused and scans_in_parallel(self.cell):
             self.recurrence_routes[bool(training)] = ("parallel_scan", 1)
             return scan_layer(self, sequences, initial_state, mask, training)
+        if session is None and self.fused and chunks_in_parallel(self.cell):
+            self.recurrence_routes[bool(training)] = ("chunkwise", 1)
+            return chunkwise_layer(self, sequences, initial_state, mask, training)
         if session is None and self.fused and gpu_visible():
             result = cudnn_recurrence(self, sequences, initial_state, mask, training)
             if result is not None:

@@ -58,16 +58,23 @@ def _sequential_scan(a, b):
     return tf.transpose(states, [1, 0, 2])
 
 
-def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training):
-    """What `layer.inner_loop` returns, for a `LinearRecurrentCell`, by a parallel scan."""
-    cell = layer.cell
+def steps_in_reading_order(layer: keras.layers.RNN, sequences, mask):
+    """The sequence and its keep mask [B, T, 1] (None without padding) in the order the
+    layer reads the steps: Keras's loop returns a backwards layer's outputs in that order."""
     keep = None
     mask = padding_mask(mask)
     if mask is not None:
         keep = tf.cast(mask, tf.bool)[:, :, None]
-    if layer.go_backwards:  # Keras's loop returns outputs in the order it reads the steps
+    if layer.go_backwards:
         sequences = tf.reverse(sequences, [1])
         keep = None if keep is None else tf.reverse(keep, [1])
+    return sequences, keep
+
+
+def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training):
+    """What `layer.inner_loop` returns, for a `LinearRecurrentCell`, by a parallel scan."""
+    cell = layer.cell
+    sequences, keep = steps_in_reading_order(layer, sequences, mask)
     inputs = sequences  # what the readout sees, as in the cell's step
     sequences = input_dropout(cell, sequences, training)
     initial = tf.cast(initial_state[0], sequences.dtype)
@@ -86,19 +93,20 @@ def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training
     if not layer.return_sequences and keep is None:  # only the last step's output is read
         last = cell.readout(final, inputs[:, -1])
         return last, last[:, None], [final]
-    outputs = cell.readout(states, inputs)
+    return loop_results(layer, cell.readout(states, inputs), keep, [final])
+
+
+def loop_results(layer: keras.layers.RNN, outputs, keep, final_states):
+    """What `inner_loop` returns from every step's output [B, T, units] as computed, and the
+    final states: under a mask, outputs as Keras's loop gives them."""
     if keep is not None:
-        # A masked step repeats the last output, as Keras's loop does (zeros before any).
-        nothing, once = tf.zeros_like(outputs), tf.ones_like(outputs)
-        outputs = associative_scan(
-            tf.where(keep, nothing, once), tf.where(keep, outputs, nothing), nothing[:, 0]
-        )
+        outputs = repeat_over_masked_steps(outputs, keep)
     if keep is not None and layer.zero_output_for_mask:
         outputs = tf.where(keep, outputs, tf.zeros_like(outputs))
     last = outputs[:, -1]
     if not layer.return_sequences:
-        return last, last[:, None], [final]
-    return last, outputs, [final]
+        return last, last[:, None], final_states
+    return last, outputs, final_states
 
 
 def _real_states(cell: LinearRecurrentCell, parts, initial, keep):
@@ -126,3 +134,24 @@ def _complex_states(cell: LRUCell, parts, initial, keep):
     real, imaginary = tf.split(initial, 2, axis=-1)
     states = associative_scan(a, b, tf.complex(real, imaginary))
     return tf.cast(tf.concat([tf.math.real(states), tf.math.imag(states)], axis=-1), dtype)
+
+
+def repeat_over_masked_steps(outputs, keep):
+    """A masked step repeats the last output, as Keras's loop does (zeros before any): each
+    step's output is gathered from the last kept step, found by a running maximum of kept
+    positions in log2(T) shifts (a tenth of the associative scan's graph, so a model traces
+    in half the time)."""
+    steps = outputs.shape[1]
+    if steps is None:  # the length of a batch is known only when it arrives
+        nothing, once = tf.zeros_like(outputs), tf.ones_like(outputs)
+        return associative_scan(
+            tf.where(keep, nothing, once), tf.where(keep, outputs, nothing), nothing[:, 0]
+        )
+    positions = tf.where(keep[..., 0], tf.range(steps)[None], -1)  # [B, T]
+    shift = 1
+    while shift < steps:
+        before = tf.pad(positions[:, :-shift], [[0, 0], [shift, 0]], constant_values=-1)
+        positions = tf.maximum(positions, before)
+        shift *= 2
+    repeated = tf.gather(outputs, tf.maximum(positions, 0), batch_dims=1)
+    return tf.where((positions >= 0)[..., None], repeated, tf.zeros_like(repeated))

@@ -79,11 +79,14 @@ def budgeted_cell(cfg: DictConfig, task) -> DictConfig:
     if budget is None:
         return cfg.cell
 
-    def count_for(units: int) -> int:
-        model = build_model(with_units(cfg.cell, units), cfg.model, task)
+    # A cell with heads (xLSTM's) splits its units evenly between them: whole heads only.
+    heads = cfg.cell.get("heads") or 1
+
+    def count_for(head_count: int) -> int:
+        model = build_model(with_units(cfg.cell, head_count * heads), cfg.model, task)
         return parameter_counts(model)["n_params"]
 
-    units = units_for_budget(budget, count_for)
+    units = units_for_budget(budget, count_for) * heads
     keras.backend.clear_session()  # the trial builds must not shift the seeded run's names
     return with_units(cfg.cell, units)
 
