@@ -27,6 +27,7 @@ from rnnlab.config import (
     with_experiment_task_overrides,
 )
 from rnnlab.config.compose import compose_unresolved
+from rnnlab.experiments.grids import experiment_grid
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STORED = yaml.safe_load((FIXTURES / "configs_stored_before_41.yaml").read_text())
@@ -122,3 +123,28 @@ def test_rnnlab_train_applies_the_settings_of_its_task_and_keeps_the_users():
     given = ["experiment=cells_vs_tasks", "task=translation", "trainer.epochs=2"]
     assert with_experiment_task_overrides(compose_config(given), given).trainer.epochs == 2
     assert with_experiment_task_overrides(compose_config(given[:2]), given[:2]).trainer.epochs == 8
+
+
+def test_an_experiments_settings_for_one_cell_reach_that_cells_runs_alone():
+    chrono = compose_unresolved(["experiment=copy_memory_chrono"])
+    assert per_task_overrides(chrono, "copy_memory", "lstm_chrono") == [
+        "cell.bias_initializer.max_steps=220"
+    ]
+    assert per_task_overrides(chrono, "copy_memory", "lstm") == []
+    given = ["experiment=copy_memory_chrono", "cell=lstm_chrono"]
+    trained = with_experiment_task_overrides(compose_config(given), given)  # `rnnlab train`'s
+    assert trained.cell.bias_initializer.max_steps == 220
+    assert (
+        "bias_initializer"
+        not in compose_config(["experiment=copy_memory_chrono", "cell=lstm"]).cell
+    )
+    # The grid point trains what `rnnlab train experiment=...` trains: the same hash.
+    (point,) = [
+        p
+        for p in experiment_grid("copy_memory_chrono")
+        if p.axes[1:] == ["cell=lstm_chrono", "seed=0"]
+    ]
+    assert config_hash(compose_config(point.overrides)) == config_hash(trained)
+    mine = [*given, "cell.bias_initializer.max_steps=50"]
+    mine_cfg = with_experiment_task_overrides(compose_config(mine), mine)
+    assert mine_cfg.cell.bias_initializer.max_steps == 50  # the user's value wins

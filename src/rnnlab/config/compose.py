@@ -1,8 +1,9 @@
-"""Hydra's composition of `conf/`, checked, and an experiment's settings for one task.
+"""Hydra's composition of `conf/`, checked, and an experiment's settings for one task or cell.
 
 An experiment (`conf/experiment/`) sets keys for all its runs as plain keys, and keys for the
 runs of one task under `per_task.<task>`, in the same shape: `per_task: {adding: {task:
-{length: 50}}}` is `task.length=50` for the adding points only.
+{length: 50}}}` is `task.length=50` for the adding points only. `per_cell.<cell name>` does
+the same for one cell's runs: a key only that cell has (chrono's T_max, the IndRNN's bound).
 """
 
 from __future__ import annotations
@@ -85,29 +86,37 @@ def _override_text(value: Any) -> str:
     return str(value)
 
 
-def per_task_settings(cfg: DictConfig, task: str) -> list[tuple[str, Any]]:
-    """(dotted key, value) of the experiment's `per_task.<task>`, interpolations unresolved:
-    a value may read a grid axis (long_range's `${horizon}`) that each point sets."""
-    node = OmegaConf.select(cfg, f"per_task.{task}")
+def per_task_settings(cfg: DictConfig, task: str, table: str = "per_task") -> list[tuple[str, Any]]:
+    """(dotted key, value) of the experiment's `per_task.<task>` (or another `table`),
+    interpolations unresolved: a value may read a grid axis (long_range's `${horizon}`)
+    that each point sets."""
+    node = OmegaConf.select(cfg, f"{table}.{task}")
     if node is None:
         return []
     return [(key.rstrip("."), value) for key, value in _flatten(OmegaConf.to_container(node))]
 
 
-def per_task_overrides(cfg: DictConfig, task: str) -> list[str]:
-    """The experiment's settings for `task` as command-line overrides (a grid point's)."""
-    return [f"{key}={_override_text(value)}" for key, value in per_task_settings(cfg, task)]
+def per_task_overrides(cfg: DictConfig, task: str, cell: str | None = None) -> list[str]:
+    """The experiment's settings for `task` (and for `cell`, if given) as command-line
+    overrides (a grid point's)."""
+    settings = per_task_settings(cfg, task)
+    if cell is not None:
+        settings += per_task_settings(cfg, cell, "per_cell")
+    return [f"{key}={_override_text(value)}" for key, value in settings]
 
 
 def with_experiment_task_overrides(cfg: DictConfig, given: list[str]) -> DictConfig:
-    """cfg with its experiment's settings for its task (`per_task.<task>`).
+    """cfg with its experiment's settings for its task and cell (`per_task.<task>`,
+    `per_cell.<cell name>`).
 
     `rnnlab paper` composes each grid point with them as overrides; `rnnlab train
     experiment=NAME` (and `-m`) applies them here, so both run the same configurations (the
     same hashes). A key the user `given` on the command line keeps the user's value.
     """
     given_keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(given)}
-    for key, value in per_task_settings(cfg, cfg.task.name):
+    settings = per_task_settings(cfg, cfg.task.name)
+    settings += per_task_settings(cfg, cfg.cell.name, "per_cell")
+    for key, value in settings:
         if key not in given_keys:
             OmegaConf.update(cfg, key, value, merge=True)
     return cfg

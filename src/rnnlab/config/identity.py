@@ -9,10 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.config.migrations import hashed_layout, plain
 
 # Keys that say where a run is recorded or how it prints, not what it computes. `per_task`
-# is an experiment's table of settings; the ones for the run's task are already applied.
+# and `per_cell` are an experiment's tables of settings; the run's own are already applied.
 # `tune` says how a grid chose its values, which its points' overrides then carry;
 # `claims` what its report checks.
-NOT_HASHED = ("tracking", "data_dir", "per_task", "tune", "claims")
+NOT_HASHED = ("tracking", "data_dir", "per_task", "per_cell", "tune", "claims")
 
 
 def config_hash(cfg: DictConfig) -> str:

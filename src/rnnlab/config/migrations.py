@@ -207,6 +207,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     # Experiment-only keys of tuned grids and published claims (never hashed: NOT_HASHED).
     Added("tune", None),
     Added("claims", []),
+    Added("per_cell", {}),
     # Translation's options, each added with the value that reproduces the runs before it.
     *(
         Added(f"task.{key}", before, task="translation")

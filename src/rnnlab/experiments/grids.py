@@ -67,9 +67,10 @@ def experiment_grid(name: str) -> list[GridPoint]:
     grid = []
     for axes_values in itertools.product(*axes):
         task = next((o.split("=", 1)[1] for o in axes_values if o.startswith("task=")), None)
+        cell = next((o.split("=", 1)[1] for o in axes_values if o.startswith("cell=")), None)
         # Unresolved: a setting may read a grid axis (long_range's ${horizon}), which each
         # point sets; resolving here would give every point the experiment's default.
-        extra = per_task_overrides(cfg, task or cfg.task.name)
+        extra = per_task_overrides(cfg, task or cfg.task.name, cell or cfg.cell.name)
         grid.append(GridPoint(list(axes_values), [f"experiment={name}", *axes_values, *extra]))
     return grid
 
