@@ -351,6 +351,9 @@ def compare_scan_with_step_loop(
     scan(inputs[:, :1])
     loop(inputs[:, :1])
     randomize(cell, seed=4, scale=0.5)
+    for variable in cell.weights:  # within their constraints (IndRNN's |u|), as training keeps them
+        if variable.constraint is not None:
+            variable.assign(variable.constraint(variable))
 
     def run_loop():
         return outputs_and_gradients(loop, inputs, mask, initial)
@@ -477,6 +480,118 @@ def test_native_hgrn_scan_gives_the_gradient_of_its_lower_bounds(native_ops):
     assert np.abs(gradients[0]).min() > 1e-3  # every lane's bound matters
 
 
+# IndRNN's native op against its step loop -------------------------------------------------
+# Not linear, so no TensorFlow scan: the native ops run it, or Keras's step loop does.
+
+INDRNN_ACTIVATIONS = ["relu", "tanh"]
+
+
+@pytest.fixture
+def native_route(native_ops, monkeypatch):
+    """The native ops, with more shards than rows: uneven and empty shards too."""
+    monkeypatch.setattr(scan, "parallel_shards", lambda: SHARDS)
+
+
+@pytest.mark.parametrize("activation", INDRNN_ACTIVATIONS)
+@pytest.mark.parametrize("options", SCAN_OPTIONS)
+def test_native_indrnn_matches_the_step_loop(options, activation, native_route):
+    options, masked, with_initial = SCAN_OPTIONS[options]
+    cell = IndRNNCell(UNITS, activation=activation)
+    inputs = tf.random.normal((BATCH, STEPS, FEATURES), seed=5)
+    mask = tf.sequence_mask([STEPS, 4, 1], STEPS) if masked else None
+    initial = tf.random.normal((BATCH, UNITS), seed=6) if with_initial else None
+    taken = compare_scan_with_step_loop(cell, inputs, mask, initial, **options)
+    assert taken == ("native_scan", SHARDS)
+
+
+@pytest.mark.parametrize("features", WIDE_SHAPES.values(), ids=WIDE_SHAPES.keys())
+@pytest.mark.parametrize("activation", INDRNN_ACTIVATIONS)
+def test_native_indrnn_matches_the_step_loop_on_whole_packets_and_blocks(
+    activation, features, native_route
+):
+    cell = IndRNNCell(19, activation=activation)
+    inputs = tf.random.normal((3, 70, features), seed=10)
+    mask = tf.sequence_mask([70, 66, 3], 70)
+    initial = tf.random.normal((3, 19), seed=11)
+    taken = compare_scan_with_step_loop(
+        cell, inputs, mask, initial, compile_loop=True, return_sequences=True
+    )
+    assert taken[0] == "native_scan"
+
+
+def test_native_indrnn_matches_the_step_loop_over_1000_steps(native_route):
+    """The paper's regime: |u| near 1, so the state and its gradient carry over 1,000 steps."""
+    cell = IndRNNCell(UNITS, recurrent_max_abs=2 ** (1 / 1000))
+    inputs = tf.random.normal((2, 1000, 2), seed=7)
+    initial = tf.random.normal((2, UNITS), seed=8)
+    taken = compare_scan_with_step_loop(cell, inputs, initial=initial, compile_loop=True)
+    assert taken[0] == "native_scan"
+
+
+def test_native_indrnn_passes_no_gradient_through_dead_units(native_route):
+    """ReLU units whose pre-activation is negative at every step output 0 and send no
+    gradient to their weights; the others do, as in the step loop."""
+    cell = IndRNNCell(UNITS)
+    inputs = tf.random.uniform((BATCH, STEPS, FEATURES), seed=12)  # ≥ 0
+    layer = ProbedRNN(cell, return_sequences=True)
+    loop = ProbedRNN(cell, fused=False, return_sequences=True)
+    layer(inputs)
+    loop(inputs)
+    randomize(cell, seed=5, scale=0.5)
+    dead = np.array([True, False, True, False])
+    # Dead: a negative kernel and bias on inputs ≥ 0 keep the pre-activation below 0.
+    kernel = cell.kernel.numpy()
+    kernel[:, dead] = -np.abs(kernel[:, dead])
+    cell.kernel.assign(kernel)
+    cell.bias.assign(np.where(dead, -1.0, 2.0))
+    outputs, *gradients = outputs_and_gradients(layer, inputs)
+    assert layer.recurrence_routes[True][0] == "native_scan"
+    d_inputs, d_kernel, d_bias, d_u = (np.asarray(g) for g in gradients)
+    assert not np.asarray(outputs)[..., dead].any()
+    assert np.asarray(outputs)[..., ~dead].min() > 0
+    for gradient in (d_kernel, d_bias, d_u):
+        assert not gradient[..., dead].any()
+        assert np.abs(gradient[..., ~dead]).min() > 0
+    for got, want in zip([outputs, *gradients], outputs_and_gradients(loop, inputs), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_indrnn_keeps_its_step_loop_without_the_native_ops(monkeypatch):
+    """No associative scan computes it: without the ops (or in bfloat16), Keras's loop."""
+    monkeypatch.setattr(scan, "recurrence_ops", lambda: None)
+    layer = ProbedRNN(IndRNNCell(UNITS), return_sequences=True)
+    layer(tf.random.normal((BATCH, STEPS, FEATURES), seed=13), training=True)
+    assert layer.recurrence_routes[True] == ("keras", 1)
+    monkeypatch.undo()
+    half = ProbedRNN(IndRNNCell(UNITS, dtype="mixed_bfloat16"), dtype="mixed_bfloat16")
+    half(tf.random.normal((BATCH, STEPS, FEATURES), seed=13), training=True)
+    assert half.recurrence_routes[True] == ("keras", 1)
+    other = ProbedRNN(IndRNNCell(UNITS, activation="sigmoid"))  # no op for sigmoid
+    other(tf.random.normal((BATCH, STEPS, FEATURES), seed=13), training=True)
+    assert other.recurrence_routes[True] == ("keras", 1)
+
+
+def test_a_saved_indrnn_model_loads_and_trains_natively_within_its_bound(native_ops, tmp_path):
+    """The native route changes nothing stored: a saved model loads with its weights and
+    predicts the same, and Keras still clips u to its bound after each native update."""
+    inputs = keras.Input((STEPS, 2))
+    hidden = ProbedRNN(IndRNNCell(UNITS, recurrent_max_abs=0.5))(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    model.compile(keras.optimizers.SGD(100.0), "mse")
+    x = np.random.default_rng(0).normal(size=(16, STEPS, 2)).astype("float32")
+    y = np.full((16, 1), 50.0, "float32")  # far off: large steps that push u past the bound
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    (layer,) = recurrent_layers(model)
+    assert layer.recurrence_routes[True][0] == "native_scan"
+    u = layer.cell.recurrent_weight.numpy()
+    assert np.abs(u).max() <= 0.5 and (np.abs(u) == 0.5).any()
+
+    model.save(tmp_path / "indrnn.keras")
+    loaded = keras.saving.load_model(tmp_path / "indrnn.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert recurrent_layers(loaded)[0].recurrence_routes[False][0] == "native_scan"
+
+
 # The native ops check what they are given --------------------------------------------------
 
 NOTHING = tf.zeros([0])
@@ -568,10 +683,10 @@ def test_each_cells_conf_trains_on_the_adding_task(compose, tracking_uri, cell):
     assert recorded.info.status == "FINISHED"
     assert recorded.data.params["cell._target_"] == f"rnnlab.recurrence.cells.{class_name}"
     assert math.isfinite(metrics["test_loss"])
-    if cell == "indrnn":  # an elementwise but non-linear recurrence: Keras's step loop
-        route = "keras"
-    else:
-        route = "native_scan" if recurrence_ops() is not None else "parallel_scan"
+    if recurrence_ops() is not None:
+        route = "native_scan"
+    else:  # IndRNN's recurrence is not linear: no TensorFlow scan, Keras's step loop
+        route = "keras" if cell == "indrnn" else "parallel_scan"
     assert recorded.data.tags[f"rnnlab.recurrence.{class_name}"] == route
 
 

@@ -14,8 +14,10 @@
 All but IndRNN are `LinearRecurrentCell`s: besides the usual one-step `call` (which the
 gradient probe and a user's subclass use), they give their coefficients a_t, b_t for all
 steps at once, and `ProbedRNN` computes the whole sequence with a parallel scan
-(rnnlab.recurrence.scan). Each is a plain Keras cell: `conf/cell/<name>.yaml` names it by
-`_target_`, and `keras.layers.RNN` runs it like any other.
+(rnnlab.recurrence.scan). IndRNN's step is elementwise but not linear: rnnlab's native ops
+run its whole sequence too, where they built, and Keras's step loop where not. Each is a
+plain Keras cell: `conf/cell/<name>.yaml` names it by `_target_`, and `keras.layers.RNN`
+runs it like any other.
 """
 
 from __future__ import annotations
@@ -102,11 +104,23 @@ class _InputProjectingCell(DropoutRNNCell, layers.Layer):
         }
 
 
+# IndRNN's activations that rnnlab's native ops compute (native/scans.cc), and their ops' names.
+INDRNN_NATIVE_ACTIVATIONS = {
+    keras.activations.relu: "ind_rnn_relu_scan",
+    keras.activations.tanh: "ind_rnn_tanh_scan",
+}
+
+
 @keras.saving.register_keras_serializable(package="rnnlab")
 class IndRNNCell(_InputProjectingCell):
     """h_t = activation(W x_t + u ⊙ h_{t-1} + b) (Li et al. 2018), |u| ≤ `recurrent_max_abs`.
 
-    The recurrence is elementwise but not linear (ReLU), so it runs step by step.
+    The recurrence is elementwise but not linear (ReLU), so no associative scan computes it;
+    with ReLU or tanh, rnnlab's native ops run the whole sequence in one op each way
+    (`native_scan`, read by rnnlab.recurrence.scan), else, or without them, Keras's step
+    loop does. The bound stays a weight constraint, which Keras applies after each update
+    whichever route computed the gradient. A subclass that changes `call` sets
+    `native_scan = None`, so its own step is what runs.
     """
 
     def __init__(
@@ -134,6 +148,19 @@ class IndRNNCell(_InputProjectingCell):
             constraint=None if bound is None else BoundedAbs(bound),
             name="recurrent_weight",
         )
+
+    @property
+    def native_scan(self) -> str | None:
+        """The name of its native ops for this activation, or None: no op computes it."""
+        return INDRNN_NATIVE_ACTIVATIONS.get(self.activation)
+
+    def scan_parameters(self):
+        """u, the one parameter per lane the native op reads."""
+        return self.recurrent_weight
+
+    def readout(self, states, inputs):
+        """The output is the state, as in `call`."""
+        return states
 
     def call(self, inputs, states, training=False):
         (projected,) = self.project(inputs, training)
