@@ -26,6 +26,7 @@ from rnnlab.recurrence.cells import (
     MinGRUCell,
     MinLSTMCell,
     RGLRUCell,
+    S6Cell,
 )
 from rnnlab.recurrence.layer import ProbedRNN, recurrent_layers
 from rnnlab.recurrence.native import recurrence_ops
@@ -116,6 +117,27 @@ def hgrn_reference(cell, x, state):
     return centred / np.sqrt(gated.var(axis=-1, keepdims=True) + 1e-5), new
 
 
+def s6_reference(cell, x, state):
+    """Mamba's S6 step, channel by channel and state by state, as the paper writes it."""
+    units, n = cell.units, cell.state_units
+    value, step, b, c = np.split(
+        x @ cell.kernel.numpy() + cell.bias.numpy(), [units, 2 * units, 2 * units + n], axis=-1
+    )
+    step = np.log1p(np.exp(step))  # softplus
+    a = -np.exp(cell.a_log.numpy())
+    h = state.reshape(len(x), units, n).copy()
+    output = np.zeros((len(x), units))
+    for row in range(len(x)):
+        for d in range(units):
+            for k in range(n):
+                h[row, d, k] = (
+                    np.exp(step[row, d] * a[d, k]) * h[row, d, k]
+                    + step[row, d] * b[row, k] * value[row, d]
+                )
+            output[row, d] = c[row] @ h[row, d] + cell.skip.numpy()[d] * value[row, d]
+    return output, h.reshape(len(x), units * n)
+
+
 STEP_CASES = {  # name: (make the cell, its input width, the reference step)
     "indrnn": (lambda: IndRNNCell(4, dtype="float64"), 3, indrnn_reference),
     "mingru": (lambda: MinGRUCell(4, dtype="float64"), 3, mingru_reference),
@@ -130,6 +152,7 @@ STEP_CASES = {  # name: (make the cell, its input width, the reference step)
         3,
         hgrn_reference,
     ),
+    "s6": (lambda: S6Cell(4, state_units=3, dtype="float64"), 5, s6_reference),
 }
 
 
@@ -201,6 +224,20 @@ def test_rglru_decay_starts_uniform_in_the_papers_range():
     np.testing.assert_allclose(cell.decay_rates(), -np.log(power), rtol=1e-3)
 
 
+def test_s6_starts_with_the_papers_decays_and_steps():
+    """A = −(n + 1) in every channel (S4D-real); Δ log-uniform in [dt_min, dt_max]; D = 1."""
+    cell = S6Cell(4096, state_units=3, dt_min=0.001, dt_max=0.1)  # a sample to see Δ's shape
+    cell.build((None, 2))
+    np.testing.assert_allclose(-np.exp(cell.a_log.numpy()), np.tile([-1.0, -2.0, -3.0], (4096, 1)))
+    np.testing.assert_array_equal(cell.skip.numpy(), 1.0)
+    step = np.log1p(np.exp(cell.bias.numpy()[4096:8192].astype(np.float64)))  # softplus
+    assert step.min() >= 0.001 * (1 - 1e-4) and step.max() <= 0.1 * (1 + 1e-4)
+    # log Δ uniform on [log 0.001, log 0.1]: mean log 0.01, standard deviation log(100)/√12.
+    assert np.log(step).mean() == pytest.approx(np.log(0.01), abs=0.05)
+    assert np.log(step).std() == pytest.approx(np.log(100) / math.sqrt(12), rel=0.05)
+    np.testing.assert_array_equal(np.delete(cell.bias.numpy(), np.s_[4096:8192]), 0.0)
+
+
 def test_hgrn_forget_lower_bound_rises_with_depth(compose):
     def bounds(*overrides):
         cfg = compose("task=adding", "cell=hgrn", "cell.units=4", *overrides)
@@ -258,6 +295,7 @@ GRADIENT_CELLS = {
     "lru-matrix-skip": lambda: LRUCell(2, state_units=2, dtype="float64"),
     "rglru": lambda: RGLRUCell(3, dtype="float64"),
     "hgrn": lambda: HGRNCell(3, forget_lower_bound=0.25, dtype="float64"),
+    "s6": lambda: S6Cell(3, state_units=2, dtype="float64"),
 }
 
 
@@ -304,7 +342,9 @@ SCAN_CELLS = {
     "rglru": lambda units, **options: RGLRUCell(units, **options),
     # A nonzero bound: the native op reads it as a parameter.
     "hgrn": lambda units, **options: HGRNCell(units, forget_lower_bound=0.3, **options),
+    "s6": lambda units, **options: S6Cell(units, state_units=3, **options),  # no native op
 }
+NATIVE_SCAN_CELLS = [name for name in SCAN_CELLS if name != "s6"]
 BATCH, STEPS, FEATURES, UNITS = 3, 9, 4, 4  # FEATURES == UNITS: the LRU's diagonal skip
 SHARDS = 4
 
@@ -369,8 +409,10 @@ def compare_scan_with_step_loop(
     return scan.recurrence_routes[True]
 
 
-def expected_route(route):
-    return ("native_scan", SHARDS) if route == "native" else ("parallel_scan", 1)
+def expected_route(route, name):
+    if route == "native" and name in NATIVE_SCAN_CELLS:
+        return ("native_scan", SHARDS)
+    return ("parallel_scan", 1)
 
 
 SCAN_OPTIONS = {  # name: (ProbedRNN options, masked, a nonzero initial state)
@@ -401,7 +443,7 @@ def test_parallel_scan_matches_the_step_loop(name, options, route):
     mask = tf.sequence_mask([STEPS, 4, 1], STEPS) if masked else None
     initial = tf.random.normal((BATCH, cell.state_size), seed=6) if with_initial else None
     taken = compare_scan_with_step_loop(cell, inputs, mask, initial, **options)
-    assert taken == expected_route(route)
+    assert taken == expected_route(route, name)
 
 
 @pytest.mark.parametrize("name", SCAN_CELLS)
@@ -412,7 +454,7 @@ def test_parallel_scan_matches_the_step_loop_over_1000_steps(name, route):
     taken = compare_scan_with_step_loop(
         cell, inputs, initial=initial, compile_loop=True, return_sequences=True
     )
-    assert taken == expected_route(route)
+    assert taken == expected_route(route, name)
 
 
 # The native ops' routes: inputs up to 4 wide are projected inside the step loop, wider ones
@@ -422,7 +464,7 @@ WIDE_SHAPES = {"narrow-inputs": 2, "wide-inputs": 7}
 
 
 @pytest.mark.parametrize("features", WIDE_SHAPES.values(), ids=WIDE_SHAPES.keys())
-@pytest.mark.parametrize("name", SCAN_CELLS)
+@pytest.mark.parametrize("name", NATIVE_SCAN_CELLS)
 def test_native_scan_matches_the_step_loop_on_whole_packets_and_blocks(name, features, native_ops):
     cell = {"lru": lambda: LRUCell(5, state_units=19)}.get(name, lambda: SCAN_CELLS[name](19))()
     inputs = tf.random.normal((3, 70, features), seed=10)
@@ -660,6 +702,7 @@ TRAINED = {
     "lru": ("LRUCell", ["cell.state_units=8"]),
     "rglru": ("RGLRUCell", []),
     "hgrn": ("HGRNCell", ["model.layers=2"]),  # two layers: two lower bounds
+    "s6": ("S6Cell", ["cell.state_units=4"]),
 }
 
 
@@ -683,7 +726,9 @@ def test_each_cells_conf_trains_on_the_adding_task(compose, tracking_uri, cell):
     assert recorded.info.status == "FINISHED"
     assert recorded.data.params["cell._target_"] == f"rnnlab.recurrence.cells.{class_name}"
     assert math.isfinite(metrics["test_loss"])
-    if recurrence_ops() is not None:
+    if cell == "s6":  # no native op: TensorFlow's associative scan
+        route = "parallel_scan"
+    elif recurrence_ops() is not None:
         route = "native_scan"
     else:  # IndRNN's recurrence is not linear: no TensorFlow scan, Keras's step loop
         route = "keras" if cell == "indrnn" else "parallel_scan"

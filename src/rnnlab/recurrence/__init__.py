@@ -1,7 +1,7 @@
 """Where a cell's recurrence runs: the cells, the layer that picks a route for them, and the
 routes, each faster than Keras's step loop for the cells it knows and equal to it in maths.
 
-- `cells`: rnnlab's own cells (minGRU, minLSTM, LRU, RG-LRU, HGRN, IndRNN), plain Keras
+- `cells`: rnnlab's own cells (minGRU, minLSTM, LRU, RG-LRU, HGRN, S6, IndRNN), plain Keras
   cells.
 - `stack`: the config's `cell` and `model` groups as a stack of `layer.ProbedRNN` layers.
 - `layer`: `ProbedRNN`, which picks a route per call: the probe's perturbed loop, a

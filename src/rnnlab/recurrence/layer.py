@@ -3,7 +3,7 @@
 `ProbedRNN` picks how a sequence is computed:
 - while a probe runs, Keras's step-by-step loop, with a zero perturbation added to each
   state after every step (rnnlab.training.probe measures dL/dh_t through it);
-- for a cell whose recurrence is linear in its state (minGRU, minLSTM, LRU, RG-LRU, HGRN:
+- for a cell whose recurrence is linear in its state (minGRU, minLSTM, LRU, RG-LRU, HGRN, S6:
   `cells`), the whole sequence at once by a parallel scan (`scan`); IndRNN's elementwise
   step too, by rnnlab's native ops where they built;
 - on a GPU, for Keras's LSTM and GRU cells, cuDNN's kernels (what keras.layers.LSTM and GRU

@@ -1,6 +1,6 @@
 """A whole sequence of a linear recurrence at once: h_t = a_t ⊙ h_{t-1} + b_t for every t.
 
-A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM, the LRU,
+A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM, the LRU, S6,
 RG-LRU and HGRN (rnnlab.recurrence.cells) the coefficients a_t, b_t depend on the inputs
 only, so every step's state follows from prefix products and sums, which a few large ops
 compute (IndRNN's elementwise but non-linear step has no such form: only the native ops,
@@ -8,8 +8,9 @@ which step through the sequence in C++, run it here; without them, Keras's step 
 - rnnlab's native ops (`native_calls.native_scan`), fastest by far on a CPU: input
   projection, gates and recurrence fused, in one pass over memory each way, the rows split
   between the cores;
-- where they did not build, `associative_scan`: Keras's associative scan of (a, b) pairs,
-  log2(T) rounds of elementwise ops, for real and complex (the LRU's) coefficients alike.
+- where they did not build, and for S6 (which has none), `associative_scan`: Keras's
+  associative scan of (a, b) pairs, log2(T) rounds of elementwise ops, for real and complex
+  (the LRU's) coefficients alike.
 The papers' log-space scan (cumulative sum and cumulative log-sum-exp of log a, log b) ran
 no faster here and, in float32, loses the gradient over 1,000 steps: log A_t reaches about
 -1,000, where float32 resolves 1e-4, and the bias gradients came out 10% off.
