@@ -19,12 +19,13 @@ FLOPs of useful work per sample: forward 2·g·(inputs + units)·units per step 
 for SimpleRNN, LSTM, GRU), times 3 for forward and backward. The peak is `cores`
 independent fp32 2048² matmuls at once (rnnlab's threads: one per op, one op per core).
 
-`--cells modern` races rnnlab's own cells (IndRNN, minGRU, minLSTM, LRU: rnnlab.recurrence.cells)
-against its GRU and LSTM, all built by `recurrent_stack` from the composed config and all
-interleaved in one run, at the reference shape and at T = 1000 (64 × 1000 × 2 → 64; the LRU
-keeps its config's 64 complex state units). For the linear cells (minGRU, minLSTM, LRU) it
-also times their alternatives: the TensorFlow scan that runs where the native ops did not
-build (`rnnlab.recurrence.scan` traced with them off) and Keras's step loop (`model.fused=false`).
+`--cells modern` races rnnlab's own cells (IndRNN, minGRU, minLSTM, LRU, RG-LRU, HGRN:
+rnnlab.recurrence.cells) against its GRU and LSTM, all built by `recurrent_stack` from the
+composed config and all interleaved in one run, at the reference shape and at T = 1000
+(64 × 1000 × 2 → 64; the LRU keeps its config's 64 complex state units). For the cells with
+a native scan it also times their alternatives: the TensorFlow scan that runs where the
+native ops did not build (`rnnlab.recurrence.scan` traced with them off; the linear cells
+only, IndRNN has none) and Keras's step loop (`model.fused=false`).
 Their native scan projects the inputs itself, a block of steps at a time in cache, so per
 step and sample (fp32, S the state's width: units, or 2·state_units for the LRU) the
 forward op reads x (inputs) and writes the state (S), and the backward op reads both and
@@ -79,12 +80,23 @@ REFERENCE_SHAPE = (64, 100, 32, 128)  # batch, steps, inputs, units
 LONG_SHAPE = (64, 1000, 2, 64)  # --cells modern: long sequences, where a scan should pay
 MODERN_CELLS = ("gru", "lstm", "indrnn", "mingru", "minlstm", "lru", "rglru", "hgrn")
 LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru", "rglru", "hgrn")
-# A linear cell's alternatives to its native scan: extra overrides, native ops on, the route
-# its layer must take (what `ProbedRNN.recurrence_routes` records when the step is traced).
+NATIVE_SCAN_CELLS = (*LINEAR_SCAN_CELLS, "indrnn")  # IndRNN: native ops, but no TF scan
+# A native-scan cell's alternatives: extra overrides, native ops on, the route its layer
+# must take (what `ProbedRNN.recurrence_routes` records when the step is traced). IndRNN is
+# not linear: it has no TensorFlow scan, only its step loop.
 ALTERNATIVES = {
     "TF scan": ((), False, "parallel_scan"),
     "step loop": (("model.fused=false",), True, "keras"),
 }
+
+
+def alternatives_of(cell: str) -> list[str]:
+    """The alternatives raced for this cell."""
+    if cell == "indrnn":
+        return ["step loop"]
+    return list(ALTERNATIVES) if cell in LINEAR_SCAN_CELLS else []
+
+
 BATCHES_PER_EPOCH = 20
 PEAK_SIDE = 2048
 COPY_BYTES = 64 * 2**20
@@ -271,8 +283,8 @@ def modern_contenders(shape, batches: int) -> dict[str, KerasContender]:
     found = {}
     for cell in MODERN_CELLS:
         found[cell] = rnnlab_contender(cell, shape, data)
-        alternatives = ALTERNATIVES.items() if cell in LINEAR_SCAN_CELLS else ()
-        for alternative, (overrides, native, route) in alternatives:
+        for alternative in alternatives_of(cell):
+            overrides, native, route = ALTERNATIVES[alternative]
             found[f"{cell} {alternative}"] = rnnlab_contender(
                 cell, shape, data, overrides, native, route
             )
@@ -340,9 +352,8 @@ def modern_row(label: str, cell: str, shape, racing, times, samples) -> str:
     median = {name: statistics.median(values) for name, values in times.items()}
     speed = {name: samples / median[name] for name in racing}
     alternatives = [f"{cell} {alternative}" for alternative in ALTERNATIVES]
-    linear = cell in LINEAR_SCAN_CELLS
     bandwidth = compute = "—"
-    if linear:
+    if cell in NATIVE_SCAN_CELLS:
         gbytes = speed[cell] * scan_bytes_per_sample(racing[cell].layer, *shape[1:3]) / 1e9
         bandwidth = share_text(gbytes, median["copy"], 1)
     if cell in GATES:
@@ -352,8 +363,8 @@ def modern_row(label: str, cell: str, shape, racing, times, samples) -> str:
         cell,
         speed_text(times, cell, samples),
         f"{speed[cell] / speed['gru']:.2f}",
-        *(speed_text(times, name, samples) for name in alternatives),
-        *(f"{speed[cell] / speed[name]:.2f}" if linear else "—" for name in alternatives),
+        *(speed_text(times, name, samples) if name in racing else "—" for name in alternatives),
+        *(f"{speed[cell] / speed[name]:.2f}" if name in racing else "—" for name in alternatives),
         bandwidth,
         compute,
     ]

@@ -26,6 +26,7 @@ from rnnlab.recurrence.cells import (
     MinGRUCell,
     MinLSTMCell,
     RGLRUCell,
+    S6Cell,
 )
 from rnnlab.recurrence.layer import ProbedRNN, recurrent_layers
 from rnnlab.recurrence.native import recurrence_ops
@@ -116,6 +117,27 @@ def hgrn_reference(cell, x, state):
     return centred / np.sqrt(gated.var(axis=-1, keepdims=True) + 1e-5), new
 
 
+def s6_reference(cell, x, state):
+    """Mamba's S6 step, channel by channel and state by state, as the paper writes it."""
+    units, n = cell.units, cell.state_units
+    value, step, b, c = np.split(
+        x @ cell.kernel.numpy() + cell.bias.numpy(), [units, 2 * units, 2 * units + n], axis=-1
+    )
+    step = np.log1p(np.exp(step))  # softplus
+    a = -np.exp(cell.a_log.numpy())
+    h = state.reshape(len(x), units, n).copy()
+    output = np.zeros((len(x), units))
+    for row in range(len(x)):
+        for d in range(units):
+            for k in range(n):
+                h[row, d, k] = (
+                    np.exp(step[row, d] * a[d, k]) * h[row, d, k]
+                    + step[row, d] * b[row, k] * value[row, d]
+                )
+            output[row, d] = c[row] @ h[row, d] + cell.skip.numpy()[d] * value[row, d]
+    return output, h.reshape(len(x), units * n)
+
+
 STEP_CASES = {  # name: (make the cell, its input width, the reference step)
     "indrnn": (lambda: IndRNNCell(4, dtype="float64"), 3, indrnn_reference),
     "mingru": (lambda: MinGRUCell(4, dtype="float64"), 3, mingru_reference),
@@ -130,6 +152,7 @@ STEP_CASES = {  # name: (make the cell, its input width, the reference step)
         3,
         hgrn_reference,
     ),
+    "s6": (lambda: S6Cell(4, state_units=3, dtype="float64"), 5, s6_reference),
 }
 
 
@@ -201,6 +224,20 @@ def test_rglru_decay_starts_uniform_in_the_papers_range():
     np.testing.assert_allclose(cell.decay_rates(), -np.log(power), rtol=1e-3)
 
 
+def test_s6_starts_with_the_papers_decays_and_steps():
+    """A = −(n + 1) in every channel (S4D-real); Δ log-uniform in [dt_min, dt_max]; D = 1."""
+    cell = S6Cell(4096, state_units=3, dt_min=0.001, dt_max=0.1)  # a sample to see Δ's shape
+    cell.build((None, 2))
+    np.testing.assert_allclose(-np.exp(cell.a_log.numpy()), np.tile([-1.0, -2.0, -3.0], (4096, 1)))
+    np.testing.assert_array_equal(cell.skip.numpy(), 1.0)
+    step = np.log1p(np.exp(cell.bias.numpy()[4096:8192].astype(np.float64)))  # softplus
+    assert step.min() >= 0.001 * (1 - 1e-4) and step.max() <= 0.1 * (1 + 1e-4)
+    # log Δ uniform on [log 0.001, log 0.1]: mean log 0.01, standard deviation log(100)/√12.
+    assert np.log(step).mean() == pytest.approx(np.log(0.01), abs=0.05)
+    assert np.log(step).std() == pytest.approx(np.log(100) / math.sqrt(12), rel=0.05)
+    np.testing.assert_array_equal(np.delete(cell.bias.numpy(), np.s_[4096:8192]), 0.0)
+
+
 def test_hgrn_forget_lower_bound_rises_with_depth(compose):
     def bounds(*overrides):
         cfg = compose("task=adding", "cell=hgrn", "cell.units=4", *overrides)
@@ -258,6 +295,7 @@ GRADIENT_CELLS = {
     "lru-matrix-skip": lambda: LRUCell(2, state_units=2, dtype="float64"),
     "rglru": lambda: RGLRUCell(3, dtype="float64"),
     "hgrn": lambda: HGRNCell(3, forget_lower_bound=0.25, dtype="float64"),
+    "s6": lambda: S6Cell(3, state_units=2, dtype="float64"),
 }
 
 
@@ -304,7 +342,9 @@ SCAN_CELLS = {
     "rglru": lambda units, **options: RGLRUCell(units, **options),
     # A nonzero bound: the native op reads it as a parameter.
     "hgrn": lambda units, **options: HGRNCell(units, forget_lower_bound=0.3, **options),
+    "s6": lambda units, **options: S6Cell(units, state_units=3, **options),  # no native op
 }
+NATIVE_SCAN_CELLS = [name for name in SCAN_CELLS if name != "s6"]
 BATCH, STEPS, FEATURES, UNITS = 3, 9, 4, 4  # FEATURES == UNITS: the LRU's diagonal skip
 SHARDS = 4
 
@@ -351,6 +391,9 @@ def compare_scan_with_step_loop(
     scan(inputs[:, :1])
     loop(inputs[:, :1])
     randomize(cell, seed=4, scale=0.5)
+    for variable in cell.weights:  # within their constraints (IndRNN's |u|), as training keeps them
+        if variable.constraint is not None:
+            variable.assign(variable.constraint(variable))
 
     def run_loop():
         return outputs_and_gradients(loop, inputs, mask, initial)
@@ -366,8 +409,10 @@ def compare_scan_with_step_loop(
     return scan.recurrence_routes[True]
 
 
-def expected_route(route):
-    return ("native_scan", SHARDS) if route == "native" else ("parallel_scan", 1)
+def expected_route(route, name):
+    if route == "native" and name in NATIVE_SCAN_CELLS:
+        return ("native_scan", SHARDS)
+    return ("parallel_scan", 1)
 
 
 SCAN_OPTIONS = {  # name: (ProbedRNN options, masked, a nonzero initial state)
@@ -398,7 +443,7 @@ def test_parallel_scan_matches_the_step_loop(name, options, route):
     mask = tf.sequence_mask([STEPS, 4, 1], STEPS) if masked else None
     initial = tf.random.normal((BATCH, cell.state_size), seed=6) if with_initial else None
     taken = compare_scan_with_step_loop(cell, inputs, mask, initial, **options)
-    assert taken == expected_route(route)
+    assert taken == expected_route(route, name)
 
 
 @pytest.mark.parametrize("name", SCAN_CELLS)
@@ -409,7 +454,7 @@ def test_parallel_scan_matches_the_step_loop_over_1000_steps(name, route):
     taken = compare_scan_with_step_loop(
         cell, inputs, initial=initial, compile_loop=True, return_sequences=True
     )
-    assert taken == expected_route(route)
+    assert taken == expected_route(route, name)
 
 
 # The native ops' routes: inputs up to 4 wide are projected inside the step loop, wider ones
@@ -419,7 +464,7 @@ WIDE_SHAPES = {"narrow-inputs": 2, "wide-inputs": 7}
 
 
 @pytest.mark.parametrize("features", WIDE_SHAPES.values(), ids=WIDE_SHAPES.keys())
-@pytest.mark.parametrize("name", SCAN_CELLS)
+@pytest.mark.parametrize("name", NATIVE_SCAN_CELLS)
 def test_native_scan_matches_the_step_loop_on_whole_packets_and_blocks(name, features, native_ops):
     cell = {"lru": lambda: LRUCell(5, state_units=19)}.get(name, lambda: SCAN_CELLS[name](19))()
     inputs = tf.random.normal((3, 70, features), seed=10)
@@ -475,6 +520,118 @@ def test_native_hgrn_scan_gives_the_gradient_of_its_lower_bounds(native_ops):
         gradients.append(tape.gradient(loss, bounds))
     np.testing.assert_allclose(gradients[1], gradients[0], rtol=1e-4, atol=1e-5)
     assert np.abs(gradients[0]).min() > 1e-3  # every lane's bound matters
+
+
+# IndRNN's native op against its step loop -------------------------------------------------
+# Not linear, so no TensorFlow scan: the native ops run it, or Keras's step loop does.
+
+INDRNN_ACTIVATIONS = ["relu", "tanh"]
+
+
+@pytest.fixture
+def native_route(native_ops, monkeypatch):
+    """The native ops, with more shards than rows: uneven and empty shards too."""
+    monkeypatch.setattr(scan, "parallel_shards", lambda: SHARDS)
+
+
+@pytest.mark.parametrize("activation", INDRNN_ACTIVATIONS)
+@pytest.mark.parametrize("options", SCAN_OPTIONS)
+def test_native_indrnn_matches_the_step_loop(options, activation, native_route):
+    options, masked, with_initial = SCAN_OPTIONS[options]
+    cell = IndRNNCell(UNITS, activation=activation)
+    inputs = tf.random.normal((BATCH, STEPS, FEATURES), seed=5)
+    mask = tf.sequence_mask([STEPS, 4, 1], STEPS) if masked else None
+    initial = tf.random.normal((BATCH, UNITS), seed=6) if with_initial else None
+    taken = compare_scan_with_step_loop(cell, inputs, mask, initial, **options)
+    assert taken == ("native_scan", SHARDS)
+
+
+@pytest.mark.parametrize("features", WIDE_SHAPES.values(), ids=WIDE_SHAPES.keys())
+@pytest.mark.parametrize("activation", INDRNN_ACTIVATIONS)
+def test_native_indrnn_matches_the_step_loop_on_whole_packets_and_blocks(
+    activation, features, native_route
+):
+    cell = IndRNNCell(19, activation=activation)
+    inputs = tf.random.normal((3, 70, features), seed=10)
+    mask = tf.sequence_mask([70, 66, 3], 70)
+    initial = tf.random.normal((3, 19), seed=11)
+    taken = compare_scan_with_step_loop(
+        cell, inputs, mask, initial, compile_loop=True, return_sequences=True
+    )
+    assert taken[0] == "native_scan"
+
+
+def test_native_indrnn_matches_the_step_loop_over_1000_steps(native_route):
+    """The paper's regime: |u| near 1, so the state and its gradient carry over 1,000 steps."""
+    cell = IndRNNCell(UNITS, recurrent_max_abs=2 ** (1 / 1000))
+    inputs = tf.random.normal((2, 1000, 2), seed=7)
+    initial = tf.random.normal((2, UNITS), seed=8)
+    taken = compare_scan_with_step_loop(cell, inputs, initial=initial, compile_loop=True)
+    assert taken[0] == "native_scan"
+
+
+def test_native_indrnn_passes_no_gradient_through_dead_units(native_route):
+    """ReLU units whose pre-activation is negative at every step output 0 and send no
+    gradient to their weights; the others do, as in the step loop."""
+    cell = IndRNNCell(UNITS)
+    inputs = tf.random.uniform((BATCH, STEPS, FEATURES), seed=12)  # ≥ 0
+    layer = ProbedRNN(cell, return_sequences=True)
+    loop = ProbedRNN(cell, fused=False, return_sequences=True)
+    layer(inputs)
+    loop(inputs)
+    randomize(cell, seed=5, scale=0.5)
+    dead = np.array([True, False, True, False])
+    # Dead: a negative kernel and bias on inputs ≥ 0 keep the pre-activation below 0.
+    kernel = cell.kernel.numpy()
+    kernel[:, dead] = -np.abs(kernel[:, dead])
+    cell.kernel.assign(kernel)
+    cell.bias.assign(np.where(dead, -1.0, 2.0))
+    outputs, *gradients = outputs_and_gradients(layer, inputs)
+    assert layer.recurrence_routes[True][0] == "native_scan"
+    d_inputs, d_kernel, d_bias, d_u = (np.asarray(g) for g in gradients)
+    assert not np.asarray(outputs)[..., dead].any()
+    assert np.asarray(outputs)[..., ~dead].min() > 0
+    for gradient in (d_kernel, d_bias, d_u):
+        assert not gradient[..., dead].any()
+        assert np.abs(gradient[..., ~dead]).min() > 0
+    for got, want in zip([outputs, *gradients], outputs_and_gradients(loop, inputs), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_indrnn_keeps_its_step_loop_without_the_native_ops(monkeypatch):
+    """No associative scan computes it: without the ops (or in bfloat16), Keras's loop."""
+    monkeypatch.setattr(scan, "recurrence_ops", lambda: None)
+    layer = ProbedRNN(IndRNNCell(UNITS), return_sequences=True)
+    layer(tf.random.normal((BATCH, STEPS, FEATURES), seed=13), training=True)
+    assert layer.recurrence_routes[True] == ("keras", 1)
+    monkeypatch.undo()
+    half = ProbedRNN(IndRNNCell(UNITS, dtype="mixed_bfloat16"), dtype="mixed_bfloat16")
+    half(tf.random.normal((BATCH, STEPS, FEATURES), seed=13), training=True)
+    assert half.recurrence_routes[True] == ("keras", 1)
+    other = ProbedRNN(IndRNNCell(UNITS, activation="sigmoid"))  # no op for sigmoid
+    other(tf.random.normal((BATCH, STEPS, FEATURES), seed=13), training=True)
+    assert other.recurrence_routes[True] == ("keras", 1)
+
+
+def test_a_saved_indrnn_model_loads_and_trains_natively_within_its_bound(native_ops, tmp_path):
+    """The native route changes nothing stored: a saved model loads with its weights and
+    predicts the same, and Keras still clips u to its bound after each native update."""
+    inputs = keras.Input((STEPS, 2))
+    hidden = ProbedRNN(IndRNNCell(UNITS, recurrent_max_abs=0.5))(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    model.compile(keras.optimizers.SGD(100.0), "mse")
+    x = np.random.default_rng(0).normal(size=(16, STEPS, 2)).astype("float32")
+    y = np.full((16, 1), 50.0, "float32")  # far off: large steps that push u past the bound
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    (layer,) = recurrent_layers(model)
+    assert layer.recurrence_routes[True][0] == "native_scan"
+    u = layer.cell.recurrent_weight.numpy()
+    assert np.abs(u).max() <= 0.5 and (np.abs(u) == 0.5).any()
+
+    model.save(tmp_path / "indrnn.keras")
+    loaded = keras.saving.load_model(tmp_path / "indrnn.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert recurrent_layers(loaded)[0].recurrence_routes[False][0] == "native_scan"
 
 
 # The native ops check what they are given --------------------------------------------------
@@ -545,6 +702,7 @@ TRAINED = {
     "lru": ("LRUCell", ["cell.state_units=8"]),
     "rglru": ("RGLRUCell", []),
     "hgrn": ("HGRNCell", ["model.layers=2"]),  # two layers: two lower bounds
+    "s6": ("S6Cell", ["cell.state_units=4"]),
 }
 
 
@@ -568,10 +726,12 @@ def test_each_cells_conf_trains_on_the_adding_task(compose, tracking_uri, cell):
     assert recorded.info.status == "FINISHED"
     assert recorded.data.params["cell._target_"] == f"rnnlab.recurrence.cells.{class_name}"
     assert math.isfinite(metrics["test_loss"])
-    if cell == "indrnn":  # an elementwise but non-linear recurrence: Keras's step loop
-        route = "keras"
-    else:
-        route = "native_scan" if recurrence_ops() is not None else "parallel_scan"
+    if cell == "s6":  # no native op: TensorFlow's associative scan
+        route = "parallel_scan"
+    elif recurrence_ops() is not None:
+        route = "native_scan"
+    else:  # IndRNN's recurrence is not linear: no TensorFlow scan, Keras's step loop
+        route = "keras" if cell == "indrnn" else "parallel_scan"
     assert recorded.data.tags[f"rnnlab.recurrence.{class_name}"] == route
 
 

@@ -92,7 +92,7 @@ def test_the_config_package_finds_the_project_from_its_new_place():
 def test_the_cells_are_keras_cells():
     assert group_choices("cell") == [
         *("gru", "gru_chrono", "hgrn", "indrnn", "irnn", "lru", "lstm", "lstm_chrono"),
-        *("mingru", "minlstm", "mlstm", "rglru", "simple_rnn", "slstm"),
+        *("mingru", "minlstm", "mlstm", "rglru", "s6", "simple_rnn", "slstm"),
     ]
     for cell in group_choices("cell"):
         built = build_cell(compose_config([f"cell={cell}"]).cell)
@@ -103,7 +103,7 @@ def test_unknown_cell_lists_the_allowed_ones():
     with pytest.raises(
         ConfigError,
         match="unknown cell 'foo'; choose one of: gru, gru_chrono, hgrn, indrnn, irnn, lru, lstm, "
-        "lstm_chrono, mingru, minlstm, mlstm, rglru, simple_rnn, slstm",
+        "lstm_chrono, mingru, minlstm, mlstm, rglru, s6, simple_rnn, slstm",
     ):
         compose_config(["cell=foo"])
 
@@ -145,7 +145,7 @@ def test_unknown_key_fails_with_one_line():
         (
             "cell=foo",
             "rnnlab: unknown cell 'foo'; choose one of: gru, gru_chrono, hgrn, indrnn, irnn, "
-            "lru, lstm, lstm_chrono, mingru, minlstm, mlstm, rglru, simple_rnn, slstm",
+            "lru, lstm, lstm_chrono, mingru, minlstm, mlstm, rglru, s6, simple_rnn, slstm",
         ),
         ("trainer.epochs=-1", "rnnlab: trainer.epochs must be at least 1, got -1"),
     ],

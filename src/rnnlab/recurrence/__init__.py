@@ -1,7 +1,7 @@
 """Where a cell's recurrence runs: the cells, the layer that picks a route for them, and the
 routes, each faster than Keras's step loop for the cells it knows and equal to it in maths.
 
-- `cells`: rnnlab's own cells (minGRU, minLSTM, LRU, RG-LRU, HGRN, IndRNN), plain Keras
+- `cells`: rnnlab's own cells (minGRU, minLSTM, LRU, RG-LRU, HGRN, S6, IndRNN), plain Keras
   cells.
 - `xlstm`: xLSTM's sLSTM and mLSTM; `chunkwise`, the mLSTM's route for a whole sequence.
 - `stack`: the config's `cell` and `model` groups as a stack of `layer.ProbedRNN` layers.

@@ -10,12 +10,16 @@
   input gates, with the input scaled by √(1 − a_t²) so the state keeps its size.
 - `HGRNCell` (Qin et al. 2023): a forget gate held above a lower bound that rises with the
   layer's depth, so upper layers remember longer; an output gate and a LayerNorm.
+- `S6Cell` (Gu & Dao 2023): Mamba's selective state space recurrence, whose step Δ_t and
+  maps B_t, C_t read the input, so it chooses per step what to keep.
 
 All but IndRNN are `LinearRecurrentCell`s: besides the usual one-step `call` (which the
 gradient probe and a user's subclass use), they give their coefficients a_t, b_t for all
 steps at once, and `ProbedRNN` computes the whole sequence with a parallel scan
-(rnnlab.recurrence.scan). Each is a plain Keras cell: `conf/cell/<name>.yaml` names it by
-`_target_`, and `keras.layers.RNN` runs it like any other.
+(rnnlab.recurrence.scan). IndRNN's step is elementwise but not linear: rnnlab's native ops
+run its whole sequence too, where they built, and Keras's step loop where not. Each is a
+plain Keras cell: `conf/cell/<name>.yaml` names it by `_target_`, and `keras.layers.RNN`
+runs it like any other.
 """
 
 from __future__ import annotations
@@ -64,16 +68,17 @@ class _InputProjectingCell(DropoutRNNCell, layers.Layer):
         self.state_size = units
         self.output_size = units
 
+    def part_sizes(self) -> list[int]:
+        """The widths of the projection's blocks: `parts` blocks of `units` here."""
+        return [self.units] * self.parts
+
     def build(self, input_shape) -> None:
+        width = sum(self.part_sizes())
         self.kernel = self.add_weight(
-            shape=(input_shape[-1], self.parts * self.units),
-            initializer=self.kernel_initializer,
-            name="kernel",
+            shape=(input_shape[-1], width), initializer=self.kernel_initializer, name="kernel"
         )
         self.bias = (
-            self.add_weight(
-                shape=(self.parts * self.units,), initializer=self.bias_initializer, name="bias"
-            )
+            self.add_weight(shape=(width,), initializer=self.bias_initializer, name="bias")
             if self.use_bias
             else None
         )
@@ -84,11 +89,14 @@ class _InputProjectingCell(DropoutRNNCell, layers.Layer):
         return projected if self.bias is None else projected + self.bias
 
     def project(self, inputs, training=False):
-        """x W + b after input dropout, split into the cell's `parts` blocks."""
+        """x W + b after input dropout, split into the cell's blocks (`part_sizes`)."""
         if training and self.dropout:
             inputs = inputs * self.get_dropout_mask(inputs)
         projected = self.projection(inputs)
-        return ops.split(projected, self.parts, axis=-1) if self.parts > 1 else [projected]
+        sizes = self.part_sizes()
+        if len(sizes) == 1:
+            return [projected]
+        return ops.split(projected, np.cumsum(sizes)[:-1].tolist(), axis=-1)
 
     def get_config(self) -> dict:
         return {
@@ -102,11 +110,23 @@ class _InputProjectingCell(DropoutRNNCell, layers.Layer):
         }
 
 
+# IndRNN's activations that rnnlab's native ops compute (native/scans.cc), and their ops' names.
+INDRNN_NATIVE_ACTIVATIONS = {
+    keras.activations.relu: "ind_rnn_relu_scan",
+    keras.activations.tanh: "ind_rnn_tanh_scan",
+}
+
+
 @keras.saving.register_keras_serializable(package="rnnlab")
 class IndRNNCell(_InputProjectingCell):
     """h_t = activation(W x_t + u ⊙ h_{t-1} + b) (Li et al. 2018), |u| ≤ `recurrent_max_abs`.
 
-    The recurrence is elementwise but not linear (ReLU), so it runs step by step.
+    The recurrence is elementwise but not linear (ReLU), so no associative scan computes it;
+    with ReLU or tanh, rnnlab's native ops run the whole sequence in one op each way
+    (`native_scan`, read by rnnlab.recurrence.scan), else, or without them, Keras's step
+    loop does. The bound stays a weight constraint, which Keras applies after each update
+    whichever route computed the gradient. A subclass that changes `call` sets
+    `native_scan = None`, so its own step is what runs.
     """
 
     def __init__(
@@ -134,6 +154,19 @@ class IndRNNCell(_InputProjectingCell):
             constraint=None if bound is None else BoundedAbs(bound),
             name="recurrent_weight",
         )
+
+    @property
+    def native_scan(self) -> str | None:
+        """The name of its native ops for this activation, or None: no op computes it."""
+        return INDRNN_NATIVE_ACTIVATIONS.get(self.activation)
+
+    def scan_parameters(self):
+        """u, the one parameter per lane the native op reads."""
+        return self.recurrent_weight
+
+    def readout(self, states, inputs):
+        """The output is the state, as in `call`."""
+        return states
 
     def call(self, inputs, states, training=False):
         (projected,) = self.project(inputs, training)
@@ -531,4 +564,97 @@ class HGRNCell(LinearRecurrentCell):
             **super().get_config(),
             "forget_lower_bound": self.forget_lower_bound,
             "output_gate": self.output_gate,
+        }
+
+
+@keras.saving.register_keras_serializable(package="rnnlab")
+class S6Cell(LinearRecurrentCell):
+    """S6, the selective state space recurrence of Mamba (Gu & Dao 2023), on its own:
+
+    for channel d of `units` and state n of `state_units` (the paper's D and N),
+    Δ_t = softplus(W_Δ x_t + b_Δ), B_t = W_B x_t, C_t = W_C x_t, v_t = W_v x_t + b_v,
+    h_t[d, n] = exp(Δ_t[d] A[d, n]) h_{t-1}[d, n] + Δ_t[d] B_t[n] v_t[d],
+    y_t[d] = Σ_n C_t[n] h_t[d, n] + D[d] v_t[d].
+
+    Δ_t, B_t and C_t read the input (the "selection"), so the cell can choose per step what
+    to keep and what to ignore, which the LRU's fixed decay cannot; the recurrence stays
+    linear in h, so it scans in parallel. The paper's initialisation: A = −exp(A_log) starts
+    at S4D-real's −(n + 1), Δ's bias so that Δ starts log-uniform in [dt_min, dt_max], D at 1.
+    Where it departs from the paper: Mamba's block around S6 (the expanding in-projection,
+    short causal convolution, SiLU, the gate z and the out-projection) is left out, so v_t
+    is a linear projection of the input and the next layer's kernel (or the head) projects
+    out; W_Δ is full rather than low-rank (dt_rank); B_t and C_t have biases too (zero at
+    start). A is discretised by zero-order hold and B as Δ B, as Mamba's own code does.
+    The state is units × state_units numbers: [B, T, units·state_units] in the scan, so its
+    memory grows with both. No native op: TensorFlow's associative scan, or the step loop.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        state_units: int = 16,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        **kwargs,
+    ) -> None:
+        super().__init__(units, **kwargs)
+        if state_units <= 0:
+            raise ValueError(f"cell.state_units must be a positive integer, got {state_units}")
+        if not 0.0 < dt_min <= dt_max:
+            raise ValueError(f"need 0 < dt_min ≤ dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        self.state_units, self.dt_min, self.dt_max = state_units, dt_min, dt_max
+        self.state_size = units * state_units
+
+    def part_sizes(self) -> list[int]:
+        """[v | Δ | B | C]: units, units, state_units, state_units."""
+        return [self.units, self.units, self.state_units, self.state_units]
+
+    def build(self, input_shape) -> None:
+        super().build(input_shape)
+        units, states = self.units, self.state_units
+        self.a_log = self.add_weight(  # S4D-real: A[d, n] = −(n + 1)
+            shape=(units, states),
+            initializer=initializers.Constant(
+                np.log(np.tile(np.arange(1.0, states + 1), (units, 1)))
+            ),
+            name="a_log",
+        )
+        self.skip = self.add_weight(shape=(units,), initializer="ones", name="skip")
+        if self.bias is None:
+            return
+        # Δ's bias: softplus⁻¹ of Δ drawn log-uniform in [dt_min, dt_max]. Drawn through
+        # Keras, so `keras.utils.set_random_seed` (and `seed`) fix it.
+        draws = ops.convert_to_numpy(
+            keras.random.uniform((units,), seed=self.seed_generator)
+        ).astype(np.float64)
+        step = np.exp(np.log(self.dt_min) + draws * (np.log(self.dt_max) - np.log(self.dt_min)))
+        bias = ops.convert_to_numpy(self.bias).astype(np.float64)
+        bias[units : 2 * units] = step + np.log(-np.expm1(-step))
+        self.bias.assign(bias.astype(self.bias.dtype))
+
+    def _grid(self, flat):
+        """[..., units·state_units] as [..., units, state_units]."""
+        shape = ops.shape(flat)
+        return ops.reshape(flat, (*shape[:-1], self.units, self.state_units))
+
+    def _flat(self, grid):
+        shape = ops.shape(grid)
+        return ops.reshape(grid, (*shape[:-2], self.units * self.state_units))
+
+    def coefficients(self, parts):
+        value, step, b, _ = parts
+        step = ops.softplus(step)
+        a = ops.exp(step[..., :, None] * -ops.exp(self.a_log))
+        return self._flat(a), self._flat((step * value)[..., :, None] * b[..., None, :])
+
+    def readout(self, states, inputs):
+        value, _, _, c = self.project(inputs)
+        return ops.sum(self._grid(states) * c[..., None, :], axis=-1) + self.skip * value
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "state_units": self.state_units,
+            "dt_min": self.dt_min,
+            "dt_max": self.dt_max,
         }

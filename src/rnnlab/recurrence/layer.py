@@ -3,8 +3,9 @@
 `ProbedRNN` picks how a sequence is computed:
 - while a probe runs, Keras's step-by-step loop, with a zero perturbation added to each
   state after every step (rnnlab.training.probe measures dL/dh_t through it);
-- for a cell whose recurrence is linear in its state (minGRU, minLSTM, LRU, RG-LRU, HGRN:
-  `cells`), the whole sequence at once by a parallel scan (`scan`);
+- for a cell whose recurrence is linear in its state (minGRU, minLSTM, LRU, RG-LRU, HGRN, S6:
+  `cells`), the whole sequence at once by a parallel scan (`scan`); IndRNN's elementwise
+  step too, by rnnlab's native ops where they built;
 - for the mLSTM (`xlstm`), whose gates read the inputs only, the sequence in chunks:
   matmuls within each, a recurrence between them (`chunkwise`);
 - on a GPU, for Keras's LSTM and GRU cells, cuDNN's kernels (what keras.layers.LSTM and GRU
@@ -105,7 +106,7 @@ class ProbedRNN(layers.RNN):
         initial_state = (
             list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
         )
-        if session is None and self.fused and scans_in_parallel(self.cell):
+        if session is None and self.fused and scans_in_parallel(self.cell, sequences.dtype):
             self.recurrence_routes[bool(training)] = ("parallel_scan", 1)
             return scan_layer(self, sequences, initial_state, mask, training)
         if session is None and self.fused and chunks_in_parallel(self.cell):

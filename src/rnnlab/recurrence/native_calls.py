@@ -23,7 +23,7 @@ from rnnlab.recurrence.custom_gradients import (
 )
 
 if TYPE_CHECKING:
-    from rnnlab.recurrence.cells import LinearRecurrentCell
+    from rnnlab.recurrence.cells import IndRNNCell, LinearRecurrentCell
 
 
 def native_recurrence(
@@ -79,7 +79,13 @@ def native_recurrence(
 
 
 def native_scan(
-    ops, cell: LinearRecurrentCell, sequences, initial, keep, every_state=True, shards=1
+    ops,
+    cell: LinearRecurrentCell | IndRNNCell,
+    sequences,
+    initial,
+    keep,
+    every_state=True,
+    shards=1,
 ):
     """(every step's state, or None if not `every_state`; the last state) by rnnlab's native
     ops for the cell (native/scans.cc), its rows split into `shards` between the cores.

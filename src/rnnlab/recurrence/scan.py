@@ -1,14 +1,16 @@
 """A whole sequence of a linear recurrence at once: h_t = a_t ⊙ h_{t-1} + b_t for every t.
 
-A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM, the LRU,
+A step loop costs T dependent steps, each a few small ops; for minGRU, minLSTM, the LRU, S6,
 RG-LRU and HGRN (rnnlab.recurrence.cells) the coefficients a_t, b_t depend on the inputs
 only, so every step's state follows from prefix products and sums, which a few large ops
-compute:
+compute (IndRNN's elementwise but non-linear step has no such form: only the native ops,
+which step through the sequence in C++, run it here; without them, Keras's step loop):
 - rnnlab's native ops (`native_calls.native_scan`), fastest by far on a CPU: input
   projection, gates and recurrence fused, in one pass over memory each way, the rows split
   between the cores;
-- where they did not build, `associative_scan`: Keras's associative scan of (a, b) pairs,
-  log2(T) rounds of elementwise ops, for real and complex (the LRU's) coefficients alike.
+- where they did not build, and for S6 (which has none), `associative_scan`: Keras's
+  associative scan of (a, b) pairs, log2(T) rounds of elementwise ops, for real and complex
+  (the LRU's) coefficients alike.
 The papers' log-space scan (cumulative sum and cumulative log-sum-exp of log a, log b) ran
 no faster here and, in float32, loses the gradient over 1,000 steps: log A_t reaches about
 -1,000, where float32 resolves 1e-4, and the bias gradients came out 10% off.
@@ -29,9 +31,18 @@ from rnnlab.recurrence.native_calls import native_scan
 from rnnlab.threads import parallel_shards
 
 
-def scans_in_parallel(cell) -> bool:
-    """True for a linear-recurrence cell that has not asked for its own step loop."""
-    return isinstance(cell, LinearRecurrentCell) and cell.parallel_scan
+def scans_in_parallel(cell, dtype) -> bool:
+    """Whether `scan_layer` computes this cell's sequences of `dtype`: a linear-recurrence
+    cell that has not asked for its own step loop always can (the native ops, else the
+    associative scan); a cell whose step is elementwise but not linear (IndRNN) names its
+    native ops by `native_scan`, and only they compute it, in float32."""
+    if isinstance(cell, LinearRecurrentCell):
+        return cell.parallel_scan
+    return (
+        getattr(cell, "native_scan", None) is not None
+        and tf.as_dtype(dtype) == tf.float32
+        and recurrence_ops() is not None
+    )
 
 
 def _combine(earlier, later):
@@ -72,7 +83,8 @@ def steps_in_reading_order(layer: keras.layers.RNN, sequences, mask):
 
 
 def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training):
-    """What `layer.inner_loop` returns, for a `LinearRecurrentCell`, by a parallel scan."""
+    """What `layer.inner_loop` returns, for a cell that `scans_in_parallel`, by a parallel
+    scan or the native ops."""
     cell = layer.cell
     sequences, keep = steps_in_reading_order(layer, sequences, mask)
     inputs = sequences  # what the readout sees, as in the cell's step

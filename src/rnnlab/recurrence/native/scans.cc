@@ -1,6 +1,7 @@
 // Linear recurrences h_t = a_t ⊙ h_{t-1} + b_t whose a_t and b_t come from the step's own
-// inputs (rnnlab.recurrence.cells: minGRU, minLSTM, LRU, RG-LRU, HGRN) as TensorFlow ops: input
-// projection, gates and recurrence fused.
+// inputs (rnnlab.recurrence.cells: minGRU, minLSTM, LRU, RG-LRU, HGRN), and IndRNN's
+// elementwise h_t = activation(x_t + u ⊙ h_{t-1}), as TensorFlow ops: input projection, gates
+// and recurrence fused.
 // No step depends on another through a matmul, so the work is elementwise: every lane of
 // every step is a few exps and multiply-adds, written here on whole SIMD packets (Eigen's
 // packet functions: AVX2 or AVX-512, whatever the library was built for) with every
@@ -312,6 +313,47 @@ struct HgrnScan {
     grad[0] = packet::pmul(grad[0], g.forget);
   }
 };
+
+// IndRNN (Li et al. 2018): h = activation(x + u h_prev), u per lane the one parameter. Not
+// linear in h_prev, so it has no associative scan, but it is elementwise like the scans above
+// and runs on the same machinery. Backward recomputes the pre-activation from h_prev (an FMA,
+// bit for bit the forward's), so nothing but the states is stored. ReLU's derivative is 0 at
+// 0, as TensorFlow's: a unit whose pre-activation is not positive passes no gradient on.
+template <class Activation>
+struct IndRnnScan {
+  static constexpr int kGates = 1, kStates = 1, kParameters = 1;
+
+  static void Forward(const Packet* x, const Packet* p, const Packet* previous, Packet* state) {
+    state[0] = Activation::Apply(packet::pmadd(p[0], previous[0], x[0]));
+  }
+
+  static void Backward(const Packet* x, const Packet* p, const Packet* previous, Packet* grad,
+                       Packet* d_x, Packet* d_p) {
+    const Packet d_pre = Activation::Through(packet::pmadd(p[0], previous[0], x[0]), grad[0]);
+    d_x[0] = d_pre;
+    d_p[0] = packet::pmadd(d_pre, previous[0], d_p[0]);
+    grad[0] = packet::pmul(d_pre, p[0]);
+  }
+};
+
+// Each activation: its value, and a gradient taken back through it at the pre-activation.
+struct Relu {
+  static Packet Apply(const Packet& pre) { return packet::pmax(pre, packet::pzero(pre)); }
+  static Packet Through(const Packet& pre, const Packet& grad) {
+    return packet::pand(grad, packet::pcmp_lt(packet::pzero(pre), pre));
+  }
+};
+
+struct Tanh {
+  static Packet Apply(const Packet& pre) { return packet::ptanh(pre); }
+  static Packet Through(const Packet& pre, const Packet& grad) {
+    const Packet h = packet::ptanh(pre);
+    return packet::pmul(grad, packet::pnmadd(h, h, Constant(1.0f)));
+  }
+};
+
+using IndRnnReluScan = IndRnnScan<Relu>;
+using IndRnnTanhScan = IndRnnScan<Tanh>;
 
 constexpr int64_t kBlock = 64;  // steps projected at once: kBlock × W floats stay in cache
 
@@ -760,6 +802,8 @@ RNNLAB_SCAN_OPS(MinLstmScan);
 RNNLAB_SCAN_OPS(LruScan);
 RNNLAB_SCAN_OPS(RgLruScan);
 RNNLAB_SCAN_OPS(HgrnScan);
+RNNLAB_SCAN_OPS(IndRnnReluScan);
+RNNLAB_SCAN_OPS(IndRnnTanhScan);
 
 namespace rnnlab {
 using MinGruScanForward = ScanForward<MinGruScan>;
@@ -772,6 +816,10 @@ using RgLruScanForward = ScanForward<RgLruScan>;
 using RgLruScanBackward = ScanBackward<RgLruScan>;
 using HgrnScanForward = ScanForward<HgrnScan>;
 using HgrnScanBackward = ScanBackward<HgrnScan>;
+using IndRnnReluScanForward = ScanForward<IndRnnReluScan>;
+using IndRnnReluScanBackward = ScanBackward<IndRnnReluScan>;
+using IndRnnTanhScanForward = ScanForward<IndRnnTanhScan>;
+using IndRnnTanhScanBackward = ScanBackward<IndRnnTanhScan>;
 }  // namespace rnnlab
 
 using tensorflow::DEVICE_CPU;
@@ -785,3 +833,7 @@ REGISTER_KERNEL_BUILDER(Name("RnnlabRgLruScanForward").Device(DEVICE_CPU), rnnla
 REGISTER_KERNEL_BUILDER(Name("RnnlabRgLruScanBackward").Device(DEVICE_CPU), rnnlab::RgLruScanBackward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabHgrnScanForward").Device(DEVICE_CPU), rnnlab::HgrnScanForward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabHgrnScanBackward").Device(DEVICE_CPU), rnnlab::HgrnScanBackward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnReluScanForward").Device(DEVICE_CPU), rnnlab::IndRnnReluScanForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnReluScanBackward").Device(DEVICE_CPU), rnnlab::IndRnnReluScanBackward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnTanhScanForward").Device(DEVICE_CPU), rnnlab::IndRnnTanhScanForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnTanhScanBackward").Device(DEVICE_CPU), rnnlab::IndRnnTanhScanBackward);
