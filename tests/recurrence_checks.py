@@ -1,4 +1,5 @@
-"""What the recurrence tests share: the same loss through two layers, and a call counter."""
+"""What the recurrence tests share: the same loss through two layers, random weights, gradients
+against finite differences, and a call counter."""
 
 from __future__ import annotations
 
@@ -30,3 +31,29 @@ def count_native_calls(monkeypatch) -> list:
         lambda *args, **kw: calls.append(1) or original(*args, **kw),
     )
     return calls
+
+
+def randomize(cell, seed=0, scale=0.7):
+    """Random non-zero values in every weight (biases too), so no term of an equation hides."""
+    rng = np.random.default_rng(seed)
+    for variable in cell.weights:
+        variable.assign(rng.normal(size=variable.shape) * scale)
+
+
+def assert_gradients_match_central_differences(loss, variables, epsilon=1e-6):
+    """The tape's gradient of `loss()` (float64) against (f(x + e) - f(x - e)) / 2e, entry by
+    entry of every variable."""
+    with tf.GradientTape() as tape:
+        value = loss()
+    analytic = tape.gradient(value, variables)
+    for variable, gradient in zip(variables, analytic):
+        original = variable.numpy()
+        numeric = np.zeros_like(original)
+        for index in np.ndindex(original.shape):
+            for sign in (1, -1):
+                shifted = original.copy()
+                shifted[index] += sign * epsilon
+                variable.assign(shifted)
+                numeric[index] += sign * loss().numpy() / (2 * epsilon)
+        variable.assign(original)
+        np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-8, err_msg=variable.name)

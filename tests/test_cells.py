@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
+from recurrence_checks import assert_gradients_match_central_differences, randomize
 
 from rnnlab.recurrence import scan
 from rnnlab.recurrence.cells import (
@@ -53,13 +54,6 @@ def candidate(x):
 def gelu(x):
     """x Φ(x), exact (not tanh's approximation); erfc keeps it accurate for x < 0."""
     return 0.5 * x * erfc(-x / math.sqrt(2))
-
-
-def randomize(cell, seed=0, scale=0.7):
-    """Random non-zero values in every weight (biases too), so no term of an equation hides."""
-    rng = np.random.default_rng(seed)
-    for variable in cell.weights:
-        variable.assign(rng.normal(size=variable.shape) * scale)
 
 
 def lru_reference(cell, x, state):
@@ -315,22 +309,7 @@ def test_step_loop_gradients_match_central_differences(name):
         return tf.reduce_sum(layer(inputs, initial_state=[initial]) * weighting)
 
     variables = [inputs, initial, *layer.trainable_variables]
-    with tf.GradientTape() as tape:
-        value = loss()
-    analytic = tape.gradient(value, variables)
-
-    epsilon = 1e-6
-    for variable, gradient in zip(variables, analytic):
-        original = variable.numpy()
-        numeric = np.zeros_like(original)
-        for index in np.ndindex(original.shape):
-            for sign in (1, -1):
-                shifted = original.copy()
-                shifted[index] += sign * epsilon
-                variable.assign(shifted)
-                numeric[index] += sign * loss().numpy() / (2 * epsilon)
-        variable.assign(original)
-        np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-8, err_msg=variable.name)
+    assert_gradients_match_central_differences(loss, variables)
 
 
 # The parallel scan against the step loop ----------------------------------------------------

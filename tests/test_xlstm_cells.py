@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
+from recurrence_checks import assert_gradients_match_central_differences, randomize
 
 from rnnlab.config import ConfigError
 from rnnlab.records.stored_model import load_stored_model
@@ -30,13 +31,6 @@ from rnnlab.training.run import budgeted_cell, run
 
 def sigmoid(x):
     return 1 / (1 + np.exp(-x))
-
-
-def randomize(cell, seed=0, scale=0.7):
-    """Random non-zero values in every weight (biases too), so no term of an equation hides."""
-    rng = np.random.default_rng(seed)
-    for variable in cell.weights:
-        variable.assign(rng.normal(size=variable.shape) * scale)
 
 
 def block_diagonal(cell):
@@ -246,22 +240,7 @@ def test_gradients_match_central_differences(name, fused):
         return tf.reduce_sum(layer(inputs) * weighting)
 
     variables = [inputs, *layer.trainable_variables]
-    with tf.GradientTape() as tape:
-        value = loss()
-    analytic = tape.gradient(value, variables)
-
-    epsilon = 1e-6
-    for variable, gradient in zip(variables, analytic):
-        original = variable.numpy()
-        numeric = np.zeros_like(original)
-        for index in np.ndindex(original.shape):
-            for sign in (1, -1):
-                shifted = original.copy()
-                shifted[index] += sign * epsilon
-                variable.assign(shifted)
-                numeric[index] += sign * loss().numpy() / (2 * epsilon)
-        variable.assign(original)
-        np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-8, err_msg=variable.name)
+    assert_gradients_match_central_differences(loss, variables)
 
 
 # The chunkwise form against the step loop ---------------------------------------------------
