@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,30 +75,59 @@ def test_the_switch_turns_them_off(fresh_ops, monkeypatch):
     assert "RNNLAB_NATIVE=0" in native.describe(native.native_status())
 
 
+# A TensorFlow op of a few lines: TensorFlow's headers and flags, as the real ops take them.
+ANSWER_OP = Path(__file__).parent / "fixtures" / "answer_op.cc"
+# What a new process runs: the op's build from the same folder, then rnnlab's entry point
+# (`python -m rnnlab.recurrence.native`) on the real ops.
+SECOND_PROCESS = """
+import runpy, sys
+from pathlib import Path
+import tensorflow as tf
+from rnnlab.recurrence.native import build
+source, folder = map(Path, sys.argv[1:3])
+del sys.argv[1:]
+op = build.NativeBuild((source,), build.this_cpu(), build.this_compiler(), tf.__version__, folder)
+found = op.build(tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags())
+print("answer", tf.load_op_library(str(found.library)).rnnlab_answer().numpy())
+runpy.run_module("rnnlab.recurrence.native", run_name="__main__")
+"""
+
+
 @pytest.mark.slow
-def test_the_real_ops_build_past_a_rejected_flag_and_a_second_process_reuses_them(
-    tmp_path, monkeypatch
+def test_a_tensorflow_op_builds_past_a_rejected_flag_and_a_second_process_reuses_the_builds(
+    native_ops, tmp_path, monkeypatch
 ):
-    """The chain on the real sources (TensorFlow's headers), then `python -m
-    rnnlab.recurrence.native` in a new process, pointed at the same folder: it loads the
-    library without compiling."""
+    """The chain with TensorFlow's headers and flags, past a rejected flag set, on an op of a
+    few lines: the real sources take a minute, and this session already loaded their build
+    (`make install` made it, or `native_ops` on first use), which stands for them. A new
+    process then loads both without compiling: the op from the same folder, the real ops from
+    RNNLAB_NATIVE_DIR."""
+    real = native.native_status()  # the real ops' build, by the chain unchanged
     chain = build.flag_sets(build.this_cpu())
     monkeypatch.setattr(build, "flag_sets", lambda cpu: [("-fno-such-option-rnnlab",), *chain])
-    built = build_in(tmp_path).build(
-        tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+    op_build = NativeBuild(
+        (ANSWER_OP,), build.this_cpu(), build.this_compiler(), tf.__version__, tmp_path
     )
+    built = op_build.build(tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags())
     # The first set g++ 12 takes: -march=native itself, except on a CPU with AVX512-FP16,
     # where TensorFlow's Eigen needs -mno-avx512fp16 as well (the set after it).
     expected = chain[1] if "avx512_fp16" in build.this_cpu().flags else chain[0]
     assert built.library is not None and built.flags == expected
+    assert "-fno-such-option-rnnlab" in built.log.read_text()
+    assert real.library is not None and real.flags == expected
     second = subprocess.run(
-        [sys.executable, "-m", "rnnlab.recurrence.native"],
-        env={**os.environ, build.DIRECTORY_VARIABLE: str(tmp_path), native.SWITCH: "1"},
+        [sys.executable, "-c", SECOND_PROCESS, str(ANSWER_OP), str(tmp_path)],
+        env={
+            **os.environ,
+            build.DIRECTORY_VARIABLE: str(real.library.parents[2]),
+            native.SWITCH: "1",
+        },
         capture_output=True,
         text=True,
         check=True,
     )
-    assert f"native ops: on ({built.library}" in second.stdout
+    assert "answer 42" in second.stdout
+    assert f"native ops: on ({real.library}" in second.stdout
     assert "compiling" not in second.stderr
 
 

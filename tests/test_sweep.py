@@ -194,7 +194,7 @@ def test_a_multi_objective_sweep_reports_its_pareto_front(smoke_file, tracking_u
     changes = {
         "metric": ["accuracy", "n_params"],
         "pruner": "none",
-        "n_trials": 4,
+        "n_trials": 3,  # each is checked on or off the front: three show it as four did
         "store_models": True,
     }
     spec = load_sweep(smoke_file(**changes), [f"tracking.uri={tracking_uri}"])
@@ -205,7 +205,7 @@ def test_a_multi_objective_sweep_reports_its_pareto_front(smoke_file, tracking_u
         optuna.study.StudyDirection.MAXIMIZE,
         optuna.study.StudyDirection.MINIMIZE,
     ]
-    assert_one_run_per_trial(study, client, n_trials=4, workers=1)
+    assert_one_run_per_trial(study, client, n_trials=3, workers=1)
     for trial in study.trials:
         child = client.get_run(trial.user_attrs[names.TRIAL_RUN_ID])
         assert trial.values == [

@@ -43,9 +43,9 @@ from rnnlab.tasks.data_files import DataFile, is_file_source
 from rnnlab.tasks.seq2seq import bleu, decoding, lexicon_bias, tokenizing, unknown_words
 from rnnlab.tasks.seq2seq.ding import (
     DICTIONARY,
+    dictionary_lexicon,
     dictionary_phrases,
     ding_translations,
-    read_lexicon,
 )
 from rnnlab.tasks.seq2seq.generation_task import TextGenerationTask
 from rnnlab.tasks.seq2seq.losses import smoothed_crossentropy
@@ -344,12 +344,12 @@ class TranslationTask(TextGenerationTask):
     def dictionary_lexicon(self) -> dict[str, str]:
         """`read_lexicon` of the Ding file, without the lines of held-out sentences."""
         if self.lexicon is None:
-            self.lexicon = read_lexicon(
+            self.lexicon = dictionary_lexicon(
                 self.dictionary_path,
-                self.held_out_pairs(),
+                frozenset(self.held_out_pairs()),
                 self.word_standardize,
-                glosses=self.option("dictionary_glosses"),
-                whole_annotations=self.option("whole_annotations"),
+                self.option("dictionary_glosses"),
+                self.option("whole_annotations"),
             )
         return self.lexicon
 

@@ -174,6 +174,20 @@ def ding_translations(
 
 
 @functools.cache
+def dictionary_lexicon(
+    path: Path,
+    held_out: frozenset[tuple[str, str]],
+    standardize: Callable,
+    glosses: bool,
+    whole_annotations: bool,
+) -> dict[str, str]:
+    """`read_lexicon`, read once a process (about 5 s): a run reads it at test and again when
+    its stored model is checked on an example, and `rnnlab evaluate` and `predict` read it.
+    Callers must not change it."""
+    return read_lexicon(path, held_out, standardize, glosses, whole_annotations)
+
+
+@functools.cache
 def dictionary_phrases(
     path: Path, held_out: frozenset[tuple[str, str]], min_words: int, whole_annotations: bool
 ) -> list[tuple[str, str]]:
