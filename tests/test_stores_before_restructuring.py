@@ -40,7 +40,9 @@ def test_every_configuration_keeps_the_hash_it_had_before():
 @pytest.mark.parametrize("experiment", sorted(HASHES["grids"]))
 def test_every_grid_point_keeps_the_hash_it_had_before(experiment):
     today = {" ".join(point.axes): facts.config_hash for point, facts in grid_facts(experiment)}
-    assert today == HASHES["grids"][experiment]
+    before = HASHES["grids"][experiment]
+    # Every point the grid had keeps its hash (its runs stay finished); a grid may grow.
+    assert {point: today.get(point) for point in before} == before
 
 
 @pytest.fixture(scope="module")
