@@ -109,11 +109,10 @@ class Claim:
 
     def sides(self) -> dict[str, dict[str, str]]:
         """An ordering's two sides as their labels and the grid axes each picks."""
-        found = {}
+        found: dict[str, dict[str, str]] = {}
         for side in (self.better, self.worse):
-            axes = (
-                {**self.where, **side} if isinstance(side, dict) else {**self.where, "cell": side}
-            )
+            changed = side if isinstance(side, dict) else {"cell": str(side)}
+            axes = {**self.where, **changed}
             found[side_label(side, axes)] = axes
         return found
 
