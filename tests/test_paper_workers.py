@@ -111,3 +111,41 @@ def test_a_grid_as_slurm_jobs_on_postgresql_survives_a_killed_job(
     assert len(job_logs) == 2
     trained = "".join(log.read_text() for log in job_logs)
     assert trained.count(": training") == 9, "8 points, one of them twice"
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_command_stops_its_workers_and_ends_their_runs(tmp_path):
+    """`kill <pid>` of `rnnlab paper` (or a scheduler's SIGTERM): the workers stop with it,
+    their runs end KILLED, one line says so, and no worker trains on as an orphan. Started
+    as a script's background job would be, with SIGINT ignored, which the workers inherit."""
+    uri, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/claims.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnlab.cli", "paper", "smoke", "--no-report", "--workers", "2",
+         "--storage", storage, f"tracking.uri={uri}", *LEAN, "trainer.epochs=100000"],
+        cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # both workers past their set-up, training
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        running = client.search_runs(experiments, "attributes.status = 'RUNNING'")
+        if sum(names.SEED in run.data.tags for run in running) == 2:
+            break
+        time.sleep(0.2)
+    first_lines = [process.stdout.readline() for _ in range(3)]  # the grid, then its 2 workers
+    workers = [int(line.split("pid ")[1].split(",")[0]) for line in first_lines[1:]]
+    assert len(workers) == 2
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-3000:]
+    assert output.strip().endswith("rnnlab: paper stopped; rerun the same command to go on")
+    assert "Traceback" not in output
+    for pid in workers:  # gone, not orphaned: signal 0 finds no such process
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, "tags.`rnnlab.experiment` = 'smoke'")
+    assert sorted(run.info.status for run in runs) == ["KILLED", "KILLED"]

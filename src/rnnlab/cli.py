@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import sys
 import unicodedata
 from pathlib import Path
@@ -526,10 +527,16 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = arguments[0], arguments[1:]
     if command not in COMMANDS:
         sys.exit(f"rnnlab: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}")
+    # A kill (or a scheduler's SIGTERM) stops a command as Ctrl-C does: its runs end KILLED
+    # and its workers are stopped with it (experiments/workers.py), not left as orphans.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         COMMANDS[command](rest)
     except ConfigError as error:
         sys.exit(f"rnnlab: {error}")
+    except KeyboardInterrupt:
+        print(f"rnnlab: {command} stopped; rerun the same command to go on", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

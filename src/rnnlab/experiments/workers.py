@@ -5,6 +5,12 @@ are several. Each worker is a fresh process (spawned, so each loads its own Tens
 with its share of the cores as TensorFlow threads, and, where the machine has GPUs, one
 GPU given round-robin through CUDA_VISIBLE_DEVICES before TensorFlow starts. Nothing here
 imports TensorFlow.
+
+A SIGTERM (`kill`, a cluster's scheduler) is Ctrl-C here: the parent passes it on to its
+workers and waits for them, and each worker ends its run as Ctrl-C ends it (KILLED, its
+point or trial left to the next command). Without this a killed parent left its workers
+training on as orphans. SIGTERM, not SIGINT, is what is passed on: a command started in
+the background of a script inherits SIGINT ignored, and so do its workers.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 
 from rnnlab.threads import available_cores
@@ -44,12 +52,20 @@ def gpu_for(worker: int, gpus: Sequence[str]) -> str | None:
     return gpus[worker % len(gpus)] if gpus else None
 
 
+# How long a stopped command waits for its workers to end their runs before it kills them.
+STOP_SECONDS = 60
+
+
 def enter_worker(target: Callable, args: tuple, worker: int, threads: int, gpu: str | None):
     """In the new process, before TensorFlow loads: its GPU, then the worker's loop."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill ends its run as Ctrl-C
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     device = f", GPU {gpu}" if gpu is not None else ""
-    target(*args, worker=worker, threads=threads, label=f"[worker {worker}{device}] ")
+    try:
+        target(*args, worker=worker, threads=threads, label=f"[worker {worker}{device}] ")
+    except KeyboardInterrupt:  # its run has ended KILLED; the parent says what happened
+        sys.exit(130)
 
 
 def run_workers(target: Callable, args: tuple, workers: int) -> list[str]:
@@ -71,8 +87,25 @@ def run_workers(target: Callable, args: tuple, workers: int) -> list[str]:
             f"worker {worker}: pid {process.pid}, {threads} TensorFlow thread(s){device}",
             flush=True,
         )
-    for process in processes:
-        process.join()
+    def pass_on(signum, frame):
+        """A SIGTERM to this command alone (not to its process group, as Ctrl-C is)."""
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, pass_on)
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:  # each ends its run; one that hangs is killed
+            process.join(STOP_SECONDS)
+            if process.is_alive():
+                process.kill()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return [
         f"worker {worker} (pid {process.pid}) exited with code {process.exitcode}"
         for worker, process in enumerate(processes)
