@@ -87,6 +87,7 @@ def run_workers(target: Callable, args: tuple, workers: int) -> list[str]:
             f"worker {worker}: pid {process.pid}, {threads} TensorFlow thread(s){device}",
             flush=True,
         )
+
     def pass_on(signum, frame):
         """A SIGTERM to this command alone (not to its process group, as Ctrl-C is)."""
         for process in processes:
