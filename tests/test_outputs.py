@@ -28,6 +28,7 @@ def test_a_report_goes_to_reports_of_the_working_directory(tmp_path, monkeypatch
     cli.main(["report", "smoke", f"tracking.uri={empty_store}", "--output", "elsewhere"])
     assert sorted(path.name for path in (tmp_path / "elsewhere").iterdir()) == [
         "README.md",
+        "claims.json",
         "table.md",
         "table.tex",
     ]
