@@ -149,3 +149,19 @@ def test_a_sigterm_to_the_command_stops_its_workers_and_ends_their_runs(tmp_path
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, "tags.`rnnlab.experiment` = 'smoke'")
     assert sorted(run.info.status for run in runs) == ["KILLED", "KILLED"]
+
+
+def test_an_interrupt_that_surfaces_inside_tensorflow_still_counts_as_one():
+    """A KeyboardInterrupt raised while C++ calls back into Python comes out as a SystemError
+    caused by it (seen in CI on a SIGTERM): the run must still end KILLED, not FAILED."""
+    from rnnlab.records.tracking import interrupted
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as stop:
+            raise SystemError("returned a result with an exception set") from stop
+    except SystemError as wrapped:
+        assert interrupted(wrapped)
+    assert not interrupted(SystemError("a real one"))
+    assert not interrupted(ValueError("nan"))
