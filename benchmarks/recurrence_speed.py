@@ -78,9 +78,15 @@ GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 BARE_KERAS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 REFERENCE_SHAPE = (64, 100, 32, 128)  # batch, steps, inputs, units
 LONG_SHAPE = (64, 1000, 2, 64)  # --cells modern: long sequences, where a scan should pay
-MODERN_CELLS = ("gru", "lstm", "indrnn", "mingru", "minlstm", "lru", "rglru", "hgrn")
+MODERN_CELLS = (
+    *("gru", "lstm", "indrnn", "mingru", "minlstm", "lru", "rglru", "hgrn"),
+    *("s6", "mlstm", "slstm"),
+)
 LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru", "rglru", "hgrn")
 NATIVE_SCAN_CELLS = (*LINEAR_SCAN_CELLS, "indrnn")  # IndRNN: native ops, but no TF scan
+# Cells whose own route is TensorFlow's (S6's scan, the mLSTM's chunks), raced against their
+# step loop only. The sLSTM has no route but Keras's step loop: nothing to race it against.
+STEP_LOOP_ONLY = ("indrnn", "s6", "mlstm")
 # A native-scan cell's alternatives: extra overrides, native ops on, the route its layer
 # must take (what `ProbedRNN.recurrence_routes` records when the step is traced). IndRNN is
 # not linear: it has no TensorFlow scan, only its step loop.
@@ -92,7 +98,7 @@ ALTERNATIVES = {
 
 def alternatives_of(cell: str) -> list[str]:
     """The alternatives raced for this cell."""
-    if cell == "indrnn":
+    if cell in STEP_LOOP_ONLY:
         return ["step loop"]
     return list(ALTERNATIVES) if cell in LINEAR_SCAN_CELLS else []
 
@@ -109,6 +115,16 @@ def flops_per_sample(cell: str, steps: int, inputs: int, units: int) -> float:
 def scan_bytes_per_sample(layer, steps: int, inputs: int) -> float:
     """The traffic floor of a linear-scan layer (see the docstring), from its built cell."""
     return 4 * steps * (3 * inputs + 2 * layer.cell.state_size)
+
+
+def chunkwise_flops_per_sample(layer, steps: int, inputs: int) -> float:
+    """The mLSTM's matmul work in chunks (see the docstring), forward and backward."""
+    cell = layer.cell
+    units, width, chunk = cell.units, cell.head_units, cell.chunk_size
+    projections = 2 * inputs * (4 * units + 2 * cell.heads)  # q, k, v, o and two gates
+    within = 2 * 2 * chunk * units  # q kᵀ and its product with v, L × L per head
+    memory = 2 * 2 * width * units  # the memory read by q, and its update at a chunk's end
+    return 3 * steps * (projections + within + memory)
 
 
 def task_shape(task_name: str) -> tuple[int, int, int, int]:
@@ -353,11 +369,14 @@ def modern_row(label: str, cell: str, shape, racing, times, samples) -> str:
     speed = {name: samples / median[name] for name in racing}
     alternatives = [f"{cell} {alternative}" for alternative in ALTERNATIVES]
     bandwidth = compute = "—"
-    if cell in NATIVE_SCAN_CELLS:
+    if cell in (*NATIVE_SCAN_CELLS, "s6"):
         gbytes = speed[cell] * scan_bytes_per_sample(racing[cell].layer, *shape[1:3]) / 1e9
         bandwidth = share_text(gbytes, median["copy"], 1)
     if cell in GATES:
         compute = share_text(speed[cell] * flops_per_sample(cell, *shape[1:]) / 1e9, median["peak"])
+    if cell == "mlstm":
+        flops = chunkwise_flops_per_sample(racing[cell].layer, *shape[1:3])
+        compute = share_text(speed[cell] * flops / 1e9, median["peak"])
     cells = [
         label,
         cell,

@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import signal
 import sys
 import unicodedata
 from pathlib import Path
@@ -33,6 +32,7 @@ from rnnlab.config import (
     with_experiment_task_overrides,
 )
 from rnnlab.experiments.launchers import LAUNCHERS, Launcher, SlurmOptions, launcher_for
+from rnnlab.interrupts import interrupted, stop_on_signals
 from rnnlab.records import names
 from rnnlab.records.store_access import check_store
 
@@ -529,12 +529,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"rnnlab: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}")
     # A kill (or a scheduler's SIGTERM) stops a command as Ctrl-C does: its runs end KILLED
     # and its workers are stopped with it (experiments/workers.py), not left as orphans.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_on_signals()
     try:
         COMMANDS[command](rest)
     except ConfigError as error:
         sys.exit(f"rnnlab: {error}")
-    except KeyboardInterrupt:
+    except (Exception, KeyboardInterrupt) as error:
+        if not interrupted(error):
+            raise
         print(f"rnnlab: {command} stopped; rerun the same command to go on", file=sys.stderr)
         sys.exit(130)
 

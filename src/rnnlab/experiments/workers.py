@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
+from rnnlab.interrupts import interrupted, stop_on_signals
 from rnnlab.threads import available_cores
 
 
@@ -58,14 +59,16 @@ STOP_SECONDS = 60
 
 def enter_worker(target: Callable, args: tuple, worker: int, threads: int, gpu: str | None):
     """In the new process, before TensorFlow loads: its GPU, then the worker's loop."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill ends its run as Ctrl-C
+    stop_on_signals()  # a kill ends its run as Ctrl-C
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     device = f", GPU {gpu}" if gpu is not None else ""
     try:
         target(*args, worker=worker, threads=threads, label=f"[worker {worker}{device}] ")
-    except KeyboardInterrupt:  # its run has ended KILLED; the parent says what happened
-        sys.exit(130)
+    except (Exception, KeyboardInterrupt) as error:
+        if interrupted(error):  # its run has ended KILLED; the parent says what happened
+            sys.exit(130)
+        raise
 
 
 def run_workers(target: Callable, args: tuple, workers: int) -> list[str]:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import rnnlab
 from rnnlab.config import PROJECT_ROOT, cell_name, config_hash
+from rnnlab.interrupts import interrupted
 from rnnlab.records import names
 from rnnlab.records.liveness import fail_dead_runs, heartbeat, owner_tags
 from rnnlab.records.store_access import create_store
@@ -210,7 +211,7 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as error:
-        if interrupted(error):  # Ctrl-C or a SIGTERM that landed inside a C extension
+        if interrupted(error):  # a stop signal that landed inside a C extension
             mlflow.set_tag(names.FAILURE, "interrupted by the user")
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise KeyboardInterrupt from error
@@ -219,17 +220,6 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
         raise
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
-
-
-def interrupted(error: BaseException | None) -> bool:
-    """Whether a KeyboardInterrupt is behind `error`: one raised while TensorFlow's C++ was
-    calling back into Python surfaces as a SystemError whose cause it is."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
 
 
 SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}

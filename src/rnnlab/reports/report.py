@@ -288,12 +288,10 @@ def claims_section(
         cells = table.get(row, {})
         scores = {column: cell.scores for column, cell in cells.items() if column != BASELINE}
         if claim.kind == "ordering":  # each side may sit in a row of its own
-            scores = {
-                label: getattr(
-                    table.get(claim_row(number, axes, points), {}).get(axes["cell"]), "scores", {}
-                )
-                for label, axes in claim.sides().items()
-            }
+            scores = {}
+            for label, axes in claim.sides().items():
+                side = table.get(claim_row(number, axes, points), {}).get(axes["cell"])
+                scores[label] = side.scores if side else {}
         baseline = cells.get(BASELINE)
         judged = judge_claim(
             claim, scores, directions.get(row, "maximize"), baseline.scores if baseline else None
