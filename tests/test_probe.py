@@ -213,13 +213,27 @@ def test_a_model_without_recurrent_layers_skips_the_probe(compose, caplog):
     assert "no recurrent layer to probe" in caplog.text
 
 
-def test_exploding_gradients_are_flagged(compose, tracking_uri, caplog):
-    cfg = compose("task=adding", "task.length=10", "cell.units=4", "probe.explode_norm=1e-12")
+@pytest.mark.parametrize(
+    ("clipnorm", "advice"),
+    [
+        ("null", "consider trainer.clipnorm"),
+        ("0.5", "the updates are clipped to norm 0.5 (trainer.clipnorm)"),
+    ],
+)
+def test_exploding_gradients_are_flagged(compose, tracking_uri, caplog, clipnorm, advice):
+    """The advice fits the run: clipping is suggested only to a run that does not clip."""
+    cfg = compose(
+        "task=adding",
+        "task.length=10",
+        "cell.units=4",
+        "probe.explode_norm=1e-12",
+        f"trainer.clipnorm={clipnorm}",
+    )
     with caplog.at_level(logging.WARNING, logger="rnnlab"):
         result = run(cfg)
-    assert "passed probe.explode_norm=1e-12: consider trainer.clipnorm" in caplog.text
+    assert f"passed probe.explode_norm=1e-12: {advice}" in caplog.text
     tags = MlflowClient(tracking_uri).get_run(result.run_id).data.tags
-    assert "consider trainer.clipnorm" in tags[names.GRADIENTS_EXPLODED]
+    assert tags[names.GRADIENTS_EXPLODED].endswith(advice)
 
 
 def test_bidirectional_probe_reads_the_backward_layer_in_its_own_order(compose):

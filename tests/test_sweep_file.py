@@ -70,6 +70,8 @@ def test_the_shipped_sweep_files_are_valid(name):
         ("n_trials: 3", "n_trials: 3\nsampler: bayes", 9, "unknown sampler 'bayes'"),
         ("n_trials: 3", "n_trails: 3", 8, "unknown key 'n_trails'"),
         ("n_trials: 3", "n_trials: 0", 8, "n_trials must be a positive number"),
+        ("n_trials: 3", "budget_minutes: 0", 8, "budget_minutes must be a positive number"),
+        ("n_trials: 3", "seed: 1", 1, "set n_trials, timeout or budget_minutes"),
         ("- trainer.epochs=2", "- trainer.epochs=-1", 1, "trainer.epochs must be at least 1"),
         ("n_trials: 3", "n_trials: 3\nsampler: grid", 9, "grid sampler needs a list of choices"),
         ("n_trials: 3", "n_trials: 3\nstore_models: yes please", 9, "store_models must be true"),
@@ -284,3 +286,45 @@ def test_the_cli_fails_a_bad_metric_or_option_in_one_line_leaving_nothing(
     assert error.startswith(f"rnnlab: {path}:{line}: {message}")
     # Neither an Optuna study (the default storage is mlruns/optuna.db) nor an MLflow store.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+def test_a_minutes_budget_counts_finished_trials_time_not_their_number(tmp_path):
+    """`budget_minutes`: no new trial once the finished trials have run that long in all,
+    however many they are; an interrupted trial (rerun on resume) spends nothing."""
+    import datetime
+
+    import optuna
+
+    from rnnlab.experiments.objective import INTERRUPTED_ATTR
+    from rnnlab.experiments.study_storage import budget_spent, minutes_spent
+
+    sweep = load_sweep(write(tmp_path, GOOD.replace("n_trials: 3", "budget_minutes: 10")))
+    assert (sweep.n_trials, sweep.budget_minutes) == (None, 10)
+    study = optuna.create_study()
+    start = datetime.datetime(2026, 12, 5, 12, 0)
+
+    def add(minutes: float, **attrs) -> None:
+        study.add_trial(
+            optuna.trial.FrozenTrial(
+                number=0,  # renumbered by the study
+                state=optuna.trial.TrialState.COMPLETE,
+                value=0.5,
+                datetime_start=start,
+                datetime_complete=start + datetime.timedelta(minutes=minutes),
+                params={"x": 0.1},
+                distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+                user_attrs=attrs,
+                system_attrs={},
+                intermediate_values={},
+                trial_id=0,
+            )
+        )
+
+    add(4)
+    add(5)
+    add(30, **{INTERRUPTED_ATTR: True})
+    assert minutes_spent(study) == pytest.approx(9)
+    assert not budget_spent(sweep, study)
+    add(1.5)
+    assert minutes_spent(study) == pytest.approx(10.5)
+    assert budget_spent(sweep, study)

@@ -193,18 +193,43 @@ class StaleTrialHandler:
         self.retry(study, trial)
 
 
-def trials_counted(study: optuna.Study) -> int:
-    """Trials toward n_trials: all but those whose worker died (their retry counts instead)
-    and those interrupted (Ctrl-C), which a resume runs again: a trial failed by its own
-    loss or config spent its budget; one stopped from outside did not, and every cell of a
-    tuned grid must get the same number of trials."""
+def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials toward the budget: all but those whose worker died (their retry counts
+    instead) and those interrupted (Ctrl-C), which a resume runs again: a trial failed by its
+    own loss or config spent its budget; one stopped from outside did not, and every cell of
+    a tuned grid must get the same budget."""
     trials = study.get_trials(deepcopy=False)
     retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) for trial in trials}
-    return sum(
-        1
+    return [
+        trial
         for trial in trials
         if trial.number not in retried and not trial.user_attrs.get(INTERRUPTED_ATTR)
+    ]
+
+
+def trials_counted(study: optuna.Study) -> int:
+    return len(counted_trials(study))
+
+
+def minutes_spent(study: optuna.Study) -> float:
+    """The counted trials' summed durations, finished ones only: the compute a study has
+    had, the same on one worker or many, and across resumes."""
+    return (
+        sum(
+            (trial.datetime_complete - trial.datetime_start).total_seconds()
+            for trial in counted_trials(study)
+            if trial.datetime_start is not None and trial.datetime_complete is not None
+        )
+        / 60
     )
+
+
+def budget_spent(sweep: Sweep, study: optuna.Study) -> bool:
+    """Whether the study has its n_trials, or its budget_minutes of trials: no new trial
+    starts then (one running on another worker still finishes)."""
+    if sweep.n_trials is not None and trials_counted(study) >= sweep.n_trials:
+        return True
+    return sweep.budget_minutes is not None and minutes_spent(study) >= sweep.budget_minutes
 
 
 def without_password(url: str) -> str:

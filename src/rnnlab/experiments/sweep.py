@@ -24,9 +24,9 @@ from rnnlab.config import ConfigError, compose_config
 from rnnlab.experiments.launchers import Launcher, LocalLauncher
 from rnnlab.experiments.objective import FAILURE_ATTR, Objective
 from rnnlab.experiments.study_storage import (
+    budget_spent,
     open_study,
     stale_check_lock,
-    trials_counted,
     without_password,
 )
 from rnnlab.experiments.sweep_file import Sweep
@@ -38,7 +38,8 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attribute shared by every
 
 
 def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str = "") -> None:
-    """Run trials until the study has n_trials or the timeout passes: one worker's loop.
+    """Run trials until the study has its n_trials or budget_minutes, or this worker's
+    timeout passes: one worker's loop.
 
     `threads`, when several workers share this machine, is this one's share of the cores.
     """
@@ -56,7 +57,7 @@ def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str =
             optuna.storages.fail_stale_trials(study)
         # A waiting trial (the retry of a dead one) is already counted, and must still run.
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if sweep.n_trials is not None and trials_counted(study) >= sweep.n_trials and not waiting:
+        if budget_spent(sweep, study) and not waiting:
             break
         if sweep.timeout is not None and time.monotonic() - started >= sweep.timeout:
             break

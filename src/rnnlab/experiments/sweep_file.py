@@ -60,6 +60,8 @@ KEYS = {
     "direction": "maximize or minimize, or a list with one per metric",
     "n_trials": "trials to finish, counted across all workers and resumes",
     "timeout": "seconds after which no new trial starts",
+    "budget_minutes": "trial minutes (summed, across workers and resumes) after which no new "
+    "trial starts: equal compute for configs of different speeds",
     "seed": "the sampler's seed",
     "heartbeat_seconds": "how often a running trial proves it is alive",
     "retries": "how often a trial whose worker died is retried",
@@ -117,6 +119,7 @@ class Sweep:
     direction: Direction
     n_trials: int | None
     timeout: float | None
+    budget_minutes: float | None = None
     storage: str = DEFAULT_STORAGE
     sampler: str = "tpe"
     sampler_options: dict[str, Any] = field(default_factory=dict)
@@ -223,8 +226,8 @@ class SweepFileChecker:
         for key in data:
             if key not in KEYS:
                 raise self.fail((key,), f"unknown key '{key}'; known keys: {', '.join(KEYS)}")
-        if data.get("n_trials") is None and data.get("timeout") is None:
-            raise self.fail((), "set n_trials or timeout, or the sweep never ends")
+        if all(data.get(key) is None for key in ("n_trials", "timeout", "budget_minutes")):
+            raise self.fail((), "set n_trials, timeout or budget_minutes, or the sweep never ends")
         if "space" not in data or not data["space"]:
             raise self.fail(("space",), "'space' must name at least one parameter to search")
         space = tuple(self.param(name, spec) for name, spec in self.mapping(data, "space").items())
@@ -262,6 +265,7 @@ class SweepFileChecker:
             direction=direction,
             n_trials=self.positive(data, "n_trials", int),
             timeout=self.positive(data, "timeout", (int, float)),
+            budget_minutes=self.positive(data, "budget_minutes", (int, float)),
             storage=str(data.get("storage") or DEFAULT_STORAGE),
             sampler=sampler,
             sampler_options=sampler_options,

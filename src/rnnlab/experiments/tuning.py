@@ -11,7 +11,12 @@ block, `rnnlab paper` does the same, as one protocol:
    same workers and launchers), so a killed grid resumes inside its studies too;
 2. the entry's seeds then train at the best trial's values, and those runs are reported.
 
-Equal budget means equal trials per cell, whatever a cell's speed. The trials train with
+Equal budget means equal trials per cell (`tune.n_trials`), whatever a cell's speed, or
+equal compute (`tune.budget_minutes`): trials start until the entry's finished trials have
+run that many minutes in all, so a cell that trains twice as fast gets about twice the
+trials. The count is kept in the study, so it is the same on one worker or many and across
+resumes; a trial started before the budget ran out still finishes (at most one more per
+worker), and the report gives each entry's trials. The trials train with
 `tune.seed`, a seed no reported run uses: the reported scores never include the run whose
 lucky validation score chose its values (the winner's curse).
 """
@@ -37,6 +42,7 @@ from rnnlab.experiments.sweep_file import Sweep, SweepFileChecker, key_lines
 TUNE_KEYS = (
     "space",
     "n_trials",
+    "budget_minutes",
     "sampler",
     "sampler_options",
     "pruner",
@@ -93,8 +99,10 @@ def entry_sweeps(
     unknown = [key for key in block if key not in TUNE_KEYS]
     if unknown:
         raise checker.fail((unknown[0],), f"tune: unknown key '{unknown[0]}'; known: {TUNE_KEYS}")
-    if not block.get("n_trials"):
-        raise checker.fail(("n_trials",), "tune: n_trials (trials per cell) is required")
+    if not block.get("n_trials") and not block.get("budget_minutes"):
+        raise checker.fail(
+            ("n_trials",), "tune: n_trials (trials per cell) or budget_minutes is required"
+        )
     seed = block.get("seed", 0)
     per_task = block.get("per_task") or {}
     sweeps: dict[str, Sweep] = {}
@@ -166,21 +174,22 @@ def tune_entries(sweeps: dict[str, Sweep], workers: int, launcher) -> dict[str, 
     from mlflow import MlflowClient
     from mlflow.entities import RunStatus
 
-    from rnnlab.experiments.study_storage import open_study, trials_counted
+    from rnnlab.experiments.study_storage import budget_spent, open_study
     from rnnlab.experiments.sweep import open_parent_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pending, parents = [], []
     for key, spec in sweeps.items():
         study = open_study(spec)
-        if spec.n_trials is not None and trials_counted(study) >= spec.n_trials:
+        if budget_spent(spec, study):
             continue
         pending.append(spec)
         parents.append(open_parent_run(spec, study))
     if pending:
+        budget = budget_text(pending[0].n_trials, pending[0].budget_minutes)
         print(
-            f"tuning {len(pending)} of {len(sweeps)} entries, {pending[0].n_trials} trials "
-            f"each, on {workers} worker(s)",
+            f"tuning {len(pending)} of {len(sweeps)} entries, {budget} each, on {workers} "
+            "worker(s)",
             flush=True,
         )
         status = RunStatus.FAILED
@@ -222,6 +231,13 @@ def tuned_overrides(chosen: dict[str, Choice]) -> tuple[tuple[str, tuple[str, ..
     return tuple((key, found.overrides) for key, found in chosen.items() if found.values)
 
 
+def budget_text(n_trials: int | None, budget_minutes: float | None) -> str:
+    """An entry's budget in words: trials, trial minutes, or whichever comes first."""
+    parts = [f"{n_trials} trials" if n_trials else ""]
+    parts.append(f"{budget_minutes:g} trial minutes" if budget_minutes else "")
+    return " or ".join(part for part in parts if part)
+
+
 def caption(block: dict[str, Any]) -> str:
     """The protocol in a sentence, for the report."""
     space = ", ".join(
@@ -235,8 +251,11 @@ def caption(block: dict[str, Any]) -> str:
         if block.get("per_task")
         else ""
     )
+    budget = budget_text(block.get("n_trials"), block.get("budget_minutes"))
+    if block.get("budget_minutes"):
+        budget += " (a faster cell gets more trials; each entry's count is in the table)"
     return (
-        f"Every cell tuned with the same budget: {block['n_trials']} trials of "
+        f"Every cell tuned with the same budget: {budget} of "
         f"{block.get('sampler', 'tpe')} (pruner {block.get('pruner', 'median')}) over "
         f"{space}, chosen by the validation split with seed {block.get('seed', 0)}, which no "
         f"reported run uses; the reported seeds train at the chosen values.{shorter}"

@@ -220,9 +220,15 @@ class GradientDecayLogger(keras.callbacks.Callback):
         decay.write(decay.DecayCurves(epoch, result.loss, curves))
         if result.weight_norms["global"] > self.explode_norm:
             when = f"epoch {epoch}" if epoch else "initialisation"
+            clipnorm = getattr(self.model.optimizer, "clipnorm", None)
+            advice = (
+                f"the updates are clipped to norm {clipnorm:g} (trainer.clipnorm)"
+                if clipnorm
+                else "consider trainer.clipnorm"
+            )
             warning = (
                 f"gradient norm {result.weight_norms['global']:.3g} at {when} passed "
-                f"probe.explode_norm={self.explode_norm:g}: consider trainer.clipnorm"
+                f"probe.explode_norm={self.explode_norm:g}: {advice}"
             )
             logging.getLogger("rnnlab").warning(warning)
             mlflow.set_tag(names.GRADIENTS_EXPLODED, warning)
