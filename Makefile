@@ -90,10 +90,11 @@ style: ## fix style in place
 	$(VENV)/bin/ruff format src tests benchmarks
 
 bench: ## speed against bare Keras and PyTorch; sweeps, stores, system metrics and own-data loading at scale
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q -e ".[bench]" -c constraints.txt \
-		|| echo "PyTorch did not install: its column stays empty"
+	$(PYTHON) -c "import torch, xlstm" 2>/dev/null || $(PYTHON) -m pip install -q -e ".[bench]" -c constraints.txt \
+		|| echo "PyTorch or xlstm did not install: PyTorch's column stays empty, the reference check stops"
 	$(PYTHON) benchmarks/recurrence_speed.py
 	$(PYTHON) benchmarks/recurrence_speed.py --cells modern --tasks none
+	$(PYTHON) benchmarks/reference_check.py
 	command -v valgrind >/dev/null && $(PYTHON) benchmarks/scan_instructions.py \
 		|| echo "scan_instructions skipped: valgrind is missing (apt-get install valgrind) or cannot run this CPU's code (valgrind 3.19 stops at AVX-512)"
 	$(PYTHON) benchmarks/fused_instructions.py
