@@ -186,3 +186,38 @@ def test_after_a_stop_signal_any_error_counts_as_the_stop():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
+
+
+def test_training_stops_after_a_stop_signal_even_if_its_interrupt_was_swallowed():
+    """A library's broad `except` can swallow the KeyboardInterrupt a SIGTERM raised; the
+    run must still stop, at the end of that batch, instead of training on to the last
+    epoch (seen as a worker the parent had to kill after 60 s)."""
+    script = """
+import os, signal
+import keras, numpy as np
+from rnnlab.interrupts import stop_on_signals
+from rnnlab.training.callbacks import StopWhenAsked
+
+class SwallowsInterrupts(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen = batch
+        if batch == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                signal.pause()
+            except BaseException:
+                pass
+
+stop_on_signals()
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+swallower = SwallowsInterrupts()
+try:
+    model.fit(np.zeros((64, 3)), np.zeros((64, 1)), batch_size=4, epochs=5, verbose=0,
+              callbacks=[swallower, StopWhenAsked()])
+except KeyboardInterrupt:
+    print("stopped after batch", swallower.seen)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "stopped after batch 2"

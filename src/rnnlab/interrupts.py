@@ -6,7 +6,9 @@ SystemError caused by it, or a TypeError from a value converted halfway, with no
 linking it to the interrupt (both seen in CI on a SIGTERM). So the handler here notes that
 a stop was asked for before it raises, and any error after that counts as the stop: the
 run ends KILLED and the command says it stopped, instead of a FAILED run and a traceback.
-Nothing here imports TensorFlow.
+The stop is also sticky: code that swallows what the signal raised (a library's broad
+`except`) would train on, so training checks `raise_if_stopping` after every batch and a
+worker before every point or trial. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, _stop)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _stop)
+
+
+def raise_if_stopping() -> None:
+    """Raise KeyboardInterrupt, from plain Python, if a stop signal has arrived."""
+    if _stop_asked:
+        raise KeyboardInterrupt
 
 
 def interrupted(error: BaseException | None) -> bool:

@@ -24,6 +24,7 @@ from rnnlab.experiments.claims import FAILED, FINISHED, RUNNING, GridClaims, gri
 from rnnlab.experiments.grids import GridPoint, PointFacts, entry_key, grid_facts
 from rnnlab.experiments.launchers import Launcher, LocalLauncher
 from rnnlab.experiments.tuning import entry_sweeps, tune_entries, tuned_overrides
+from rnnlab.interrupts import raise_if_stopping
 from rnnlab.records import names
 from rnnlab.records.liveness import fail_dead_runs
 from rnnlab.records.runs import finished_runs
@@ -86,6 +87,7 @@ def work(job: GridJob, worker: int = 0, threads: int | None = None, label: str =
     points, uri, claims = job.points(), job.tracking_uri(), job.claims()
     waiting_said = False
     while True:
+        raise_if_stopping()
         done = finished_hashes(uri, job.name)
         held = claims.claims()
         trained = False
@@ -99,6 +101,7 @@ def work(job: GridJob, worker: int = 0, threads: int | None = None, label: str =
                 # runs again: now, not at most once a heartbeat as a run's start does.
                 fail_dead_runs(uri, now=True)
                 print(f"{name}: {death}", flush=True)
+            raise_if_stopping()  # one that arrived while claiming: the point goes back
             if taken:
                 train_point(claims, facts.config_hash, [*point.overrides, *job.overrides], name)
                 trained = True

@@ -30,6 +30,7 @@ from rnnlab.experiments.study_storage import (
     without_password,
 )
 from rnnlab.experiments.sweep_file import Sweep
+from rnnlab.interrupts import raise_if_stopping
 from rnnlab.records import names
 from rnnlab.records.tracking import git_state, use_store
 from rnnlab.threads import configure_threads
@@ -53,6 +54,7 @@ def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str =
     objective = Objective(sweep, study.user_attrs[PARENT_RUN_ATTR])
     progress = ProgressLine(started, label)
     while True:
+        raise_if_stopping()
         with stale_check_lock(sweep):  # before counting: a dead trial is retried
             optuna.storages.fail_stale_trials(study)
         # A waiting trial (the retry of a dead one) is already counted, and must still run.

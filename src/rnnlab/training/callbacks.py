@@ -10,6 +10,7 @@ import keras
 import mlflow
 import optuna
 
+from rnnlab.interrupts import raise_if_stopping
 from rnnlab.records import decay, names
 from rnnlab.records.plots import gradient_decay_figure
 from rnnlab.training.probe import ProbeResult, decay_statistics
@@ -36,6 +37,17 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         # Written now: a write costs milliseconds, while MLflow's asynchronous queue made the
         # run's end wait about 0.9 s for its shutdown (benchmarks/RESULTS.md, sweeps).
         mlflow.log_metrics(metrics, step=epoch)
+
+
+class StopWhenAsked(keras.callbacks.Callback):
+    """End training after the batch in which a stop signal arrived, even if what the signal
+    raised was swallowed on the way (rnnlab.interrupts)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        raise_if_stopping()
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        raise_if_stopping()
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

@@ -37,6 +37,7 @@ from rnnlab.training.callbacks import (
     MlflowEpochLogger,
     ReportToOptuna,
     StopOnNonFiniteLoss,
+    StopWhenAsked,
 )
 from rnnlab.training.probe import GradientProbe
 
@@ -146,6 +147,7 @@ def training_callbacks(
     averaged = [AveragedWeights()] if weight_averaging(cfg.trainer) else []
     callbacks = [
         *averaged,
+        StopWhenAsked(),
         StopOnNonFiniteLoss(),
         *gradient_probe(cfg, model, task, data),
         best_epoch,
