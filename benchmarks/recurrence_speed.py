@@ -19,13 +19,15 @@ FLOPs of useful work per sample: forward 2·g·(inputs + units)·units per step 
 for SimpleRNN, LSTM, GRU), times 3 for forward and backward. The peak is `cores`
 independent fp32 2048² matmuls at once (rnnlab's threads: one per op, one op per core).
 
-`--cells modern` races rnnlab's own cells (IndRNN, minGRU, minLSTM, LRU, RG-LRU, HGRN:
-rnnlab.recurrence.cells) against its GRU and LSTM, all built by `recurrent_stack` from the
-composed config and all interleaved in one run, at the reference shape and at T = 1000
-(64 × 1000 × 2 → 64; the LRU keeps its config's 64 complex state units). For the cells with
-a native scan it also times their alternatives: the TensorFlow scan that runs where the
-native ops did not build (`rnnlab.recurrence.scan` traced with them off; the linear cells
-only, IndRNN has none) and Keras's step loop (`model.fused=false`).
+`--cells modern` races rnnlab's own cells (IndRNN, minGRU, minLSTM, LRU, RG-LRU, HGRN, S6:
+rnnlab.recurrence.cells; mLSTM, sLSTM: rnnlab.recurrence.xlstm) against its GRU and LSTM,
+all built by `recurrent_stack` from the composed config and all interleaved in one run, at
+the reference shape and at T = 1000 (64 × 1000 × 2 → 64; the LRU keeps its config's 64
+complex state units). For the cells with a native scan it also times their alternatives:
+the TensorFlow scan that runs where the native ops did not build (`rnnlab.recurrence.scan`
+traced with them off; the linear cells only, IndRNN has none) and Keras's step loop
+(`model.fused=false`); for the mLSTM its step loop, for S6 (whose own route is its step
+loop) TensorFlow's scan.
 Their native scan projects the inputs itself, a block of steps at a time in cache, so per
 step and sample (fp32, S the state's width: units, or 2·state_units for the LRU) the
 forward op reads x (inputs) and writes the state (S), and the backward op reads both and
@@ -84,14 +86,15 @@ MODERN_CELLS = (
 )
 LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru", "rglru", "hgrn")
 NATIVE_SCAN_CELLS = (*LINEAR_SCAN_CELLS, "indrnn")  # IndRNN: native ops, but no TF scan
-# Cells whose own route is TensorFlow's (S6's scan, the mLSTM's chunks), raced against their
-# step loop only. The sLSTM has no route but Keras's step loop: nothing to race it against.
-STEP_LOOP_ONLY = ("indrnn", "s6", "mlstm")
+# IndRNN (no TF scan) and the mLSTM (its own route is TensorFlow's chunks) race their step
+# loop only; S6, whose own route is its step loop, races TensorFlow's scan only. The sLSTM
+# has no route but Keras's step loop: nothing to race it against.
+STEP_LOOP_ONLY = ("indrnn", "mlstm")
 # A native-scan cell's alternatives: extra overrides, native ops on, the route its layer
 # must take (what `ProbedRNN.recurrence_routes` records when the step is traced). IndRNN is
 # not linear: it has no TensorFlow scan, only its step loop.
 ALTERNATIVES = {
-    "TF scan": ((), False, "parallel_scan"),
+    "TF scan": (("cell.parallel_scan=true",), False, "parallel_scan"),  # S6's is off by default
     "step loop": (("model.fused=false",), True, "keras"),
 }
 
@@ -100,6 +103,8 @@ def alternatives_of(cell: str) -> list[str]:
     """The alternatives raced for this cell."""
     if cell in STEP_LOOP_ONLY:
         return ["step loop"]
+    if cell == "s6":
+        return ["TF scan"]
     return list(ALTERNATIVES) if cell in LINEAR_SCAN_CELLS else []
 
 
@@ -369,7 +374,7 @@ def modern_row(label: str, cell: str, shape, racing, times, samples) -> str:
     speed = {name: samples / median[name] for name in racing}
     alternatives = [f"{cell} {alternative}" for alternative in ALTERNATIVES]
     bandwidth = compute = "—"
-    if cell in (*NATIVE_SCAN_CELLS, "s6"):
+    if cell in NATIVE_SCAN_CELLS:
         gbytes = speed[cell] * scan_bytes_per_sample(racing[cell].layer, *shape[1:3]) / 1e9
         bandwidth = share_text(gbytes, median["copy"], 1)
     if cell in GATES:
@@ -425,7 +430,8 @@ def main() -> None:
         flush=True,
     )
     columns = (
-        "rnnlab samples/s | / GRU | TF scan | step loop | scan / TF scan | scan / step loop "
+        "rnnlab samples/s | / GRU | TF scan | step loop | own route / TF scan "
+        "| own route / step loop "
         "| scan GB/s / copy | GFLOP/s / peak"
         if modern
         else "rnnlab samples/s | rnnlab graph loop | bare Keras | PyTorch | rnnlab / Keras "
