@@ -22,7 +22,7 @@ FLOORS = [  # top first
     {"records"},
     {"tasks"},
     {"recurrence"},
-    {"config", "threads", "locks", ""},  # "" is the package itself (`import rnnlab`)
+    {"config", "threads", "locks", "interrupts", ""},  # "" is the package itself (`import rnnlab`)
 ]
 
 
