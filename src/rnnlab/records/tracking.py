@@ -201,19 +201,17 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str]) -> Iterator[mlflow.Active
         mlflow.set_tags({**provenance_tags(), **identity, **tags})
         with heartbeat(mlflow.MlflowClient(), run.info.run_id):
             yield run
-    except KeyboardInterrupt:
-        mlflow.set_tag(names.FAILURE, "interrupted by the user")
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-        raise
     except optuna.TrialPruned as pruned:
         # A sweep stopped this trial on purpose: not an error, but not a finished run either.
         mlflow.set_tag(names.PRUNED, str(pruned))
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as error:
-        if interrupted(error):  # a stop signal that landed inside a C extension
+        if interrupted(error):  # Ctrl-C, SIGTERM, or either landing inside a C extension
             mlflow.set_tag(names.FAILURE, "interrupted by the user")
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            if isinstance(error, KeyboardInterrupt):
+                raise
             raise KeyboardInterrupt from error
         mlflow.set_tag(names.FAILURE, f"{type(error).__name__}: {error}"[:MAX_PARAM_LENGTH])
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
