@@ -26,8 +26,8 @@ the reference shape and at T = 1000 (64 × 1000 × 2 → 64; the LRU keeps its c
 complex state units). For the cells with a native scan it also times their alternatives:
 the TensorFlow scan that runs where the native ops did not build (`rnnlab.recurrence.scan`
 traced with them off; the linear cells only, IndRNN has none) and Keras's step loop
-(`model.fused=false`); for the mLSTM its step loop, for S6 (whose own route is its step
-loop) TensorFlow's scan.
+(`model.fused=false`); for the mLSTM and the sLSTM (native ops) their step loop, for S6
+(whose own route is its step loop) TensorFlow's scan.
 Their native scan projects the inputs itself, a block of steps at a time in cache, so per
 step and sample (fp32, S the state's width: units, or 2·state_units for the LRU) the
 forward op reads x (inputs) and writes the state (S), and the backward op reads both and
@@ -86,10 +86,13 @@ MODERN_CELLS = (
 )
 LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru", "rglru", "hgrn")
 NATIVE_SCAN_CELLS = (*LINEAR_SCAN_CELLS, "indrnn")  # IndRNN: native ops, but no TF scan
-# IndRNN (no TF scan) and the mLSTM (its own route is TensorFlow's chunks) race their step
-# loop only; S6, whose own route is its step loop, races TensorFlow's scan only. The sLSTM
-# has no route but Keras's step loop: nothing to race it against.
-STEP_LOOP_ONLY = ("indrnn", "mlstm")
+# IndRNN (no TF scan), the mLSTM (its own route is TensorFlow's chunks) and the sLSTM (its
+# own is its native ops; it has no scan) race their step loop only; S6, whose own route is
+# its step loop, races TensorFlow's scan only.
+STEP_LOOP_ONLY = ("indrnn", "mlstm", "slstm")
+# The route a cell's own contender must take, where it has one that could silently fall
+# back to the step loop: the sLSTM's native ops did not run, and the race would say 1.0×.
+OWN_ROUTES = {"slstm": "native"}
 # A native-scan cell's alternatives: extra overrides, native ops on, the route its layer
 # must take (what `ProbedRNN.recurrence_routes` records when the step is traced). IndRNN is
 # not linear: it has no TensorFlow scan, only its step loop.
@@ -130,6 +133,13 @@ def chunkwise_flops_per_sample(layer, steps: int, inputs: int) -> float:
     within = 2 * 2 * chunk * units  # q kᵀ and its product with v, L × L per head
     memory = 2 * 2 * width * units  # the memory read by q, and its update at a chunk's end
     return 3 * steps * (projections + within + memory)
+
+
+def slstm_flops_per_sample(layer, steps: int, inputs: int) -> float:
+    """The sLSTM's matmuls, forward and backward: x W for its four gates, and R h per head
+    (each unit reads its own head's `head_units`)."""
+    cell = layer.cell
+    return 3 * steps * 2 * 4 * (inputs + cell.head_units) * cell.units
 
 
 def task_shape(task_name: str) -> tuple[int, int, int, int]:
@@ -303,7 +313,7 @@ def modern_contenders(shape, batches: int) -> dict[str, KerasContender]:
     _, _, data = training_data(shape, batches)
     found = {}
     for cell in MODERN_CELLS:
-        found[cell] = rnnlab_contender(cell, shape, data)
+        found[cell] = rnnlab_contender(cell, shape, data, route=OWN_ROUTES.get(cell))
         for alternative in alternatives_of(cell):
             overrides, native, route = ALTERNATIVES[alternative]
             found[f"{cell} {alternative}"] = rnnlab_contender(
@@ -379,8 +389,9 @@ def modern_row(label: str, cell: str, shape, racing, times, samples) -> str:
         bandwidth = share_text(gbytes, median["copy"], 1)
     if cell in GATES:
         compute = share_text(speed[cell] * flops_per_sample(cell, *shape[1:]) / 1e9, median["peak"])
-    if cell == "mlstm":
-        flops = chunkwise_flops_per_sample(racing[cell].layer, *shape[1:3])
+    if cell in ("mlstm", "slstm"):
+        count = chunkwise_flops_per_sample if cell == "mlstm" else slstm_flops_per_sample
+        flops = count(racing[cell].layer, *shape[1:3])
         compute = share_text(speed[cell] * flops / 1e9, median["peak"])
     cells = [
         label,

@@ -95,6 +95,30 @@ def test_rows_split_unevenly_across_shards_give_the_same_result(
         np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("route", ["native", "graph"])
+@pytest.mark.parametrize("return_sequences", [True, False], ids=["sequences", "last"])
+def test_masked_steps_before_any_kept_one_output_zeros_whatever_the_initial_state(
+    route, return_sequences, take_route
+):
+    """Reversed, a short row's padding comes first: Keras's loop outputs zeros there (its
+    outputs start at zero), while its states hold the initial ones; a row masked throughout
+    outputs zeros as its last output."""
+    take_route(route)
+    fused_layer, keras_loop = twin_layers(
+        layers.LSTMCell, go_backwards=True, return_sequences=return_sequences
+    )
+    sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=8)
+    initial = [tf.random.normal((BATCH, UNITS), seed=9 + index) for index in range(2)]
+    mask = tf.sequence_mask([STEPS, 5, 1, 0, STEPS], STEPS)
+    ours, theirs = (
+        layer(sequences, mask=mask, initial_state=initial) for layer in (fused_layer, keras_loop)
+    )
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    if return_sequences:  # the row of one step, reversed: zeros until its step
+        np.testing.assert_array_equal(ours[2, : STEPS - 1], 0.0)
+    np.testing.assert_array_equal((ours[3, -1] if return_sequences else ours[3]), 0.0)
+
+
 @pytest.mark.parametrize("cell_class, route", ROUTES)
 def test_a_length_known_only_at_run_time_works(cell_class, route, take_route):
     """Series of any length: the time axis is unknown while the graph is traced."""

@@ -176,6 +176,15 @@ BACKWARD_INPUTS = [
 ]
 
 
+SLSTM_FORWARD_INPUTS = [
+    *("projected", "recurrent_kernel", "initial_h", "initial_c", "initial_n", "initial_m", "keep")
+]
+SLSTM_BACKWARD_INPUTS = [
+    *("records", "c", "n", "initial_c", "initial_n", "recurrent_kernel", "d_h"),
+    *("d_final_h", "d_final_c", "d_final_n", "d_final_m", "keep"),
+]
+
+
 def input_names(op) -> list[str]:
     """The inputs of a loaded op's Python function, which TensorFlow writes from its
     REGISTER_OP, in order (its attributes and `name` after them)."""
@@ -190,6 +199,8 @@ def test_the_ops_take_their_inputs_by_these_names_in_this_order(native_ops):
         assert input_names(getattr(native_ops, f"rnnlab_{kind.native}_forward")) == FORWARD_INPUTS
         backward = getattr(native_ops, f"rnnlab_{kind.native}_backward")
         assert input_names(backward) == BACKWARD_INPUTS
+    assert input_names(native_ops.rnnlab_slstm_forward) == SLSTM_FORWARD_INPUTS
+    assert input_names(native_ops.rnnlab_slstm_backward) == SLSTM_BACKWARD_INPUTS
 
 
 def random_tensor(rng, *shape):
@@ -225,19 +236,47 @@ def op_arguments(ops, kind, steps=4, rows=3, units=2, seed=0):
     return forward, backward
 
 
+def slstm_op_arguments(ops, steps=4, rows=3, heads=2, width=2, seed=0):
+    """As `op_arguments`, for the sLSTM's ops: R [heads, w, 4w], four states."""
+    rng = np.random.default_rng(seed)
+    units = heads * width
+    keep = tf.constant(rng.integers(0, 2, size=(steps, rows, 1)).astype(np.float32))
+    states = ("initial_h", "initial_c", "initial_n", "initial_m")
+    forward = {
+        "projected": random_tensor(rng, steps, rows, 4 * units),
+        "recurrent_kernel": random_tensor(rng, heads, width, 4 * width) * 0.5,
+        **{name: random_tensor(rng, rows, units) for name in states},
+        "keep": keep,
+    }
+    forward["initial_n"] = tf.abs(forward["initial_n"]) + 0.5  # a normaliser is positive
+    _, c, n, _, records = ops.rnnlab_slstm_forward(**forward)
+    backward = {
+        "records": records,
+        "c": c,
+        "n": n,
+        **{name: forward[name] for name in ("initial_c", "initial_n", "recurrent_kernel")},
+        "d_h": random_tensor(rng, steps, rows, units),
+        **{f"d_final_{s}": random_tensor(rng, rows, units) for s in "hcnm"},
+        "keep": keep,
+    }
+    return forward, backward
+
+
 def one_too_many(tensor):
     """A shape that disagrees: the last axis one longer, or a [3]-shaped where empty is due."""
     shape = tensor.shape.as_list()
     return tf.zeros([*shape[:-1], shape[-1] + 1] if shape != [0] else [3])
 
 
-@pytest.mark.parametrize("name", KINDS)
+@pytest.mark.parametrize("name", [*KINDS, "slstm"])
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_every_input_of_the_raw_ops_is_checked_against_the_others(native_ops, name, direction):
-    kind = KINDS[name]
-    forward, backward = op_arguments(native_ops, kind)
+    if name == "slstm":
+        forward, backward = slstm_op_arguments(native_ops)
+    else:
+        forward, backward = op_arguments(native_ops, KINDS[name])
     arguments = forward if direction == "forward" else backward
-    op = getattr(native_ops, f"rnnlab_{kind.native}_{direction}")
+    op = getattr(native_ops, f"rnnlab_{name}_{direction}")
     op(**arguments)  # the valid call runs
     for input_name, tensor in arguments.items():
         wrong = {**arguments, input_name: one_too_many(tensor)}

@@ -6,6 +6,8 @@ one step, one unit, wide layers over long series, shards with no rows, stacked a
 bidirectional models, reversed masked series, cells without biases and stateful layers.
 Every case compares all outputs and the gradients with respect to the inputs and every
 weight, and asserts that the native ops really ran, so Keras is never compared with itself.
+xLSTM's sLSTM, which has its own native ops, runs every case but the one without biases (it
+always has them), in two heads where its width is even, so R's blocks are exercised.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from recurrence_checks import count_native_calls, outputs_and_gradients
 
 from rnnlab.recurrence import fused
 from rnnlab.recurrence.layer import ProbedRNN
+from rnnlab.recurrence.xlstm import SLSTMCell
 
-CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
+
+def slstm(units, **options):
+    """xLSTM's sLSTM, in two heads where the width is even, else in one."""
+    return SLSTMCell(units, heads=2 if units % 2 == 0 else 1, **options)
+
+
+KERAS_CELLS = [layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell]
+CELLS = [*KERAS_CELLS, slstm]
 FEATURES = 4
 
 
@@ -39,11 +49,12 @@ def shards(monkeypatch):
 def randomize(fused, keras_loop, seed=0):
     """Random non-zero weights and biases in `fused`, copied into `keras_loop`.
 
-    Matrices are scaled by 1/sqrt(rows), so 100 steps neither saturate nor explode.
+    Matrices are scaled by 1/sqrt(rows) (the sLSTM's R per head), so 100 steps neither
+    saturate nor explode.
     """
     rng = np.random.default_rng(seed)
     for variable in fused.trainable_variables:
-        scale = 0.5 if variable.name == "bias" else 1 / np.sqrt(variable.shape[0])
+        scale = 0.5 if variable.name == "bias" else 1 / np.sqrt(variable.shape[-2])
         variable.assign(rng.normal(size=variable.shape).astype("float32") * scale)
     keras_loop.set_weights(fused.get_weights())
 
@@ -165,7 +176,7 @@ def test_bidirectional_layer_matches_keras(cell_class, native_calls, shards):
     assert_same(ours, outputs_and_gradients(keras_loop, sequences, mask))
 
 
-@pytest.mark.parametrize("cell_class", CELLS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cell_class", KERAS_CELLS, ids=lambda c: c.__name__)
 def test_cells_without_biases_take_the_native_ops_and_match_keras(cell_class, native_calls, shards):
     """use_bias=False is not a reason to leave the fused path: the ops run with no bias."""
     shards(2)

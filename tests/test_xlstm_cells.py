@@ -1,11 +1,14 @@
-"""xLSTM's cells (`recurrence.xlstm`) and the mLSTM's chunkwise form (`recurrence.chunkwise`).
+"""xLSTM's cells (`recurrence.xlstm`), the mLSTM's chunkwise form (`recurrence.chunkwise`)
+and the sLSTM's native ops (`recurrence.native_calls`).
 
 Each cell's step is held to the paper's stabilised equations recomputed in NumPy from its
 own weights, and a whole sequence to the paper's equations without the stabiliser (where
-exp cannot overflow): the stabiliser must change no output. The chunkwise form is held to
-the cell's own step loop run by Keras, outputs, final states and gradients, under masks,
-reversal, initial states and lengths that are not a whole number of chunks; gradients to
-central differences in float64. Each cell's model reloads in safe mode. Then each cell's
+exp cannot overflow): the stabiliser must change no output. Each cell's fast route (the
+mLSTM's chunks, the sLSTM's native ops, in two heads) is held to the cell's own step loop
+run by Keras, outputs, final states (the stabiliser's too) and gradients, under masks,
+reversal, initial states and lengths that are not a whole number of chunks; the step
+loop's gradients to central differences in float64 (the native ops are float32 only:
+float64 takes the step loop). Each cell's model reloads in safe mode. Then each cell's
 conf trains, is stored and is rescored from its store; the mLSTM's on padded text, and it
 predicts.
 """
@@ -244,7 +247,7 @@ def test_gradients_match_central_differences(name, fused):
     assert_gradients_match_central_differences(loss, variables)
 
 
-# The chunkwise form against the step loop ---------------------------------------------------
+# The fast routes against the step loop ------------------------------------------------------
 
 
 def outputs_and_gradients(layer, inputs, mask=None, initial=None):
@@ -283,31 +286,49 @@ CHUNK_OPTIONS = {  # name: (ProbedRNN options, masked, nonzero initial states, c
 }
 
 
-@pytest.mark.parametrize("options", CHUNK_OPTIONS)
-def test_the_chunkwise_form_matches_the_step_loop(options):
+FAST_ROUTES = {"mlstm": "chunkwise", "slstm": "native"}
+ROUTE_CASES = [  # the sLSTM has no chunks: it takes the cases that are not about their sizes
+    *(pytest.param("mlstm", option, id=f"mlstm-{option}") for option in CHUNK_OPTIONS),
+    *(pytest.param("slstm", o, id=f"slstm-{o}") for o in CHUNK_OPTIONS if "chunk" not in o),
+]
+
+
+def random_initial_states(cell, batch):
+    """Any states the cell could hold: its normaliser positive, its stabiliser of either sign."""
+    states = [
+        tf.random.normal((batch, size), seed=8 + index)
+        for index, size in enumerate(cell.state_size)
+    ]
+    if isinstance(cell, MLSTMCell):
+        memory, normaliser, stabiliser = states
+        return [memory * 0.3, tf.abs(normaliser), stabiliser]
+    hidden, memory, normaliser, stabiliser = states
+    return [hidden, memory, tf.abs(normaliser) + 0.5, stabiliser]
+
+
+@pytest.mark.parametrize("name, options", ROUTE_CASES)
+def test_the_fast_route_matches_the_step_loop(name, options, request):
     options, masked, with_initial, chunk_size = CHUNK_OPTIONS[options]
-    cell = MLSTMCell(8, heads=2, chunk_size=chunk_size)
-    chunks = ProbedRNN(cell, **options)
+    if name == "slstm":
+        request.getfixturevalue("native_ops")  # skips, or fails in CI, without them
+        cell = SLSTMCell(8, heads=2)
+    else:
+        cell = MLSTMCell(8, heads=2, chunk_size=chunk_size)
+    fast = ProbedRNN(cell, **options)
     loop = ProbedRNN(cell, fused=False, **options)  # the same cell: the same weights
     inputs = tf.random.normal((3, 10, 5), seed=6)
-    chunks(inputs[:, :1])
+    fast(inputs[:, :1])
     loop(inputs[:, :1])
     randomize(cell, seed=7, scale=0.5)
     mask = tf.sequence_mask([10, 6, 1], 10) if masked else None
-    initial = None
-    if with_initial:
-        memory, normaliser, stabiliser = (
-            tf.random.normal((3, size), seed=8 + index)
-            for index, size in enumerate(cell.state_size)
-        )
-        initial = [memory * 0.3, tf.abs(normaliser), stabiliser]
+    initial = random_initial_states(cell, 3) if with_initial else None
 
     want = outputs_and_gradients(loop, inputs, mask, initial)
-    got = outputs_and_gradients(chunks, inputs, mask, initial)
+    got = outputs_and_gradients(fast, inputs, mask, initial)
 
     for index, (a, b) in enumerate(zip(got, want, strict=True)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"result {index}")
-    assert chunks.recurrence_routes[True] == ("chunkwise", 1)
+    assert fast.recurrence_routes[True][0] == FAST_ROUTES[name]
     assert loop.recurrence_routes[True] == ("keras", 1)
 
 
@@ -406,7 +427,7 @@ def trained_and_stored(compose, tracking_uri, name, *overrides):
 
     assert recorded.info.status == "FINISHED"
     assert math.isfinite(result.metrics["test_loss"])
-    route = "chunkwise" if name == "mlstm" else "keras"
+    route = FAST_ROUTES[name]
     cell_class = {"mlstm": "MLSTMCell", "slstm": "SLSTMCell"}[name]
     assert recorded.data.tags[f"rnnlab.recurrence.{cell_class}"] == route
     # The probe saw the state the gradient travels through: sLSTM's h, mLSTM's memory C.
@@ -419,8 +440,8 @@ def trained_and_stored(compose, tracking_uri, name, *overrides):
 @pytest.mark.slow
 def test_the_mlstm_conf_trains_on_padded_text_is_stored_and_predicts(compose, tracking_uri):
     """Sentiment: padded text through an embedding, so the chunks see a mask; 40 steps in
-    chunks of 16, the last one padded. The masked-text run of this file: the sLSTM's mask
-    is Keras's own step loop's."""
+    chunks of 16, the last one padded. The masked-text run of this file: the sLSTM's masks
+    are held to the step loop's above."""
     run_id = trained_and_stored(
         compose,
         tracking_uri,
@@ -438,8 +459,8 @@ def test_the_mlstm_conf_trains_on_padded_text_is_stored_and_predicts(compose, tr
 
 @pytest.mark.slow
 def test_the_slstm_conf_trains_and_is_stored(compose, tracking_uri):
-    """A tiny adding task: the sLSTM runs Keras's step loop, whose cost grows with the steps.
-    Its stored model reloads for `evaluate` as `predict` reloads the mLSTM's."""
+    """A tiny adding task, by the sLSTM's native ops. Its stored model reloads for
+    `evaluate` as `predict` reloads the mLSTM's."""
     trained_and_stored(
         compose, tracking_uri, "slstm", "task=adding", "task.length=10", "task.max_examples=32"
     )

@@ -1,4 +1,5 @@
-"""The maths of Keras's SimpleRNN, LSTM and GRU cells, step by step, with derivatives by hand.
+"""The maths of Keras's SimpleRNN, LSTM and GRU cells, step by step, with derivatives by hand;
+and the sLSTM's, which only rnnlab's native ops compute.
 
 Each `CellKind` holds one cell's forward step and its backward step written out, split so
 that whatever does not depend on the incoming gradient is computed for all steps at once
@@ -6,7 +7,9 @@ that whatever does not depend on the incoming gradient is computed for all steps
 per step. Both routes of the fused recurrence (`graph_loop`, and `native_calls` through
 the C++ ops, whose kernels in native/fused_cells.cc restate these formulas) read the same
 kinds, and `fused_cell_kind` says which Keras cells they reproduce exactly: tanh and
-sigmoid activations, the GRU with reset_after, no recurrent dropout while training.
+sigmoid activations, the GRU with reset_after, no recurrent dropout while training. xLSTM's
+sLSTM (`SLSTM`) has its step and derivative in C++ only (native/fused_cells.cc): where the
+native ops do not run, it takes Keras's step loop, not the graph loop.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+
+from rnnlab.recurrence.xlstm import SLSTMCell
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,23 @@ GRU = CellKind(  # gates z, r, h
 FUSED_KINDS = {layers.SimpleRNNCell: SIMPLE_RNN, layers.LSTMCell: LSTM, layers.GRUCell: GRU}
 
 
-def fused_cell_kind(cell, training: bool) -> CellKind | None:
+@dataclass(frozen=True)
+class NativeCellKind:
+    """A cell whose whole sequence only rnnlab's native ops compute: no graph-loop form, so
+    without them (or for a dtype they lack) the cell takes Keras's step loop."""
+
+    native: str  # the name of its ops: rnnlab_<native>_forward and _backward
+    states: int
+
+
+# xLSTM's sLSTM: states h, c, n, m; its recurrent kernel block-diagonal by heads.
+SLSTM = NativeCellKind("slstm", states=4)
+
+
+def fused_cell_kind(cell, training: bool) -> CellKind | NativeCellKind | None:
     """The fused recurrence for this cell, or None when only Keras's loop computes it."""
+    if type(cell) is SLSTMCell and keras.backend.backend() == "tensorflow":
+        return SLSTM  # it drops inputs only, as the fused route does
     kind = FUSED_KINDS.get(type(cell))
     if kind is None or keras.backend.backend() != "tensorflow":
         return None

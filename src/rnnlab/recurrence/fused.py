@@ -16,8 +16,9 @@ This module is the route itself: it prepares a layer's sequence as Keras's loop 
 (dropout, masks, direction), shards the rows, picks the loop, and hands back what
 `inner_loop` returns. Gates, initialisers, dropout on the inputs, masks and the results
 (within float tolerance) are Keras's; anything else (recurrent dropout, other activations,
-a user's own cell) takes the standard Keras path. docs/results/benchmarks.md has the
-measurements.
+a user's own cell) takes the standard Keras path. xLSTM's sLSTM takes this route too, with
+its own native ops (its R is block-diagonal by heads, and it has four states), and only
+where they run: it has no graph loop. docs/results/benchmarks.md has the measurements.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from __future__ import annotations
 import tensorflow as tf
 from keras import layers
 
-from rnnlab.recurrence.cell_kinds import CellKind, concat, gate_scale
+from rnnlab.recurrence.cell_kinds import CellKind, NativeCellKind, concat, gate_scale
 from rnnlab.recurrence.graph_loop import graph_recurrence
 from rnnlab.recurrence.masks import input_dropout, padding_mask
 from rnnlab.recurrence.native import recurrence_ops
-from rnnlab.recurrence.native_calls import native_recurrence
+from rnnlab.recurrence.native_calls import native_recurrence, native_slstm_recurrence
 from rnnlab.threads import parallel_shards
 
 
-def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask, training):
+def fused_rnn(
+    layer: layers.RNN, kind: CellKind | NativeCellKind, sequences, initial_state, mask, training
+):
     """What `layer.inner_loop` returns, computed by the fused recurrence for `layer.cell`."""
     cell, dtype = layer.cell, sequences.dtype
     time_major = tf.transpose(input_dropout(cell, sequences, training), (1, 0, 2))
@@ -44,15 +47,7 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
     if layer.go_backwards:
         time_major = tf.reverse(time_major, [0])
         keep = None if keep is None else tf.reverse(keep, [0])
-    scale = gate_scale(kind.tanh_gates, cell.units, dtype)  # see gate_activations
-    kernel = tf.cast(cell.kernel, dtype) * scale
-    input_bias = None
-    biases: tuple[tf.Tensor, ...] = ()  # the GRU's recurrent bias, when it has one
-    if cell.use_bias:
-        input_bias = tf.cast(cell.bias, dtype) * scale
-        if isinstance(cell, layers.GRUCell):  # input and recurrent biases: [2, 3·units]
-            input_bias, biases = input_bias[0], (input_bias[1],)
-    recurrent_kernel = tf.cast(cell.recurrent_kernel, dtype) * scale
+    kernel, input_bias, recurrent_kernel, biases = fused_weights(cell, kind, dtype)
     # Rows of a batch are independent: one recurrence per core runs the loops side by side,
     # each with its own share of the input projection.
     route = recurrence_route(dtype, bool(layer.unroll))
@@ -77,13 +72,45 @@ def fused_rnn(layer: layers.RNN, kind: CellKind, sequences, initial_state, mask,
             )
         )
     final = [concat(parts, axis=0) for parts in zip(*(f for _, f in shards))]
+    shown = None  # 1 where a step's output is its h, 0 where Keras's loop outputs zeros
+    if keep is not None:
+        # A masked step repeats the last output, and zeros before any (Keras's loop starts
+        # from zero outputs, whatever the initial states), or gives zeros if it is told to.
+        shown = keep if layer.zero_output_for_mask else tf.minimum(tf.cumsum(keep, axis=0), 1)
     if not layer.return_sequences:
-        last = final[0] if keep is None or not layer.zero_output_for_mask else final[0] * keep[-1]
+        last = final[0] if shown is None else final[0] * shown[-1]
         return last, tf.expand_dims(last, 1), final
     hidden = concat([h for h, _ in shards], axis=1)
-    if keep is not None and layer.zero_output_for_mask:
-        hidden = hidden * keep
+    if shown is not None:
+        hidden = hidden * shown
     return hidden[-1], tf.transpose(hidden, (1, 0, 2)), final
+
+
+def fused_weights(cell, kind: CellKind | NativeCellKind, dtype):
+    """(input kernel, input bias or None, recurrent kernel, recurrent biases) as `kind`'s loop
+    reads them: Keras's cells' with the sigmoid gates' columns halved (`gate_activations`)
+    and the GRU's recurrent bias apart; the sLSTM's as the cell holds them (its ops compute
+    their sigmoids whole, and read R as [heads, head width, 4·head width])."""
+    if isinstance(kind, NativeCellKind):
+        weights = (cell.kernel, cell.bias, cell.recurrent_kernel)
+        kernel, bias, recurrent_kernel = (tf.cast(w, dtype) for w in weights)
+        return kernel, bias, recurrent_kernel, ()
+    scale = gate_scale(kind.tanh_gates, cell.units, dtype)  # see gate_activations
+    kernel = tf.cast(cell.kernel, dtype) * scale
+    input_bias = None
+    biases: tuple[tf.Tensor, ...] = ()  # the GRU's recurrent bias, when it has one
+    if cell.use_bias:
+        input_bias = tf.cast(cell.bias, dtype) * scale
+        if isinstance(cell, layers.GRUCell):  # input and recurrent biases: [2, 3·units]
+            input_bias, biases = input_bias[0], (input_bias[1],)
+    return kernel, input_bias, tf.cast(cell.recurrent_kernel, dtype) * scale, biases
+
+
+def fused_route(kind: CellKind | NativeCellKind, dtype, unroll: bool) -> str | None:
+    """How `fused_rnn` would run `kind`'s sequence (`recurrence_route`), or None where it
+    cannot: a kind with native ops only, where they do not run."""
+    route = recurrence_route(dtype, unroll)
+    return None if isinstance(kind, NativeCellKind) and route != "native" else route
 
 
 def recurrence_route(dtype, unroll: bool) -> str:
@@ -117,7 +144,14 @@ def _split_rows(rows, shards: int, axis: int) -> list:
 
 
 def recurrence(
-    kind: CellKind, projected, kernel, biases, initial_states, keep, all_steps=True, unroll=False
+    kind: CellKind | NativeCellKind,
+    projected,
+    kernel,
+    biases,
+    initial_states,
+    keep,
+    all_steps=True,
+    unroll=False,
 ):
     """Runs the cell over time-major `projected` [T, B, gates·units]; differentiable.
 
@@ -125,6 +159,12 @@ def recurrence(
     counts and 0 where a mask holds the state, or None. Returns the states h_t of every step
     [T, B, units] (None unless `all_steps`) and the final states.
     """
+    if isinstance(kind, NativeCellKind):
+        if fused_route(kind, projected.dtype, unroll) is None:
+            raise ValueError(f"the {kind.native} cell runs by rnnlab's native ops only")
+        return native_slstm_recurrence(
+            recurrence_ops(), projected, kernel, initial_states, keep, all_steps
+        )
     if recurrence_route(projected.dtype, unroll) == "native":
         return native_recurrence(
             recurrence_ops(), kind, projected, kernel, biases, initial_states, keep, all_steps

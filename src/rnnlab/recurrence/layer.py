@@ -10,7 +10,8 @@
   matmuls within each, a recurrence between them (`chunkwise`);
 - on a GPU, for Keras's LSTM and GRU cells, cuDNN's kernels (what keras.layers.LSTM and GRU
   call; `keras.layers.RNN(LSTMCell)` never reaches them), where the cell's settings allow;
-- for Keras's SimpleRNN, LSTM and GRU cells, rnnlab's fused recurrence (`fused`);
+- for Keras's SimpleRNN, LSTM and GRU cells, rnnlab's fused recurrence (`fused`); for the
+  sLSTM (`xlstm`) too, where rnnlab's native ops run (it has no graph loop);
 - for any other cell, Keras's own loop.
 """
 
@@ -26,7 +27,7 @@ from keras.src import backend  # lstm and gru: the cuDNN kernels Keras's layers 
 
 from rnnlab.recurrence.cell_kinds import fused_cell_kind
 from rnnlab.recurrence.chunkwise import chunks_in_parallel, chunkwise_layer
-from rnnlab.recurrence.fused import fused_rnn
+from rnnlab.recurrence.fused import fused_rnn, fused_route
 from rnnlab.recurrence.masks import input_dropout, padding_mask
 from rnnlab.recurrence.scan import scan_layer, scans_in_parallel
 
@@ -85,9 +86,9 @@ class ProbedRNN(layers.RNN):
     """keras.layers.RNN whose states can be perturbed per step while a probe runs.
 
     With `fused` (the default), a sequence takes the fastest route its cell has: a parallel
-    scan for a linear-recurrence cell, rnnlab's fused recurrence for Keras's own cells (same
-    maths, faster), chunks for the mLSTM. The probe, `fused=False` and any other cell take
-    Keras's step loop.
+    scan for a linear-recurrence cell, rnnlab's fused recurrence for Keras's own cells and the
+    sLSTM (same maths, faster), chunks for the mLSTM. The probe, `fused=False` and any other
+    cell take Keras's step loop.
     """
 
     probe_session: ProbeSession | None = None
@@ -119,7 +120,7 @@ class ProbedRNN(layers.RNN):
                 return result
         if session is None:
             kind = fused_cell_kind(self.cell, training) if self.fused else None
-            if kind is not None:
+            if kind is not None and fused_route(kind, sequences.dtype, bool(self.unroll)):
                 return fused_rnn(self, kind, sequences, initial_state, mask, training)
             self.recurrence_routes[bool(training)] = ("keras", 1)
             return super().inner_loop(sequences, initial_state, mask, training=training)

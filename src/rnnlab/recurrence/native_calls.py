@@ -1,5 +1,6 @@
 """Python's side of rnnlab's native ops: each called with its inputs named, its backward op
-wired in as the forward op's gradient.
+wired in as the forward op's gradient. Keras's three cells share one pair of ops' inputs
+(`native_recurrence`); the sLSTM's have their own (`native_slstm_recurrence`).
 
 The ops (native/fused_cells.cc, native/scans.cc) take one forward and one backward pass
 over a whole sequence each. Every call here names its inputs as the op's REGISTER_OP does,
@@ -76,6 +77,56 @@ def native_recurrence(
         return ((history, *final) if all_steps else final), gradient
 
     return sequence_and_final(run(projected, kernel, *biases, *initial_states), all_steps)
+
+
+def native_slstm_recurrence(ops, projected, kernel, initial_states, keep, all_steps=True):
+    """As `fused.recurrence`, for xLSTM's sLSTM (native/fused_cells.cc): `projected` is
+    x W + b [T, B, 4·units] in the cell's gate order, `kernel` its R [heads, w, 4w], the
+    states h, c, n, m. The op's backward pass returns the gradient of every step's
+    pre-activations; R's is one batched matmul per head here, h_{t-1} of the head's units
+    times the gradient of its four gates."""
+    no_tensor = tf.zeros([0], projected.dtype)
+    keep = no_tensor if keep is None else keep
+
+    @tf.custom_gradient
+    def run(projected, kernel, *initial):
+        h, c, n, m, records = ops.rnnlab_slstm_forward(
+            projected=projected,
+            recurrent_kernel=kernel,
+            initial_h=initial[0],
+            initial_c=initial[1],
+            initial_n=initial[2],
+            initial_m=initial[3],
+            keep=keep,
+        )
+        final = (h[-1], c[-1], n[-1], m[-1])
+
+        def gradient(*upstream):
+            d_hidden = upstream[0] if all_steps and upstream[0] is not None else no_tensor
+            d_final = list(map(zeros_for_none, upstream[-4:], initial))
+            d_projected, *d_initial = ops.rnnlab_slstm_backward(
+                records=records,
+                c=c,
+                n=n,
+                initial_c=initial[1],
+                initial_n=initial[2],
+                recurrent_kernel=kernel,
+                d_h=d_hidden,
+                d_final_h=d_final[0],
+                d_final_c=d_final[1],
+                d_final_n=d_final[2],
+                d_final_m=d_final[3],
+                keep=keep,
+            )
+            heads, width = kernel.shape[0], kernel.shape[1]
+            previous = tf.reshape(step_starts(initial[0], h), (-1, heads, width))
+            d_gates = tf.reshape(d_projected, (-1, 4, heads, width))
+            d_kernel = tf.einsum("nga,nqgb->gaqb", previous, d_gates)
+            return (d_projected, tf.reshape(d_kernel, kernel.shape), *d_initial)
+
+        return ((h, *final) if all_steps else final), gradient
+
+    return sequence_and_final(run(projected, kernel, *initial_states), all_steps)
 
 
 def native_scan(

@@ -9,8 +9,9 @@ exp's argument ≤ 0. The forget gate is σ(f̃), used in log space as log σ(f�
 paper's experiments and the authors' reference code (NX-AI/xlstm).
 
 - `SLSTMCell`: a scalar memory per unit, mixed across time by recurrent weights that are
-  block-diagonal by heads. Its gates read h_{t-1}, so it has no parallel form: it runs step
-  by step through Keras's loop.
+  block-diagonal by heads. Its gates read h_{t-1}, so it has no parallel form: `ProbedRNN`
+  runs a whole sequence in rnnlab's native ops (`fused`, native/fused_cells.cc), the step
+  below restated in C++ with its derivative, else step by step through Keras's loop.
 - `MLSTMCell`: a matrix memory per head, C_t = f C_{t-1} + i v kᵀ, read by a query. Its
   gates read x_t only, so a whole sequence also has a chunkwise-parallel form
   (`rnnlab.recurrence.chunkwise`), which `ProbedRNN` uses when it is given the sequence.

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <array>
 #include <utility>
+#include <vector>
 
 #include "checks.h"
 
@@ -534,3 +535,348 @@ REGISTER_KERNEL_BUILDER(Name("RnnlabLstmForward").Device(DEVICE_CPU), rnnlab::Ls
 REGISTER_KERNEL_BUILDER(Name("RnnlabLstmBackward").Device(DEVICE_CPU), rnnlab::LstmBackward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabGruForward").Device(DEVICE_CPU), rnnlab::GruForward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabGruBackward").Device(DEVICE_CPU), rnnlab::GruBackward);
+
+// xLSTM's sLSTM (rnnlab.recurrence.xlstm.SLSTMCell): four states h, c, n, m, and a recurrent
+// kernel R block-diagonal by heads, so its ops take their own inputs:
+//   forward(projected [T,B,4H], recurrent_kernel [heads, w, 4w], initial_h, initial_c,
+//           initial_n, initial_m [B,H], keep [T,B,1] or [0])
+//       -> h, c, n, m [T,B,H], records [T,B,6H]
+//   backward(records, c, n, initial_c, initial_n, recurrent_kernel, d_h [T,B,H] or [0],
+//            d_final_h, d_final_c, d_final_n, d_final_m, keep)
+//       -> d_projected [T,B,4H], d_initial_h, d_initial_c, d_initial_n, d_initial_m
+// H = heads·w; `keep` is 1 where a step counts and 0 where a mask holds the states (masks
+// are whole steps: nothing between). `projected` (x W + b) and d_projected are in the cell's gate order, four
+// blocks [ĩ | f̃ | z̃ | õ] of H; head g's kernel R[g] maps its w units of h to its own four
+// gates, [ĩ | f̃ | z̃ | õ] of w each. Each step multiplies head by head into a head-major
+// buffer and gathers it into the gate order, so the gates' loops run over whole rows.
+// A step, with lf = log σ(f̃) + m_{t-1}:
+//   m_t = max(lf, ĩ), i' = exp(ĩ - m_t), f' = exp(lf - m_t),
+//   c_t = f' c_{t-1} + i' tanh(z̃), n_t = f' n_{t-1} + i', h_t = σ(õ) c_t / n_t.
+// The gradient follows m as TensorFlow differentiates the cell's step (no stop-gradient on
+// the stabiliser): max passes it to lf where lf ≥ ĩ (ties included), else to ĩ. Records per
+// row: i', f', tanh(z̃), σ(õ), σ(-f̃) (log σ's derivative) and that choice (1 or 0).
+namespace rnnlab {
+
+struct SlstmShape {
+  int64_t heads, width, units;  // units H = heads · width
+
+  // Head g's gate q, unit j: column g·4w + q·w + j of the per-head product, q·H + g·w + j
+  // of the gate order.
+  void ToGateOrder(const float* head_major, float* gate_order) const {
+    for (int64_t g = 0; g < heads; ++g) {
+      for (int q = 0; q < 4; ++q) {
+        Row(gate_order + q * units + g * width, width) +=
+            ConstRow(head_major + g * 4 * width + q * width, width);
+      }
+    }
+  }
+
+  void ToHeadMajor(const float* gate_order, float* head_major) const {
+    for (int64_t g = 0; g < heads; ++g) {
+      for (int q = 0; q < 4; ++q) {
+        std::copy_n(gate_order + q * units + g * width, width,
+                    head_major + g * 4 * width + q * width);
+      }
+    }
+  }
+};
+
+// One row, forward: `pre` holds the four pre-activations [4H] in gate order.
+inline void SlstmForwardRow(int64_t H, const float* pre, const float* c_prev,
+                            const float* n_prev, const float* m_prev, float* h, float* c,
+                            float* n, float* m, float* record) {
+  ConstRow i_pre(pre, H), f_pre(pre + H, H), z_pre(pre + 2 * H, H), o_pre(pre + 3 * H, H);
+  Row input(record, H), forget(record + H, H), candidate(record + 2 * H, H),
+      output(record + 3 * H, H), log_sigma_slope(record + 4 * H, H), to_forget(record + 5 * H, H);
+  Row m_row(m, H), c_row(c, H), n_row(n, H);
+  // log σ(x) = min(x, 0) - log(1 + exp(-|x|)): no overflow and no log(0) at either end.
+  forget = f_pre.min(0.0f) - (-f_pre.abs()).exp().log1p() + ConstRow(m_prev, H);  // lf
+  m_row = forget.max(i_pre);
+  to_forget = (forget >= i_pre).cast<float>();
+  input = (i_pre - m_row).exp();
+  forget = (forget - m_row).exp();
+  candidate = z_pre.tanh();
+  output = o_pre.logistic();
+  log_sigma_slope = (-f_pre).logistic();
+  c_row = forget * ConstRow(c_prev, H) + input * candidate;
+  n_row = forget * ConstRow(n_prev, H) + input;
+  Row(h, H) = output * c_row / n_row;
+}
+
+// One row, backward: dh, dc, dn, dm hold the gradients of this step's states on entry and
+// of the previous step's on exit, all but h's recurrent term R·d_pre, which the caller adds.
+inline void SlstmBackwardRow(int64_t H, const float* record, const float* c, const float* n,
+                             const float* c_prev, const float* n_prev, float* dh, float* dc,
+                             float* dn, float* dm, float* d_pre) {
+  ConstRow input(record, H), forget(record + H, H), candidate(record + 2 * H, H),
+      output(record + 3 * H, H), log_sigma_slope(record + 4 * H, H), to_forget(record + 5 * H, H);
+  ConstRow c_now(c, H), n_now(n, H);
+  Row dh_row(dh, H), dc_row(dc, H), dn_row(dn, H), dm_row(dm, H);
+  Row d_input(d_pre, H), d_forget(d_pre + H, H), d_candidate(d_pre + 2 * H, H),
+      d_output(d_pre + 3 * H, H);
+  // h = o · c / n.
+  d_output = dh_row * (c_now / n_now) * output * (1.0f - output);
+  dc_row += dh_row * output / n_now;
+  dn_row -= dh_row * output * c_now / (n_now * n_now);
+  // Through i' = exp(ĩ - m) and f' = exp(lf - m): each also lowers m's share.
+  d_input = (dc_row * candidate + dn_row) * input;
+  d_forget = (dc_row * ConstRow(c_prev, H) + dn_row * ConstRow(n_prev, H)) * forget;
+  dm_row -= d_input + d_forget;
+  d_candidate = dc_row * input * (1.0f - candidate * candidate);
+  // m = max(lf, ĩ): m's gradient goes to one of them; lf's to f̃ and to m_{t-1}.
+  d_input += (1.0f - to_forget) * dm_row;
+  dm_row = d_forget + to_forget * dm_row;
+  d_forget = dm_row * log_sigma_slope;
+  dc_row *= forget;
+  dn_row *= forget;
+  dh_row.setZero();
+}
+
+// The four states at one step, [B, H] each.
+struct SlstmStates {
+  const float *h, *c, *n, *m;
+};
+
+class SlstmForward : public OpKernel {
+ public:
+  explicit SlstmForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor *projected, *kernel, *initial[4], *keep;
+    OP_REQUIRES_OK(ctx, ReadInputs(ctx, {{"projected", &projected},
+                                         {"recurrent_kernel", &kernel},
+                                         {"initial_h", &initial[0]},
+                                         {"initial_c", &initial[1]},
+                                         {"initial_n", &initial[2]},
+                                         {"initial_m", &initial[3]},
+                                         {"keep", &keep}}));
+    SlstmShape shape;
+    OP_REQUIRES_OK(ctx, ReadSlstmKernel(*kernel, &shape));
+    OP_REQUIRES(ctx, projected->dims() == 3,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "rnnlab recurrence: projected must be [T, B, 4H], got ",
+                    ShapeText(*projected))));
+    const int64_t T = projected->dim_size(0), B = projected->dim_size(1), H = shape.units,
+                  G = 4 * H;
+    OP_REQUIRES_OK(ctx, Expect(*projected, "projected", "[T, B, 4H]", {T, B, G}));
+    const char* names[4] = {"initial_h", "initial_c", "initial_n", "initial_m"};
+    for (int k = 0; k < 4; ++k) {
+      OP_REQUIRES_OK(ctx, Expect(*initial[k], names[k], "[B, H]", {B, H}));
+    }
+    OP_REQUIRES_OK(ctx, ExpectOrEmpty(*keep, "keep", "[T, B, 1]", {T, B, 1}));
+    float* out[4];
+    const char* outputs[4] = {"h", "c", "n", "m"};
+    for (int k = 0; k < 4; ++k) {
+      Tensor* tensor;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(outputs[k], TensorShape({T, B, H}), &tensor));
+      out[k] = tensor->flat<float>().data();
+    }
+    Tensor* records_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("records", TensorShape({T, B, 6 * H}), &records_out));
+    float* records = records_out->flat<float>().data();
+    const float* x = projected->flat<float>().data();
+    const float* keeps = DataOrNull(*keep);
+
+    const int64_t w = shape.width;
+    std::vector<PackedKernel> heads;
+    heads.reserve(shape.heads);
+    for (int64_t g = 0; g < shape.heads; ++g) {
+      heads.emplace_back(kernel->flat<float>().data() + g * w * 4 * w, w, 4 * w, false);
+    }
+    Matrix per_head(B, G), pre(B, G);
+    SlstmStates before{initial[0]->flat<float>().data(), initial[1]->flat<float>().data(),
+                       initial[2]->flat<float>().data(), initial[3]->flat<float>().data()};
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t g = 0; g < shape.heads; ++g) {
+        const bool last = g + 1 == shape.heads;  // fetches the next step's inputs meanwhile
+        heads[g].Multiply(before.h + g * w, H, B, nullptr, /*accumulate=*/false,
+                          per_head.data() + g * 4 * w, G,
+                          last && t + 1 < T ? x + (t + 1) * B * G : nullptr,
+                          last && t + 1 < T ? B * G : 0);
+      }
+      float* now[4];
+      for (int k = 0; k < 4; ++k) now[k] = out[k] + t * B * H;
+      for (int64_t b = 0; b < B; ++b) {
+        float* pre_row = pre.data() + b * G;
+        std::copy_n(x + (t * B + b) * G, G, pre_row);
+        shape.ToGateOrder(per_head.data() + b * G, pre_row);
+        const int64_t row = b * H;
+        SlstmForwardRow(H, pre_row, before.c + row, before.n + row, before.m + row,
+                        now[0] + row, now[1] + row, now[2] + row, now[3] + row,
+                        records + (t * B + b) * 6 * H);
+        if (keeps != nullptr && keeps[t * B + b] == 0.0f) {  // a masked step holds its states
+          const float* held[4] = {before.h, before.c, before.n, before.m};
+          for (int s = 0; s < 4; ++s) std::copy_n(held[s] + row, H, now[s] + row);
+        }
+      }
+      before = SlstmStates{now[0], now[1], now[2], now[3]};
+    }
+  }
+
+  // R must be [heads, w, 4w].
+  static absl::Status ReadSlstmKernel(const Tensor& kernel, SlstmShape* shape) {
+    if (kernel.dims() != 3 || kernel.dim_size(2) != 4 * kernel.dim_size(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rnnlab recurrence: recurrent_kernel must be [heads, w, 4w], got ", ShapeText(kernel)));
+    }
+    shape->heads = kernel.dim_size(0);
+    shape->width = kernel.dim_size(1);
+    shape->units = shape->heads * shape->width;
+    return absl::OkStatus();
+  }
+};
+
+class SlstmBackward : public OpKernel {
+ public:
+  explicit SlstmBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor *records_in, *cs, *ns, *initial_c, *initial_n, *kernel, *d_hs_in, *d_final[4],
+        *keep;
+    OP_REQUIRES_OK(ctx, ReadInputs(ctx, {{"records", &records_in},
+                                         {"c", &cs},
+                                         {"n", &ns},
+                                         {"initial_c", &initial_c},
+                                         {"initial_n", &initial_n},
+                                         {"recurrent_kernel", &kernel},
+                                         {"d_h", &d_hs_in},
+                                         {"d_final_h", &d_final[0]},
+                                         {"d_final_c", &d_final[1]},
+                                         {"d_final_n", &d_final[2]},
+                                         {"d_final_m", &d_final[3]},
+                                         {"keep", &keep}}));
+    SlstmShape shape;
+    OP_REQUIRES_OK(ctx, SlstmForward::ReadSlstmKernel(*kernel, &shape));
+    OP_REQUIRES(ctx, cs->dims() == 3,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "rnnlab recurrence: c must be [T, B, H], got ", ShapeText(*cs))));
+    const int64_t T = cs->dim_size(0), B = cs->dim_size(1), H = shape.units, G = 4 * H;
+    OP_REQUIRES_OK(ctx, Expect(*cs, "c", "[T, B, H]", {T, B, H}));
+    OP_REQUIRES_OK(ctx, Expect(*ns, "n", "[T, B, H]", {T, B, H}));
+    OP_REQUIRES_OK(ctx, Expect(*records_in, "records", "[T, B, 6H]", {T, B, 6 * H}));
+    OP_REQUIRES_OK(ctx, Expect(*initial_c, "initial_c", "[B, H]", {B, H}));
+    OP_REQUIRES_OK(ctx, Expect(*initial_n, "initial_n", "[B, H]", {B, H}));
+    OP_REQUIRES_OK(ctx, ExpectOrEmpty(*d_hs_in, "d_h", "[T, B, H]", {T, B, H}));
+    const char* finals[4] = {"d_final_h", "d_final_c", "d_final_n", "d_final_m"};
+    for (int k = 0; k < 4; ++k) {
+      OP_REQUIRES_OK(ctx, Expect(*d_final[k], finals[k], "[B, H]", {B, H}));
+    }
+    OP_REQUIRES_OK(ctx, ExpectOrEmpty(*keep, "keep", "[T, B, 1]", {T, B, 1}));
+    Tensor* d_projected_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_projected", TensorShape({T, B, G}),
+                                             &d_projected_out));
+    float* d[4];  // the states' gradients, carried back step by step
+    const char* outputs[4] = {"d_initial_h", "d_initial_c", "d_initial_n", "d_initial_m"};
+    for (int k = 0; k < 4; ++k) {
+      Tensor* tensor;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(outputs[k], TensorShape({B, H}), &tensor));
+      d[k] = tensor->flat<float>().data();
+      std::copy_n(d_final[k]->flat<float>().data(), B * H, d[k]);
+    }
+    float* d_projected = d_projected_out->flat<float>().data();
+    const float* records = records_in->flat<float>().data();
+    const float* c = cs->flat<float>().data();
+    const float* n = ns->flat<float>().data();
+    const float* d_hs = DataOrNull(*d_hs_in);
+    const float* keeps = DataOrNull(*keep);
+
+    const int64_t w = shape.width;
+    std::vector<PackedKernel> heads;  // R[g]ᵀ: [4w, w]
+    heads.reserve(shape.heads);
+    for (int64_t g = 0; g < shape.heads; ++g) {
+      heads.emplace_back(kernel->flat<float>().data() + g * w * 4 * w, 4 * w, w, true);
+    }
+    Matrix per_head(B, G);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      if (d_hs != nullptr) MatrixMap(d[0], B, H) += ConstMatrixMap(d_hs + t * B * H, B, H);
+      const float* c_prev = t > 0 ? c + (t - 1) * B * H : initial_c->flat<float>().data();
+      const float* n_prev = t > 0 ? n + (t - 1) * B * H : initial_n->flat<float>().data();
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t row = b * H, at = t * B + b;
+        if (keeps != nullptr && keeps[at] == 0.0f) {
+          // A masked step passed its states on unchanged: their gradients pass back alike,
+          // and its gates, which the stored (held) states could not recompute, get none.
+          std::fill_n(d_projected + at * G, G, 0.0f);
+          std::fill_n(per_head.data() + b * G, G, 0.0f);
+          continue;
+        }
+        SlstmBackwardRow(H, records + at * 6 * H, c + at * H, n + at * H, c_prev + row,
+                         n_prev + row, d[0] + row, d[1] + row, d[2] + row, d[3] + row,
+                         d_projected + at * G);
+        shape.ToHeadMajor(d_projected + at * G, per_head.data() + b * G);
+      }
+      for (int64_t g = 0; g < shape.heads; ++g) {
+        heads[g].Multiply(per_head.data() + g * 4 * w, G, B, nullptr, /*accumulate=*/true,
+                          d[0] + g * w, H);
+      }
+    }
+  }
+};
+
+// Shapes for graph tracing: H = heads · w from the kernel, T and B from the sequence.
+absl::Status SlstmForwardShapes(InferenceContext* ctx) {
+  ShapeHandle projected, kernel;
+  TF_RETURN_IF_ERROR(InputShape(ctx, "projected", 3, &projected));
+  TF_RETURN_IF_ERROR(InputShape(ctx, "recurrent_kernel", 3, &kernel));
+  DimensionHandle units, records;
+  TF_RETURN_IF_ERROR(ctx->Multiply(ctx->Dim(kernel, 0), ctx->Dim(kernel, 1), &units));
+  TF_RETURN_IF_ERROR(ctx->Multiply(units, 6, &records));
+  const DimensionHandle steps = ctx->Dim(projected, 0), rows = ctx->Dim(projected, 1);
+  const ShapeHandle states = ctx->MakeShape({steps, rows, units});
+  for (const char* name : {"h", "c", "n", "m"}) TF_RETURN_IF_ERROR(SetOutput(ctx, name, states));
+  return SetOutput(ctx, "records", ctx->MakeShape({steps, rows, records}));
+}
+
+absl::Status SlstmBackwardShapes(InferenceContext* ctx) {
+  ShapeHandle states, kernel;
+  TF_RETURN_IF_ERROR(InputShape(ctx, "c", 3, &states));
+  TF_RETURN_IF_ERROR(InputShape(ctx, "recurrent_kernel", 3, &kernel));
+  DimensionHandle units, gates;
+  TF_RETURN_IF_ERROR(ctx->Multiply(ctx->Dim(kernel, 0), ctx->Dim(kernel, 1), &units));
+  TF_RETURN_IF_ERROR(ctx->Multiply(units, 4, &gates));
+  const DimensionHandle steps = ctx->Dim(states, 0), rows = ctx->Dim(states, 1);
+  TF_RETURN_IF_ERROR(SetOutput(ctx, "d_projected", ctx->MakeShape({steps, rows, gates})));
+  const ShapeHandle one_step = ctx->MakeShape({rows, units});
+  for (const char* name : {"d_initial_h", "d_initial_c", "d_initial_n", "d_initial_m"}) {
+    TF_RETURN_IF_ERROR(SetOutput(ctx, name, one_step));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rnnlab
+
+REGISTER_OP("RnnlabSlstmForward")
+    .Input("projected: float")
+    .Input("recurrent_kernel: float")
+    .Input("initial_h: float")
+    .Input("initial_c: float")
+    .Input("initial_n: float")
+    .Input("initial_m: float")
+    .Input("keep: float")
+    .Output("h: float")
+    .Output("c: float")
+    .Output("n: float")
+    .Output("m: float")
+    .Output("records: float")
+    .SetShapeFn(rnnlab::SlstmForwardShapes);
+REGISTER_OP("RnnlabSlstmBackward")
+    .Input("records: float")
+    .Input("c: float")
+    .Input("n: float")
+    .Input("initial_c: float")
+    .Input("initial_n: float")
+    .Input("recurrent_kernel: float")
+    .Input("d_h: float")
+    .Input("d_final_h: float")
+    .Input("d_final_c: float")
+    .Input("d_final_n: float")
+    .Input("d_final_m: float")
+    .Input("keep: float")
+    .Output("d_projected: float")
+    .Output("d_initial_h: float")
+    .Output("d_initial_c: float")
+    .Output("d_initial_n: float")
+    .Output("d_initial_m: float")
+    .SetShapeFn(rnnlab::SlstmBackwardShapes);
+REGISTER_KERNEL_BUILDER(Name("RnnlabSlstmForward").Device(DEVICE_CPU), rnnlab::SlstmForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabSlstmBackward").Device(DEVICE_CPU), rnnlab::SlstmBackward);
