@@ -321,9 +321,8 @@ SCAN_CELLS = {
     "rglru": lambda units, **options: RGLRUCell(units, **options),
     # A nonzero bound: the native op reads it as a parameter.
     "hgrn": lambda units, **options: HGRNCell(units, forget_lower_bound=0.3, **options),
-    "s6": lambda units, **options: S6Cell(units, state_units=3, **options),  # no native op
+    "s6": lambda units, **options: S6Cell(units, state_units=3, **options),
 }
-NATIVE_SCAN_CELLS = [name for name in SCAN_CELLS if name != "s6"]
 BATCH, STEPS, FEATURES, UNITS = 3, 9, 4, 4  # FEATURES == UNITS: the LRU's diagonal skip
 SHARDS = 4
 
@@ -390,22 +389,19 @@ def compare_scan_with_step_loop(
 
 
 def routed(names, options=(None,), routes=("native", "tensorflow")):
-    """(route, cell, option) cases, the route for the `route` fixture. S6 has no native op: its
-    native-route cases would repeat the TensorFlow ones, so it has none (its conf's training
-    run checks that it takes TensorFlow's scan when the ops are there)."""
+    """(route, cell, option) cases, the route for the `route` fixture."""
     return [
         pytest.param(
             route, name, *filter(None, [option]), id="-".join(filter(None, [route, name, option]))
         )
         for route in routes
         for name in names
-        if route == "tensorflow" or name in NATIVE_SCAN_CELLS
         for option in options
     ]
 
 
 def expected_route(route, name):
-    if route == "native" and name in NATIVE_SCAN_CELLS:
+    if route == "native":
         return ("native_scan", SHARDS)
     return ("parallel_scan", 1)
 
@@ -453,14 +449,14 @@ def test_parallel_scan_matches_the_step_loop(name, options, route):
 
 
 # TensorFlow's route computes every real cell's states by one associative scan: its long-range
-# numerics are the minGRU's and minLSTM's there, the LRU's in complex numbers, and S6's (its
-# only route, on a state N times its width). Each native op has its own kernel: all of them.
+# numerics are the minGRU's and minLSTM's there, the LRU's in complex numbers, and S6's (on a
+# state N times its width). Each native op has its own kernel: all of them.
 LONG_TENSORFLOW_SCAN_CELLS = ["mingru", "minlstm", "lru", "s6"]
 
 
 @pytest.mark.parametrize(
     "route, name",
-    routed(NATIVE_SCAN_CELLS, routes=["native"])
+    routed(SCAN_CELLS, routes=["native"])
     + routed(LONG_TENSORFLOW_SCAN_CELLS, routes=["tensorflow"]),
     indirect=["route"],
 )
@@ -482,10 +478,13 @@ WIDE_SHAPES = {"narrow-inputs": 2, "wide-inputs": 7}
 
 # The projections' code depends on the number of gates only: the RG-LRU's three are the
 # minLSTM's, HGRN's two the minGRU's, so they take one width each (their own step, both).
+# S6's op takes its inputs projected (any width): its packets run over channels, and its
+# backward pass recomputes the states from a checkpoint every 64 steps, so 70 take two.
 PACKET_CASES = [
     *((name, width) for name in ("mingru", "minlstm", "lru") for width in WIDE_SHAPES),
     ("rglru", "narrow-inputs"),
     ("hgrn", "wide-inputs"),
+    ("s6", "narrow-inputs"),
 ]
 
 
@@ -719,6 +718,11 @@ X, H0 = tf.zeros([2, 5, 3]), tf.zeros([2, 4])  # inputs [B, T, I] and h0 [B, S]
             r"keep must be \[B, T\] or empty = \[2, 5\]",
         ),
         (
+            "rnnlab_selective_scan_forward",
+            (tf.zeros([2, 5, 13]), tf.zeros([4, 3]), tf.zeros([2, 12]), NOTHING),
+            r"projected must be \[B, T, 2D \+ 2N\] = \[2, 5, 14\], got \[2,5,13\]",
+        ),
+        (
             "rnnlab_min_gru_scan_backward",
             (X, tf.zeros([3, 8]), NOTHING, NOTHING, tf.zeros([2, 4, 4]), H0)
             + (NOTHING, H0, NOTHING),
@@ -764,9 +768,7 @@ def test_each_cells_conf_trains_on_the_adding_task(compose, tracking_uri, cell):
     assert recorded.info.status == "FINISHED"
     assert recorded.data.params["cell._target_"] == f"rnnlab.recurrence.cells.{class_name}"
     assert math.isfinite(metrics["test_loss"])
-    if cell == "s6":  # no native op, and TensorFlow's scan is slower than its step loop
-        route = "keras"
-    elif recurrence_ops() is not None:
+    if recurrence_ops() is not None:
         route = "native_scan"
     else:  # IndRNN's recurrence is not linear: no TensorFlow scan, Keras's step loop
         route = "keras" if cell == "indrnn" else "parallel_scan"

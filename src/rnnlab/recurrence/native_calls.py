@@ -23,7 +23,7 @@ from rnnlab.recurrence.custom_gradients import (
 )
 
 if TYPE_CHECKING:
-    from rnnlab.recurrence.cells import IndRNNCell, LinearRecurrentCell
+    from rnnlab.recurrence.cells import IndRNNCell, LinearRecurrentCell, S6Cell
 
 
 def native_recurrence(
@@ -138,3 +138,48 @@ def native_scan(
     parameters = tf.convert_to_tensor(cell.scan_parameters())
     outputs = run(sequences, tf.convert_to_tensor(cell.kernel), bias, parameters, initial)
     return outputs if every_state else (None, outputs)
+
+
+def native_selective_scan(ops, cell: S6Cell, sequences, inputs, initial, keep, shards=1):
+    """(every step's output [B, T, units], the last state) of S6 by rnnlab's native ops
+    (native/scans.cc), its rows split into `shards` between the cores.
+
+    The op runs the recurrence and C's readout together, so the [B, T, units·state_units]
+    states (16 times the outputs at the default N) are never made; its backward pass
+    recomputes them 64 steps at a time from the states it kept. The projection stays a
+    TensorFlow matmul, whose gradient TensorFlow takes. `sequences` are the inputs after the
+    cell's dropout, `inputs` before: as in the cell's step, C and the skip D v read the
+    undropped ones.
+    """
+    nothing = tf.zeros([0], tf.float32)
+    keep = nothing if keep is None else tf.cast(keep[:, :, 0], tf.float32)
+    projected = cell.projection(sequences)  # [v | p | B | C]
+    read = projected
+    if inputs is not sequences:  # input dropout: the readout reads the inputs as they came
+        read = cell.projection(inputs)
+        projected = tf.concat(
+            [projected[..., : -cell.state_units], read[..., -cell.state_units :]], -1
+        )
+
+    @tf.custom_gradient
+    def run(projected, a, initial):
+        outputs, final, checkpoints = ops.rnnlab_selective_scan_forward(
+            projected=projected, a=a, initial=initial, keep=keep, shards=shards
+        )
+
+        def gradient(d_outputs, d_final):
+            return ops.rnnlab_selective_scan_backward(
+                projected=projected,
+                a=a,
+                initial=initial,
+                checkpoints=checkpoints,
+                keep=keep,
+                d_outputs=nothing if d_outputs is None else d_outputs,
+                d_final=zeros_for_none(d_final, initial),
+                shards=shards,
+            )
+
+        return (outputs, final), gradient
+
+    readout, final = run(projected, cell.state_matrix(), initial)
+    return readout + cell.skip * read[..., : cell.units], final

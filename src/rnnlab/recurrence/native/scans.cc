@@ -19,7 +19,7 @@
 // pre-activations per lane (W = kGates·N, laid out gate by gate), kStates states and
 // kParameters parameters per lane, and one step forward and back on a packet of lanes.
 // The kernels read their inputs by these names (checks.h), and rnnlab.recurrence.native_calls
-// passes them by name.
+// passes them by name. S6, whose state is a matrix per row, has ops of its own at the end.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -837,3 +837,372 @@ REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnReluScanForward").Device(DEVICE_CPU), 
 REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnReluScanBackward").Device(DEVICE_CPU), rnnlab::IndRnnReluScanBackward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnTanhScanForward").Device(DEVICE_CPU), rnnlab::IndRnnTanhScanForward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnTanhScanBackward").Device(DEVICE_CPU), rnnlab::IndRnnTanhScanBackward);
+
+// S6, Mamba's selective scan (rnnlab.recurrence.cells.S6Cell): D channels × N states a row,
+// h_t[d, n] = e^(Δ_t[d] A[d, n]) h_{t-1}[d, n] + Δ_t[d] B_t[n] v_t[d] with Δ_t = softplus(p_t),
+// read out in the same loop as Σ_n C_t[n] h_t[d, n]: the states, N times the outputs, never
+// reach memory (the scan's [B, T, D·N] tensor was what made TensorFlow's route slow). B_t and
+// C_t are shared by the channels, so the packets run over channels and the loop over n
+// broadcasts B_t[n] and C_t[n]: forward, no sum across lanes. A row's state is scratch,
+// [N, D'] (D' is D rounded up to whole packets, the padding all zeros: its decay is 1, its
+// input 0), a few KB in L1. The forward pass keeps the state every kSelectiveBlock steps; the
+// backward pass recomputes a block's states from its checkpoint into [kSelectiveBlock + 1,
+// N, D'] of scratch (in L2) and walks them back: exact, for a second forward pass's work.
+//   forward(projected [B,T,W], a [D,N], initial [B,D·N], keep [B,T] or [0])
+//       -> outputs [B,T,D], final [B,D·N], checkpoints [B,⌈T/kSelectiveBlock⌉,N·D']
+//   backward(projected, a, initial, checkpoints, keep, d_outputs [B,T,D] or [0],
+//            d_final [B,D·N]) -> d_projected [B,T,W], d_a [D,N], d_initial [B,D·N]
+// projected is the cell's [v | p | B | C] (W = 2D + 2N). initial and final are the cell's
+// channel-major [D, N]. A masked step (keep 0) holds the state and still reads it out, as the
+// cell's readout of the held state does.
+namespace rnnlab {
+
+constexpr int64_t kSelectiveBlock = 64;  // steps between checkpoints
+
+struct SelectiveSizes {
+  int64_t B, T, D, N, W, P, blocks;  // P: packets in a state's row of D'
+  int64_t Grid() const { return N * P; }  // packets in one state
+};
+
+// Δ = softplus(p) = max(p, 0) + log(1 + u), u = e^-|p|, and, given `slope`, σ(p) = dΔ/dp,
+// from one exp. log(1 + u) as log(w)·u/(w − 1), w = 1 + u (Goldberg's trick): within a few
+// ulp for every u, where a plain log(w) loses u below float's epsilon.
+inline void Softplus(const Packet& p, Packet* delta, Packet* slope) {
+  const Packet one = Constant(1.0f);
+  const Packet u = ExpInRange<true>(packet::pmin(packet::pabs(p), Constant(86.0f)));
+  const Packet w = packet::padd(one, u);
+  const Packet grown = packet::psub(w, one);
+  const Packet log1p =
+      packet::pselect(packet::pcmp_eq(grown, packet::pzero(grown)), u,
+                      packet::pdiv(packet::pmul(packet::plog(w), u), grown));
+  *delta = packet::padd(packet::pmax(p, packet::pzero(p)), log1p);
+  if (slope) {
+    const Packet inverse = packet::pdiv(one, w);
+    *slope = packet::pselect(packet::pcmp_le(packet::pzero(p), p), inverse,
+                             packet::pmul(u, inverse));
+  }
+}
+
+// e^(Δ a), Δ a held in [-86, 88]: below, the decay is 0 to float precision.
+inline Packet Decay(const Packet& delta, const Packet& a) {
+  return ExpInRange(
+      packet::pmin(packet::pmax(packet::pmul(delta, a), Constant(-86.0f)), Constant(88.0f)));
+}
+
+struct SelectiveData {
+  SelectiveSizes s;
+  const float* projected;  // [B, T, W]
+  const Packet* a;         // A as [N, D'], the padding zeros
+  const float* keep;       // [B, T] or null
+};
+
+// Packets on the heap, in an Eigen array, which aligns its storage for them (a
+// std::vector<Packet> would drop the type's attributes); zeros at first.
+class PacketBuffer {
+ public:
+  explicit PacketBuffer(int64_t packets = 0) : floats_(Eigen::ArrayXf::Zero(packets * kWidth)) {}
+  Packet* data() { return reinterpret_cast<Packet*>(floats_.data()); }
+  const Packet* data() const { return reinterpret_cast<const Packet*>(floats_.data()); }
+
+ private:
+  Eigen::ArrayXf floats_;
+};
+
+inline bool Kept(const float* keep, int64_t at) { return keep == nullptr || keep[at] != 0.0f; }
+
+// Step `at` on the state h ([N, P] packets) in place; with kReadout, its output to `outputs`.
+template <bool kReadout>
+void SelectiveStep(const SelectiveData& d, int64_t at, Packet* h, float* outputs) {
+  const SelectiveSizes& s = d.s;
+  const float* row = d.projected + at * s.W;
+  const float *b = row + 2 * s.D, *c = b + s.N;
+  const bool kept = Kept(d.keep, at);
+  if (!kept && !kReadout) return;
+  for (int64_t q = 0; q < s.P; ++q) {
+    const int64_t first = q * kWidth, count = std::min(kWidth, s.D - first);
+    Packet y = Constant(0.0f);
+    if (kept) {
+      Packet delta;
+      Softplus(Load(row + s.D + first, count), &delta, nullptr);
+      const Packet input = packet::pmul(delta, Load(row + first, count));
+      for (int64_t n = 0; n < s.N; ++n) {
+        Packet& state = h[n * s.P + q];
+        state = packet::pmadd(Decay(delta, d.a[n * s.P + q]), state,
+                              packet::pmul(input, Constant(b[n])));
+        if (kReadout) y = packet::pmadd(Constant(c[n]), state, y);
+      }
+    } else {
+      for (int64_t n = 0; n < s.N; ++n) y = packet::pmadd(Constant(c[n]), h[n * s.P + q], y);
+    }
+    if (kReadout) Store(outputs + at * s.D + first, y, count);
+  }
+}
+
+// Step `at` backward: `before` and `after` are h_{t-1} and h_t, `carried` dL/dh_t from the
+// later steps on entry and dL/dh_{t-1} on exit; d_a accumulates. The sums over channels (B's
+// and C's gradients) are summed by packet in `sums` ([2N]) and across lanes once a step.
+void SelectiveStepBack(const SelectiveData& d, int64_t at, const Packet* before,
+                       const Packet* after, Packet* carried, Packet* d_a, Packet* sums,
+                       const float* d_outputs, float* d_projected) {
+  const SelectiveSizes& s = d.s;
+  const float* row = d.projected + at * s.W;
+  const float *b = row + 2 * s.D, *c = b + s.N;
+  float* d_row = d_projected + at * s.W;
+  Packet *sums_b = sums, *sums_c = sums + s.N;
+  const bool kept = Kept(d.keep, at);
+  std::fill_n(sums, 2 * s.N, Constant(0.0f));
+  for (int64_t q = 0; q < s.P; ++q) {
+    const int64_t first = q * kWidth, count = std::min(kWidth, s.D - first);
+    const Packet dy = d_outputs ? Load(d_outputs + at * s.D + first, count) : Constant(0.0f);
+    if (!kept) {  // h_t = h_{t-1}: only the readout's gradient joins the carried one
+      for (int64_t n = 0; n < s.N; ++n) {
+        const int64_t i = n * s.P + q;
+        sums_c[n] = packet::pmadd(dy, after[i], sums_c[n]);
+        carried[i] = packet::pmadd(dy, Constant(c[n]), carried[i]);
+      }
+      Store(d_row + first, Constant(0.0f), count);
+      Store(d_row + s.D + first, Constant(0.0f), count);
+      continue;
+    }
+    Packet delta, slope;
+    Softplus(Load(row + s.D + first, count), &delta, &slope);
+    const Packet v = Load(row + first, count), input = packet::pmul(delta, v);
+    Packet d_delta = Constant(0.0f), through_b = Constant(0.0f);
+    for (int64_t n = 0; n < s.N; ++n) {
+      const int64_t i = n * s.P + q;
+      const Packet decay = Decay(delta, d.a[i]);
+      const Packet g = packet::pmadd(dy, Constant(c[n]), carried[i]);  // dL/dh_t
+      sums_c[n] = packet::pmadd(dy, after[i], sums_c[n]);
+      const Packet d_exponent = packet::pmul(packet::pmul(g, before[i]), decay);  // d(Δ a)
+      d_delta = packet::pmadd(d_exponent, d.a[i], d_delta);
+      d_a[i] = packet::pmadd(d_exponent, delta, d_a[i]);
+      through_b = packet::pmadd(g, Constant(b[n]), through_b);  // Σ_n g B_t[n]
+      sums_b[n] = packet::pmadd(g, input, sums_b[n]);
+      carried[i] = packet::pmul(g, decay);
+    }
+    d_delta = packet::pmadd(through_b, v, d_delta);
+    Store(d_row + first, packet::pmul(through_b, delta), count);
+    Store(d_row + s.D + first, packet::pmul(d_delta, slope), count);
+  }
+  for (int64_t n = 0; n < s.N; ++n) {
+    d_row[2 * s.D + n] = packet::predux(sums_b[n]);
+    d_row[2 * s.D + s.N + n] = packet::predux(sums_c[n]);
+  }
+}
+
+// A state between the cell's [D, N] and the scratch's [N, D'] (the padding zeros).
+void ToScratch(const SelectiveSizes& s, const float* from, Packet* to) {
+  std::fill_n(to, s.Grid(), Constant(0.0f));
+  float* grid = reinterpret_cast<float*>(to);
+  for (int64_t d = 0; d < s.D; ++d) {
+    for (int64_t n = 0; n < s.N; ++n) grid[n * s.P * kWidth + d] = from[d * s.N + n];
+  }
+}
+
+void FromScratch(const SelectiveSizes& s, const Packet* from, float* to) {
+  const float* grid = reinterpret_cast<const float*>(from);
+  for (int64_t d = 0; d < s.D; ++d) {
+    for (int64_t n = 0; n < s.N; ++n) to[d * s.N + n] = grid[n * s.P * kWidth + d];
+  }
+}
+
+// The inputs both passes read, by name, checked against one another.
+struct SelectiveInputs {
+  const Tensor *projected, *a, *initial, *keep;
+
+  absl::Status Read(OpKernelContext* ctx, SelectiveSizes* s) {
+    TF_RETURN_IF_ERROR(ReadInputs(
+        ctx, {{"projected", &projected}, {"a", &a}, {"initial", &initial}, {"keep", &keep}}));
+    if (projected->dims() != 3 || a->dims() != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rnnlab selective scan: expected projected [B, T, W] and a [D, N], got ",
+                       ShapeText(*projected), " and ", ShapeText(*a)));
+    }
+    s->B = projected->dim_size(0);
+    s->T = projected->dim_size(1);
+    s->D = a->dim_size(0);
+    s->N = a->dim_size(1);
+    s->W = 2 * (s->D + s->N);
+    s->P = (s->D + kWidth - 1) / kWidth;
+    s->blocks = (s->T + kSelectiveBlock - 1) / kSelectiveBlock;
+    TF_RETURN_IF_ERROR(Expect(*projected, "projected", "[B, T, 2D + 2N]", {s->B, s->T, s->W}));
+    TF_RETURN_IF_ERROR(Expect(*initial, "initial", "[B, D·N]", {s->B, s->D * s->N}));
+    return ExpectOrEmpty(*keep, "keep", "[B, T]", {s->B, s->T});
+  }
+
+  // A as [N, D'] packets, the padding zeros.
+  PacketBuffer TransposedA(const SelectiveSizes& s) const {
+    PacketBuffer grid(s.Grid());
+    ToScratch(s, a->flat<float>().data(), grid.data());
+    return grid;
+  }
+
+  SelectiveData Data(const SelectiveSizes& s, const PacketBuffer& a_grid) const {
+    return SelectiveData{s, projected->flat<float>().data(), a_grid.data(), DataOrNull(*keep)};
+  }
+};
+
+class SelectiveScanForward : public OpKernel {
+ public:
+  explicit SelectiveScanForward(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    SelectiveInputs in;
+    SelectiveSizes s;
+    OP_REQUIRES_OK(ctx, in.Read(ctx, &s));
+    Tensor *outputs_out, *final_out, *checkpoints_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("outputs", TensorShape({s.B, s.T, s.D}), &outputs_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("final", TensorShape({s.B, s.D * s.N}), &final_out));
+    const int64_t grid_floats = s.Grid() * kWidth;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("checkpoints", TensorShape({s.B, s.blocks, grid_floats}),
+                                             &checkpoints_out));
+    const PacketBuffer a_grid = in.TransposedA(s);
+    const SelectiveData d = in.Data(s, a_grid);
+    const float* initial = in.initial->flat<float>().data();
+    float* outputs = outputs_out->flat<float>().data();
+    float* final = final_out->flat<float>().data();
+    float* checkpoints = checkpoints_out->flat<float>().data();
+    OverRows(ctx, s.B, shards_, [&](int64_t first, int64_t end, int64_t) {
+      PacketBuffer h(s.Grid());
+      for (int64_t b = first; b < end; ++b) {
+        ToScratch(s, initial + b * s.D * s.N, h.data());
+        for (int64_t t = 0; t < s.T; ++t) {
+          if (t % kSelectiveBlock == 0) {
+            const int64_t block = b * s.blocks + t / kSelectiveBlock;
+            std::copy_n(reinterpret_cast<const float*>(h.data()), grid_floats,
+                        checkpoints + block * grid_floats);
+          }
+          SelectiveStep<true>(d, b * s.T + t, h.data(), outputs);
+        }
+        FromScratch(s, h.data(), final + b * s.D * s.N);
+      }
+    });
+  }
+
+ private:
+  int64_t shards_;
+};
+
+class SelectiveScanBackward : public OpKernel {
+ public:
+  explicit SelectiveScanBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    SelectiveInputs in;
+    SelectiveSizes s;
+    OP_REQUIRES_OK(ctx, in.Read(ctx, &s));
+    const Tensor *checkpoints_in, *d_outputs_in, *d_final_in;
+    OP_REQUIRES_OK(ctx, ReadInputs(ctx, {{"checkpoints", &checkpoints_in},
+                                         {"d_outputs", &d_outputs_in},
+                                         {"d_final", &d_final_in}}));
+    const int64_t grid_floats = s.Grid() * kWidth;
+    OP_REQUIRES_OK(ctx, Expect(*checkpoints_in, "checkpoints", "[B, ⌈T/64⌉, N·D']",
+                               {s.B, s.blocks, grid_floats}));
+    OP_REQUIRES_OK(ctx, ExpectOrEmpty(*d_outputs_in, "d_outputs", "[B, T, D]", {s.B, s.T, s.D}));
+    OP_REQUIRES_OK(ctx, Expect(*d_final_in, "d_final", "[B, D·N]", {s.B, s.D * s.N}));
+    Tensor *d_projected_out, *d_a_out, *d_initial_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_projected", TensorShape({s.B, s.T, s.W}),
+                                             &d_projected_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_a", TensorShape({s.D, s.N}), &d_a_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_initial", TensorShape({s.B, s.D * s.N}),
+                                             &d_initial_out));
+    const PacketBuffer a_grid = in.TransposedA(s);
+    const SelectiveData d = in.Data(s, a_grid);
+    const float* checkpoints = checkpoints_in->flat<float>().data();
+    const float* d_outputs = DataOrNull(*d_outputs_in);
+    const float* d_final = d_final_in->flat<float>().data();
+    float* d_projected = d_projected_out->flat<float>().data();
+    float* d_initial = d_initial_out->flat<float>().data();
+    const int64_t shards = std::max<int64_t>(1, std::min(shards_, s.B));
+    std::vector<PacketBuffer> d_a_sums(shards);
+    OverRows(ctx, s.B, shards, [&](int64_t first, int64_t end, int64_t shard) {
+      PacketBuffer& d_a = d_a_sums[shard];
+      d_a = PacketBuffer(s.Grid());
+      PacketBuffer states((kSelectiveBlock + 1) * s.Grid()), carried(s.Grid()), sums(2 * s.N);
+      for (int64_t b = first; b < end; ++b) {
+        ToScratch(s, d_final + b * s.D * s.N, carried.data());
+        for (int64_t block = s.blocks - 1; block >= 0; --block) {
+          const int64_t t0 = block * kSelectiveBlock, n = std::min(kSelectiveBlock, s.T - t0);
+          std::copy_n(checkpoints + (b * s.blocks + block) * grid_floats, grid_floats,
+                      reinterpret_cast<float*>(states.data()));
+          for (int64_t k = 0; k < n; ++k) {  // the block's states again, from its checkpoint
+            Packet* next = states.data() + (k + 1) * s.Grid();
+            std::copy_n(states.data() + k * s.Grid(), s.Grid(), next);
+            SelectiveStep<false>(d, b * s.T + t0 + k, next, nullptr);
+          }
+          for (int64_t k = n - 1; k >= 0; --k) {
+            SelectiveStepBack(d, b * s.T + t0 + k, states.data() + k * s.Grid(),
+                              states.data() + (k + 1) * s.Grid(), carried.data(), d_a.data(),
+                              sums.data(), d_outputs, d_projected);
+          }
+        }
+        FromScratch(s, carried.data(), d_initial + b * s.D * s.N);
+      }
+    });
+    PacketBuffer total(s.Grid());
+    for (const PacketBuffer& part : d_a_sums) {
+      for (int64_t i = 0; i < s.Grid(); ++i) {
+        total.data()[i] = packet::padd(total.data()[i], part.data()[i]);
+      }
+    }
+    FromScratch(s, total.data(), d_a_out->flat<float>().data());
+  }
+
+ private:
+  int64_t shards_;
+};
+
+absl::Status SelectiveForwardShapes(InferenceContext* ctx) {
+  ShapeHandle projected, a, initial;
+  TF_RETURN_IF_ERROR(InputShape(ctx, "projected", 3, &projected));
+  TF_RETURN_IF_ERROR(InputShape(ctx, "a", 2, &a));
+  TF_RETURN_IF_ERROR(InputShape(ctx, "initial", 2, &initial));
+  const DimensionHandle rows = ctx->Dim(projected, 0);
+  TF_RETURN_IF_ERROR(
+      SetOutput(ctx, "outputs", ctx->MakeShape({rows, ctx->Dim(projected, 1), ctx->Dim(a, 0)})));
+  TF_RETURN_IF_ERROR(SetOutput(ctx, "final", initial));
+  return SetOutput(ctx, "checkpoints", ctx->MakeShape({rows, ctx->UnknownDim(), ctx->UnknownDim()}));
+}
+
+// Each gradient has the shape of what it is the gradient of.
+absl::Status SelectiveBackwardShapes(InferenceContext* ctx) {
+  for (const auto& [gradient, input] :
+       {std::pair{"d_projected", "projected"}, {"d_a", "a"}, {"d_initial", "initial"}}) {
+    std::vector<ShapeHandle> shape;
+    TF_RETURN_IF_ERROR(ctx->input(input, &shape));
+    TF_RETURN_IF_ERROR(ctx->set_output(gradient, shape));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rnnlab
+
+REGISTER_OP("RnnlabSelectiveScanForward")
+    .Input("projected: float")
+    .Input("a: float")
+    .Input("initial: float")
+    .Input("keep: float")
+    .Attr("shards: int = 1")
+    .Output("outputs: float")
+    .Output("final: float")
+    .Output("checkpoints: float")
+    .SetShapeFn(rnnlab::SelectiveForwardShapes);
+REGISTER_OP("RnnlabSelectiveScanBackward")
+    .Input("projected: float")
+    .Input("a: float")
+    .Input("initial: float")
+    .Input("checkpoints: float")
+    .Input("keep: float")
+    .Input("d_outputs: float")
+    .Input("d_final: float")
+    .Attr("shards: int = 1")
+    .Output("d_projected: float")
+    .Output("d_a: float")
+    .Output("d_initial: float")
+    .SetShapeFn(rnnlab::SelectiveBackwardShapes);
+REGISTER_KERNEL_BUILDER(Name("RnnlabSelectiveScanForward").Device(DEVICE_CPU), rnnlab::SelectiveScanForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabSelectiveScanBackward").Device(DEVICE_CPU), rnnlab::SelectiveScanBackward);
