@@ -846,8 +846,9 @@ REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnTanhScanBackward").Device(DEVICE_CPU),
 // broadcasts B_t[n] and C_t[n]: forward, no sum across lanes. A row's state is scratch,
 // [N, D'] (D' is D rounded up to whole packets, the padding all zeros: its decay is 1, its
 // input 0), a few KB in L1. The forward pass keeps the state every kSelectiveBlock steps; the
-// backward pass recomputes a block's states from its checkpoint into [kSelectiveBlock + 1,
-// N, D'] of scratch (in L2) and walks them back: exact, for a second forward pass's work.
+// backward pass recomputes a block's states and decays from its checkpoint into scratch
+// ([kSelectiveBlock + 1, N, D'] and [kSelectiveBlock, N, D'], in L2) and walks them back:
+// exact, for a second forward pass's work (its exps, not its readout).
 //   forward(projected [B,T,W], a [D,N], initial [B,D·N], keep [B,T] or [0])
 //       -> outputs [B,T,D], final [B,D·N], checkpoints [B,⌈T/kSelectiveBlock⌉,N·D']
 //   backward(projected, a, initial, checkpoints, keep, d_outputs [B,T,D] or [0],
@@ -910,14 +911,12 @@ class PacketBuffer {
 
 inline bool Kept(const float* keep, int64_t at) { return keep == nullptr || keep[at] != 0.0f; }
 
-// Step `at` on the state h ([N, P] packets) in place; with kReadout, its output to `outputs`.
-template <bool kReadout>
+// Step `at` on the state h ([N, P] packets) in place, its output to `outputs`.
 void SelectiveStep(const SelectiveData& d, int64_t at, Packet* h, float* outputs) {
   const SelectiveSizes& s = d.s;
   const float* row = d.projected + at * s.W;
   const float *b = row + 2 * s.D, *c = b + s.N;
   const bool kept = Kept(d.keep, at);
-  if (!kept && !kReadout) return;
   for (int64_t q = 0; q < s.P; ++q) {
     const int64_t first = q * kWidth, count = std::min(kWidth, s.D - first);
     Packet y = Constant(0.0f);
@@ -929,20 +928,45 @@ void SelectiveStep(const SelectiveData& d, int64_t at, Packet* h, float* outputs
         Packet& state = h[n * s.P + q];
         state = packet::pmadd(Decay(delta, d.a[n * s.P + q]), state,
                               packet::pmul(input, Constant(b[n])));
-        if (kReadout) y = packet::pmadd(Constant(c[n]), state, y);
+        y = packet::pmadd(Constant(c[n]), state, y);
       }
     } else {
       for (int64_t n = 0; n < s.N; ++n) y = packet::pmadd(Constant(c[n]), h[n * s.P + q], y);
     }
-    if (kReadout) Store(outputs + at * s.D + first, y, count);
+    Store(outputs + at * s.D + first, y, count);
   }
 }
 
-// Step `at` backward: `before` and `after` are h_{t-1} and h_t, `carried` dL/dh_t from the
-// later steps on entry and dL/dh_{t-1} on exit; d_a accumulates. The sums over channels (B's
+// Step `at` again for the backward pass, h_{t-1} in `before`, h_t to `after`: no readout,
+// and each state's decay kept in `decays` ([N, P]), so that the step back takes no exp.
+void SelectiveStepAgain(const SelectiveData& d, int64_t at, const Packet* before,
+                        Packet* after, Packet* decays) {
+  const SelectiveSizes& s = d.s;
+  if (!Kept(d.keep, at)) {
+    std::copy_n(before, s.Grid(), after);
+    return;
+  }
+  const float* row = d.projected + at * s.W;
+  const float* b = row + 2 * s.D;
+  for (int64_t q = 0; q < s.P; ++q) {
+    const int64_t first = q * kWidth, count = std::min(kWidth, s.D - first);
+    Packet delta;
+    Softplus(Load(row + s.D + first, count), &delta, nullptr);
+    const Packet input = packet::pmul(delta, Load(row + first, count));
+    for (int64_t n = 0; n < s.N; ++n) {
+      const int64_t i = n * s.P + q;
+      decays[i] = Decay(delta, d.a[i]);
+      after[i] = packet::pmadd(decays[i], before[i], packet::pmul(input, Constant(b[n])));
+    }
+  }
+}
+
+// Step `at` backward: `before` and `after` are h_{t-1} and h_t, `decays` the step's, `carried`
+// dL/dh_t from the later steps on entry and dL/dh_{t-1} on exit; d_a accumulates. The sums over channels (B's
 // and C's gradients) are summed by packet in `sums` ([2N]) and across lanes once a step.
 void SelectiveStepBack(const SelectiveData& d, int64_t at, const Packet* before,
-                       const Packet* after, Packet* carried, Packet* d_a, Packet* sums,
+                       const Packet* after, const Packet* decays, Packet* carried, Packet* d_a,
+                       Packet* sums,
                        const float* d_outputs, float* d_projected) {
   const SelectiveSizes& s = d.s;
   const float* row = d.projected + at * s.W;
@@ -970,7 +994,7 @@ void SelectiveStepBack(const SelectiveData& d, int64_t at, const Packet* before,
     Packet d_delta = Constant(0.0f), through_b = Constant(0.0f);
     for (int64_t n = 0; n < s.N; ++n) {
       const int64_t i = n * s.P + q;
-      const Packet decay = Decay(delta, d.a[i]);
+      const Packet decay = decays[i];
       const Packet g = packet::pmadd(dy, Constant(c[n]), carried[i]);  // dL/dh_t
       sums_c[n] = packet::pmadd(dy, after[i], sums_c[n]);
       const Packet d_exponent = packet::pmul(packet::pmul(g, before[i]), decay);  // d(Δ a)
@@ -1074,7 +1098,7 @@ class SelectiveScanForward : public OpKernel {
             std::copy_n(reinterpret_cast<const float*>(h.data()), grid_floats,
                         checkpoints + block * grid_floats);
           }
-          SelectiveStep<true>(d, b * s.T + t, h.data(), outputs);
+          SelectiveStep(d, b * s.T + t, h.data(), outputs);
         }
         FromScratch(s, h.data(), final + b * s.D * s.N);
       }
@@ -1122,7 +1146,8 @@ class SelectiveScanBackward : public OpKernel {
     OverRows(ctx, s.B, shards, [&](int64_t first, int64_t end, int64_t shard) {
       PacketBuffer& d_a = d_a_sums[shard];
       d_a = PacketBuffer(s.Grid());
-      PacketBuffer states((kSelectiveBlock + 1) * s.Grid()), carried(s.Grid()), sums(2 * s.N);
+      PacketBuffer states((kSelectiveBlock + 1) * s.Grid()), decays(kSelectiveBlock * s.Grid());
+      PacketBuffer carried(s.Grid()), sums(2 * s.N);
       for (int64_t b = first; b < end; ++b) {
         ToScratch(s, d_final + b * s.D * s.N, carried.data());
         for (int64_t block = s.blocks - 1; block >= 0; --block) {
@@ -1130,14 +1155,13 @@ class SelectiveScanBackward : public OpKernel {
           std::copy_n(checkpoints + (b * s.blocks + block) * grid_floats, grid_floats,
                       reinterpret_cast<float*>(states.data()));
           for (int64_t k = 0; k < n; ++k) {  // the block's states again, from its checkpoint
-            Packet* next = states.data() + (k + 1) * s.Grid();
-            std::copy_n(states.data() + k * s.Grid(), s.Grid(), next);
-            SelectiveStep<false>(d, b * s.T + t0 + k, next, nullptr);
+            SelectiveStepAgain(d, b * s.T + t0 + k, states.data() + k * s.Grid(),
+                               states.data() + (k + 1) * s.Grid(), decays.data() + k * s.Grid());
           }
           for (int64_t k = n - 1; k >= 0; --k) {
             SelectiveStepBack(d, b * s.T + t0 + k, states.data() + k * s.Grid(),
-                              states.data() + (k + 1) * s.Grid(), carried.data(), d_a.data(),
-                              sums.data(), d_outputs, d_projected);
+                              states.data() + (k + 1) * s.Grid(), decays.data() + k * s.Grid(),
+                              carried.data(), d_a.data(), sums.data(), d_outputs, d_projected);
           }
         }
         FromScratch(s, carried.data(), d_initial + b * s.D * s.N);
