@@ -503,6 +503,32 @@ def test_native_scan_matches_the_step_loop_on_whole_packets_and_blocks(name, fea
     assert taken[0] == "native_scan"
 
 
+def test_native_s6_reads_out_the_undropped_inputs_as_its_step_does(native_ops, monkeypatch):
+    """With input dropout, S6's step feeds its recurrence the dropped inputs and its readout
+    (C and D v) the inputs as they came: the native op, given both, matches it, gradients too."""
+    monkeypatch.setattr(scan, "parallel_shards", lambda: SHARDS)
+    layer = ProbedRNN(S6Cell(UNITS, state_units=3, dropout=0.5), return_sequences=True)
+    sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=6)
+    weighting = tf.random.normal((BATCH, STEPS, UNITS), seed=7)
+    layer(sequences[:, :1])
+    randomize(layer.cell, seed=4, scale=0.5)
+    states = layer.get_initial_state(BATCH)
+    layer._maybe_config_dropout_masks(layer.cell, sequences[:, 0, :], states)
+    results = []
+    for loop in (scan.scan_layer, keras.layers.RNN.inner_loop):
+        with tf.GradientTape() as tape:
+            tape.watch(sequences)
+            outputs = loop(layer, sequences, states, None, training=True)[1]
+            loss = tf.reduce_sum(outputs * weighting)
+        results.append([outputs, *tape.gradient(loss, [sequences, *layer.trainable_variables])])
+    layer._maybe_reset_dropout_masks(layer.cell)
+    assert layer.recurrence_routes[True] == ("native_scan", SHARDS)
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    undropped = scan.scan_layer(layer, sequences, states, None, training=False)[1]
+    assert not np.allclose(results[0][0], undropped)  # the mask did something
+
+
 @pytest.mark.parametrize("name", SCAN_CELLS)
 def test_the_scan_computes_in_bfloat16_with_a_mask(name):
     """trainer.precision=mixed_bfloat16: the native ops are float32 only, so the TensorFlow
@@ -719,8 +745,9 @@ X, H0 = tf.zeros([2, 5, 3]), tf.zeros([2, 4])  # inputs [B, T, I] and h0 [B, S]
         ),
         (
             "rnnlab_selective_scan_forward",
-            (tf.zeros([2, 5, 13]), tf.zeros([4, 3]), tf.zeros([2, 12]), NOTHING),
-            r"projected must be \[B, T, 2D \+ 2N\] = \[2, 5, 14\], got \[2,5,13\]",
+            (X, NOTHING, tf.zeros([3, 13]), NOTHING, tf.zeros([4, 3]), tf.zeros([4]))
+            + (tf.zeros([2, 12]), NOTHING),
+            r"kernel must be \[I, 2D \+ 2N\] = \[3, 14\], got \[3,13\]",
         ),
         (
             "rnnlab_min_gru_scan_backward",
