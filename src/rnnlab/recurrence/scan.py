@@ -93,6 +93,7 @@ def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training
     initial = tf.cast(initial_state[0], sequences.dtype)
     ops = recurrence_ops() if sequences.dtype == tf.float32 else None
     if ops is not None and isinstance(cell, S6Cell) and cell.native_scan is not None:
+        # S6's op returns the outputs read out, not the states: nothing to read out here.
         shards = parallel_shards()
         layer.recurrence_routes[bool(training)] = ("native_scan", shards)
         outputs, final = native_selective_scan(ops, cell, sequences, inputs, initial, keep, shards)
