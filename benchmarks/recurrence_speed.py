@@ -26,8 +26,7 @@ the reference shape and at T = 1000 (64 × 1000 × 2 → 64; the LRU keeps its c
 complex state units). For the cells with a native scan it also times their alternatives:
 the TensorFlow scan that runs where the native ops did not build (`rnnlab.recurrence.scan`
 traced with them off; the linear cells only, IndRNN has none) and Keras's step loop
-(`model.fused=false`); for the mLSTM and the sLSTM (native ops) their step loop, for S6
-(whose own route is its step loop) TensorFlow's scan.
+(`model.fused=false`); for the mLSTM and the sLSTM (native ops) their step loop.
 Their native scan projects the inputs itself, a block of steps at a time in cache, so per
 step and sample (fp32, S the state's width: units, or 2·state_units for the LRU) the
 forward op reads x (inputs) and writes the state (S), and the backward op reads both and
@@ -84,20 +83,21 @@ MODERN_CELLS = (
     *("gru", "lstm", "indrnn", "mingru", "minlstm", "lru", "rglru", "hgrn"),
     *("s6", "mlstm", "slstm"),
 )
-LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru", "rglru", "hgrn")
-NATIVE_SCAN_CELLS = (*LINEAR_SCAN_CELLS, "indrnn")  # IndRNN: native ops, but no TF scan
+LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru", "rglru", "hgrn", "s6")
+# The cells whose native scan has the traffic floor below: IndRNN too (native ops, but no TF
+# scan); not S6, whose op reads its states out in its loop, so none reach memory.
+NATIVE_SCAN_CELLS = (*(cell for cell in LINEAR_SCAN_CELLS if cell != "s6"), "indrnn")
 # IndRNN (no TF scan), the mLSTM (its own route is TensorFlow's chunks) and the sLSTM (its
-# own is its native ops; it has no scan) race their step loop only; S6, whose own route is
-# its step loop, races TensorFlow's scan only.
+# own is its native ops; it has no scan) race their step loop only.
 STEP_LOOP_ONLY = ("indrnn", "mlstm", "slstm")
 # The route a cell's own contender must take, where it has one that could silently fall
 # back to the step loop: the sLSTM's native ops did not run, and the race would say 1.0×.
-OWN_ROUTES = {"slstm": "native"}
+OWN_ROUTES = {"slstm": "native", "s6": "native_scan"}
 # A native-scan cell's alternatives: extra overrides, native ops on, the route its layer
 # must take (what `ProbedRNN.recurrence_routes` records when the step is traced). IndRNN is
 # not linear: it has no TensorFlow scan, only its step loop.
 ALTERNATIVES = {
-    "TF scan": (("cell.parallel_scan=true",), False, "parallel_scan"),  # S6's is off by default
+    "TF scan": (("cell.parallel_scan=true",), False, "parallel_scan"),
     "step loop": (("model.fused=false",), True, "keras"),
 }
 
@@ -106,8 +106,6 @@ def alternatives_of(cell: str) -> list[str]:
     """The alternatives raced for this cell."""
     if cell in STEP_LOOP_ONLY:
         return ["step loop"]
-    if cell == "s6":
-        return ["TF scan"]
     return list(ALTERNATIVES) if cell in LINEAR_SCAN_CELLS else []
 
 

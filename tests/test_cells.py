@@ -321,9 +321,8 @@ SCAN_CELLS = {
     "rglru": lambda units, **options: RGLRUCell(units, **options),
     # A nonzero bound: the native op reads it as a parameter.
     "hgrn": lambda units, **options: HGRNCell(units, forget_lower_bound=0.3, **options),
-    "s6": lambda units, **options: S6Cell(units, state_units=3, **options),  # no native op
+    "s6": lambda units, **options: S6Cell(units, state_units=3, **options),
 }
-NATIVE_SCAN_CELLS = [name for name in SCAN_CELLS if name != "s6"]
 BATCH, STEPS, FEATURES, UNITS = 3, 9, 4, 4  # FEATURES == UNITS: the LRU's diagonal skip
 SHARDS = 4
 
@@ -390,22 +389,19 @@ def compare_scan_with_step_loop(
 
 
 def routed(names, options=(None,), routes=("native", "tensorflow")):
-    """(route, cell, option) cases, the route for the `route` fixture. S6 has no native op: its
-    native-route cases would repeat the TensorFlow ones, so it has none (its conf's training
-    run checks that it takes TensorFlow's scan when the ops are there)."""
+    """(route, cell, option) cases, the route for the `route` fixture."""
     return [
         pytest.param(
             route, name, *filter(None, [option]), id="-".join(filter(None, [route, name, option]))
         )
         for route in routes
         for name in names
-        if route == "tensorflow" or name in NATIVE_SCAN_CELLS
         for option in options
     ]
 
 
 def expected_route(route, name):
-    if route == "native" and name in NATIVE_SCAN_CELLS:
+    if route == "native":
         return ("native_scan", SHARDS)
     return ("parallel_scan", 1)
 
@@ -431,6 +427,8 @@ SCAN_OPTIONS = {  # name: (ProbedRNN options, masked, a nonzero initial state)
 # The options (masks, reversal, initial states, what is returned) are handled by the scan's and
 # the native ops' own code, the same for every cell: the first cells take every option; the
 # later ones take the cases that mix them most, the last output alone, and zeros at masked steps.
+# S6's native op reads its outputs out itself, so what it returns has code of its own: the
+# last output of unmasked rows too.
 EVERY_OPTION_CELLS = ["mingru", "minlstm", "lru"]
 FEW_OPTIONS = ["masked-last", "masked-zero-output", "initial-state-backwards-masked"]
 
@@ -438,7 +436,8 @@ FEW_OPTIONS = ["masked-last", "masked-zero-output", "initial-state-backwards-mas
 @pytest.mark.parametrize(
     "route, name, options",
     routed(EVERY_OPTION_CELLS, list(SCAN_OPTIONS))
-    + routed([name for name in SCAN_CELLS if name not in EVERY_OPTION_CELLS], FEW_OPTIONS),
+    + routed([name for name in SCAN_CELLS if name not in EVERY_OPTION_CELLS], FEW_OPTIONS)
+    + routed(["s6"], ["initial-state-last"], routes=["native"]),
     indirect=["route"],
 )
 def test_parallel_scan_matches_the_step_loop(name, options, route):
@@ -453,14 +452,14 @@ def test_parallel_scan_matches_the_step_loop(name, options, route):
 
 
 # TensorFlow's route computes every real cell's states by one associative scan: its long-range
-# numerics are the minGRU's and minLSTM's there, the LRU's in complex numbers, and S6's (its
-# only route, on a state N times its width). Each native op has its own kernel: all of them.
+# numerics are the minGRU's and minLSTM's there, the LRU's in complex numbers, and S6's (on a
+# state N times its width). Each native op has its own kernel: all of them.
 LONG_TENSORFLOW_SCAN_CELLS = ["mingru", "minlstm", "lru", "s6"]
 
 
 @pytest.mark.parametrize(
     "route, name",
-    routed(NATIVE_SCAN_CELLS, routes=["native"])
+    routed(SCAN_CELLS, routes=["native"])
     + routed(LONG_TENSORFLOW_SCAN_CELLS, routes=["tensorflow"]),
     indirect=["route"],
 )
@@ -482,10 +481,13 @@ WIDE_SHAPES = {"narrow-inputs": 2, "wide-inputs": 7}
 
 # The projections' code depends on the number of gates only: the RG-LRU's three are the
 # minLSTM's, HGRN's two the minGRU's, so they take one width each (their own step, both).
+# S6's op takes its inputs projected (any width): its packets run over channels, and its
+# backward pass recomputes the states from a checkpoint every 64 steps, so 70 take two.
 PACKET_CASES = [
     *((name, width) for name in ("mingru", "minlstm", "lru") for width in WIDE_SHAPES),
     ("rglru", "narrow-inputs"),
     ("hgrn", "wide-inputs"),
+    ("s6", "narrow-inputs"),
 ]
 
 
@@ -502,6 +504,32 @@ def test_native_scan_matches_the_step_loop_on_whole_packets_and_blocks(name, fea
         cell, inputs, mask, initial, compile_loop=True, return_sequences=True
     )
     assert taken[0] == "native_scan"
+
+
+def test_native_s6_reads_out_the_undropped_inputs_as_its_step_does(native_ops, monkeypatch):
+    """With input dropout, S6's step feeds its recurrence the dropped inputs and its readout
+    (C and D v) the inputs as they came: the native op, given both, matches it, gradients too."""
+    monkeypatch.setattr(scan, "parallel_shards", lambda: SHARDS)
+    layer = ProbedRNN(S6Cell(UNITS, state_units=3, dropout=0.5), return_sequences=True)
+    sequences = tf.random.normal((BATCH, STEPS, FEATURES), seed=6)
+    weighting = tf.random.normal((BATCH, STEPS, UNITS), seed=7)
+    layer(sequences[:, :1])
+    randomize(layer.cell, seed=4, scale=0.5)
+    states = layer.get_initial_state(BATCH)
+    layer._maybe_config_dropout_masks(layer.cell, sequences[:, 0, :], states)
+    results = []
+    for loop in (scan.scan_layer, keras.layers.RNN.inner_loop):
+        with tf.GradientTape() as tape:
+            tape.watch(sequences)
+            outputs = loop(layer, sequences, states, None, training=True)[1]
+            loss = tf.reduce_sum(outputs * weighting)
+        results.append([outputs, *tape.gradient(loss, [sequences, *layer.trainable_variables])])
+    layer._maybe_reset_dropout_masks(layer.cell)
+    assert layer.recurrence_routes[True] == ("native_scan", SHARDS)
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    undropped = scan.scan_layer(layer, sequences, states, None, training=False)[1]
+    assert not np.allclose(results[0][0], undropped)  # the mask did something
 
 
 @pytest.mark.parametrize("name", SCAN_CELLS)
@@ -719,6 +747,12 @@ X, H0 = tf.zeros([2, 5, 3]), tf.zeros([2, 4])  # inputs [B, T, I] and h0 [B, S]
             r"keep must be \[B, T\] or empty = \[2, 5\]",
         ),
         (
+            "rnnlab_selective_scan_forward",
+            (X, NOTHING, tf.zeros([3, 13]), NOTHING, tf.zeros([4, 3]), tf.zeros([4]))
+            + (tf.zeros([2, 12]), NOTHING),
+            r"kernel must be \[I, 2D \+ 2N\] = \[3, 14\], got \[3,13\]",
+        ),
+        (
             "rnnlab_min_gru_scan_backward",
             (X, tf.zeros([3, 8]), NOTHING, NOTHING, tf.zeros([2, 4, 4]), H0)
             + (NOTHING, H0, NOTHING),
@@ -764,9 +798,7 @@ def test_each_cells_conf_trains_on_the_adding_task(compose, tracking_uri, cell):
     assert recorded.info.status == "FINISHED"
     assert recorded.data.params["cell._target_"] == f"rnnlab.recurrence.cells.{class_name}"
     assert math.isfinite(metrics["test_loss"])
-    if cell == "s6":  # no native op, and TensorFlow's scan is slower than its step loop
-        route = "keras"
-    elif recurrence_ops() is not None:
+    if recurrence_ops() is not None:
         route = "native_scan"
     else:  # IndRNN's recurrence is not linear: no TensorFlow scan, Keras's step loop
         route = "keras" if cell == "indrnn" else "parallel_scan"

@@ -585,9 +585,13 @@ class S6Cell(LinearRecurrentCell):
     is a linear projection of the input and the next layer's kernel (or the head) projects
     out; W_Δ is full rather than low-rank (dt_rank); B_t and C_t have biases too (zero at
     start). A is discretised by zero-order hold and B as Δ B, as Mamba's own code does.
-    The state is units × state_units numbers: [B, T, units·state_units] in the scan, so its
-    memory grows with both. No native op: TensorFlow's associative scan, or the step loop.
+    The state is units × state_units numbers. rnnlab's native op (`native_scan`, its own
+    call `native_calls.native_selective_scan`) runs the recurrence and C's readout in one
+    loop, so no step's state reaches memory; TensorFlow's associative scan, where the ops
+    did not build, holds [B, T, units·state_units], and trained slower than the step loop.
     """
+
+    native_scan = "selective_scan"
 
     def __init__(
         self,
@@ -641,10 +645,14 @@ class S6Cell(LinearRecurrentCell):
         shape = ops.shape(grid)
         return ops.reshape(grid, (*shape[:-2], self.units * self.state_units))
 
+    def state_matrix(self):
+        """A = −exp(A_log), [units, state_units]: negative, so every decay is below 1."""
+        return -ops.exp(self.a_log)
+
     def coefficients(self, parts):
         value, step, b, _ = parts
         step = ops.softplus(step)
-        a = ops.exp(step[..., :, None] * -ops.exp(self.a_log))
+        a = ops.exp(step[..., :, None] * self.state_matrix())
         return self._flat(a), self._flat((step * value)[..., :, None] * b[..., None, :])
 
     def readout(self, states, inputs):

@@ -24,7 +24,7 @@ from rnnlab.recurrence.custom_gradients import (
 )
 
 if TYPE_CHECKING:
-    from rnnlab.recurrence.cells import IndRNNCell, LinearRecurrentCell
+    from rnnlab.recurrence.cells import IndRNNCell, LinearRecurrentCell, S6Cell
 
 
 def native_recurrence(
@@ -189,3 +189,50 @@ def native_scan(
     parameters = tf.convert_to_tensor(cell.scan_parameters())
     outputs = run(sequences, tf.convert_to_tensor(cell.kernel), bias, parameters, initial)
     return outputs if every_state else (None, outputs)
+
+
+def native_selective_scan(ops, cell: S6Cell, sequences, inputs, initial, keep, shards=1):
+    """(every step's output [B, T, units], the last state) of S6 by rnnlab's native ops
+    (native/scans.cc), its rows split into `shards` between the cores.
+
+    The op projects the inputs itself, 64 steps at a time, and runs the recurrence and the
+    readout in one loop, so neither the [B, T, 2·units + 2·state_units] projection nor the
+    [B, T, units·state_units] states (16 times the outputs at the default N) are made; its
+    backward pass recomputes the states 64 steps at a time from the ones it kept.
+    `sequences` are the inputs after the cell's dropout, `inputs` before: as in the cell's
+    step, C and the skip D v read the undropped ones (passed only when they differ).
+    """
+    nothing = tf.zeros([0], tf.float32)
+    keep = nothing if keep is None else tf.cast(keep[:, :, 0], tf.float32)
+    readout_inputs = nothing if inputs is sequences else inputs
+
+    @tf.custom_gradient
+    def run(sequences, readout_inputs, kernel, bias, a, skip, initial):
+        weights = {"kernel": kernel, "bias": bias, "a": a, "skip": skip}
+        outputs, final, checkpoints = ops.rnnlab_selective_scan_forward(
+            inputs=sequences,
+            readout_inputs=readout_inputs,
+            initial=initial,
+            keep=keep,
+            shards=shards,
+            **weights,
+        )
+
+        def gradient(d_outputs, d_final):
+            return ops.rnnlab_selective_scan_backward(
+                inputs=sequences,
+                readout_inputs=readout_inputs,
+                initial=initial,
+                keep=keep,
+                checkpoints=checkpoints,
+                d_outputs=nothing if d_outputs is None else d_outputs,
+                d_final=zeros_for_none(d_final, initial),
+                shards=shards,
+                **weights,
+            )
+
+        return (outputs, final), gradient
+
+    bias = nothing if cell.bias is None else tf.convert_to_tensor(cell.bias)
+    kernel, skip = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.skip)
+    return run(sequences, readout_inputs, kernel, bias, cell.state_matrix(), skip, initial)

@@ -7,8 +7,9 @@ compute (IndRNN's elementwise but non-linear step has no such form: only the nat
 which step through the sequence in C++, run it here; without them, Keras's step loop):
 - rnnlab's native ops (`native_calls.native_scan`), fastest by far on a CPU: input
   projection, gates and recurrence fused, in one pass over memory each way, the rows split
-  between the cores;
-- where they did not build, and for S6 (which has none), `associative_scan`: Keras's
+  between the cores (for S6, `native_calls.native_selective_scan`: the recurrence and its
+  readout in one loop, so its units × state_units states a step are never stored);
+- where they did not build, `associative_scan`: Keras's
   associative scan of (a, b) pairs, log2(T) rounds of elementwise ops, for real and complex
   (the LRU's) coefficients alike.
 The papers' log-space scan (cumulative sum and cumulative log-sum-exp of log a, log b) ran
@@ -24,10 +25,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from rnnlab.recurrence.cells import LinearRecurrentCell, LRUCell
+from rnnlab.recurrence.cells import LinearRecurrentCell, LRUCell, S6Cell
 from rnnlab.recurrence.masks import input_dropout, padding_mask
 from rnnlab.recurrence.native import recurrence_ops
-from rnnlab.recurrence.native_calls import native_scan
+from rnnlab.recurrence.native_calls import native_scan, native_selective_scan
 from rnnlab.threads import parallel_shards
 
 
@@ -91,6 +92,15 @@ def scan_layer(layer: keras.layers.RNN, sequences, initial_state, mask, training
     sequences = input_dropout(cell, sequences, training)
     initial = tf.cast(initial_state[0], sequences.dtype)
     ops = recurrence_ops() if sequences.dtype == tf.float32 else None
+    if ops is not None and isinstance(cell, S6Cell) and cell.native_scan is not None:
+        # S6's op returns the outputs read out, not the states: nothing to read out here.
+        shards = parallel_shards()
+        layer.recurrence_routes[bool(training)] = ("native_scan", shards)
+        outputs, final = native_selective_scan(ops, cell, sequences, inputs, initial, keep, shards)
+        if not layer.return_sequences and keep is None:
+            last = outputs[:, -1]
+            return last, last[:, None], [final]
+        return loop_results(layer, outputs, keep, [final])
     if ops is not None and cell.native_scan is not None:
         shards = parallel_shards()
         layer.recurrence_routes[bool(training)] = ("native_scan", shards)

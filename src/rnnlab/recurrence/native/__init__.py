@@ -3,7 +3,7 @@
 A recurrence's time loop in TensorFlow's graph pays a few microseconds of dispatch for each
 of a step's small ops; in C++ a whole sequence is one op each way. The sources: checks.h
 (the inputs by name and their shape checks), fused_cells.cc (Keras's SimpleRNN, LSTM and
-GRU; xLSTM's sLSTM) and scans.cc (minGRU, minLSTM, LRU, RG-LRU, HGRN, IndRNN);
+GRU; xLSTM's sLSTM) and scans.cc (minGRU, minLSTM, LRU, RG-LRU, HGRN, IndRNN, S6);
 `rnnlab.recurrence.native_calls` calls them.
 `make install` builds them (`python -m rnnlab.recurrence.native`); `build` says where and
 with which flags. Where they cannot build, one warning names the compiler's first error

@@ -19,7 +19,7 @@
 // pre-activations per lane (W = kGates·N, laid out gate by gate), kStates states and
 // kParameters parameters per lane, and one step forward and back on a packet of lanes.
 // The kernels read their inputs by these names (checks.h), and rnnlab.recurrence.native_calls
-// passes them by name.
+// passes them by name. S6, whose state is a matrix per row, has ops of its own at the end.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -837,3 +837,513 @@ REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnReluScanForward").Device(DEVICE_CPU), 
 REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnReluScanBackward").Device(DEVICE_CPU), rnnlab::IndRnnReluScanBackward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnTanhScanForward").Device(DEVICE_CPU), rnnlab::IndRnnTanhScanForward);
 REGISTER_KERNEL_BUILDER(Name("RnnlabIndRnnTanhScanBackward").Device(DEVICE_CPU), rnnlab::IndRnnTanhScanBackward);
+
+// S6, Mamba's selective scan (rnnlab.recurrence.cells.S6Cell): D channels × N states a row,
+// h_t[d, n] = e^(Δ_t[d] A[d, n]) h_{t-1}[d, n] + Δ_t[d] B_t[n] v_t[d] with Δ_t = softplus(p_t),
+// read out in the same loop as y_t[d] = Σ_n C_t[n] h_t[d, n] + D[d] v_t[d]: the states, N
+// times the outputs, never reach memory (the scan's [B, T, D·N] tensor was what made
+// TensorFlow's route slow). [v | p | B | C] = x W + b (2D + 2N wide) is projected
+// kSelectiveBlock steps at a time, by one GEMM into cache (TensorFlow's matmul of all steps,
+// with 2 inputs, took as long as the scan). B_t and C_t are shared by the channels, so the
+// packets run over channels and the loop over n broadcasts B_t[n] and C_t[n]: forward, no
+// sum across lanes. A row's state is scratch, [N, D'] (D' is D rounded up to whole packets,
+// the padding all zeros: its decay is 1, its input 0), a few KB in L1. The forward pass
+// keeps the state at the start of every block; the backward pass recomputes a block's
+// states and decays from it into scratch ([kSelectiveBlock + 1, N, D'] and
+// [kSelectiveBlock, N, D'], in L2) and walks them back: exact, for a second pass's exps.
+//   forward(inputs [B,T,I], readout_inputs [B,T,I] or [0], kernel [I,W], bias [W] or [0],
+//           a [D,N], skip [D], initial [B,D·N], keep [B,T] or [0])
+//       -> outputs [B,T,D], final [B,D·N], checkpoints [B,⌈T/kSelectiveBlock⌉,N·D']
+//   backward(the same, checkpoints, d_outputs [B,T,D] or [0], d_final [B,D·N])
+//       -> d_inputs, d_readout_inputs, d_kernel, d_bias, d_a, d_skip, d_initial
+// readout_inputs, where given (the cell's input dropout), are what C and D v read, as in the
+// cell's step; else inputs do. initial and final are the cell's channel-major [D, N]. A
+// masked step (keep 0) holds the state and still reads it out, as the cell's readout does.
+namespace rnnlab {
+
+constexpr int64_t kSelectiveBlock = 64;  // steps projected at once, and between checkpoints
+
+struct SelectiveSizes {
+  int64_t B, T, I, D, N, W, P, blocks;    // P: packets in a state's row of D'
+  int64_t Grid() const { return N * P; }  // packets in one state
+};
+
+// Δ = softplus(p) = max(p, 0) + log(1 + u), u = e^-|p|, and, given `slope`, σ(p) = dΔ/dp,
+// from one exp. log(1 + u) as log(w)·u/(w − 1), w = 1 + u (Goldberg's trick): within a few
+// ulp for every u, where a plain log(w) loses u below float's epsilon.
+inline void Softplus(const Packet& p, Packet* delta, Packet* slope) {
+  const Packet one = Constant(1.0f);
+  const Packet u = ExpInRange<true>(packet::pmin(packet::pabs(p), Constant(86.0f)));
+  const Packet w = packet::padd(one, u);
+  const Packet grown = packet::psub(w, one);
+  const Packet log1p =
+      packet::pselect(packet::pcmp_eq(grown, packet::pzero(grown)), u,
+                      packet::pdiv(packet::pmul(packet::plog(w), u), grown));
+  *delta = packet::padd(packet::pmax(p, packet::pzero(p)), log1p);
+  if (slope) {
+    const Packet inverse = packet::pdiv(one, w);
+    *slope = packet::pselect(packet::pcmp_le(packet::pzero(p), p), inverse,
+                             packet::pmul(u, inverse));
+  }
+}
+
+// e^(Δ a), Δ a held in [-86, 88]: below, the decay is 0 to float precision.
+inline Packet Decay(const Packet& delta, const Packet& a) {
+  return ExpInRange(
+      packet::pmin(packet::pmax(packet::pmul(delta, a), Constant(-86.0f)), Constant(88.0f)));
+}
+
+// Packets on the heap, in an Eigen array, which aligns its storage for them (a
+// std::vector<Packet> would drop the type's attributes); zeros at first.
+class PacketBuffer {
+ public:
+  explicit PacketBuffer(int64_t packets = 0) : floats_(Eigen::ArrayXf::Zero(packets * kWidth)) {}
+  Packet* data() { return reinterpret_cast<Packet*>(floats_.data()); }
+  const Packet* data() const { return reinterpret_cast<const Packet*>(floats_.data()); }
+
+ private:
+  Eigen::ArrayXf floats_;
+};
+
+inline bool Kept(const float* keep, int64_t at) { return keep == nullptr || keep[at] != 0.0f; }
+
+// What both passes read.
+struct SelectiveData {
+  SelectiveSizes s;
+  const float* inputs;          // [B, T, I]
+  const float* readout_inputs;  // [B, T, I], or null: `inputs`
+  const float* kernel;          // [I, W]
+  const float* bias;            // [W] or null
+  const Packet* a;              // A as [N, D'], the padding zeros
+  const float* skip;            // [D]
+  const float* keep;            // [B, T] or null
+
+  // Steps [t0, t0 + n) of row b of `x` (inputs or readout_inputs) projected: x W + b.
+  void Project(const float* x, int64_t b, int64_t t0, int64_t n, Matrix* out) const {
+    out->resize(n, s.W);
+    out->noalias() =
+        ConstMatrixMap(x + (b * s.T + t0) * s.I, n, s.I) * ConstMatrixMap(kernel, s.I, s.W);
+    if (bias) out->rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias, s.W);
+  }
+};
+
+// Step `at` on the state h ([N, P] packets) in place, its output to `outputs`; `main` is
+// the step's projection, `read` the readout's (the same, without readout inputs).
+void SelectiveStep(const SelectiveData& d, int64_t at, const float* main, const float* read,
+                   Packet* h, float* outputs) {
+  const SelectiveSizes& s = d.s;
+  const float *b = main + 2 * s.D, *c = read + 2 * s.D + s.N;
+  const bool kept = Kept(d.keep, at);
+  for (int64_t q = 0; q < s.P; ++q) {
+    const int64_t first = q * kWidth, count = std::min(kWidth, s.D - first);
+    Packet y = Constant(0.0f);
+    if (kept) {
+      Packet delta;
+      Softplus(Load(main + s.D + first, count), &delta, nullptr);
+      const Packet input = packet::pmul(delta, Load(main + first, count));
+      for (int64_t n = 0; n < s.N; ++n) {
+        Packet& state = h[n * s.P + q];
+        state = packet::pmadd(Decay(delta, d.a[n * s.P + q]), state,
+                              packet::pmul(input, Constant(b[n])));
+        y = packet::pmadd(Constant(c[n]), state, y);
+      }
+    } else {
+      for (int64_t n = 0; n < s.N; ++n) y = packet::pmadd(Constant(c[n]), h[n * s.P + q], y);
+    }
+    y = packet::pmadd(Load(d.skip + first, count), Load(read + first, count), y);
+    Store(outputs + at * s.D + first, y, count);
+  }
+}
+
+// Step `at` again for the backward pass, h_{t-1} in `before`, h_t to `after`: no readout,
+// and each state's decay kept in `decays` ([N, P]), so that the step back takes no exp.
+void SelectiveStepAgain(const SelectiveData& d, int64_t at, const float* main,
+                        const Packet* before, Packet* after, Packet* decays) {
+  const SelectiveSizes& s = d.s;
+  if (!Kept(d.keep, at)) {
+    std::copy_n(before, s.Grid(), after);
+    return;
+  }
+  const float* b = main + 2 * s.D;
+  for (int64_t q = 0; q < s.P; ++q) {
+    const int64_t first = q * kWidth, count = std::min(kWidth, s.D - first);
+    Packet delta;
+    Softplus(Load(main + s.D + first, count), &delta, nullptr);
+    const Packet input = packet::pmul(delta, Load(main + first, count));
+    for (int64_t n = 0; n < s.N; ++n) {
+      const int64_t i = n * s.P + q;
+      decays[i] = Decay(delta, d.a[i]);
+      after[i] = packet::pmadd(decays[i], before[i], packet::pmul(input, Constant(b[n])));
+    }
+  }
+}
+
+// What one thread sums over its rows; the threads' sums are added up at the end.
+struct SelectiveGradientSums {
+  Matrix d_kernel;     // [I, W]
+  Eigen::ArrayXf d_bias;  // [W]
+  PacketBuffer d_a, d_skip;  // [N, P] and [P]
+};
+
+// One step's gradients: into the rows of its projection's gradient (`d_main`, and `d_read`
+// for the readout's columns v and C, the same row without readout inputs; `d_read`'s v is
+// added to, the rest stored) and the thread's sums.
+struct SelectiveStepGradients {
+  float *d_main, *d_read;
+  Packet *carried, *sums;  // dL/dh ([N, P]); the packets of B's and C's gradients ([2N])
+  SelectiveGradientSums* sum;
+};
+
+// Step `at` backward: `before` and `after` are h_{t-1} and h_t, `decays` the step's, and
+// `carried` dL/dh_t from the later steps on entry and dL/dh_{t-1} on exit. The sums over
+// channels (B's and C's gradients) are summed by packet, and across lanes once a step.
+void SelectiveStepBack(const SelectiveData& d, int64_t at, const float* main, const float* read,
+                       const Packet* before, const Packet* after, const Packet* decays,
+                       const float* d_outputs, const SelectiveStepGradients& out) {
+  const SelectiveSizes& s = d.s;
+  const float *b = main + 2 * s.D, *c = read + 2 * s.D + s.N;
+  Packet *sums_b = out.sums, *sums_c = out.sums + s.N, *carried = out.carried;
+  Packet* d_a = out.sum->d_a.data();
+  const bool kept = Kept(d.keep, at);
+  std::fill_n(out.sums, 2 * s.N, Constant(0.0f));
+  for (int64_t q = 0; q < s.P; ++q) {
+    const int64_t first = q * kWidth, count = std::min(kWidth, s.D - first);
+    const Packet dy = d_outputs ? Load(d_outputs + at * s.D + first, count) : Constant(0.0f);
+    Packet& d_skip = out.sum->d_skip.data()[q];
+    d_skip = packet::pmadd(dy, Load(read + first, count), d_skip);
+    if (!kept) {  // h_t = h_{t-1}: only the readout's gradient joins the carried one
+      for (int64_t n = 0; n < s.N; ++n) {
+        const int64_t i = n * s.P + q;
+        sums_c[n] = packet::pmadd(dy, after[i], sums_c[n]);
+        carried[i] = packet::pmadd(dy, Constant(c[n]), carried[i]);
+      }
+      Store(out.d_main + first, Constant(0.0f), count);
+      Store(out.d_main + s.D + first, Constant(0.0f), count);
+    } else {
+      Packet delta, slope;
+      Softplus(Load(main + s.D + first, count), &delta, &slope);
+      const Packet v = Load(main + first, count), input = packet::pmul(delta, v);
+      Packet d_delta = Constant(0.0f), through_b = Constant(0.0f);
+      for (int64_t n = 0; n < s.N; ++n) {
+        const int64_t i = n * s.P + q;
+        const Packet decay = decays[i];
+        const Packet g = packet::pmadd(dy, Constant(c[n]), carried[i]);  // dL/dh_t
+        sums_c[n] = packet::pmadd(dy, after[i], sums_c[n]);
+        const Packet d_exponent = packet::pmul(packet::pmul(g, before[i]), decay);  // d(Δ a)
+        d_delta = packet::pmadd(d_exponent, d.a[i], d_delta);
+        d_a[i] = packet::pmadd(d_exponent, delta, d_a[i]);
+        through_b = packet::pmadd(g, Constant(b[n]), through_b);  // Σ_n g B_t[n]
+        sums_b[n] = packet::pmadd(g, input, sums_b[n]);
+        carried[i] = packet::pmul(g, decay);
+      }
+      d_delta = packet::pmadd(through_b, v, d_delta);
+      Store(out.d_main + first, packet::pmul(through_b, delta), count);
+      Store(out.d_main + s.D + first, packet::pmul(d_delta, slope), count);
+    }
+    AddTo<false>(out.d_read + first, packet::pmul(dy, Load(d.skip + first, count)), count);
+  }
+  for (int64_t n = 0; n < s.N; ++n) {
+    out.d_main[2 * s.D + n] = packet::predux(sums_b[n]);
+    out.d_read[2 * s.D + s.N + n] = packet::predux(sums_c[n]);
+  }
+}
+
+// A state between the cell's [D, N] and the scratch's [N, D'] (the padding zeros).
+void ToScratch(const SelectiveSizes& s, const float* from, Packet* to) {
+  std::fill_n(to, s.Grid(), Constant(0.0f));
+  float* grid = reinterpret_cast<float*>(to);
+  for (int64_t d = 0; d < s.D; ++d) {
+    for (int64_t n = 0; n < s.N; ++n) grid[n * s.P * kWidth + d] = from[d * s.N + n];
+  }
+}
+
+void FromScratch(const SelectiveSizes& s, const Packet* from, float* to) {
+  const float* grid = reinterpret_cast<const float*>(from);
+  for (int64_t d = 0; d < s.D; ++d) {
+    for (int64_t n = 0; n < s.N; ++n) to[d * s.N + n] = grid[n * s.P * kWidth + d];
+  }
+}
+
+// The inputs both passes read, by name, checked against one another.
+struct SelectiveInputs {
+  const Tensor *inputs, *readout_inputs, *kernel, *bias, *a, *skip, *initial, *keep;
+
+  absl::Status Read(OpKernelContext* ctx, SelectiveSizes* s) {
+    TF_RETURN_IF_ERROR(ReadInputs(ctx, {{"inputs", &inputs},
+                                        {"readout_inputs", &readout_inputs},
+                                        {"kernel", &kernel},
+                                        {"bias", &bias},
+                                        {"a", &a},
+                                        {"skip", &skip},
+                                        {"initial", &initial},
+                                        {"keep", &keep}}));
+    if (inputs->dims() != 3 || a->dims() != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rnnlab selective scan: expected inputs [B, T, I] and a [D, N], got ",
+                       ShapeText(*inputs), " and ", ShapeText(*a)));
+    }
+    s->B = inputs->dim_size(0);
+    s->T = inputs->dim_size(1);
+    s->I = inputs->dim_size(2);
+    s->D = a->dim_size(0);
+    s->N = a->dim_size(1);
+    s->W = 2 * (s->D + s->N);
+    s->P = (s->D + kWidth - 1) / kWidth;
+    s->blocks = (s->T + kSelectiveBlock - 1) / kSelectiveBlock;
+    TF_RETURN_IF_ERROR(
+        ExpectOrEmpty(*readout_inputs, "readout_inputs", "[B, T, I]", {s->B, s->T, s->I}));
+    TF_RETURN_IF_ERROR(Expect(*kernel, "kernel", "[I, 2D + 2N]", {s->I, s->W}));
+    TF_RETURN_IF_ERROR(ExpectOrEmpty(*bias, "bias", "[2D + 2N]", {s->W}));
+    TF_RETURN_IF_ERROR(Expect(*skip, "skip", "[D]", {s->D}));
+    TF_RETURN_IF_ERROR(Expect(*initial, "initial", "[B, D·N]", {s->B, s->D * s->N}));
+    return ExpectOrEmpty(*keep, "keep", "[B, T]", {s->B, s->T});
+  }
+
+  // A as [N, D'] packets, the padding zeros.
+  PacketBuffer TransposedA(const SelectiveSizes& s) const {
+    PacketBuffer grid(s.Grid());
+    ToScratch(s, a->flat<float>().data(), grid.data());
+    return grid;
+  }
+
+  SelectiveData Data(const SelectiveSizes& s, const PacketBuffer& a_grid) const {
+    return SelectiveData{s,
+                         inputs->flat<float>().data(),
+                         DataOrNull(*readout_inputs),
+                         kernel->flat<float>().data(),
+                         DataOrNull(*bias),
+                         a_grid.data(),
+                         skip->flat<float>().data(),
+                         DataOrNull(*keep)};
+  }
+};
+
+class SelectiveScanForward : public OpKernel {
+ public:
+  explicit SelectiveScanForward(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    SelectiveInputs in;
+    SelectiveSizes s;
+    OP_REQUIRES_OK(ctx, in.Read(ctx, &s));
+    Tensor *outputs_out, *final_out, *checkpoints_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("outputs", TensorShape({s.B, s.T, s.D}), &outputs_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("final", TensorShape({s.B, s.D * s.N}), &final_out));
+    const int64_t grid_floats = s.Grid() * kWidth;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("checkpoints", TensorShape({s.B, s.blocks, grid_floats}),
+                                             &checkpoints_out));
+    const PacketBuffer a_grid = in.TransposedA(s);
+    const SelectiveData d = in.Data(s, a_grid);
+    const float* initial = in.initial->flat<float>().data();
+    float* outputs = outputs_out->flat<float>().data();
+    float* final = final_out->flat<float>().data();
+    float* checkpoints = checkpoints_out->flat<float>().data();
+    OverRows(ctx, s.B, shards_, [&](int64_t first, int64_t end, int64_t) {
+      PacketBuffer h(s.Grid());
+      Matrix main, read;
+      for (int64_t b = first; b < end; ++b) {
+        ToScratch(s, initial + b * s.D * s.N, h.data());
+        for (int64_t block = 0; block < s.blocks; ++block) {
+          const int64_t t0 = block * kSelectiveBlock, n = std::min(kSelectiveBlock, s.T - t0);
+          std::copy_n(reinterpret_cast<const float*>(h.data()), grid_floats,
+                      checkpoints + (b * s.blocks + block) * grid_floats);
+          d.Project(d.inputs, b, t0, n, &main);
+          if (d.readout_inputs) d.Project(d.readout_inputs, b, t0, n, &read);
+          const float* reading = (d.readout_inputs ? read : main).data();
+          for (int64_t k = 0; k < n; ++k) {
+            SelectiveStep(d, b * s.T + t0 + k, main.data() + k * s.W, reading + k * s.W, h.data(),
+                          outputs);
+          }
+        }
+        FromScratch(s, h.data(), final + b * s.D * s.N);
+      }
+    });
+  }
+
+ private:
+  int64_t shards_;
+};
+
+class SelectiveScanBackward : public OpKernel {
+ public:
+  explicit SelectiveScanBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    SelectiveInputs in;
+    SelectiveSizes s;
+    OP_REQUIRES_OK(ctx, in.Read(ctx, &s));
+    const Tensor *checkpoints_in, *d_outputs_in, *d_final_in;
+    OP_REQUIRES_OK(ctx, ReadInputs(ctx, {{"checkpoints", &checkpoints_in},
+                                         {"d_outputs", &d_outputs_in},
+                                         {"d_final", &d_final_in}}));
+    const int64_t grid_floats = s.Grid() * kWidth;
+    OP_REQUIRES_OK(ctx, Expect(*checkpoints_in, "checkpoints", "[B, ⌈T/64⌉, N·D']",
+                               {s.B, s.blocks, grid_floats}));
+    OP_REQUIRES_OK(ctx, ExpectOrEmpty(*d_outputs_in, "d_outputs", "[B, T, D]", {s.B, s.T, s.D}));
+    OP_REQUIRES_OK(ctx, Expect(*d_final_in, "d_final", "[B, D·N]", {s.B, s.D * s.N}));
+    const bool separate = in.readout_inputs->NumElements() > 0;
+    const bool has_bias = in.bias->NumElements() > 0;
+    Tensor *d_inputs_out, *d_readout_out, *d_kernel_out, *d_bias_out, *d_a_out, *d_skip_out,
+        *d_initial_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_inputs", in.inputs->shape(), &d_inputs_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_readout_inputs", in.readout_inputs->shape(),
+                                             &d_readout_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_kernel", TensorShape({s.I, s.W}), &d_kernel_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_bias", in.bias->shape(), &d_bias_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_a", TensorShape({s.D, s.N}), &d_a_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_skip", TensorShape({s.D}), &d_skip_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("d_initial", TensorShape({s.B, s.D * s.N}),
+                                             &d_initial_out));
+    const PacketBuffer a_grid = in.TransposedA(s);
+    const SelectiveData d = in.Data(s, a_grid);
+    const float* checkpoints = checkpoints_in->flat<float>().data();
+    const float* d_outputs = DataOrNull(*d_outputs_in);
+    const float* d_final = d_final_in->flat<float>().data();
+    float* d_inputs = d_inputs_out->flat<float>().data();
+    float* d_readout = separate ? d_readout_out->flat<float>().data() : nullptr;
+    float* d_initial = d_initial_out->flat<float>().data();
+    const ConstMatrixMap kernel(d.kernel, s.I, s.W);
+    const int64_t shards = std::max<int64_t>(1, std::min(shards_, s.B));
+    std::vector<SelectiveGradientSums> sums(shards);
+    OverRows(ctx, s.B, shards, [&](int64_t first, int64_t end, int64_t shard) {
+      SelectiveGradientSums& sum = sums[shard];
+      sum.d_kernel = Matrix::Zero(s.I, s.W);
+      sum.d_bias = Eigen::ArrayXf::Zero(s.W);
+      sum.d_a = PacketBuffer(s.Grid());
+      sum.d_skip = PacketBuffer(s.P);
+      PacketBuffer states((kSelectiveBlock + 1) * s.Grid()), decays(kSelectiveBlock * s.Grid());
+      PacketBuffer carried(s.Grid()), lane_sums(2 * s.N);
+      Matrix main, read, d_main, d_read;
+      for (int64_t b = first; b < end; ++b) {
+        ToScratch(s, d_final + b * s.D * s.N, carried.data());
+        for (int64_t block = s.blocks - 1; block >= 0; --block) {
+          const int64_t t0 = block * kSelectiveBlock, n = std::min(kSelectiveBlock, s.T - t0);
+          const int64_t at0 = b * s.T + t0;
+          std::copy_n(checkpoints + (b * s.blocks + block) * grid_floats, grid_floats,
+                      reinterpret_cast<float*>(states.data()));
+          d.Project(d.inputs, b, t0, n, &main);
+          if (separate) d.Project(d.readout_inputs, b, t0, n, &read);
+          const float* reading = (separate ? read : main).data();
+          for (int64_t k = 0; k < n; ++k) {  // the block's states again, from its checkpoint
+            SelectiveStepAgain(d, at0 + k, main.data() + k * s.W, states.data() + k * s.Grid(),
+                               states.data() + (k + 1) * s.Grid(), decays.data() + k * s.Grid());
+          }
+          d_main = Matrix::Zero(n, s.W);
+          if (separate) d_read = Matrix::Zero(n, s.W);
+          float* d_reading = (separate ? d_read : d_main).data();
+          for (int64_t k = n - 1; k >= 0; --k) {
+            const SelectiveStepGradients out{d_main.data() + k * s.W, d_reading + k * s.W,
+                                             carried.data(), lane_sums.data(), &sum};
+            SelectiveStepBack(d, at0 + k, main.data() + k * s.W, reading + k * s.W,
+                              states.data() + k * s.Grid(), states.data() + (k + 1) * s.Grid(),
+                              decays.data() + k * s.Grid(), d_outputs, out);
+          }
+          const ConstMatrixMap x(d.inputs + at0 * s.I, n, s.I);
+          sum.d_kernel.noalias() += x.transpose() * d_main;
+          if (has_bias) sum.d_bias += d_main.colwise().sum().transpose().array();
+          MatrixMap(d_inputs + at0 * s.I, n, s.I).noalias() = d_main * kernel.transpose();
+          if (!separate) continue;
+          const ConstMatrixMap x_read(d.readout_inputs + at0 * s.I, n, s.I);
+          sum.d_kernel.noalias() += x_read.transpose() * d_read;
+          if (has_bias) sum.d_bias += d_read.colwise().sum().transpose().array();
+          MatrixMap(d_readout + at0 * s.I, n, s.I).noalias() = d_read * kernel.transpose();
+        }
+        FromScratch(s, carried.data(), d_initial + b * s.D * s.N);
+      }
+    });
+    MatrixMap d_kernel(d_kernel_out->flat<float>().data(), s.I, s.W);
+    d_kernel.setZero();
+    PacketBuffer d_a(s.Grid());
+    Eigen::ArrayXf d_skip = Eigen::ArrayXf::Zero(s.P * kWidth);
+    for (const SelectiveGradientSums& part : sums) {
+      d_kernel += part.d_kernel;
+      for (int64_t i = 0; i < s.Grid(); ++i) {
+        d_a.data()[i] = packet::padd(d_a.data()[i], part.d_a.data()[i]);
+      }
+      d_skip += ConstRow(reinterpret_cast<const float*>(part.d_skip.data()), s.P * kWidth);
+    }
+    if (has_bias) {
+      Row d_bias(d_bias_out->flat<float>().data(), s.W);
+      d_bias.setZero();
+      for (const SelectiveGradientSums& part : sums) d_bias += part.d_bias;
+    }
+    FromScratch(s, d_a.data(), d_a_out->flat<float>().data());
+    Row(d_skip_out->flat<float>().data(), s.D) = d_skip.head(s.D);
+  }
+
+ private:
+  int64_t shards_;
+};
+
+absl::Status SelectiveForwardShapes(InferenceContext* ctx) {
+  ShapeHandle inputs, a, initial;
+  TF_RETURN_IF_ERROR(InputShape(ctx, "inputs", 3, &inputs));
+  TF_RETURN_IF_ERROR(InputShape(ctx, "a", 2, &a));
+  TF_RETURN_IF_ERROR(InputShape(ctx, "initial", 2, &initial));
+  const DimensionHandle rows = ctx->Dim(inputs, 0);
+  TF_RETURN_IF_ERROR(
+      SetOutput(ctx, "outputs", ctx->MakeShape({rows, ctx->Dim(inputs, 1), ctx->Dim(a, 0)})));
+  TF_RETURN_IF_ERROR(SetOutput(ctx, "final", initial));
+  return SetOutput(ctx, "checkpoints",
+                   ctx->MakeShape({rows, ctx->UnknownDim(), ctx->UnknownDim()}));
+}
+
+// Each gradient has the shape of what it is the gradient of.
+absl::Status SelectiveBackwardShapes(InferenceContext* ctx) {
+  for (const auto& [gradient, input] : {std::pair{"d_inputs", "inputs"},
+                                        {"d_readout_inputs", "readout_inputs"},
+                                        {"d_kernel", "kernel"},
+                                        {"d_bias", "bias"},
+                                        {"d_a", "a"},
+                                        {"d_skip", "skip"},
+                                        {"d_initial", "initial"}}) {
+    std::vector<ShapeHandle> shape;
+    TF_RETURN_IF_ERROR(ctx->input(input, &shape));
+    TF_RETURN_IF_ERROR(ctx->set_output(gradient, shape));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rnnlab
+
+REGISTER_OP("RnnlabSelectiveScanForward")
+    .Input("inputs: float")
+    .Input("readout_inputs: float")
+    .Input("kernel: float")
+    .Input("bias: float")
+    .Input("a: float")
+    .Input("skip: float")
+    .Input("initial: float")
+    .Input("keep: float")
+    .Attr("shards: int = 1")
+    .Output("outputs: float")
+    .Output("final: float")
+    .Output("checkpoints: float")
+    .SetShapeFn(rnnlab::SelectiveForwardShapes);
+REGISTER_OP("RnnlabSelectiveScanBackward")
+    .Input("inputs: float")
+    .Input("readout_inputs: float")
+    .Input("kernel: float")
+    .Input("bias: float")
+    .Input("a: float")
+    .Input("skip: float")
+    .Input("initial: float")
+    .Input("keep: float")
+    .Input("checkpoints: float")
+    .Input("d_outputs: float")
+    .Input("d_final: float")
+    .Attr("shards: int = 1")
+    .Output("d_inputs: float")
+    .Output("d_readout_inputs: float")
+    .Output("d_kernel: float")
+    .Output("d_bias: float")
+    .Output("d_a: float")
+    .Output("d_skip: float")
+    .Output("d_initial: float")
+    .SetShapeFn(rnnlab::SelectiveBackwardShapes);
+REGISTER_KERNEL_BUILDER(Name("RnnlabSelectiveScanForward").Device(DEVICE_CPU), rnnlab::SelectiveScanForward);
+REGISTER_KERNEL_BUILDER(Name("RnnlabSelectiveScanBackward").Device(DEVICE_CPU), rnnlab::SelectiveScanBackward);
