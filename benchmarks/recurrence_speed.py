@@ -88,8 +88,10 @@ LINEAR_SCAN_CELLS = ("mingru", "minlstm", "lru", "rglru", "hgrn", "s6")
 # scan); not S6, whose op reads its states out in its loop, so none reach memory.
 NATIVE_SCAN_CELLS = (*(cell for cell in LINEAR_SCAN_CELLS if cell != "s6"), "indrnn")
 # IndRNN (no TF scan), the mLSTM (its own route is TensorFlow's chunks) and the sLSTM (its
-# own is its native ops; it has no scan) race their step loop only.
-STEP_LOOP_ONLY = ("indrnn", "mlstm", "slstm")
+# own is its native ops; it has no scan) race their step loop only; so does S6, whose
+# TensorFlow scan ran at 13 samples/s at T = 1,000 (docs/results/benchmarks.md) and would take
+# most of the race's time.
+STEP_LOOP_ONLY = ("indrnn", "mlstm", "slstm", "s6")
 # The route a cell's own contender must take, where it has one that could silently fall
 # back to the step loop: the sLSTM's native ops did not run, and the race would say 1.0×.
 OWN_ROUTES = {"slstm": "native", "s6": "native_scan"}
