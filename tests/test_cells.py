@@ -578,6 +578,39 @@ def test_native_hgrn_scan_gives_the_gradient_of_its_lower_bounds(native_ops):
     assert np.abs(gradients[0]).min() > 1e-3  # every lane's bound matters
 
 
+def test_native_rglru_scan_caps_the_gradient_of_saturated_decays(native_ops):
+    """Decay rates s so small that a_t = e^(-s r_t) rounds to 1 (1 - a_t² = 0) or next to it:
+    √(1 - a_t²)'s gradient is capped as bounded_sqrt caps it, and the rates' gradients, 2000
+    times d√ there, are TensorFlow's (the native op takes √u as u/√u, infinite at u = 0). The
+    states near a = 1 differ by the rounding of 1 - a_t² in float, √u ≤ 5e-4 times the input."""
+    cell = RGLRUCell(4)
+    cell.build((None, 2))
+    randomize(cell, seed=17, scale=0.5)
+    inputs = tf.random.normal((2, 7, 2), seed=18)
+    initial = tf.random.normal((2, 4), seed=19)
+    weighting = tf.random.normal((2, 7, 4), seed=20)
+    # a = 1 in float; √(1 - a²) < 5e-4, the cap's threshold, at every r < 1; two open lanes.
+    rates = tf.Variable([1e-12, 1e-7, 0.05, 0.5])
+    cell.decay_rates = lambda: rates
+
+    def by_tensorflow():
+        return scan.associative_scan(*cell.coefficients(cell.project(inputs)), initial)
+
+    def by_native_op():
+        return native_scan(native_ops, cell, inputs, initial, None)[0]
+
+    results = []
+    for states in (by_tensorflow, by_native_op):
+        with tf.GradientTape() as tape:
+            computed = states()
+            loss = tf.reduce_sum(computed * weighting)
+        results.append((computed, tape.gradient(loss, rates)))
+    (want_states, want), (got_states, got) = results
+    np.testing.assert_allclose(got_states, want_states, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert np.abs(want[:2]).min() > 10 * np.abs(want[2:]).max()  # the capped lanes' 2000
+
+
 # IndRNN's native op against its step loop -------------------------------------------------
 # Not linear, so no TensorFlow scan: the native ops run it, or Keras's step loop does.
 

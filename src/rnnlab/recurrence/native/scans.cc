@@ -84,6 +84,37 @@ inline Packet ExpInRange(const Packet& x) {
   return packet::preinterpret<Packet>(packet::padd(packet::preinterpret<Integers>(y), exponent));
 }
 
+// x held to [-limit, limit]. AVX-512DQ's range instruction takes one step for it (of x and
+// limit, the one smaller in magnitude, with x's sign), a min and a max elsewhere.
+inline Packet Clamp(const Packet& x, const Packet& limit) {
+#ifdef EIGEN_VECTORIZE_AVX512DQ
+  return _mm512_range_ps(x, limit, 0x2);
+#else
+  return packet::pmax(packet::pmin(x, limit), packet::pnegate(limit));
+#endif
+}
+
+// 1/√x, roughly, for a normal x > 0: the processor's estimate (14 bits on AVX-512, 12 on
+// AVX), elsewhere a square root and a division. One Newton step takes an estimate y to float
+// precision (it squares the relative error): 1/√x ≈ y·NewtonFactor(x, y)/2, with
+// NewtonFactor(x, y) = 3 - x y², so √x = x/√x ≈ x y·NewtonFactor(x, y)/2. Four instructions
+// for the estimate and the step where AVX-512's psqrt takes 13 (the same estimate and step,
+// and fix-ups for 0 and ∞), and none on the divider and square-root unit, the slowest these
+// kernels use.
+inline Packet InverseSqrtEstimate(const Packet& x) {
+#if defined(EIGEN_VECTORIZE_AVX512)
+  return _mm512_rsqrt14_ps(x);
+#elif defined(EIGEN_VECTORIZE_AVX)
+  return _mm256_rsqrt_ps(x);
+#else
+  return packet::pdiv(Constant(1.0f), packet::psqrt(x));
+#endif
+}
+
+inline Packet NewtonFactor(const Packet& x, const Packet& estimate) {
+  return packet::pnmadd(packet::pmul(x, estimate), estimate, Constant(3.0f));
+}
+
 // 1/p and 1/q by one division and three products: the divider is the slowest unit these
 // kernels use. p·q must stay a normal float (TensorFlow flushes denormals to zero).
 inline void Reciprocals(const Packet& p, const Packet& q, Packet* inverse_p, Packet* inverse_q) {
@@ -110,16 +141,15 @@ inline Packet CandidateExp(const Packet& x) {
   return ExpInRange(packet::pmax(packet::pmin(x, packet::pzero(x)), Constant(-86.0f)));
 }
 
-// z = σ(x_z), h = (1 - z) h_prev + z g(x_h). x_z is held in [-80, 86], beyond which z is 0 or
-// 1 to float precision, so that (1 + e^-x_z)(1 + e^x_h) stays finite and normal.
+// z = σ(x_z), h = (1 - z) h_prev + z g(x_h). x_z is held to ±80, beyond which z is 0 or 1 to
+// float precision, so that (1 + e^-x_z)(1 + e^x_h) stays finite and normal.
 struct MinGruScan {
   static constexpr int kGates = 2, kStates = 1, kParameters = 0;
 
   // The update gate z and the candidate g(x_h).
   static void Gates(const Packet* x, Packet* z, Packet* candidate, Packet* slope) {
     const Packet one = Constant(1.0f);
-    const Packet e_gate =
-        ExpInRange<true>(packet::pmin(packet::pmax(x[0], Constant(-80.0f)), Constant(86.0f)));
+    const Packet e_gate = ExpInRange<true>(Clamp(x[0], Constant(80.0f)));
     const Packet e_candidate = CandidateExp(x[1]);
     Packet inverse;
     Reciprocals(packet::padd(one, e_gate), packet::padd(one, e_candidate), z, &inverse);
@@ -161,8 +191,8 @@ struct MinLstmScan {
   static Gates Shares(const Packet* x, bool with_slope) {
     const Packet limit = Constant(40.0f), one = Constant(1.0f);
     Gates gates;
-    gates.a = ExpInRange<true>(packet::pmax(packet::pmin(x[0], limit), packet::pnegate(limit)));
-    gates.c = ExpInRange<true>(packet::pmax(packet::pmin(x[1], limit), packet::pnegate(limit)));
+    gates.a = ExpInRange<true>(Clamp(x[0], limit));
+    gates.c = ExpInRange<true>(Clamp(x[1], limit));
     const Packet e_candidate = CandidateExp(x[2]);
     Packet inverse_candidate;
     Reciprocals(packet::padd(packet::padd(Constant(2.0f), gates.a), gates.c),
@@ -224,55 +254,77 @@ struct LruScan {
 // σ is 0 or 1 to float precision and (1 + e^40)² still fits in a float.
 inline void Sigmoids(const Packet& x, const Packet& y, Packet* sigma_x, Packet* sigma_y) {
   const Packet limit = Constant(40.0f), one = Constant(1.0f);
-  const Packet e_x = ExpInRange<true>(packet::pmax(packet::pmin(x, limit), packet::pnegate(limit)));
-  const Packet e_y = ExpInRange<true>(packet::pmax(packet::pmin(y, limit), packet::pnegate(limit)));
+  const Packet e_x = ExpInRange<true>(Clamp(x, limit));
+  const Packet e_y = ExpInRange<true>(Clamp(y, limit));
   Reciprocals(packet::padd(one, e_x), packet::padd(one, e_y), sigma_x, sigma_y);
 }
 
 // The RG-LRU of Hawk and Griffin: r = σ(x_r), i = σ(x_i), log a = -s r with the parameter
-// s = c·softplus(-Λ) per lane, h = a h_prev + √(1 - a²) i x_v. log a is held above -86,
-// where a is 0 to float precision. Backward, √'s derivative is capped at kMaxSqrtGradient, as
-// the authors' code does (rnnlab.recurrence.cells.bounded_sqrt): a saturated gate (a → 1)
-// must not send an infinite gradient.
+// s = c·softplus(-Λ) per lane, h = a h_prev + √(1 - a²) i x_v. s r is held below 86, where a
+// is 0 to float precision. Backward, √'s derivative is capped at kMaxSqrtGradient, as the
+// authors' code does (rnnlab.recurrence.cells.bounded_sqrt): a saturated gate (a → 1) must
+// not send an infinite gradient.
 constexpr float kMaxSqrtGradient = 1000.0f;
 
 struct RgLruScan {
   static constexpr int kGates = 3, kStates = 1, kParameters = 1;
+  // Added to (or the floor of) the inverse square roots' arguments, which are 0 for a
+  // saturated gate (a = 1 in float) and else at least 1 - (1 - 2^-24)² ≈ 1.2e-7: 1/√0 = ∞
+  // would make u/√u = 0·∞ = NaN where it is 0.
+  static constexpr float kTiny = 1e-30f;
 
-  struct Gates {
-    Packet r, i, a, root;  // root = √(1 - a²)
-  };
+  // e^-x = 1/σ(x) - 1, x held to ±40, where σ is 0 or 1 to float precision and (1 + e^40)²
+  // still fits in a float.
+  static Packet SigmoidExp(const Packet& x) { return ExpInRange<true>(Clamp(x, Constant(40.0f))); }
 
-  static Gates Compute(const Packet* x, const Packet* p) {
-    Gates gates;
-    Sigmoids(x[0], x[1], &gates.r, &gates.i);
-    const Packet log_a = packet::pmax(packet::pnegate(packet::pmul(p[0], gates.r)), Constant(-86.0f));
-    gates.a = ExpInRange(log_a);
-    gates.root = packet::psqrt(packet::pnmadd(gates.a, gates.a, Constant(1.0f)));
-    return gates;
+  // a = e^-(s r), s r held below 86.
+  static Packet Decay(const Packet& s_r) {
+    return ExpInRange<true>(packet::pmin(s_r, Constant(86.0f)));
   }
 
+  // s r = s/(1 + e^-x_r) by one division. √(1 - a²) i = u/√(u/i²) with u = 1 - a²: one
+  // inverse square root, of 4u/i² = u (2 + 2e^-x_i)², gives the input's gain, where a square
+  // root and i's division would take two of the slowest instructions.
   static void Forward(const Packet* x, const Packet* p, const Packet* previous, Packet* state) {
-    const Gates g = Compute(x, p);
-    state[0] = packet::pmadd(g.a, previous[0], packet::pmul(packet::pmul(g.root, g.i), x[2]));
+    const Packet two = Constant(2.0f);
+    const Packet a = Decay(packet::pdiv(p[0], packet::padd(Constant(1.0f), SigmoidExp(x[0]))));
+    const Packet u = packet::pnmadd(a, a, Constant(1.0f));
+    const Packet twice_inverse_i = packet::pmadd(SigmoidExp(x[1]), two, two);
+    const Packet q = packet::pmadd(packet::pmul(u, twice_inverse_i), twice_inverse_i,
+                                   Constant(kTiny));
+    const Packet y = InverseSqrtEstimate(q);  // ≈ i/(2√u)
+    const Packet gain = packet::pmul(packet::pmul(u, y), NewtonFactor(q, y));
+    state[0] = packet::pmadd(a, previous[0], packet::pmul(gain, x[2]));
   }
 
+  // r and i by a division each, as correct as one can be (the a from s·r may differ from the
+  // forward's s/(1 + e^-x_r) in its last bit).
   static void Backward(const Packet* x, const Packet* p, const Packet* previous, Packet* grad,
                        Packet* d_x, Packet* d_p) {
-    const Gates g = Compute(x, p);
-    const Packet d_root = packet::pmul(packet::pmul(grad[0], g.i), x[2]);
-    const Packet d_input = packet::pmul(packet::pmul(grad[0], g.root), x[2]);
-    d_x[2] = packet::pmul(packet::pmul(grad[0], g.root), g.i);
-    d_x[1] = packet::pmul(d_input, packet::pnmadd(g.i, g.i, g.i));  // σ' = σ - σ²
-    // d(1 - a²) = d_root / (2 max(root, 1/(2 M))), and d a = grad h_prev - 2 a d(1 - a²).
-    const Packet floor = Constant(0.5f / kMaxSqrtGradient);
-    const Packet d_square = packet::pdiv(d_root, packet::pmul(Constant(2.0f), packet::pmax(g.root, floor)));
-    const Packet d_a = packet::pmadd(grad[0], previous[0],
-                                     packet::pmul(Constant(-2.0f), packet::pmul(g.a, d_square)));
-    const Packet d_log_a = packet::pmul(d_a, g.a);
-    d_x[0] = packet::pnegate(packet::pmul(packet::pmul(d_log_a, p[0]), packet::pnmadd(g.r, g.r, g.r)));
-    d_p[0] = packet::psub(d_p[0], packet::pmul(d_log_a, g.r));
-    grad[0] = packet::pmul(grad[0], g.a);
+    const Packet one = Constant(1.0f);
+    const Packet r = packet::pdiv(one, packet::padd(one, SigmoidExp(x[0])));
+    const Packet i = packet::pdiv(one, packet::padd(one, SigmoidExp(x[1])));
+    const Packet a = Decay(packet::pmul(p[0], r));
+    const Packet u = packet::pnmadd(a, a, one);
+    const Packet held = packet::pmax(u, Constant(kTiny));
+    const Packet y = InverseSqrtEstimate(held);
+    const Packet inverse_root =  // 1/√(1 - a²)
+        packet::pmul(packet::pmul(y, Constant(0.5f)), NewtonFactor(held, y));
+    const Packet root = packet::pmul(u, inverse_root);  // 0 where u is
+    const Packet grad_i = packet::pmul(grad[0], i);
+    d_x[2] = packet::pmul(grad_i, root);
+    // d x_i = grad √(1 - a²) x_v σ'(x_i), σ' = σ (1 - σ).
+    d_x[1] = packet::pmul(d_x[2], packet::pnmadd(i, x[2], x[2]));
+    // d(1 - a²) = d_root / (2 max(root, 1/(2 M))) = d_root min(1/√(1 - a²), 2 M) / 2 with
+    // d_root = grad i x_v, and d a = grad h_prev - 2 a d(1 - a²).
+    const Packet capped = packet::pmin(inverse_root, Constant(2.0f * kMaxSqrtGradient));
+    const Packet d_a = packet::pnmadd(packet::pmul(packet::pmul(grad_i, x[2]), a), capped,
+                                      packet::pmul(grad[0], previous[0]));
+    const Packet d_log_a = packet::pmul(d_a, a);
+    // d log a / d x_r = -s σ'(x_r) = s (r² - r).
+    d_x[0] = packet::pmul(packet::pmul(d_log_a, p[0]), packet::pmsub(r, r, r));
+    d_p[0] = packet::pnmadd(d_log_a, r, d_p[0]);
+    grad[0] = packet::pmul(grad[0], a);
   }
 };
 
