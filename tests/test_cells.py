@@ -383,7 +383,11 @@ def compare_scan_with_step_loop(
     gradients += [f"d_{variable.name}" for variable in cell.trainable_variables]
     names = [f"output {index}" for index in range(len(got) - len(gradients))] + gradients
     for name, a, b in zip(names, got, want, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+        # float32 sums over 1,000 steps err in proportion to their largest terms, so a small
+        # entry beside large ones (a kernel gradient of 0.23 beside 280) is held to the
+        # array's scale, not its own.
+        scale = max(1.0, float(np.max(np.abs(b))))
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
     assert loop.recurrence_routes[True] == ("keras", 1)
     return scan.recurrence_routes[True]
 
