@@ -60,6 +60,17 @@ inline absl::Status SetOutput(InferenceContext* ctx, absl::string_view name, Sha
   return ctx->set_output(name, {shape});
 }
 
+// A backward op's shapes: each gradient, {gradient, input}, has its input's shape.
+inline absl::Status GradientShapes(
+    InferenceContext* ctx, std::initializer_list<std::pair<const char*, const char*>> gradients) {
+  for (const auto& [gradient, input] : gradients) {
+    std::vector<ShapeHandle> shape;
+    TF_RETURN_IF_ERROR(ctx->input(input, &shape));
+    TF_RETURN_IF_ERROR(ctx->set_output(gradient, shape));
+  }
+  return absl::OkStatus();
+}
+
 inline const float* DataOrNull(const Tensor& tensor) {
   return tensor.NumElements() ? tensor.flat<float>().data() : nullptr;
 }

@@ -804,18 +804,12 @@ absl::Status ScanForwardShapes(InferenceContext* ctx) {
       ctx, "states", ctx->MakeShape({ctx->Dim(inputs, 0), ctx->Dim(inputs, 1), ctx->Dim(h0, 1)}));
 }
 
-// Each gradient has the shape of what it is the gradient of.
 absl::Status ScanBackwardShapes(InferenceContext* ctx) {
-  for (const auto& [gradient, input] : {std::pair{"d_inputs", "inputs"},
-                                        {"d_kernel", "kernel"},
-                                        {"d_bias", "bias"},
-                                        {"d_parameters", "parameters"},
-                                        {"d_initial", "initial"}}) {
-    std::vector<ShapeHandle> shape;
-    TF_RETURN_IF_ERROR(ctx->input(input, &shape));
-    TF_RETURN_IF_ERROR(ctx->set_output(gradient, shape));
-  }
-  return absl::OkStatus();
+  return GradientShapes(ctx, {{"d_inputs", "inputs"},
+                              {"d_kernel", "kernel"},
+                              {"d_bias", "bias"},
+                              {"d_parameters", "parameters"},
+                              {"d_initial", "initial"}});
 }
 
 }  // namespace rnnlab
@@ -1344,20 +1338,14 @@ absl::Status SelectiveForwardShapes(InferenceContext* ctx) {
                    ctx->MakeShape({rows, ctx->UnknownDim(), ctx->UnknownDim()}));
 }
 
-// Each gradient has the shape of what it is the gradient of.
 absl::Status SelectiveBackwardShapes(InferenceContext* ctx) {
-  for (const auto& [gradient, input] : {std::pair{"d_inputs", "inputs"},
-                                        {"d_readout_inputs", "readout_inputs"},
-                                        {"d_kernel", "kernel"},
-                                        {"d_bias", "bias"},
-                                        {"d_a", "a"},
-                                        {"d_skip", "skip"},
-                                        {"d_initial", "initial"}}) {
-    std::vector<ShapeHandle> shape;
-    TF_RETURN_IF_ERROR(ctx->input(input, &shape));
-    TF_RETURN_IF_ERROR(ctx->set_output(gradient, shape));
-  }
-  return absl::OkStatus();
+  return GradientShapes(ctx, {{"d_inputs", "inputs"},
+                              {"d_readout_inputs", "readout_inputs"},
+                              {"d_kernel", "kernel"},
+                              {"d_bias", "bias"},
+                              {"d_a", "a"},
+                              {"d_skip", "skip"},
+                              {"d_initial", "initial"}});
 }
 
 }  // namespace rnnlab
