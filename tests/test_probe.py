@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from rnnlab.config import ConfigError, compose_config
 from rnnlab.records import names
+from rnnlab.records.decay import probes_to_draw
 from rnnlab.records.runs import decay_curves
 from rnnlab.recurrence.layer import ProbedRNN
 from rnnlab.tasks import get_task
@@ -254,3 +255,12 @@ def test_bidirectional_probe_reads_the_backward_layer_in_its_own_order(compose):
     forward, backward = by_direction[False], by_direction[True]
     # Each direction's last read step feeds the head directly: it has the largest gradient.
     assert forward.argmax() == 11 and backward.argmax() == 11
+
+
+def test_the_all_probes_plot_of_a_long_run_draws_a_few_probes_spread_from_first_to_last():
+    probed = list(range(41))  # at initialisation and after each of 40 epochs
+    drawn = probes_to_draw(probed, at_most=8)
+    assert len(drawn) == 8 and drawn[0] == 0 and drawn[-1] == 40
+    gaps = np.diff(drawn)
+    assert gaps.min() > 0 and gaps.max() - gaps.min() <= 1  # evenly spread
+    assert probes_to_draw([0, 1, 2], at_most=8) == [0, 1, 2]  # a short run draws every probe

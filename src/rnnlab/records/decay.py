@@ -42,6 +42,18 @@ def figure_path(epoch: int) -> str:
 
 
 ALL_EPOCHS_FIGURE = f"{names.DECAY_FOLDER}/all_epochs.png"  # the headline curve of every probe
+PROBES_DRAWN = 8  # the all-probes plot's curves at most: more turn its legend into the plot
+
+
+def probes_to_draw(epochs: list[int], at_most: int = PROBES_DRAWN) -> list[int]:
+    """The probes the all-probes plot draws: all of them when few, else `at_most` spread
+    evenly from the first (at initialisation) to the last, which are always kept. Forty
+    epochs of probes in one plot are a rainbow nobody reads, and a legend taller than the
+    figure."""
+    if len(epochs) <= at_most:
+        return list(epochs)
+    last = len(epochs) - 1
+    return [epochs[round(index * last / (at_most - 1))] for index in range(at_most)]
 
 
 def is_curves_path(path: str) -> bool:

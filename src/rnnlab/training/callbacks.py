@@ -273,9 +273,12 @@ class GradientDecayLogger(keras.callbacks.Callback):
             mlflow.log_figure(figure, decay.figure_path(epoch))
         if self.results:
             headline = self.probe.layers[-1].name
-            curves = {
-                (f"epoch {epoch}" if epoch else "at init"): result.step_norms[headline]["h"]
-                for epoch, result in self.results.items()
-            }
-            title = f"Gradient decay of {headline}, all probes"
+            drawn = decay.probes_to_draw(list(self.results))
+            curves = {}
+            for epoch in drawn:
+                label = f"epoch {epoch}" if epoch else "at init"
+                curves[label] = self.results[epoch].step_norms[headline]["h"]
+            probes = len(self.results)
+            which = "all probes" if len(drawn) == probes else f"{len(drawn)} of {probes} probes"
+            title = f"Gradient decay of {headline}, {which}"
             mlflow.log_figure(gradient_decay_figure(curves, title), decay.ALL_EPOCHS_FIGURE)
