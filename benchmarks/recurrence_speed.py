@@ -308,11 +308,11 @@ def contenders(cell: str, shape, batches: int) -> dict[str, object]:
     return found
 
 
-def modern_contenders(shape, batches: int) -> dict[str, KerasContender]:
+def modern_contenders(shape, batches: int, cells=MODERN_CELLS) -> dict[str, KerasContender]:
     """rnnlab's cells by their default routes; the linear ones also by their alternatives."""
     _, _, data = training_data(shape, batches)
     found = {}
-    for cell in MODERN_CELLS:
+    for cell in cells:
         found[cell] = rnnlab_contender(cell, shape, data, route=OWN_ROUTES.get(cell))
         for alternative in alternatives_of(cell):
             overrides, native, route = ALTERNATIVES[alternative]
@@ -418,6 +418,13 @@ def main() -> None:
         "against its GRU and LSTM, also at T = 1000",
     )
     parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=MODERN_CELLS,
+        help="with --cells modern: race these against the GRU, not every modern cell (a "
+        "change to a few cells is remeasured in minutes instead of half an hour)",
+    )
+    parser.add_argument(
         "--tasks",
         nargs="+",
         default=["sentiment", "forecasting", "series_classification", "adding", "copy_memory"],
@@ -425,6 +432,9 @@ def main() -> None:
     )
     options = parser.parse_args()
     modern = options.cells == ["modern"]
+    modern_cells = (
+        ["gru", *(c for c in options.only if c != "gru")] if options.only else MODERN_CELLS
+    )
     shapes = [("reference", REFERENCE_SHAPE), *([("long", LONG_SHAPE)] if modern else [])]
     shapes += [(task, task_shape(task)) for task in options.tasks if task != "none"]
     probes = {"peak": MatmulPeak().gflops}
@@ -453,9 +463,9 @@ def main() -> None:
         name = f"{label} {'×'.join(map(str, shape[:3]))}→{shape[3]}"
         samples = shape[0] * options.batches
         if modern:  # every contender in one race
-            racing = modern_contenders(shape, options.batches)
+            racing = modern_contenders(shape, options.batches, modern_cells)
             times = race(racing, options.epochs, probes)
-            for cell in MODERN_CELLS:
+            for cell in modern_cells:
                 print(modern_row(name, cell, shape, racing, times, samples), flush=True)
             keras.backend.clear_session()
             continue
