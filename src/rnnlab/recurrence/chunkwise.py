@@ -15,6 +15,16 @@ Each row's stabiliser m_t = max(F_t + m_start, max_j(F_t - F_j + ĩ_j)) is exact
 loop's m_t, so the two agree to rounding, final states included. A padded (masked) step
 has f = 1 and i = 0: it keeps the state, as in Keras's loop; a length that is not a whole
 number of chunks is padded the same way.
+
+Where the time goes (issue 46, 4 heads of 16 units): not in the matmuls' arithmetic but in
+passes over memory, the L × L decay matrices above all, and in the many small batched
+matmuls. So the within-chunk product has its gradient written out (`within_chunks`: two
+passes over L × L backward, where autodiff made many more), the normaliser rides along as
+one more row of the memory (one matmul for C q and nᵀ q), the projections come out of their
+matmul already laid out by chunk, no row stabiliser is differentiated (no output depends on
+it), and sequences whose length is known are padded only when they must be. Between chunks
+the T / L steps stay a `tf.scan`: computing every chunk's start at once, as a decay matrix
+over chunks, loses float32 precision as the decay's running sum grows with T.
 """
 
 from __future__ import annotations
@@ -97,21 +107,45 @@ def chunkwise_layer(layer: keras.layers.RNN, sequences, initial_state, mask, tra
 
 def projections_in_chunks(cell: MLSTMCell, sequences):
     """`cell.projections`' q, k (scaled), v and õ of sequences [B, T, features] (T a whole
-    number of chunks), each [B, heads, chunks, L, d]. One matmul with the bias folded in as a
-    column of ones (its gradient is then the matmul's; a bias add's is a slow sum over every
-    step), the key's 1/√d folded into its weights, and one transpose for all four."""
-    heads, width, chunk_size = cell.heads, cell.head_units, cell.chunk_size
+    number of chunks), each [B, heads, chunks, L, d], v with an extra entry 1 (see
+    `mlstm_chunkwise`): the bias folded in as a column of ones (its gradient is then the
+    matmul's; a bias add's is a slow sum over every step), the key's 1/√d folded into its
+    weights, and v's 1 a column of zero weights and bias 1."""
+    heads, width = cell.heads, cell.head_units
     dtype = sequences.dtype
-    scale = np.ones(4 * cell.units)
-    scale[cell.units : 2 * cell.units] = 1 / math.sqrt(width)
     kernel, bias = (tf.cast(weight, dtype) for weight in (cell.kernel, cell.bias))
-    weights = tf.concat([kernel, bias[None]], 0) * tf.constant(scale, dtype)
+    weights = tf.concat([kernel, bias[None]], 0)  # [features + 1, 4 · units]
+    features = weights.shape[0]
+    by_head = tf.transpose(tf.reshape(weights, [features, 4, heads, width]), [1, 2, 0, 3])
+    query, key, value, output = tf.unstack(by_head)  # each [heads, features + 1, d]
+    one = np.zeros((1, features, 1))
+    one[..., -1, 0] = 1.0
+    value = tf.concat([value, tf.tile(tf.constant(one, dtype), [heads, 1, 1])], -1)
     with_ones = tf.concat([sequences, tf.ones_like(sequences[..., :1])], -1)
-    projected = tf.matmul(tf.reshape(with_ones, [-1, with_ones.shape[-1]]), weights)
-    batch = tf.shape(sequences)[0]
-    projected = tf.reshape(projected, [batch, -1, chunk_size, 4, heads, width])
-    projected = tf.transpose(projected, [3, 0, 4, 1, 2, 5])  # [4, B, heads, chunks, L, d]
-    return (tf.squeeze(part, 0) for part in tf.split(projected, 4))  # a squeeze: no copy
+    query, key, output = (
+        tf.squeeze(part, 0)  # a squeeze: no copy
+        for part in tf.split(
+            _in_chunks(with_ones, tf.stack([query, key / math.sqrt(width), output]), cell),
+            3,
+        )
+    )
+    return query, key, tf.squeeze(_in_chunks(with_ones, value[None], cell), 0), output
+
+
+def _in_chunks(sequences, weights, cell: MLSTMCell):
+    """sequences [B, T, features] times each of `n` heads' weights [n, heads, features, e],
+    as [n, B, heads, chunks, L, e]. Inputs narrower than a head's output are multiplied
+    chunk by chunk, each chunk's steps by each head's weights: the product is then all
+    writes, straight into this layout. Wider ones take one matmul and a transpose."""
+    batch, features = tf.shape(sequences)[0], sequences.shape[-1]
+    parts, heads, _, width = weights.shape
+    if features <= width:
+        steps = tf.reshape(sequences, [1, batch, 1, -1, cell.chunk_size, features])
+        return tf.matmul(steps, weights[:, None, :, None])
+    columns = tf.reshape(tf.transpose(weights, [2, 0, 1, 3]), [features, -1])
+    projected = tf.matmul(tf.reshape(sequences, [-1, features]), columns)
+    projected = tf.reshape(projected, [batch, -1, cell.chunk_size, parts, heads, width])
+    return tf.transpose(projected, [3, 0, 4, 1, 2, 5])
 
 
 def running_max(x):
@@ -132,7 +166,6 @@ def within_chunks(query, key, value, row_log, column_log):
     (at 4 heads of 16 the matmuls are narrow; the elementwise passes cost more)."""
     length = query.shape[-2]
     causal = tf.constant(np.tril(np.ones((length, length), bool)))
-
     nothing = tf.constant(NOTHING_WRITTEN, query.dtype)
 
     @tf.custom_gradient
@@ -162,14 +195,16 @@ def within_chunks(query, key, value, row_log, column_log):
 
 
 def mlstm_chunkwise(query, key, value, log_i, log_f, start):
-    """Every step's h̃ and the final (C, n, m), chunk by chunk: q, k (already scaled), v
-    [B, heads, chunks, L, d] and ĩ, log f [B, heads, chunks, L] (a step that is not to be
-    read in: ĩ = NOTHING_WRITTEN, log f = 0), and the state the sequence starts in: C
-    [B, heads, d, d] (v by k), n [B, heads, d], m [B, heads]. h̃ is [B, heads, chunks, L, d]."""
+    """Every step's h̃ and the final (C, n, m), chunk by chunk: q, k (already scaled)
+    [B, heads, chunks, L, d], v [B, heads, chunks, L, d + 1], ĩ and log f [B, heads, chunks,
+    L] (a step that is not to be read in: ĩ = NOTHING_WRITTEN, log f = 0), and the state the
+    sequence starts in: C [B, heads, d, d] (v by k), n [B, heads, d], m [B, heads]. h̃ is
+    [B, heads, chunks, L, d].
+
+    The normaliser is the memory of a value that is always 1: v's extra entry is that 1,
+    C gets n as an extra row, and one matmul computes both C q and nᵀ q (each step's too)."""
     width, chunks = query.shape[-1], tf.shape(query)[2]
-    # The normaliser is the memory of a value that is always 1: v gets that extra entry,
-    # C that extra row, and one matmul computes both C q and nᵀ q (each step's too).
-    q, k, v = query, key, tf.concat([value, tf.ones_like(value[..., :1])], -1)
+    q, k, v = query, key, value
 
     # F_t within each chunk (inclusive); step j's log weight at step t ≥ j in the same chunk
     # is F_t + (ĩ_j - F_j), at the chunk's end F_L + (ĩ_j - F_j).
