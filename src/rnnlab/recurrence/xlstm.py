@@ -174,7 +174,7 @@ class MLSTMCell(_XLSTMCell):
     """
 
     def __init__(
-        self, units: int, chunk_size: int = 64, parallel_chunks: bool = True, **kwargs
+        self, units: int, chunk_size: int = 32, parallel_chunks: bool = True, **kwargs
     ) -> None:
         super().__init__(units, **kwargs)
         if chunk_size <= 0:
