@@ -60,6 +60,18 @@ inline absl::Status SetOutput(InferenceContext* ctx, absl::string_view name, Sha
   return ctx->set_output(name, {shape});
 }
 
+// An op split over rows: its `shards` attribute, the parts its rows are cut into (one per
+// core by default, set by the Python side from the thread pool's size).
+class ShardedKernel : public tensorflow::OpKernel {
+ public:
+  explicit ShardedKernel(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
+  }
+
+ protected:
+  int64_t shards_;
+};
+
 // A backward op's shapes: each gradient, {gradient, input}, has its input's shape.
 inline absl::Status GradientShapes(
     InferenceContext* ctx, std::initializer_list<std::pair<const char*, const char*>> gradients) {

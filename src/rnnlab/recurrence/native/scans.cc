@@ -696,11 +696,9 @@ ScanData ReadScanData(const ScanInputs& in, const Sizes& s, int64_t inputs) {
 }
 
 template <class Scan>
-class ScanForward : public OpKernel {
+class ScanForward : public ShardedKernel {
  public:
-  explicit ScanForward(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
-  }
+  using ShardedKernel::ShardedKernel;
 
   void Compute(OpKernelContext* ctx) override {
     ScanInputs in;
@@ -722,17 +720,12 @@ class ScanForward : public OpKernel {
       });
     });
   }
-
- private:
-  int64_t shards_;
 };
 
 template <class Scan>
-class ScanBackward : public OpKernel {
+class ScanBackward : public ShardedKernel {
  public:
-  explicit ScanBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
-  }
+  using ShardedKernel::ShardedKernel;
 
   void Compute(OpKernelContext* ctx) override {
     ScanInputs in;
@@ -791,9 +784,6 @@ class ScanBackward : public OpKernel {
       for (const auto& part : sums) d_p += part.d_parameters;
     }
   }
-
- private:
-  int64_t shards_;
 };
 
 absl::Status ScanForwardShapes(InferenceContext* ctx) {
@@ -1164,11 +1154,9 @@ struct SelectiveInputs {
   }
 };
 
-class SelectiveScanForward : public OpKernel {
+class SelectiveScanForward : public ShardedKernel {
  public:
-  explicit SelectiveScanForward(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
-  }
+  using ShardedKernel::ShardedKernel;
 
   void Compute(OpKernelContext* ctx) override {
     SelectiveInputs in;
@@ -1207,16 +1195,11 @@ class SelectiveScanForward : public OpKernel {
       }
     });
   }
-
- private:
-  int64_t shards_;
 };
 
-class SelectiveScanBackward : public OpKernel {
+class SelectiveScanBackward : public ShardedKernel {
  public:
-  explicit SelectiveScanBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("shards", &shards_));
-  }
+  using ShardedKernel::ShardedKernel;
 
   void Compute(OpKernelContext* ctx) override {
     SelectiveInputs in;
@@ -1320,9 +1303,6 @@ class SelectiveScanBackward : public OpKernel {
     FromScratch(s, d_a.data(), d_a_out->flat<float>().data());
     Row(d_skip_out->flat<float>().data(), s.D) = d_skip.head(s.D);
   }
-
- private:
-  int64_t shards_;
 };
 
 absl::Status SelectiveForwardShapes(InferenceContext* ctx) {
