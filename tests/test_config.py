@@ -224,7 +224,7 @@ def test_a_task_sets_the_owners_keys_and_experiments_and_the_command_line_beat_i
     )
     assert overridden.optimizer.learning_rate == 0.01 and overridden.model.dropout == 0.1
     assert overridden.trainer.clipnorm == in_file["trainer.clipnorm"], "the others keep the task's"
-    # cells_vs_tasks sets 3 epochs for every task, and 8 for translation's runs (per_task).
+    # cells_vs_tasks sets 3 epochs for every task, and 6 for translation's runs (per_task).
     experiment = compose_config(["experiment=cells_vs_tasks", "task=translation"])
     assert experiment.trainer.epochs == 3 != in_file["trainer.epochs"]
     assert experiment.cell.units == in_file["cell.units"], (
