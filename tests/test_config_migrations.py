@@ -110,8 +110,11 @@ def test_an_experiments_settings_for_one_task_are_plain_keys_nested_under_it():
     # An experiment built on another adds to its settings instead of repeating them.
     equal = compose_unresolved(["experiment=cells_vs_tasks_equal_params"])
     assert per_task_overrides(equal, "adding") == [
-        "task.length=50",
-        "task.train_examples=3000",
+        "task.length=100",
+        "task.train_examples=10000",
+        "trainer.epochs=15",
+        "trainer.early_stopping_patience=null",
+        "trainer.clipnorm=1.0",
         "model.param_budget=17217",
     ]
 
@@ -122,7 +125,7 @@ def test_rnnlab_train_applies_the_settings_of_its_task_and_keeps_the_users():
     assert cfg.task.delay == 1000
     given = ["experiment=cells_vs_tasks", "task=translation", "trainer.epochs=2"]
     assert with_experiment_task_overrides(compose_config(given), given).trainer.epochs == 2
-    assert with_experiment_task_overrides(compose_config(given[:2]), given[:2]).trainer.epochs == 8
+    assert with_experiment_task_overrides(compose_config(given[:2]), given[:2]).trainer.epochs == 6
 
 
 def test_an_experiments_settings_for_one_cell_reach_that_cells_runs_alone():
