@@ -31,13 +31,18 @@ from optuna.trial import TrialState
 
 from rnnlab.cli import sweep_and_report
 from rnnlab.config import CONF_DIR, PROJECT_ROOT, compose_config, validate
+from rnnlab.experiments import sweep as sweeps
+from rnnlab.experiments.objective import INTERRUPTED_ATTR, suggest
 from rnnlab.experiments.study_storage import (
+    RERUN_OF_ATTR,
     STALE_REASON,
+    open_study,
+    requeue_interrupted,
     stale_check_lock,
     storage_for,
     trials_counted,
 )
-from rnnlab.experiments.sweep import PARENT_RUN_ATTR
+from rnnlab.experiments.sweep import PARENT_RUN_ATTR, work
 from rnnlab.experiments.sweep_file import load_sweep
 from rnnlab.records import names
 from rnnlab.tasks.sentiment import SentimentTask
@@ -291,6 +296,72 @@ def test_on_sqlite_a_waiting_trial_is_claimed_by_one_worker_only(smoke_file):
         for thread in threads:
             thread.join()
         assert sorted(claims) == [False, True]
+
+
+RATES = [3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2]
+
+
+class RateObjective:
+    """A trial scored by its learning rate alone, in a few milliseconds: what the sampler
+    chose, without training. A rate in `interrupt` stops its trial as Ctrl-C does, once."""
+
+    interrupt: set[float] = set()
+
+    def __init__(self, sweep, parent_run_id: str) -> None:
+        self.sweep = sweep
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        (rate,) = [suggest(trial, param) for param in self.sweep.space]
+        time.sleep(0.05)  # two workers' trials overlap
+        if rate in self.interrupt:
+            self.interrupt.discard(rate)
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            raise KeyboardInterrupt
+        return rate
+
+
+@pytest.fixture
+def grid_sweep(smoke_file, monkeypatch):
+    """A grid of the 4 rates, 4 trials, its workers' objective RateObjective."""
+    monkeypatch.setattr(sweeps, "Objective", RateObjective)
+    spec = load_sweep(
+        smoke_file(
+            space={"optimizer.learning_rate": RATES}, sampler="grid", pruner="none", seed=100
+        )
+    )
+    open_study(spec).set_user_attr(PARENT_RUN_ATTR, "unused")
+    return spec
+
+
+def rates_tried(spec) -> list[float]:
+    trials = open_study(spec).get_trials(states=(TrialState.COMPLETE,))
+    return sorted(trial.params["optimizer.learning_rate"] for trial in trials)
+
+
+def test_two_workers_of_a_grid_sweep_try_every_point_once(grid_sweep):
+    """Optuna shuffles the grid by the sampler's seed and gives trial k the k-th point: with
+    a seed per worker, two workers taking turns on 4 rates tried 2 of them twice each (a
+    tuned grid's studies did, at this seed, on 2026-12-05)."""
+    workers = [open_study(grid_sweep, number) for number in (0, 1)]  # one sampler each
+    objective = RateObjective(grid_sweep, "unused")
+    for turn in range(4):
+        workers[turn % 2].optimize(objective, n_trials=1)
+    assert rates_tried(grid_sweep) == RATES
+
+
+def test_a_resumed_grid_sweep_runs_the_interrupted_point_not_a_repeat(grid_sweep):
+    RateObjective.interrupt = {1.0e-3}
+    with pytest.raises(KeyboardInterrupt):
+        work(grid_sweep)
+    study = open_study(grid_sweep)
+    (stopped,) = [t for t in study.get_trials() if t.user_attrs.get(INTERRUPTED_ATTR)]
+    requeue_interrupted(grid_sweep, study)
+    requeue_interrupted(grid_sweep, study)  # a second resume queues it once only
+    work(grid_sweep)
+    assert rates_tried(grid_sweep) == RATES
+    (rerun,) = [t for t in open_study(grid_sweep).get_trials() if RERUN_OF_ATTR in t.user_attrs]
+    assert rerun.user_attrs[RERUN_OF_ATTR] == stopped.number
+    assert rerun.params == stopped.params
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from rnnlab.records.store_access import StoreUnreachableError, check_store
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 STALE_REASON = "its worker stopped sending heartbeats (killed?); retried as a new trial"
+RERUN_OF_ATTR = "rerun_of"  # a grid trial queued again for an interrupted one: its number
 
 
 # The databases Optuna's RDBStorage is tested on; SQLAlchemy names each by its dialect.
@@ -110,7 +111,8 @@ def storage_for(sweep: Sweep) -> RDBStorage:
 
 
 def open_study(sweep: Sweep, worker: int = 0) -> optuna.Study:
-    """Create the study or load it; each worker's sampler gets its own seed so they differ."""
+    """Create the study or load it; each worker's sampler gets its own seed so they differ,
+    except the grid sampler's, whose seed is its grid's order (`sampler_seed`)."""
     storage = storage_for(sweep)
     try:
         probe = optuna.create_study(
@@ -121,13 +123,40 @@ def open_study(sweep: Sweep, worker: int = 0) -> optuna.Study:
         )
     except ValueError as error:  # an existing study of the same name with other objectives
         raise ConfigError(f"study '{sweep.name}': {error}") from None
-    # On resume, start the sampler's random stream where the finished trials left it.
-    seed = sweep.seed + 1000 * worker + len(probe.get_trials(deepcopy=False))
+    seed = search_algorithms.sampler_seed(
+        sweep.sampler, sweep.seed, worker, len(probe.get_trials(deepcopy=False))
+    )
     try:
         sampler, pruner = make_sampler(sweep, seed), make_pruner(sweep)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{sweep.source}: bad sampler or pruner options: {error}") from None
     return optuna.load_study(study_name=sweep.name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def requeue_interrupted(sweep: Sweep, study: optuna.Study) -> None:
+    """Queue a grid sweep's interrupted trials again, each with its own point; the process
+    that starts the workers calls this once, before them.
+
+    A trial stopped by Ctrl-C or a killed grid spent no budget, so a resume runs it again.
+    Other samplers then draw a fresh trial; Optuna's grid sampler counts the stopped trial's
+    point as visited, so its next trial would repeat a random finished point instead."""
+    if not search_algorithms.is_grid(sweep.sampler):
+        return
+    trials = study.get_trials(deepcopy=False)
+    queued = {trial.user_attrs.get(RERUN_OF_ATTR) for trial in trials}
+    for trial in trials:
+        if trial.user_attrs.get(INTERRUPTED_ATTR) and trial.number not in queued and trial.params:
+            # As Optuna's retry of a dead worker's trial: the same params and grid point
+            # (system attrs), so the sampler neither draws nor counts it anew.
+            study.add_trial(
+                optuna.create_trial(
+                    state=TrialState.WAITING,
+                    params=trial.params,
+                    distributions=trial.distributions,
+                    user_attrs={RERUN_OF_ATTR: trial.number},
+                    system_attrs=trial.system_attrs,
+                )
+            )
 
 
 def make_sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:

@@ -26,6 +26,7 @@ from rnnlab.experiments.objective import FAILURE_ATTR, Objective
 from rnnlab.experiments.study_storage import (
     budget_spent,
     open_study,
+    requeue_interrupted,
     stale_check_lock,
     without_password,
 )
@@ -63,8 +64,11 @@ def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str =
             break
         if sweep.timeout is not None and time.monotonic() - started >= sweep.timeout:
             break
-        if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(
-            study
+        # The grid sampler counts a failed trial's point as visited: its retry still waits.
+        if (
+            isinstance(study.sampler, optuna.samplers.GridSampler)
+            and study.sampler.is_exhausted(study)
+            and not waiting
         ):
             break
         study.optimize(
@@ -145,6 +149,7 @@ def sweep(
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(sweep)
+    requeue_interrupted(sweep, study)
     parent_run_id = open_parent_run(sweep, study)
     client = MlflowClient()
     done = len(study.get_trials(deepcopy=False))

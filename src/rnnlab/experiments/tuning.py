@@ -173,15 +173,17 @@ def tune_entries(sweeps: dict[str, Sweep], workers: int, launcher) -> dict[str, 
     import optuna
     from mlflow import MlflowClient
     from mlflow.entities import RunStatus
+    from optuna.trial import TrialState
 
-    from rnnlab.experiments.study_storage import budget_spent, open_study
+    from rnnlab.experiments.study_storage import budget_spent, open_study, requeue_interrupted
     from rnnlab.experiments.sweep import open_parent_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pending, parents = [], []
     for key, spec in sweeps.items():
         study = open_study(spec)
-        if budget_spent(spec, study):
+        requeue_interrupted(spec, study)
+        if budget_spent(spec, study) and not study.get_trials(states=(TrialState.WAITING,)):
             continue
         pending.append(spec)
         parents.append(open_parent_run(spec, study))
