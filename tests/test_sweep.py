@@ -36,8 +36,9 @@ from rnnlab.experiments.objective import INTERRUPTED_ATTR, suggest
 from rnnlab.experiments.study_storage import (
     RERUN_OF_ATTR,
     STALE_REASON,
+    has_trials_to_run,
     open_study,
-    requeue_interrupted,
+    requeue_stopped,
     stale_check_lock,
     storage_for,
     trials_counted,
@@ -355,13 +356,38 @@ def test_a_resumed_grid_sweep_runs_the_interrupted_point_not_a_repeat(grid_sweep
         work(grid_sweep)
     study = open_study(grid_sweep)
     (stopped,) = [t for t in study.get_trials() if t.user_attrs.get(INTERRUPTED_ATTR)]
-    requeue_interrupted(grid_sweep, study)
-    requeue_interrupted(grid_sweep, study)  # a second resume queues it once only
+    requeue_stopped(grid_sweep, study)
+    requeue_stopped(grid_sweep, study)  # a second resume queues it once only
     work(grid_sweep)
     assert rates_tried(grid_sweep) == RATES
     (rerun,) = [t for t in open_study(grid_sweep).get_trials() if RERUN_OF_ATTR in t.user_attrs]
     assert rerun.user_attrs[RERUN_OF_ATTR] == stopped.number
     assert rerun.params == stopped.params
+
+
+def test_a_killed_tuning_grid_still_runs_its_dead_trial_on_resume(smoke_file, monkeypatch):
+    """A grid killed whole (kill -9) leaves its last trial RUNNING, and counted: a resumed
+    tuned grid must still give that entry its workers, not skip it as fully tuned."""
+    monkeypatch.setattr(sweeps, "Objective", RateObjective)
+    spec = load_sweep(
+        smoke_file(
+            space={"optimizer.learning_rate": RATES},
+            sampler="grid",
+            pruner="none",
+            heartbeat_seconds=1,
+        )
+    )
+    study = open_study(spec)
+    study.set_user_attr(PARENT_RUN_ATTR, "unused")
+    study.optimize(RateObjective(spec, "unused"), n_trials=3)
+    dead = study.ask()  # its worker dies while training, after one heartbeat
+    suggest(dead, spec.space[0])
+    storage_for(spec).record_heartbeat(study.get_trials()[-1]._trial_id)
+    assert trials_counted(study) == 4  # the budget looks spent
+    time.sleep(3.0)  # stale once two beats are missed
+    assert has_trials_to_run(spec, open_study(spec))
+    work(spec)
+    assert rates_tried(spec) == RATES
 
 
 @pytest.mark.slow

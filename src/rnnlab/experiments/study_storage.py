@@ -133,13 +133,17 @@ def open_study(sweep: Sweep, worker: int = 0) -> optuna.Study:
     return optuna.load_study(study_name=sweep.name, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def requeue_interrupted(sweep: Sweep, study: optuna.Study) -> None:
-    """Queue a grid sweep's interrupted trials again, each with its own point; the process
-    that starts the workers calls this once, before them.
+def requeue_stopped(sweep: Sweep, study: optuna.Study) -> None:
+    """Queue again the trials a stopped sweep left unfinished; the process that starts the
+    workers calls this once, before them.
 
-    A trial stopped by Ctrl-C or a killed grid spent no budget, so a resume runs it again.
-    Other samplers then draw a fresh trial; Optuna's grid sampler counts the stopped trial's
-    point as visited, so its next trial would repeat a random finished point instead."""
+    A dead worker's trial (its heartbeats stopped: `kill -9`, a lost machine, a killed grid)
+    is failed and retried with its params, as the workers' own check would. A trial stopped
+    by Ctrl-C spent no budget, so a resume runs one more: other samplers draw it afresh, but
+    Optuna's grid sampler counts the stopped trial's point as visited and would repeat a
+    random finished point, so a grid's is queued again at its own point."""
+    with stale_check_lock(sweep):
+        optuna.storages.fail_stale_trials(study)
     if not search_algorithms.is_grid(sweep.sampler):
         return
     trials = study.get_trials(deepcopy=False)
@@ -157,6 +161,14 @@ def requeue_interrupted(sweep: Sweep, study: optuna.Study) -> None:
                     system_attrs=trial.system_attrs,
                 )
             )
+
+
+def has_trials_to_run(sweep: Sweep, study: optuna.Study) -> bool:
+    """Whether a resumed study still needs its workers: its budget is not spent, or a trial
+    that a stopped run left waits to run again (queued here first)."""
+    requeue_stopped(sweep, study)
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return bool(waiting) or not budget_spent(sweep, study)
 
 
 def make_sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:

@@ -26,7 +26,7 @@ from rnnlab.experiments.objective import FAILURE_ATTR, Objective
 from rnnlab.experiments.study_storage import (
     budget_spent,
     open_study,
-    requeue_interrupted,
+    requeue_stopped,
     stale_check_lock,
     without_password,
 )
@@ -149,7 +149,7 @@ def sweep(
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(sweep)
-    requeue_interrupted(sweep, study)
+    requeue_stopped(sweep, study)
     parent_run_id = open_parent_run(sweep, study)
     client = MlflowClient()
     done = len(study.get_trials(deepcopy=False))

@@ -173,17 +173,15 @@ def tune_entries(sweeps: dict[str, Sweep], workers: int, launcher) -> dict[str, 
     import optuna
     from mlflow import MlflowClient
     from mlflow.entities import RunStatus
-    from optuna.trial import TrialState
 
-    from rnnlab.experiments.study_storage import budget_spent, open_study, requeue_interrupted
+    from rnnlab.experiments.study_storage import has_trials_to_run, open_study
     from rnnlab.experiments.sweep import open_parent_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pending, parents = [], []
     for key, spec in sweeps.items():
         study = open_study(spec)
-        requeue_interrupted(spec, study)
-        if budget_spent(spec, study) and not study.get_trials(states=(TrialState.WAITING,)):
+        if not has_trials_to_run(spec, study):
             continue
         pending.append(spec)
         parents.append(open_parent_run(spec, study))
