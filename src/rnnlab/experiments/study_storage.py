@@ -142,8 +142,7 @@ def requeue_stopped(sweep: Sweep, study: optuna.Study) -> None:
     by Ctrl-C spent no budget, so a resume runs one more: other samplers draw it afresh, but
     Optuna's grid sampler counts the stopped trial's point as visited and would repeat a
     random finished point, so a grid's is queued again at its own point."""
-    with stale_check_lock(sweep):
-        optuna.storages.fail_stale_trials(study)
+    fail_dead_trials(sweep, study)
     if not search_algorithms.is_grid(sweep.sampler):
         return
     trials = study.get_trials(deepcopy=False)
@@ -198,6 +197,12 @@ def sqlite_file_lock(storage_url: str, purpose: str) -> Iterator[None]:
 def stale_check_lock(sweep: Sweep) -> contextlib.AbstractContextManager[None]:
     """One worker at a time fails a dead worker's trial: two could both queue a retry."""
     return sqlite_file_lock(sweep.storage, "stale-check")
+
+
+def fail_dead_trials(sweep: Sweep, study: optuna.Study) -> None:
+    """Fail the trials whose workers stopped sending heartbeats, and queue their retries."""
+    with stale_check_lock(sweep):
+        optuna.storages.fail_stale_trials(study)
 
 
 class ClaimOnceStorage(RDBStorage):

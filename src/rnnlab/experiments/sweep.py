@@ -25,9 +25,9 @@ from rnnlab.experiments.launchers import Launcher, LocalLauncher
 from rnnlab.experiments.objective import FAILURE_ATTR, Objective
 from rnnlab.experiments.study_storage import (
     budget_spent,
+    fail_dead_trials,
     open_study,
     requeue_stopped,
-    stale_check_lock,
     without_password,
 )
 from rnnlab.experiments.sweep_file import Sweep
@@ -56,8 +56,7 @@ def work(sweep: Sweep, worker: int = 0, threads: int | None = None, label: str =
     progress = ProgressLine(started, label)
     while True:
         raise_if_stopping()
-        with stale_check_lock(sweep):  # before counting: a dead trial is retried
-            optuna.storages.fail_stale_trials(study)
+        fail_dead_trials(sweep, study)  # before counting: a dead trial is retried
         # A waiting trial (the retry of a dead one) is already counted, and must still run.
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if budget_spent(sweep, study) and not waiting:
