@@ -10,6 +10,7 @@ import time
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from rnnlab.records import liveness, names
 from rnnlab.training.run import run
@@ -150,3 +151,39 @@ def test_a_process_looks_for_dead_runs_once_a_heartbeat_per_store_unless_told_no
     assert liveness.fail_dead_runs(uri) == []  # still a moment after the beat's look
     monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.0)
     assert liveness.fail_dead_runs(uri) == [third]
+
+
+def test_a_dead_run_two_workers_fail_at_once_is_failed_once_and_neither_dies(tmp_path, monkeypatch):
+    """The workers of a resumed grid look together: the one whose reason tag the store
+    refuses, because the other inserted it first, goes on (one died of it and its grid ran
+    on with a single worker)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    dead = {**liveness.owner_tags(), names.PROCESS_STARTED: "12.00"}
+    run_id = owned_run(client, client.create_experiment("liveness"), **dead)
+    other_worker = MlflowClient(uri)
+    set_tag = MlflowClient.set_tag
+
+    def lose_the_race(self, tagged_run_id, key, value, *args, **kwargs):
+        if key == names.FAILURE and self is not other_worker:
+            set_tag(other_worker, tagged_run_id, key, "failed by the other worker")
+            raise MlflowException("UNIQUE constraint failed: tags.key, tags.run_uuid")
+        return set_tag(self, tagged_run_id, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_tag", lose_the_race)
+    assert liveness.fail_dead_runs(uri, now=True) == []  # the other worker failed it
+    assert client.get_run(run_id).data.tags[names.FAILURE] == "failed by the other worker"
+
+
+def test_a_store_error_that_is_not_the_race_still_reaches_the_user(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    dead = {**liveness.owner_tags(), names.PROCESS_STARTED: "12.00"}
+    owned_run(client, client.create_experiment("liveness"), **dead)
+
+    def refuse(*args, **kwargs):
+        raise MlflowException("the store is read-only")
+
+    monkeypatch.setattr(MlflowClient, "set_tag", refuse)
+    with pytest.raises(MlflowException, match="read-only"):
+        liveness.fail_dead_runs(uri, now=True)

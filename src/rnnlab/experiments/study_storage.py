@@ -17,7 +17,6 @@ from pathlib import Path
 
 import optuna
 from mlflow import MlflowClient
-from mlflow.entities import RunStatus
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
@@ -28,6 +27,7 @@ from rnnlab.experiments.objective import INTERRUPTED_ATTR
 from rnnlab.experiments.sweep_file import DEFAULT_STORAGE, Sweep
 from rnnlab.locks import exclusive
 from rnnlab.records import names
+from rnnlab.records.liveness import fail_run
 from rnnlab.records.store_access import StoreUnreachableError, check_store
 
 # Heartbeats and retries are "experimental" in Optuna since 2.x; they are what resume relies on.
@@ -232,9 +232,7 @@ class StaleTrialHandler:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         run_id = trial.user_attrs.get(names.TRIAL_RUN_ID)
         if run_id:
-            client = MlflowClient(self.tracking_uri)
-            client.set_tag(run_id, names.FAILURE, STALE_REASON)
-            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            fail_run(MlflowClient(self.tracking_uri), run_id, STALE_REASON)
         print(f"trial {trial.number} FAIL: {STALE_REASON}", flush=True)
         self.retry(study, trial)
 

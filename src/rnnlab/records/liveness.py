@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
 
 from rnnlab.records import names
 
@@ -101,14 +102,27 @@ def fail_dead_runs(uri: str, *, now: bool = False) -> list[str]:
     failed = []
     for run in running:
         if owner_is_alive(run, seen) is False:
-            client.set_tag(
-                run.info.run_id,
-                names.FAILURE,
-                death_reason(run.data.tags[names.HOST], run.data.tags[names.PID]),
-            )
-            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
-            failed.append(run.info.run_id)
+            reason = death_reason(run.data.tags[names.HOST], run.data.tags[names.PID])
+            if fail_run(client, run.info.run_id, reason):
+                failed.append(run.info.run_id)
     return failed
+
+
+def fail_run(client: MlflowClient, run_id: str, reason: str) -> bool:
+    """Fail a dead owner's run with its reason; False where another process did it first.
+
+    The workers of a resumed grid all look at once and see the same dead runs: two may
+    insert the reason tag together, and the store refuses the second. The loser must not
+    die of it (a worker did, and its grid went on with one).
+    """
+    try:
+        client.set_tag(run_id, names.FAILURE, reason)
+    except MlflowException:
+        if names.FAILURE in client.get_run(run_id).data.tags:
+            return False
+        raise
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+    return True
 
 
 @contextlib.contextmanager
