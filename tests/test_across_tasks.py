@@ -126,9 +126,23 @@ def test_six_tasks_cannot_separate_a_pair_after_holm_but_eight_can():
     six = standing(consistent_tasks(6), repetitions=200)
     assert six.pairwise_p[("a", "b")] == pytest.approx(3 * 2 / 64)
     assert six.cliques == [["a", "b", "c"]]
+    assert "over 6 tasks and 3 pairs it cannot go below p = 0.094" in six.markdown()
     eight = standing(consistent_tasks(8), repetitions=200)
     assert max(eight.pairwise_p.values()) < 0.05 and eight.cliques == []
-    assert "a vs b" in eight.markdown()
+    assert "a vs b" in eight.markdown() and "cannot go below" not in eight.markdown()
+
+
+def test_a_pair_left_together_where_it_could_have_been_separated_says_no_floor():
+    # Eight tasks could separate a pair; a and b trade wins, so they stay together.
+    tasks = consistent_tasks(8)
+    for index, name in enumerate(tasks):
+        if index % 2:
+            cells = tasks[name].cells
+            tasks[name] = TaskScores(
+                {"a": cells["b"], "b": cells["a"], "c": cells["c"]}, "maximize", "accuracy", 0.5
+            )
+    text = standing(tasks, repetitions=200).markdown()
+    assert "a vs c" in text and "a vs b" not in text and "cannot go below" not in text
 
 
 def test_cliques_are_the_longest_runs_no_pair_inside_separates():

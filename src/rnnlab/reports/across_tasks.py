@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from rnnlab.reports.verdicts import ALPHA, CONFIDENCE, Scores
+from rnnlab.reports.verdicts import ALPHA, CONFIDENCE, Scores, smallest_rank_p
 
 # The best score a metric can take, where one exists: where 1 on the normalised scale is.
 IDEAL_MAXIMUM = {"accuracy": 1.0, "bleu": 100.0}
@@ -100,11 +100,18 @@ class Standing:
         separated = [
             f"{a} vs {b} (p = {p:.2g})" for (a, b), p in self.pairwise_p.items() if p < ALPHA
         ]
-        test += (
-            " Separated by the Holm-corrected signed-rank test: " + ", ".join(separated) + "."
-            if separated
-            else " No pair of cells is separated by the Holm-corrected signed-rank test."
-        )
+        if separated:
+            test += " Separated by the Holm-corrected signed-rank test: " + ", ".join(separated)
+            test += "."
+        else:
+            test += " No pair of cells is separated by the Holm-corrected signed-rank test"
+            floor = pairwise_floor(len(self.tasks), len(self.pairwise_p))
+            if floor >= ALPHA:
+                test += (
+                    f": over {len(self.tasks)} tasks and {len(self.pairwise_p)} pairs it "
+                    f"cannot go below p = {floor:.2g}, so only more tasks could separate a pair"
+                )
+            test += "."
         caption = (
             "Across tasks: rank 1 is the best mean test score on a task; the IQM pools every "
             "task and seed on a scale where 0 is the task's trivial baseline and 1 the ideal "
@@ -182,6 +189,14 @@ def pairwise_over_tasks(
         raw.append(float(stats.wilcoxon(differences, zero_method="zsplit").pvalue))
     adjusted = multipletests(raw, method="holm")[1]
     return dict(zip(pairs, map(float, adjusted), strict=True))
+
+
+def pairwise_floor(tasks: int, pairs: int) -> float:
+    """The smallest Holm-adjusted p the pairwise test can give: the exact signed-rank
+    test's smallest p over `tasks` differences, times the number of pairs (Holm's first
+    step). Above alpha, the diagram's bars are certain before any run: 7 tasks and 4
+    cells (6 pairs) give 0.094."""
+    return min(1.0, pairs * smallest_rank_p(tasks))
 
 
 def cliques(order: list[str], pairwise: dict[tuple[str, str], float]) -> list[list[str]]:
