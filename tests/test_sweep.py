@@ -509,3 +509,30 @@ def test_two_slurm_jobs_on_postgresql_log_to_a_tracking_server(
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def test_a_tuned_entry_counts_its_diverged_trials_apart_from_its_interrupted_ones(tmp_path):
+    """The report's trials column: a trial failed by its own run (a NaN loss at the highest
+    rate) spent the budget and is shown; one interrupted from outside reruns and is not."""
+    from rnnlab.experiments.tuning import choice
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="entry", storage=storage)
+    rate = {"optimizer.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+
+    def add(value: float, state=TrialState.COMPLETE, loss=None, **user_attrs):
+        params = {"optimizer.learning_rate": value}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=rate, value=loss, state=state, user_attrs=user_attrs
+            )
+        )
+
+    for value, loss in ((3e-4, 0.16), (1e-3, 0.04), (3e-3, 0.15)):
+        add(value, loss=loss)
+    add(1e-2, TrialState.FAIL)  # diverged
+    add(1e-2, TrialState.FAIL, **{INTERRUPTED_ATTR: True})  # Ctrl-C: a resume reruns it
+
+    found = choice("entry", storage)
+    assert (found.values, found.trials, found.failed) == ({"optimizer.learning_rate": 1e-3}, 3, 1)
+    assert found.trials_text == "3 (and 1 failed)"

@@ -138,7 +138,14 @@ class Choice:
 
     values: dict[str, Any]
     score: float | None
-    trials: int
+    trials: int  # completed
+    failed: int = 0  # failed by their own run (a NaN loss): budget spent, nothing chosen
+
+    @property
+    def trials_text(self) -> str:
+        """The trials as the report counts them: a cell whose high rate diverged had one
+        rate fewer to choose from, and a reader comparing budgets must see it."""
+        return f"{self.trials} (and {self.failed} failed)" if self.failed else str(self.trials)
 
     @property
     def overrides(self) -> tuple[str, ...]:
@@ -156,11 +163,14 @@ def choice(study_name: str, storage: str) -> Choice:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:  # not started
         return Choice({}, None, 0)
+    from rnnlab.experiments.study_storage import counted_trials
+
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    failed = sum(trial.state == TrialState.FAIL for trial in counted_trials(study))
     if not completed:
-        return Choice({}, None, 0)
+        return Choice({}, None, 0, failed)
     best = study.best_trial
-    return Choice(dict(best.params), best.value, len(completed))
+    return Choice(dict(best.params), best.value, len(completed), failed)
 
 
 def tune_entries(sweeps: dict[str, Sweep], workers: int, launcher) -> dict[str, Choice]:

@@ -423,7 +423,7 @@ def tuning_section(name: str, tracking_uri: str) -> tuple[str, dict[str, tuple[s
             for path, value in found.values.items()
         )
         score = "—" if found.score is None else f"{found.score:.4f}"
-        lines.append(f"| {key} | {values or 'not tuned yet'} | {score} | {found.trials} |")
+        lines.append(f"| {key} | {values or 'not tuned yet'} | {score} | {found.trials_text} |")
     return "\n".join(lines) + "\n", dict(tuned_overrides(chosen))
 
 
