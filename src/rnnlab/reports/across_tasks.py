@@ -101,8 +101,7 @@ class Standing:
             f"{a} vs {b} (p = {p:.2g})" for (a, b), p in self.pairwise_p.items() if p < ALPHA
         ]
         if separated:
-            test += " Separated by the Holm-corrected signed-rank test: " + ", ".join(separated)
-            test += "."
+            test += f" Separated by the Holm-corrected signed-rank test: {', '.join(separated)}."
         else:
             test += " No pair of cells is separated by the Holm-corrected signed-rank test"
             floor = pairwise_floor(len(self.tasks), len(self.pairwise_p))
