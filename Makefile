@@ -64,7 +64,7 @@ report: ## tables and figures of experiment EXP in reports/EXP/
 	$(RNNLAB) report $(EXP) $(ARGS)
 
 reproduced: ## docs/results/reproduced.md: every report's published claims, judged, with their cost
-	$(PYTHON) -m rnnlab.reports.reproduced reports docs/results/reproduced.md
+	$(PYTHON) -m rnnlab.reports.reproduced reports docs/results/claims docs/results/reproduced.md
 
 ui: ## open the MLflow dashboards on http://$(HOST):$(PORT)
 	@echo "open http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning (MLflow's Model training view)"

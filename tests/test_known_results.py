@@ -188,46 +188,52 @@ def test_importance_needs_the_parameter_first_under_every_fit():
         claim("importance")
 
 
-def test_the_reproduced_page_gathers_every_reports_claims(tmp_path):
+def claims_report(reports, name, outcomes, compute):
+    """A report's claims.json, as `rnnlab report` writes it, with one claim per outcome."""
     import json
 
-    from rnnlab.reports.reproduced import page
+    claims = [
+        {
+            "published": f"{name} claim {n}",
+            "source": "paper",
+            "figure": "",
+            "ours": "0.1 (n=3)",
+            "outcome": outcome,
+            "reason": "why",
+        }
+        for n, outcome in enumerate(outcomes)
+    ]
+    (reports / name).mkdir(parents=True, exist_ok=True)
+    (reports / name / "claims.json").write_text(
+        json.dumps({"experiment": name, "claims": claims, "compute": compute})
+    )
 
-    compute = {
-        "runs": 12,
-        "tuning_trials": 4,
-        "run_hours": 0.5,
-        "span_hours": 0.3,
-        "first_start": 0,
-        "cpus": ["Intel Xeon"],
-    }
-    reports, experiments = tmp_path / "reports", tmp_path / "experiment"
+
+COMPUTE = {
+    "runs": 12,
+    "tuning_trials": 4,
+    "run_hours": 0.5,
+    "span_hours": 0.3,
+    "first_start": 0,
+    "cpus": ["Intel Xeon"],
+}
+
+
+def test_the_reproduced_page_gathers_every_reports_claims(tmp_path):
+    from rnnlab.reports.reproduced import keep, page
+
+    reports, records, experiments = tmp_path / "reports", tmp_path / "records", tmp_path / "exp"
     experiments.mkdir()
-    for name, outcomes in (
-        ("a_exp", ["reproduced", "inconclusive"]),
-        ("b_exp", ["not reproduced"]),
-    ):
-        (reports / name).mkdir(parents=True)
-        claims = [
-            {
-                "published": f"{name} claim {n}",
-                "source": "paper",
-                "figure": "",
-                "ours": "0.1 (n=3)",
-                "outcome": outcome,
-                "reason": "why",
-            }
-            for n, outcome in enumerate(outcomes)
-        ]
-        (reports / name / "claims.json").write_text(
-            json.dumps({"experiment": name, "claims": claims, "compute": compute})
-        )
+    claims_report(reports, "a_exp", ["reproduced", "inconclusive"], COMPUTE)
+    claims_report(reports, "b_exp", ["not reproduced"], COMPUTE)
+    claims_report(reports, "smoke", ["reproduced"], COMPUTE)  # plumbing, not a paper
     (experiments / "c_exp.yaml").write_text("claims:\n  - {source: s}\n")  # never run
     (experiments / "d_exp.yaml").write_text("trainer: {epochs: 1}\n")  # states no claim
-    text = page(reports, experiments)
+    assert keep(reports, records) == ["a_exp", "b_exp"]
+    text = page(records, experiments)
     assert "| `a_exp` | 1 of 2 | 12 runs | 0.50 h | 0.30 h | Intel Xeon |" in text
     assert "| `b_exp` | 0 of 1 |" in text and "| `c_exp` | not run yet |" in text
-    assert "d_exp" not in text
+    assert "d_exp" not in text and "smoke" not in text
     rows = [line for line in text.splitlines() if line.startswith("| `") and "claim" in line]
     assert [row.split(" | ")[1] for row in rows] == [
         "a_exp claim 0",
@@ -238,9 +244,53 @@ def test_the_reproduced_page_gathers_every_reports_claims(tmp_path):
     assert "1 of 3 claims reproduced, 1 not reproduced" in text
 
 
-def test_the_reproduced_page_without_reports_says_what_to_run(tmp_path):
+def test_a_fresh_clone_regenerates_the_page_and_a_rerun_replaces_only_its_row(tmp_path, capsys):
+    """The records outlive the machine's reports: without any, the page comes out the same;
+    one experiment's new report replaces that experiment's record and no other."""
     from rnnlab.reports.reproduced import main
 
-    with pytest.raises(SystemExit, match=r"no claims.json under .*: run `rnnlab report EXP` first"):
-        main([str(tmp_path), str(tmp_path / "page.md")])
+    first, records, page = tmp_path / "first", tmp_path / "records", tmp_path / "page.md"
+    claims_report(first, "a_exp", ["inconclusive"], COMPUTE)
+    claims_report(first, "b_exp", ["reproduced"], COMPUTE)
+    main([str(first), str(records), str(page)])
+    published = page.read_text()
+    fresh = tmp_path / "fresh"  # a clone's empty reports folder
+    fresh.mkdir()
+    page.unlink()
+    main([str(fresh), str(records), str(page)])
+    assert page.read_text() == published
+    assert "no report in" in capsys.readouterr().out
+    claims_report(fresh, "a_exp", ["reproduced"], {**COMPUTE, "runs": 6})
+    main([str(fresh), str(records), str(page)])
+    text = page.read_text()
+    assert "| `a_exp` | 1 of 1 | 6 runs |" in text and "| `b_exp` | 1 of 1 | 12 runs |" in text
+    assert "2 of 2 claims reproduced" in text
+    assert "a_exp copied from" in capsys.readouterr().out
+
+
+def test_the_reproduced_page_without_reports_or_records_says_what_to_run(tmp_path):
+    from rnnlab.reports.reproduced import main
+
+    with pytest.raises(SystemExit, match=r"no claims.json under .* no record in .*: run `rnnlab"):
+        main([str(tmp_path), str(tmp_path / "records"), str(tmp_path / "page.md")])
     assert not (tmp_path / "page.md").exists()
+    with pytest.raises(SystemExit, match="usage: .* REPORTS_DIR RECORDS_DIR OUTPUT.md"):
+        main([str(tmp_path), str(tmp_path / "page.md")])
+
+
+def test_a_broken_record_is_named_and_the_page_kept(tmp_path):
+    from rnnlab.reports.reproduced import main
+
+    reports, records, page = tmp_path / "reports", tmp_path / "records", tmp_path / "page.md"
+    claims_report(reports, "a_exp", ["reproduced"], COMPUTE)
+    main([str(reports), str(records), str(page)])
+    published = page.read_text()
+    (records / "b_exp.json").write_text('{"experiment": "b_exp", "claims": [')  # cut short
+    with pytest.raises(SystemExit, match=r"b_exp.json is not a claims record \(JSONDecodeError"):
+        main([str(reports), str(records), str(page)])
+    (records / "b_exp.json").write_text('{"experiment": "b_exp", "claims": [{"source": "s"}]}')
+    with pytest.raises(
+        SystemExit, match=r"b_exp.json is not a claims record \(it lacks compute, figure, ours"
+    ):
+        main([str(reports), str(records), str(page)])
+    assert page.read_text() == published
