@@ -881,3 +881,73 @@ def test_a_layer_that_reads_its_last_state_asks_for_no_gradient_of_the_others(na
     assert "RnnlabMinLstmScanBackward" in {op.type for op in operations}
     zeros = [op.outputs[0].shape for op in operations if op.type == "ZerosLike"]
     assert (BATCH, STEPS, UNITS) not in [tuple(shape) for shape in zeros]
+
+
+# The short convolution before a recurrence (model.short_conv) ------------------------------
+
+
+def test_the_short_convolution_is_causal_and_reaches_back_its_width():
+    from rnnlab.recurrence.stack import ShortConv
+
+    conv = ShortConv(3)
+    x = np.random.default_rng(0).normal(size=(2, 10, 4)).astype("float32")
+    changed = x.copy()
+    changed[:, 5] += 1.0
+    difference = np.abs(conv(changed).numpy() - conv(x).numpy()).max(axis=(0, 2))
+    assert (difference[:5] == 0).all(), "an output saw a later step"
+    assert (difference[5:8] > 0).all(), "step 5 reaches the next width - 1 outputs"
+    assert (difference[8:] == 0).all(), "step 5 reaches no further than the width"
+
+
+def test_the_short_convolution_zeroes_padding_and_hands_the_mask_to_the_recurrence():
+    """A right-padded sequence gives the recurrence what the unpadded one gives it."""
+    tokens = np.array([[3, 5, 7, 2, 0, 0]])  # 0: padding
+    embed = keras.layers.Embedding(10, 4, mask_zero=True)
+    inputs = keras.Input((None,), dtype="int32")
+    from rnnlab.recurrence.stack import ShortConv
+
+    mixed = ShortConv(2)(embed(inputs))
+    model = keras.Model(inputs, keras.layers.GRU(3)(mixed))
+    padded, unpadded = model(tokens).numpy(), model(tokens[:, :4]).numpy()
+    np.testing.assert_allclose(padded, unpadded, rtol=1e-6)
+    changed = ShortConv(2)
+    changed.build((None, None, 4))
+    x = np.ones((1, 4, 4), "float32")
+    mask = np.array([[True, False, True, True]])
+    spiked = x.copy()
+    spiked[:, 1] = 100.0  # a padded step's value
+    np.testing.assert_allclose(changed(spiked, mask=mask), changed(x, mask=mask))
+
+
+@pytest.mark.slow
+def test_a_stack_with_short_convolutions_trains_and_its_stored_model_predicts_the_same(
+    compose, tracking_uri, tmp_path
+):
+    """Two mLSTM layers, each after its own convolution: trained, recorded, saved, loaded."""
+    cfg = compose(
+        "task=associative_recall",
+        "task.max_examples=32",
+        "cell=mlstm",
+        "cell.units=8",
+        "cell.heads=2",
+        "model.layers=2",
+        "model.short_conv=4",
+        "trainer.epochs=1",
+        "probe.plots=false",
+        "tracking.log_model=true",
+    )
+    metrics = run(cfg).metrics
+    recorded = MlflowClient(tracking_uri).get_run(mlflow.last_active_run().info.run_id)
+    assert recorded.info.status == "FINISHED" and math.isfinite(metrics["test_loss"])
+    assert recorded.data.params["model.short_conv"] == "4"
+    from rnnlab.records.stored_model import load_stored_model
+
+    model = load_stored_model(MlflowClient(tracking_uri), recorded.info.run_id).keras_model
+    convs = [layer for layer in model.layers if layer.name.startswith("recurrent_conv_")]
+    assert [layer.name for layer in convs] == ["recurrent_conv_0", "recurrent_conv_1"]
+    assert convs[0].kernel.shape[0] == 4
+    model.save(tmp_path / "again.keras")
+    symbols = model.inputs[0].shape[-1]  # the task feeds one-hot symbols
+    x = np.eye(symbols, dtype="float32")[np.random.default_rng(0).integers(symbols, size=(4, 64))]
+    again = keras.saving.load_model(tmp_path / "again.keras")
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)

@@ -122,6 +122,7 @@ def test_unknown_choice_inside_a_multirun_list_is_caught():
         ("trainer.ema_momentum=1", r"trainer.ema_momentum must be null or in \(0, 1\)"),
         ("trainer.epochs=abc", "trainer.epochs: Value 'abc' of type 'str' could not be converted"),
         ("model.dropout=1.5", r"model.dropout must be in \[0, 1\)"),
+        ("model.short_conv=-1", r"model.short_conv is a width in steps \(0: none\), got -1"),
         ("cell.units=0", "cell.units must be a positive integer"),
         ("task.direction=up", "task.direction must be maximize or minimize"),
         ("trainer.precision=float16", "trainer.precision must be one of float32, mixed_bfloat16"),

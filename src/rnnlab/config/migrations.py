@@ -204,6 +204,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Added("trainer.ema_momentum", None, hashed_when_set=True),
     # Adam's momentum, searched by learning_rate_importance: Keras's default, as they ran.
     Added("optimizer.beta_1", 0.9, hashed_when_set=True),
+    # The short convolution of Mamba's, Griffin's and xLSTM's blocks: none, as they ran.
+    Added("model.short_conv", 0, hashed_when_set=True),
     # Experiment-only keys of tuned grids and published claims (never hashed: NOT_HASHED).
     Added("tune", None),
     Added("claims", []),

@@ -108,6 +108,7 @@ class TrainerSchema:
 class ModelSchema:
     layers: int
     dropout: float
+    short_conv: int
     bidirectional: bool
     fused: bool
     unroll: bool
@@ -120,6 +121,10 @@ class ModelSchema:
             f"model.param_budget must be null or a positive integer, got {self.param_budget}",
         )
         require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+        require(
+            self.short_conv >= 0,
+            f"model.short_conv is a width in steps (0: none), got {self.short_conv}",
+        )
 
 
 @dataclass

@@ -68,7 +68,7 @@ class StoredModel(PythonModel):
 
     def load_files(self, keras_file: str, inputs_file: str) -> StoredModel:
         """The model from its two data files: nothing in them is code that runs on load."""
-        import rnnlab.recurrence.layer  # noqa: F401 (registers ProbedRNN and the cells for loading)
+        import rnnlab.recurrence.stack  # noqa: F401 (registers ProbedRNN, the cells, ShortConv)
         from rnnlab.tasks import get_task
 
         record = json.loads(Path(inputs_file).read_text())
