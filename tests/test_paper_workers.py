@@ -113,15 +113,15 @@ def test_a_grid_as_slurm_jobs_on_postgresql_survives_a_killed_job(
     assert trained.count(": training") == 9, "8 points, one of them twice"
 
 
-@pytest.mark.slow
-def test_a_sigterm_to_the_command_stops_its_workers_and_ends_their_runs(tmp_path):
-    """`kill <pid>` of `rnnlab paper` (or a scheduler's SIGTERM): the workers stop with it,
-    their runs end KILLED, one line says so, and no worker trains on as an orphan. Started
-    as a script's background job would be, with SIGINT ignored, which the workers inherit."""
+def training_paper(tmp_path):
+    """`rnnlab paper smoke` on 2 workers, started as a script's background job would be
+    (SIGINT ignored, which the workers inherit), once both train; the command, the
+    workers' pids and the MLflow client."""
     uri, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/claims.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "rnnlab.cli", "paper", "smoke", "--no-report", "--workers", "2",
-         "--storage", storage, f"tracking.uri={uri}", *LEAN, "trainer.epochs=100000"],
+         "--storage", storage, f"tracking.uri={uri}", *LEAN, "trainer.epochs=100000",
+         "trainer.early_stopping_patience=null"],  # no run ends before the signal
         cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
@@ -138,17 +138,47 @@ def test_a_sigterm_to_the_command_stops_its_workers_and_ends_their_runs(tmp_path
     first_lines = [process.stdout.readline() for _ in range(3)]  # the grid, then its 2 workers
     workers = [int(line.split("pid ")[1].split(",")[0]) for line in first_lines[1:]]
     assert len(workers) == 2
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 130, output[-3000:]
-    assert output.strip().endswith("rnnlab: paper stopped; rerun the same command to go on")
-    assert "Traceback" not in output
-    for pid in workers:  # gone, not orphaned: signal 0 finds no such process
+    return process, workers, client
+
+
+def assert_gone_and_killed(workers, client, seconds=120):
+    """The workers have exited (not orphaned, training on) and their runs ended KILLED."""
+    deadline = time.monotonic() + seconds
+    for pid in workers:  # signal 0 finds no such process once it is gone
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, "tags.`rnnlab.experiment` = 'smoke'")
     assert sorted(run.info.status for run in runs) == ["KILLED", "KILLED"]
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_command_stops_its_workers_and_ends_their_runs(tmp_path):
+    """`kill <pid>` of `rnnlab paper` (or a scheduler's SIGTERM): the workers stop with it,
+    their runs end KILLED, one line says so, and no worker trains on as an orphan."""
+    process, workers, client = training_paper(tmp_path)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-3000:]
+    assert output.strip().endswith("rnnlab: paper stopped; rerun the same command to go on")
+    assert "Traceback" not in output
+    assert_gone_and_killed(workers, client, seconds=0)
+
+
+@pytest.mark.slow
+def test_a_sigkill_to_the_command_stops_its_workers_too(tmp_path):
+    """`kill -9` of `rnnlab paper` (or the OOM killer) passes nothing on; its workers
+    must not train on as orphans, taking point after point: each ends its run KILLED."""
+    process, workers, client = training_paper(tmp_path)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert_gone_and_killed(workers, client)
 
 
 def test_an_interrupt_that_surfaces_inside_tensorflow_still_counts_as_one():

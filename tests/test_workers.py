@@ -64,7 +64,7 @@ def test_workers_get_the_gpus_round_robin_and_a_share_of_the_cores(monkeypatch):
     monkeypatch.setattr(workers.multiprocessing, "get_context", lambda method: FakeContext)
     FakeProcess.started = []
     assert workers.run_workers(print, ("job",), 3) == []
-    assert [(worker, threads, gpu) for _, _, worker, threads, gpu in FakeProcess.started] == [
+    assert [(worker, threads, gpu) for _, _, worker, threads, gpu, _ in FakeProcess.started] == [
         (0, 2, "0"),
         (1, 2, "1"),
         (2, 2, "0"),
@@ -72,7 +72,8 @@ def test_workers_get_the_gpus_round_robin_and_a_share_of_the_cores(monkeypatch):
     monkeypatch.setattr(workers, "visible_gpus", lambda: [])
     FakeProcess.started = []
     workers.run_workers(print, ("job",), 2)
-    assert [gpu for *_, gpu in FakeProcess.started] == [None, None]
+    assert [gpu for *_, gpu, _ in FakeProcess.started] == [None, None]
+    assert {parent for *_, parent in FakeProcess.started} == {os.getpid()}
 
 
 def test_a_worker_sees_only_its_gpu(monkeypatch):
@@ -82,7 +83,10 @@ def test_a_worker_sees_only_its_gpu(monkeypatch):
     def target(job, worker, threads, label):
         seen.update(job=job, worker=worker, label=label, gpu=os.environ["CUDA_VISIBLE_DEVICES"])
 
-    workers.enter_worker(target, ("job",), 1, 4, "1")
+    parents = []
+    monkeypatch.setattr(workers, "stop_with_parent", parents.append)
+    workers.enter_worker(target, ("job",), 1, 4, "1", 4321)
+    assert parents == [4321]
     assert seen == {"job": "job", "worker": 1, "label": "[worker 1, GPU 1] ", "gpu": "1"}
 
 

@@ -10,11 +10,14 @@ A SIGTERM (`kill`, a cluster's scheduler) is Ctrl-C here: the parent passes it o
 workers and waits for them, and each worker ends its run as Ctrl-C ends it (KILLED, its
 point or trial left to the next command). Without this a killed parent left its workers
 training on as orphans. SIGTERM, not SIGINT, is what is passed on: a command started in
-the background of a script inherits SIGINT ignored, and so do its workers.
+the background of a script inherits SIGINT ignored, and so do its workers. A parent killed
+outright (SIGKILL, the OOM killer) passes on nothing, so on Linux each worker asks the
+kernel for a SIGTERM of its own when its parent dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import shutil
@@ -57,9 +60,24 @@ def gpu_for(worker: int, gpus: Sequence[str]) -> str | None:
 STOP_SECONDS = 60
 
 
-def enter_worker(target: Callable, args: tuple, worker: int, threads: int, gpu: str | None):
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+
+
+def stop_with_parent(parent: int) -> None:
+    """A SIGTERM to this process when its parent dies, however it dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def enter_worker(
+    target: Callable, args: tuple, worker: int, threads: int, gpu: str | None, parent: int
+):
     """In the new process, before TensorFlow loads: its GPU, then the worker's loop."""
     stop_on_signals()  # a kill ends its run as Ctrl-C
+    stop_with_parent(parent)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     device = f", GPU {gpu}" if gpu is not None else ""
@@ -81,7 +99,9 @@ def run_workers(target: Callable, args: tuple, workers: int) -> list[str]:
     for worker in range(workers):
         gpu = gpu_for(worker, gpus)
         process = context.Process(
-            target=enter_worker, args=(target, args, worker, threads, gpu), daemon=False
+            target=enter_worker,
+            args=(target, args, worker, threads, gpu, os.getpid()),
+            daemon=False,
         )
         process.start()
         processes.append(process)
