@@ -218,6 +218,30 @@ def test_after_a_stop_signal_any_error_counts_as_the_stop():
     assert result.stdout.strip() == "True"
 
 
+def test_a_repeated_stop_signal_does_not_break_the_ending_of_the_first():
+    """Two SIGTERMs (a parent killed outright sends its workers one per dying thread): the
+    second lands while the first's KeyboardInterrupt is being handled, and must let that
+    handling finish instead of raising in the middle of it."""
+    script = (
+        "import os, signal\n"
+        "from rnnlab.interrupts import raise_if_stopping, stop_on_signals\n"
+        "stop_on_signals()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    signal.pause()\n"
+        "except KeyboardInterrupt:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # the repeat, mid-ending\n"
+        "    print('ended', flush=True)\n"
+        "try:\n"
+        "    raise_if_stopping()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('still stopping')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ended", "still", "stopping"]
+
+
 def test_training_stops_after_a_stop_signal_even_if_its_interrupt_was_swallowed():
     """A library's broad `except` can swallow the KeyboardInterrupt a SIGTERM raised; the
     run must still stop, at the end of that batch, instead of training on to the last

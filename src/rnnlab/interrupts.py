@@ -19,7 +19,13 @@ _stop_asked = False
 
 
 def _stop(signum, frame):
+    """The first stop signal raises; a repeat only finds the stop under way. Raising again
+    would break the ending it interrupts (a run tagged but never ended KILLED, which
+    MLflow's exit hook then ends FINISHED), and repeats come unasked: a worker whose parent
+    was killed outright got its parent-death SIGTERM twice, one per dying thread."""
     global _stop_asked
+    if _stop_asked:
+        return
     _stop_asked = True
     raise KeyboardInterrupt
 
