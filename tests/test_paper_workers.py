@@ -197,49 +197,57 @@ def test_an_interrupt_that_surfaces_inside_tensorflow_still_counts_as_one():
     assert not interrupted(ValueError("nan"))
 
 
-def test_after_a_stop_signal_any_error_counts_as_the_stop():
-    """A SIGTERM that lands inside TensorFlow can come out as an unrelated error (a TypeError
-    from a value converted halfway, seen in CI) with nothing linking it to the interrupt:
-    once a stop signal has arrived, the process treats whatever is raised as the stop."""
+def after_a_sigterm(handling: str, then: str, imports: str = "", before: str = "") -> str:
+    """The output of a Python process that stops on signals, sends itself a SIGTERM, runs
+    `handling` (indented) where the KeyboardInterrupt is caught, then `then`."""
     script = (
         "import os, signal\n"
-        "from rnnlab.interrupts import interrupted, stop_on_signals\n"
-        "assert not interrupted(TypeError('before'))\n"
+        f"from rnnlab.interrupts import stop_on_signals{imports}\n"
+        f"{before}"
         "stop_on_signals()\n"
         "try:\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    signal.pause()\n"
         "except KeyboardInterrupt:\n"
-        "    pass\n"
-        "print(interrupted(TypeError('after')))\n"
+        f"{handling}"
+        f"{then}"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True"
+    return result.stdout
+
+
+def test_after_a_stop_signal_any_error_counts_as_the_stop():
+    """A SIGTERM that lands inside TensorFlow can come out as an unrelated error (a TypeError
+    from a value converted halfway, seen in CI) with nothing linking it to the interrupt:
+    once a stop signal has arrived, the process treats whatever is raised as the stop."""
+    output = after_a_sigterm(
+        handling="    pass\n",
+        then="print(interrupted(TypeError('after')))\n",
+        imports=", interrupted",
+        before="assert not interrupted(TypeError('before'))\n",
+    )
+    assert output.strip() == "True"
 
 
 def test_a_repeated_stop_signal_does_not_break_the_ending_of_the_first():
     """Two SIGTERMs (a parent killed outright sends its workers one per dying thread): the
     second lands while the first's KeyboardInterrupt is being handled, and must let that
     handling finish instead of raising in the middle of it."""
-    script = (
-        "import os, signal\n"
-        "from rnnlab.interrupts import raise_if_stopping, stop_on_signals\n"
-        "stop_on_signals()\n"
-        "try:\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    signal.pause()\n"
-        "except KeyboardInterrupt:\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)  # the repeat, mid-ending\n"
-        "    print('ended', flush=True)\n"
-        "try:\n"
-        "    raise_if_stopping()\n"
-        "except KeyboardInterrupt:\n"
-        "    print('still stopping')\n"
+    output = after_a_sigterm(
+        handling=(
+            "    os.kill(os.getpid(), signal.SIGTERM)  # the repeat, mid-ending\n"
+            "    print('ended', flush=True)\n"
+        ),
+        then=(
+            "try:\n"
+            "    raise_if_stopping()\n"
+            "except KeyboardInterrupt:\n"
+            "    print('still stopping')\n"
+        ),
+        imports=", raise_if_stopping",
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["ended", "still", "stopping"]
+    assert output.split() == ["ended", "still", "stopping"]
 
 
 def test_training_stops_after_a_stop_signal_even_if_its_interrupt_was_swallowed():
