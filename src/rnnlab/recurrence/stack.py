@@ -42,9 +42,9 @@ class ShortConv(layers.Layer):
     Mamba, Griffin and xLSTM put one (width 4) before their recurrences, and recall needs
     it there: a cell that writes what it reads from x_t alone (S6, the mLSTM's keys and
     values) cannot bind a value to the key one step before it, while after the convolution
-    x_t carries both. Steps a mask marks as padding count as zeros, and the
-    mask passes on to the recurrence. Initialised as PyTorch's Conv1d, which those papers'
-    code uses: uniform in ±1/√width.
+    x_t carries both. Steps a mask marks as padding count as zeros, and the mask passes
+    on to the recurrence. Initialised as PyTorch's Conv1d, which those papers' code uses:
+    uniform in ±1/√width.
     """
 
     def __init__(self, width: int, **kwargs):

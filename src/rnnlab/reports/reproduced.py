@@ -133,14 +133,14 @@ def main(arguments: list[str]) -> None:
     reports, records, output = (Path(argument) for argument in arguments)
     try:
         kept = keep(reports, records)
+        if not any(records.glob("*.json")):
+            sys.exit(
+                f"rnnlab: no claims.json under {reports}/ and no record in {records}/: "
+                "run `rnnlab report EXP` first"
+            )
         text = page(records, CONF_DIR / "experiment")
     except ValueError as error:
         sys.exit(f"rnnlab: {error}")
-    if not any(records.glob("*.json")):
-        sys.exit(
-            f"rnnlab: no claims.json under {reports}/ and no record in {records}/: "
-            "run `rnnlab report EXP` first"
-        )
     output.write_text(text)
     source = f"{', '.join(kept)} copied from {reports}/" if kept else f"no report in {reports}/"
     print(f"{output} written from the records in {records}/ ({source})")
