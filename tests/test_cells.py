@@ -95,7 +95,9 @@ def rglru_reference(cell, x, state):
     recurrence, gate, value = np.split(x @ cell.kernel.numpy() + cell.bias.numpy(), 3, axis=-1)
     decay = sigmoid(cell.a_logit.numpy()) ** (cell.gate_power * sigmoid(recurrence))
     new = decay * state + np.sqrt(1 - decay**2) * (sigmoid(gate) * value)
-    return new, new
+    if not cell.output_gate:
+        return new, new
+    return gelu(x @ cell.gate_kernel.numpy() + cell.gate_bias.numpy()) * new, new
 
 
 def hgrn_reference(cell, x, state):
@@ -140,6 +142,11 @@ STEP_CASES = {  # name: (make the cell, its input width, the reference step)
     "lru-diagonal-skip": (lambda: LRUCell(4, state_units=3, dtype="float64"), 4, lru_reference),
     "lru-matrix-skip": (lambda: LRUCell(4, state_units=3, dtype="float64"), 5, lru_reference),
     "rglru": (lambda: RGLRUCell(4, dtype="float64"), 3, rglru_reference),
+    "rglru-output-gate": (
+        lambda: RGLRUCell(4, output_gate=True, dtype="float64"),
+        3,
+        rglru_reference,
+    ),
     "hgrn": (lambda: HGRNCell(4, forget_lower_bound=0.25, dtype="float64"), 3, hgrn_reference),
     "hgrn-no-output-gate": (
         lambda: HGRNCell(4, forget_lower_bound=0.6, output_gate=False, dtype="float64"),
@@ -288,6 +295,7 @@ GRADIENT_CELLS = {
     "lru": lambda: LRUCell(3, state_units=2, dtype="float64"),
     "lru-matrix-skip": lambda: LRUCell(2, state_units=2, dtype="float64"),
     "rglru": lambda: RGLRUCell(3, dtype="float64"),
+    "rglru-output-gate": lambda: RGLRUCell(3, output_gate=True, dtype="float64"),
     "hgrn": lambda: HGRNCell(3, forget_lower_bound=0.25, dtype="float64"),
     "s6": lambda: S6Cell(3, state_units=2, dtype="float64"),
 }
@@ -319,6 +327,7 @@ SCAN_CELLS = {
     "minlstm": lambda units, **options: MinLSTMCell(units, **options),
     "lru": lambda units, **options: LRUCell(units, state_units=3, **options),
     "rglru": lambda units, **options: RGLRUCell(units, **options),
+    "rglru-output-gate": lambda units, **options: RGLRUCell(units, output_gate=True, **options),
     # A nonzero bound: the native op reads it as a parameter.
     "hgrn": lambda units, **options: HGRNCell(units, forget_lower_bound=0.3, **options),
     "s6": lambda units, **options: S6Cell(units, state_units=3, **options),

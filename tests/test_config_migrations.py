@@ -27,6 +27,7 @@ from rnnlab.config import (
     with_experiment_task_overrides,
 )
 from rnnlab.config.compose import compose_unresolved
+from rnnlab.config.migrations import hashed_layout
 from rnnlab.experiments.grids import experiment_grid
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -151,3 +152,20 @@ def test_an_experiments_settings_for_one_cell_reach_that_cells_runs_alone():
     mine = [*given, "cell.bias_initializer.max_steps=50"]
     mine_cfg = with_experiment_task_overrides(compose_config(mine), mine)
     assert mine_cfg.cell.bias_initializer.max_steps == 50  # the user's value wins
+
+
+def test_the_rglru_output_gate_came_later_and_keeps_the_hashes_of_the_runs_before_it():
+    """Griffin's gate on the RG-LRU was added after RG-LRU grids were stored: a stored config
+    without it reads as off and hashes as today's default, while HGRN's own `output_gate`,
+    the same key of another cell, stays part of every HGRN hash."""
+    today = compose_config(["task=adding", "cell=rglru"])
+    stored = OmegaConf.to_container(today, resolve=True)
+    del stored["cell"]["output_gate"]
+    assert migrate_stored(OmegaConf.create(stored)).cell.output_gate is False
+    assert config_hash(OmegaConf.create(stored)) == config_hash(today)
+    gated = compose_config(["task=adding", "cell=rglru", "cell.output_gate=true"])
+    assert config_hash(gated) != config_hash(today)
+    hgrn = OmegaConf.to_container(
+        compose_config(["task=adding", "cell=hgrn", "cell.output_gate=false"]), resolve=True
+    )
+    assert hashed_layout(hgrn)["cell"]["output_gate"] is False

@@ -57,9 +57,13 @@ class Added:
     before: Any
     task: str | None = None  # only this task's configs have the key
     hashed_when_set: bool = False
+    cell: str | None = None  # only this cell's configs have the key (by `cell.name`)
 
     def applies(self, content: dict) -> bool:
-        return self.task is None or _task(content) == self.task
+        cell = (content.get("cell") or {}).get("name")
+        return (self.task is None or _task(content) == self.task) and (
+            self.cell is None or cell == self.cell
+        )
 
     def to_today(self, content: dict) -> None:
         node, key = _parent(content, self.path)
@@ -206,6 +210,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Added("optimizer.beta_1", 0.9, hashed_when_set=True),
     # The short convolution of Mamba's, Griffin's and xLSTM's blocks: none, as they ran.
     Added("model.short_conv", 0, hashed_when_set=True),
+    # Griffin's gated branch on the RG-LRU's output: off, as Hawk's cell ran (HGRN's own
+    # `output_gate` came with the cell).
+    Added("cell.output_gate", False, hashed_when_set=True, cell="rglru"),
     # Experiment-only keys of tuned grids and published claims (never hashed: NOT_HASHED).
     Added("tune", None),
     Added("claims", []),

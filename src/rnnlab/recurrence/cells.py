@@ -222,6 +222,31 @@ class LinearRecurrentCell(_InputProjectingCell):
         """The cell's output from its new state (and input): the state itself here."""
         return states
 
+    def build_output_gate(self, input_shape) -> None:
+        """W_g and b_g of a gate on the output that reads x_t (HGRN's, Griffin's branch).
+
+        A state read out as it is cannot answer a question asked by the current input (which
+        value did this key get?); multiplied by a function of x_t, each unit speaks only
+        when the input asks for it. Call from `build`; `output_gate_input` applies it.
+        """
+        self.gate_kernel = self.add_weight(
+            shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer,
+            name="gate_kernel",
+        )
+        self.gate_bias = (
+            self.add_weight(
+                shape=(self.units,), initializer=self.bias_initializer, name="gate_bias"
+            )
+            if self.use_bias
+            else None
+        )
+
+    def output_gate_input(self, inputs):
+        """W_g x_t + b_g, before the cell's own nonlinearity."""
+        gate = ops.matmul(inputs, self.gate_kernel)
+        return gate if self.gate_bias is None else gate + self.gate_bias
+
     def call(self, inputs, states, training=False):
         a, b = self.coefficients(self.project(inputs, training))
         state = a * states[0] + b
@@ -417,6 +442,10 @@ class RGLRUCell(LinearRecurrentCell):
     The paper's x_t is already a projection (after a short convolution in Griffin's block),
     and its gate matrices are block-diagonal by heads; here W, W_a and W_x are full, one
     kernel of three blocks.
+
+    `output_gate` adds Griffin's other branch, y_t = GeLU(W_g x_t + b_g) ⊙ h_t: Hawk's cell
+    alone outputs h_t, which no query reads, so it cannot recall a key's value. Here
+    the gate reads the cell's input (after `model.short_conv`), Griffin's the block's.
     """
 
     parts = 3
@@ -428,9 +457,11 @@ class RGLRUCell(LinearRecurrentCell):
         a_min: float = 0.9,
         a_max: float = 0.999,
         gate_power: float = 8.0,
+        output_gate: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(units, **kwargs)
+        self.output_gate = output_gate
         if not 0.0 < a_min < a_max < 1.0:
             raise ValueError(f"need 0 < a_min < a_max < 1, got a_min={a_min}, a_max={a_max}")
         if gate_power <= 0:
@@ -450,6 +481,8 @@ class RGLRUCell(LinearRecurrentCell):
             initializer=initializers.Constant(np.log(a) - np.log1p(-a)),
             name="a_logit",
         )
+        if self.output_gate:
+            self.build_output_gate(input_shape)
 
     def decay_rates(self):
         """c·softplus(−Λ) = −c·log a: log a_t = −r_t times this (what the native op reads)."""
@@ -465,12 +498,18 @@ class RGLRUCell(LinearRecurrentCell):
         normaliser = bounded_sqrt(-ops.expm1(2 * log_a))
         return ops.exp(log_a), normaliser * ops.sigmoid(input_gate) * value
 
+    def readout(self, states, inputs):
+        if not self.output_gate:
+            return states
+        return ops.gelu(self.output_gate_input(inputs), approximate=False) * states
+
     def get_config(self) -> dict:
         return {
             **super().get_config(),
             "a_min": self.a_min,
             "a_max": self.a_max,
             "gate_power": self.gate_power,
+            "output_gate": self.output_gate,
         }
 
 
@@ -522,20 +561,8 @@ class HGRNCell(LinearRecurrentCell):
 
     def build(self, input_shape) -> None:
         super().build(input_shape)
-        if not self.output_gate:
-            return
-        self.gate_kernel = self.add_weight(
-            shape=(input_shape[-1], self.units),
-            initializer=self.kernel_initializer,
-            name="gate_kernel",
-        )
-        self.gate_bias = (
-            self.add_weight(
-                shape=(self.units,), initializer=self.bias_initializer, name="gate_bias"
-            )
-            if self.use_bias
-            else None
-        )
+        if self.output_gate:
+            self.build_output_gate(input_shape)
 
     def scan_parameters(self):
         """γ for every lane, as the native op reads it."""
@@ -550,10 +577,7 @@ class HGRNCell(LinearRecurrentCell):
     def readout(self, states, inputs):
         if not self.output_gate:
             return states
-        gate = ops.matmul(inputs, self.gate_kernel)
-        if self.gate_bias is not None:
-            gate = gate + self.gate_bias
-        gated = ops.silu(gate) * states
+        gated = ops.silu(self.output_gate_input(inputs)) * states
         mean = ops.mean(gated, axis=-1, keepdims=True)
         variance = ops.var(gated, axis=-1, keepdims=True)
         # No scale and offset: the next layer's kernel (or the head) is linear and absorbs them.
