@@ -119,6 +119,35 @@ class StopAfter(keras.callbacks.Callback):
         self.model.stop_training = epoch + 1 >= self.epochs
 
 
+def test_averaging_the_weights_leaves_the_training_untouched():
+    """Validating the average swaps it in and out every epoch; the raw weights must come
+    back bit for bit, so a run's training losses are the ones it has without the average."""
+    rng = np.random.default_rng(1)
+    inputs = rng.normal(size=(256, 8)).astype("float32")
+    targets = np.sin(3 * inputs).sum(axis=1, keepdims=True)
+
+    def training_losses(use_ema: bool) -> list[float]:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(32, activation="tanh"), keras.layers.Dense(1)]
+        )
+        model.compile(keras.optimizers.SGD(0.1, use_ema=use_ema, ema_momentum=0.5), loss="mse")
+        history = model.fit(
+            inputs,
+            targets,
+            batch_size=32,
+            epochs=8,
+            verbose=0,
+            shuffle=False,
+            validation_data=(inputs, targets),
+            callbacks=[AveragedWeights()] if use_ema else [],
+        )
+        return history.history["loss"]
+
+    plain, averaged = training_losses(False), training_losses(True)
+    assert averaged == plain
+
+
 @pytest.mark.parametrize(
     ("stop_after", "direction", "tested_epoch"),
     [

@@ -127,6 +127,16 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     def __init__(self) -> None:
         super().__init__(swap_on_epoch=True)
 
+    def _tf_swap_variables(self, optimizer) -> None:
+        """Swap through a copy, as Keras does on its other backends.
+
+        Keras's TensorFlow swap saves a copy with a += b; b = a - b; a -= b, which rounds:
+        every epoch's four swaps nudged the raw weights, so averaging changed the training it
+        only meant to evaluate, and a chaotic run took another path. With the copy, a run
+        trains exactly as it would without the average.
+        """
+        self._backend_swap_variables(optimizer)
+
 
 class AveragesOutlastStopping(keras.callbacks.Callback):
     """Keep the averaged weights in the model when a run stops before its last epoch.
